@@ -1,0 +1,210 @@
+//! The API's error bodies, with the exact texts the real service returns.
+//!
+//! The proxy under test recognises upstream failures by these texts, so they must be byte-exact
+//! (see shared/reference/responses-api.md §3.1).
+
+use axum::http::StatusCode;
+use serde::Serialize;
+
+/// The inner error object, serialized with the real API's key order.
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorObject<'a>,
+}
+
+/// One error answer: HTTP status plus the `error` object.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: String, param: Option<&str>, code: Option<&'static str>) -> Self {
+        ApiError {
+            status,
+            message,
+            kind: "invalid_request_error",
+            param: param.map(str::to_string),
+            code,
+        }
+    }
+
+    fn object(&self) -> ErrorObject<'_> {
+        ErrorObject {
+            message: &self.message,
+            kind: self.kind,
+            param: self.param.as_deref(),
+            code: self.code,
+        }
+    }
+
+    /// The `{"error":{"message","type","param","code"}}` body, keys in the API's order.
+    pub fn body_string(&self) -> String {
+        serde_json::to_string(&ErrorBody { error: self.object() }).unwrap_or_default()
+    }
+
+    /// The inner `{"message","type","param","code"}` object as JSON text.
+    pub fn object_string(&self) -> String {
+        serde_json::to_string(&self.object()).unwrap_or_default()
+    }
+
+    pub fn missing_key() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "You didn't provide an API key.".into(), None, None)
+    }
+
+    pub fn bad_json() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. If you have trouble figuring out how to fix this, please contact us through our help center at help.openai.com.)".into(),
+            None,
+            None,
+        )
+    }
+
+    pub fn invalid_type(param: &str, expected: &str, got: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid type for '{param}': expected {expected}, but got {got} instead."),
+            Some(param),
+            Some("invalid_type"),
+        )
+    }
+
+    /// A request the fake itself cannot honour (bad `x-fake-*` header).
+    pub fn fake_usage(message: String) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message, None, None)
+    }
+
+    pub fn not_found_response(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            format!("Response with id '{id}' not found."),
+            None,
+            None,
+        )
+    }
+
+    /// E1
+    pub fn missing_reasoning(id: &str, kind: &str, rs: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("Item '{id}' of type '{kind}' was provided without its required 'reasoning' item: '{rs}'."),
+            Some("input"),
+            None,
+        )
+    }
+
+    /// E2
+    pub fn missing_follower(rs: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("Item '{rs}' of type 'reasoning' was provided without its required following item."),
+            Some("input"),
+            None,
+        )
+    }
+
+    /// E3
+    pub fn not_persisted(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            format!("Item with id '{id}' not found. Items are not persisted when `store` is set to false. Try again with `store` set to true, or remove this item from your input."),
+            Some("input"),
+            None,
+        )
+    }
+
+    /// E3b
+    pub fn item_not_found(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            format!("Item with id '{id}' not found."),
+            Some("input"),
+            None,
+        )
+    }
+
+    /// E4
+    pub fn duplicate(id: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("Duplicate item found with id {id}. Remove duplicate items from your input and try again."),
+            Some("input"),
+            None,
+        )
+    }
+
+    /// E5; `what` is "function call" or "custom tool call".
+    pub fn no_tool_output(what: &str, call_id: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("No tool output found for {what} {call_id}."),
+            Some("input"),
+            None,
+        )
+    }
+
+    /// E6; `what` is "function call output" or "custom tool call output".
+    pub fn no_tool_call(what: &str, call_id: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("No tool call found for {what} with call_id {call_id}."),
+            Some("input"),
+            None,
+        )
+    }
+
+    /// E7
+    pub fn bad_prefix(index: usize, id: &str, prefix: &str) -> Self {
+        let param = format!("input[{index}].id");
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid '{param}': '{id}'. Expected an ID that begins with '{prefix}'."),
+            Some(&param),
+            Some("invalid_value"),
+        )
+    }
+
+    /// E8, encrypted content of another tenant.
+    pub fn foreign_encrypted(rs: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("The encrypted content for item {rs} could not be verified. Reason: Encrypted content organization_id did not match the target organization."),
+            None,
+            Some("invalid_encrypted_content"),
+        )
+    }
+
+    /// E8, unreadable encrypted content.
+    pub fn undecryptable(rs: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("The encrypted content for item {rs} could not be verified. Reason: Encrypted content could not be decrypted or parsed."),
+            None,
+            Some("invalid_encrypted_content"),
+        )
+    }
+
+    /// E9
+    pub fn previous_not_found(id: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("Previous response with id '{id}' not found."),
+            Some("previous_response_id"),
+            Some("previous_response_not_found"),
+        )
+    }
+}

@@ -1,0 +1,202 @@
+//! A strict fake of the OpenAI Responses API, for rethread's tests, examples and benchmarks.
+//!
+//! rethread repairs follow-up requests that left out items the API requires (a reasoning item
+//! before its image generation call, …). To prove the repair works, the tests need an upstream
+//! that rejects exactly what the real API rejects, with the exact error texts — that is this
+//! crate. It also serves a few plain routes (echo, blobs, SSE, status codes) to test that
+//! everything else passes through the proxy untouched.
+//!
+//! Test knobs are request headers on `POST …/responses`: `x-fake-shape` (output kinds, e.g.
+//! `rs,ig,msg`), `x-fake-rotate-ids: 1`, `x-fake-fail-stream: 1`, `x-fake-delay-ms: N` and
+//! `x-fake-encoding: gzip|br|zstd|deflate|identity`.
+
+mod encoding;
+mod encrypted;
+mod errors;
+mod events;
+mod generate;
+mod ids;
+mod input;
+mod kinds;
+mod passthrough;
+mod query;
+mod reply;
+mod responses;
+mod state;
+mod turn;
+mod validate;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::query::Query;
+use crate::state::Shared;
+
+pub use crate::encrypted::issue as issue_encrypted_content;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct FakeOptions {
+    /// Honour `accept-encoding` on Responses answers (default true).
+    pub compress: bool,
+    /// Raw bytes of a generated image before base64 (default 2048).
+    pub image_bytes: usize,
+}
+
+impl Default for FakeOptions {
+    fn default() -> Self {
+        FakeOptions { compress: true, image_bytes: 2048 }
+    }
+}
+
+/// A running fake; dropping it (or calling `shutdown`) stops it.
+pub struct FakeHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl FakeHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Number of POSTs to any `…/responses` path received.
+    pub fn responses_posts(&self) -> u64 {
+        self.shared.responses_posts.load(Ordering::Relaxed)
+    }
+
+    /// Number of HTTP requests received (any route).
+    pub fn requests_total(&self) -> u64 {
+        self.shared.requests_total.load(Ordering::Relaxed)
+    }
+
+    /// Body of the last `POST …/responses` (or WebSocket `response.create` frame).
+    pub fn last_request_body(&self) -> Option<Bytes> {
+        self.shared.last_body()
+    }
+
+    /// Stop accepting connections and wait (briefly) for the server task to end.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(std::time::Duration::from_secs(1), task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for FakeHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Bind `127.0.0.1:0` and serve in a background task.
+pub async fn spawn(opts: FakeOptions) -> std::io::Result<FakeHandle> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(Shared::new(opts));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(run(listener, shared.clone(), async move {
+        let _ = stopped.await;
+    }));
+    Ok(FakeHandle { addr, shared, stop: Some(stop), task: Some(task) })
+}
+
+/// Serve on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, opts: FakeOptions) -> std::io::Result<()> {
+    run(listener, Arc::new(Shared::new(opts)), std::future::pending()).await
+}
+
+async fn run(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new().fallback(dispatch).with_state(shared);
+    axum::serve(listener, app).with_graceful_shutdown(stop).await
+}
+
+/// All routing, by hand: the Responses endpoint is recognised by its last path segment, which
+/// axum's path patterns cannot express.
+async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    shared.requests_total.fetch_add(1, Ordering::Relaxed);
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let method = parts.method.clone();
+    let query = Query::parse(parts.uri.query());
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let n = segs.len();
+    let is_get = method == Method::GET;
+
+    if path == "/v1/echo" || path.starts_with("/v1/echo/") {
+        return passthrough::echo(parts.method, parts.uri, parts.headers, body).await;
+    }
+    match (segs.as_slice(), is_get) {
+        (["v1", "blob"], true) => return passthrough::blob(&query),
+        (["v1", "sse"], true) => return passthrough::sse(&query),
+        (["v1", "status", code], _) => return passthrough::status(code),
+        (["v1", "headers"], true) => return passthrough::headers(),
+        (["v1", "json"], _) if is_get || method == Method::POST => return passthrough::json_blob(&query, body).await,
+        (["fake", "stats"], true) => return passthrough::stats(&shared).await,
+        _ => {}
+    }
+    if n >= 1 && segs[n - 1] == "responses" {
+        if method == Method::POST {
+            return responses::create(shared, parts.headers, body).await;
+        }
+        if is_get && ws::is_upgrade(&parts.headers) {
+            return ws::upgrade(shared, parts).await;
+        }
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    if n >= 2 && segs[n - 2] == "responses" {
+        let id = segs[n - 1].to_string();
+        return responses::by_id(shared, method, parts.headers, &id, query, false).await;
+    }
+    if n >= 3 && segs[n - 3] == "responses" && segs[n - 1] == "input_items" {
+        let id = segs[n - 2].to_string();
+        return responses::by_id(shared, method, parts.headers, &id, query, true).await;
+    }
+    drop(body);
+    not_found()
+}
+
+fn not_found() -> Response {
+    let body = Body::from(r#"{"error":{"message":"Unknown route.","type":"invalid_request_error","param":null,"code":null}}"#);
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::NOT_FOUND;
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -1,0 +1,66 @@
+//! `rethread-fake`: the strict fake Responses API as a standalone server, for manual runs,
+//! examples and benchmarks. Prints `listening on http://IP:PORT` first, then serves until killed.
+
+use std::io::Write;
+
+use rethread_fake::FakeOptions;
+
+struct Args {
+    listen: String,
+    opts: FakeOptions,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { listen: "127.0.0.1:0".into(), opts: FakeOptions::default() };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--listen" => args.listen = it.next().ok_or("--listen needs ADDR")?,
+            "--image-bytes" => {
+                let v = it.next().ok_or("--image-bytes needs N")?;
+                args.opts.image_bytes = v.parse().map_err(|_| format!("bad --image-bytes: {v}"))?;
+            }
+            "--no-compress" => args.opts.compress = false,
+            "-h" | "--help" => {
+                return Err("usage: rethread-fake [--listen ADDR] [--image-bytes N] [--no-compress]".into())
+            }
+            other => return Err(format!("unknown argument: {other}")),
+        }
+    }
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "cannot listen on {}: {e}", args.listen);
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "no local address: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "listening on http://{addr}");
+    let _ = out.flush();
+    match rethread_fake::serve(listener, args.opts).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "server error: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! What the fake remembers, per tenant.
+//!
+//! The real API links replayed items to the turns that produced them; the fake keeps, for every
+//! turn it generated, each output item's id, type, position and reasoning group, plus the full
+//! request input and output for `previous_response_id` chains and retrieval.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::FakeOptions;
+
+/// One output item of a remembered turn.
+#[derive(Debug, Clone)]
+pub struct ItemRecord {
+    pub id: String,
+    pub kind: String,
+    pub position: usize,
+    /// The nearest reasoning item before this one in the same turn; `None` for reasoning items
+    /// themselves and for items before the first reasoning item.
+    pub group: Option<String>,
+    pub call_id: Option<String>,
+}
+
+/// One SSE event as it was sent, kept for `starting_after` replay.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub sequence_number: u64,
+    pub event_type: String,
+    pub data: String,
+}
+
+/// One generated turn (one response).
+#[derive(Debug, Clone)]
+pub struct Turn {
+    pub response: Value,
+    pub stored: bool,
+    pub deleted: bool,
+    pub previous_response_id: Option<String>,
+    pub input: Vec<Value>,
+    pub output: Vec<Value>,
+    pub items: Vec<ItemRecord>,
+    pub events: Vec<StoredEvent>,
+}
+
+impl Turn {
+    /// Whether lookups (GET, item references, chaining) may see this turn.
+    pub fn visible(&self) -> bool {
+        self.stored && !self.deleted
+    }
+}
+
+/// Everything one tenant ever got.
+#[derive(Debug, Default)]
+pub struct Tenant {
+    pub turns: HashMap<String, Turn>,
+    /// item id → response id
+    pub item_index: HashMap<String, String>,
+    /// call_id → item id
+    pub call_index: HashMap<String, String>,
+}
+
+impl Tenant {
+    /// The remembered item with this id and the turn it belongs to.
+    pub fn item(&self, id: &str) -> Option<(&ItemRecord, &Turn)> {
+        let resp = self.item_index.get(id)?;
+        let turn = self.turns.get(resp)?;
+        turn.items.iter().find(|r| r.id == id).map(|r| (r, turn))
+    }
+
+    /// The id of the remembered call item with this call_id.
+    pub fn item_id_for_call(&self, call_id: &str) -> Option<&str> {
+        self.call_index.get(call_id).map(String::as_str)
+    }
+
+    /// A turn reachable by id for GET / previous_response_id.
+    pub fn visible_turn(&self, id: &str) -> Option<&Turn> {
+        self.turns.get(id).filter(|t| t.visible())
+    }
+
+    /// Input and output items of the chain ending at `resp_id` (that turn and its ancestors).
+    pub fn chain_items(&self, resp_id: &str) -> Vec<&Value> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut next = Some(resp_id.to_string());
+        while let Some(id) = next.take() {
+            if !seen.insert(id.clone()) {
+                break;
+            }
+            if let Some(turn) = self.turns.get(&id) {
+                out.extend(turn.input.iter());
+                out.extend(turn.output.iter());
+                next = turn.previous_response_id.clone();
+            }
+        }
+        out
+    }
+
+    /// Record a generated turn.
+    pub fn remember(&mut self, id: String, turn: Turn) {
+        for rec in &turn.items {
+            self.item_index.insert(rec.id.clone(), id.clone());
+            if let Some(call_id) = &rec.call_id {
+                self.call_index.insert(call_id.clone(), rec.id.clone());
+            }
+        }
+        self.turns.insert(id, turn);
+    }
+}
+
+/// State shared by all connections of one fake server.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub opts: FakeOptions,
+    pub tenants: Mutex<HashMap<String, Tenant>>,
+    pub responses_posts: AtomicU64,
+    pub requests_total: AtomicU64,
+    pub last_body: Mutex<Option<Bytes>>,
+}
+
+impl Shared {
+    pub fn new(opts: FakeOptions) -> Self {
+        Shared { opts, ..Default::default() }
+    }
+
+    /// The tenants map; a poisoned lock is still usable (the data is plain).
+    pub fn tenants(&self) -> MutexGuard<'_, HashMap<String, Tenant>> {
+        self.tenants.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_last_body(&self, body: Bytes) {
+        *self.last_body.lock().unwrap_or_else(|e| e.into_inner()) = Some(body);
+    }
+
+    pub fn last_body(&self) -> Option<Bytes> {
+        self.last_body.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}

@@ -1,0 +1,131 @@
+//! Creating one turn from a `response.create` body: validate, generate, remember.
+//!
+//! Shared by `POST …/responses` and WebSocket mode, so both are exactly as strict. The turn is
+//! recorded before anything is sent, so a follow-up racing the end of a stream still finds it.
+
+use axum::http::HeaderMap;
+use serde_json::{json, Value};
+
+use crate::errors::ApiError;
+use crate::events::{self, StreamOptions};
+use crate::generate::{self, TurnRequest};
+use crate::ids::new_id;
+use crate::input::flatten;
+use crate::kinds;
+use crate::state::{Shared, StoredEvent, Turn};
+use crate::validate::{self, Request};
+
+/// A created turn, ready to be sent.
+pub struct Created {
+    pub response: Value,
+    pub events: Vec<StoredEvent>,
+    pub stream: bool,
+}
+
+/// The tenant key of a request: credentials plus organization and project.
+pub fn tenant_key(headers: &HeaderMap) -> Option<String> {
+    let get = |name: &str| headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let key = get("authorization").or_else(|| get("api-key")).filter(|k| !k.trim().is_empty())?;
+    let org = get("openai-organization").unwrap_or_default();
+    let project = get("openai-project").unwrap_or_default();
+    Some(format!("{key}|{org}|{project}"))
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The request's input as a flat item list (a string becomes one user message).
+fn input_items(body: &Value) -> Result<Vec<Value>, ApiError> {
+    match body.get("input") {
+        None => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![json!({"role": "user", "content": s})]),
+        Some(v @ Value::Array(_)) => {
+            let mut out = Vec::new();
+            flatten(v, &mut out);
+            Ok(out)
+        }
+        Some(other) => Err(ApiError::invalid_type(
+            "input",
+            "one of a string or array of input items",
+            json_kind(other),
+        )),
+    }
+}
+
+fn header_flag(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
+}
+
+/// Validate and generate a turn for `tenant`.
+pub fn create(shared: &Shared, tenant: &str, headers: &HeaderMap, body: &Value) -> Result<Created, ApiError> {
+    if !body.is_object() {
+        return Err(ApiError::bad_json());
+    }
+    let items = input_items(body)?;
+    let previous = match body.get("previous_response_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(other) => return Err(ApiError::invalid_type("previous_response_id", "a string", json_kind(other))),
+    };
+    let req = TurnRequest {
+        body,
+        tenant_key: tenant,
+        image_bytes: shared.opts.image_bytes,
+        input_len: body.get("input").map(|v| v.to_string().len()).unwrap_or(0),
+    };
+    let shape = match headers.get("x-fake-shape").and_then(|v| v.to_str().ok()) {
+        Some(s) => kinds::parse_shape(s).map_err(ApiError::fake_usage)?,
+        None => {
+            let last = items.last().and_then(|v| v.get("type")).and_then(Value::as_str);
+            generate::default_shape(&req, last)
+        }
+    };
+    let stream_opts = StreamOptions {
+        rotate_ids: header_flag(headers, "x-fake-rotate-ids"),
+        fail: header_flag(headers, "x-fake-fail-stream"),
+    };
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+
+    // Validate under the lock, generate outside it (images can be large), then record.
+    {
+        let mut tenants = shared.tenants();
+        let state = tenants.entry(tenant.to_string()).or_default();
+        let vreq = Request { tenant_key: tenant, previous_response_id: previous, store: req.store() };
+        validate::validate(&vreq, &items, state)?;
+    }
+
+    let id = new_id("resp");
+    let mut output = generate::build_output(&shape, &req);
+    let mut response = generate::response_object(&id, &req, &output);
+    let failed = stream && stream_opts.fail;
+    if failed {
+        output.truncate(events::items_before_failure(output.len()));
+        response["output"] = json!(output);
+        response["status"] = json!("failed");
+        response["error"] = json!({"code": "server_error", "message": events::FAIL_MESSAGE});
+    }
+    let events = events::turn_events(&response, StreamOptions { fail: failed, ..stream_opts });
+    let turn = Turn {
+        response: response.clone(),
+        stored: req.store(),
+        deleted: false,
+        previous_response_id: previous.map(str::to_string),
+        input: items,
+        items: generate::records(&output),
+        output,
+        events: events.clone(),
+    };
+    shared.tenants().entry(tenant.to_string()).or_default().remember(id, turn);
+    Ok(Created { response, events, stream })
+}

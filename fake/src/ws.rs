@@ -1,0 +1,83 @@
+//! WebSocket mode: `GET …/responses` with `Upgrade: websocket`. Each `response.create` text
+//! frame is validated exactly like a POST body and answered with the same events as SSE, one
+//! text frame per event; validation errors come back as an `error` frame.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::errors::ApiError;
+use crate::reply::{self, ReplyOptions};
+use crate::state::Shared;
+use crate::turn;
+
+/// Whether a request asks for a WebSocket upgrade.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get("upgrade")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Accept the upgrade (after checking credentials) and serve frames.
+pub async fn upgrade(shared: Arc<Shared>, mut parts: Parts) -> Response {
+    let headers = parts.headers.clone();
+    let opts = ReplyOptions::from_headers(&headers, false).unwrap_or_else(|_| ReplyOptions::plain());
+    let Some(tenant) = turn::tenant_key(&headers) else {
+        return reply::error(&ApiError::missing_key(), ReplyOptions::plain()).await;
+    };
+    match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(ws) => ws.on_upgrade(move |socket| session(socket, shared, headers, tenant, opts)),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+fn error_frame(err: &ApiError) -> Message {
+    let text = format!(r#"{{"type":"error","status":{},"error":{}}}"#, err.status.as_u16(), err.object_string());
+    Message::Text(text.into())
+}
+
+async fn session(mut socket: WebSocket, shared: Arc<Shared>, headers: HeaderMap, tenant: String, opts: ReplyOptions) {
+    while let Some(Ok(msg)) = socket.recv().await {
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        shared.set_last_body(Bytes::copy_from_slice(text.as_bytes()));
+        let frames = answer(&shared, &headers, &tenant, text.as_str());
+        for frame in frames {
+            if !opts.delay.is_zero() {
+                tokio::time::sleep(opts.delay).await;
+            }
+            if socket.send(frame).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The frames answering one client frame.
+fn answer(shared: &Shared, headers: &HeaderMap, tenant: &str, text: &str) -> Vec<Message> {
+    let Ok(mut body) = serde_json::from_str::<Value>(text) else {
+        return vec![error_frame(&ApiError::bad_json())];
+    };
+    if body.get("type").and_then(Value::as_str) != Some("response.create") {
+        let err = ApiError::fake_usage("Unsupported event type; expected 'response.create'.".into());
+        return vec![error_frame(&err)];
+    }
+    if let Some(obj) = body.as_object_mut() {
+        obj.remove("type");
+        obj.insert("stream".into(), Value::Bool(true));
+    }
+    match turn::create(shared, tenant, headers, &body) {
+        Ok(created) => created.events.into_iter().map(|e| Message::Text(e.data.into())).collect(),
+        Err(err) => vec![error_frame(&err)],
+    }
+}

@@ -1,0 +1,86 @@
+//! Shared helpers for the fake's integration tests: a small reqwest wrapper.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use reqwest::header::HeaderMap;
+use rethread_fake::{spawn, FakeHandle, FakeOptions};
+use serde_json::{json, Value};
+
+pub struct Fake {
+    pub handle: FakeHandle,
+    pub http: reqwest::Client,
+}
+
+pub async fn start() -> Fake {
+    start_with(FakeOptions::default()).await
+}
+
+pub async fn start_with(opts: FakeOptions) -> Fake {
+    let handle = spawn(opts).await.unwrap();
+    Fake { handle, http: reqwest::Client::new() }
+}
+
+pub const KEY: &str = "Bearer sk-test-a";
+pub const OTHER_KEY: &str = "Bearer sk-test-b";
+
+impl Fake {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.handle.url(), path)
+    }
+
+    /// POST /v1/responses as tenant KEY with extra headers; returns status and JSON body.
+    pub async fn post(&self, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {
+        self.post_as(KEY, body, headers).await
+    }
+
+    pub async fn post_as(&self, key: &str, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = self.http.post(self.url("/v1/responses")).header("authorization", key).json(&body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let value = resp.json::<Value>().await.unwrap();
+        (status, value)
+    }
+
+    /// A successful first turn; returns the response.
+    pub async fn turn(&self, body: Value, headers: &[(&str, &str)]) -> Value {
+        let (status, value) = self.post(body, headers).await;
+        assert_eq!(status, 200, "{value}");
+        value
+    }
+}
+
+/// The ids of a response's output items.
+pub fn ids(resp: &Value) -> Vec<String> {
+    resp["output"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
+}
+
+pub fn user(text: &str) -> Value {
+    json!({"role": "user", "content": [{"type": "input_text", "text": text}]})
+}
+
+pub fn item_ref(id: &str) -> Value {
+    json!({"type": "item_reference", "id": id})
+}
+
+/// Assert an exact error body.
+pub fn assert_error(got: (u16, Value), status: u16, message: &str, param: Value, code: Value) {
+    let (s, body) = got;
+    assert_eq!(s, status, "{body}");
+    let expected = json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}});
+    assert_eq!(body, expected);
+}
+
+/// Assert a 400/404 pairing error with param `input` and code null.
+pub fn assert_input_error(got: (u16, Value), status: u16, message: &str) {
+    assert_error(got, status, message, json!("input"), Value::Null);
+}
+
+pub fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.insert(reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    h
+}

@@ -1,0 +1,30 @@
+//! The state every request shares.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::Settings;
+use crate::forward::Upstream;
+use crate::ledger::Ledger;
+use crate::responses::capture::{CaptureLimits, KeepPolicy};
+use crate::tenant::Tenants;
+
+pub struct App {
+    pub settings: Settings,
+    pub upstream: Upstream,
+    pub ledger: Arc<dyn Ledger>,
+    pub tenants: Tenants,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl App {
+    pub fn capture_limits(&self) -> CaptureLimits {
+        CaptureLimits {
+            max_body: self.settings.body_limit,
+            keep: KeepPolicy {
+                full_item_max: self.settings.full_item_max,
+            },
+        }
+    }
+}

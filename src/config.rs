@@ -1,0 +1,436 @@
+//! Settings: built-in defaults < config file < environment < flags.
+//!
+//! One struct describes every setting for both the command line (with its environment variable)
+//! and the TOML file, so the three forms cannot drift apart. Unknown file keys are an error that
+//! names the key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::responses::repair::RestorePolicy;
+
+#[derive(Parser, Debug)]
+#[command(name = "rethread", version, about = "A reverse proxy for the OpenAI Responses API that restores the items a follow-up request left out.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve (the default).
+    Serve,
+    /// Ask a running rethread's /healthz; exit 0 when it answers 200.
+    Health {
+        /// The address to ask (default: the `listen` setting).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Print the effective settings (secrets redacted) and test the upstream and store.
+    Check,
+    /// Print the repaired request for a recorded response and a follow-up, offline.
+    Explain {
+        /// A recorded response: a JSON body or an SSE stream.
+        #[arg(long)]
+        turn: Vec<PathBuf>,
+        /// The follow-up request body.
+        request: PathBuf,
+    },
+}
+
+/// Every setting, each optional so that the sources can be layered.
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsArgs {
+    /// The TOML file to read.
+    #[arg(long, env = "RETHREAD_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Where to accept clients [default: 127.0.0.1:8080]
+    #[arg(long, env = "RETHREAD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Where to forward; the request's path and query are appended [default: https://api.openai.com]
+    #[arg(long, env = "RETHREAD_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// Where turns are remembered: `memory` [default: memory]
+    #[arg(long, env = "RETHREAD_STORE")]
+    pub store: Option<String>,
+    /// How long a turn is remembered, e.g. `30d`, `12h`, `90s` [default: 30d]
+    #[arg(long, env = "RETHREAD_RETENTION")]
+    pub retention: Option<Span>,
+    /// How many turns are remembered before the oldest are evicted [default: 1000000]
+    #[arg(long, env = "RETHREAD_CAPACITY")]
+    pub capacity: Option<usize>,
+    /// Largest Responses request body read for repair, e.g. `64MiB` [default: 64MiB]
+    #[arg(long, env = "RETHREAD_BODY_LIMIT")]
+    pub body_limit: Option<ByteSize>,
+    /// Largest item remembered in full (client calls; items of unstored responses) [default: 256KiB]
+    #[arg(long, env = "RETHREAD_FULL_ITEM_MAX")]
+    pub full_item_max: Option<ByteSize>,
+    /// Time allowed to connect to the upstream [default: 10s]
+    #[arg(long, env = "RETHREAD_CONNECT_TIMEOUT")]
+    pub connect_timeout: Option<Span>,
+    /// Longest silence from the upstream, before its headers or between body chunks [default: 10m]
+    #[arg(long, env = "RETHREAD_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<Span>,
+    /// Time a client has to send its request headers [default: 30s]
+    #[arg(long, env = "RETHREAD_HEADER_TIMEOUT")]
+    pub header_timeout: Option<Span>,
+    /// How much of a group to restore: `group` or `minimal` [default: group]
+    #[arg(long, env = "RETHREAD_REPAIR")]
+    pub repair: Option<RestorePolicy>,
+    /// `repair` changes requests; `observe` only learns and reports what it would insert [default: repair]
+    #[arg(long, env = "RETHREAD_MODE")]
+    pub mode: Option<Mode>,
+    /// Retries after an upstream error naming a missing reasoning item rethread did not know [default: 2]
+    #[arg(long, env = "RETHREAD_FALLBACK_RETRIES")]
+    pub fallback_retries: Option<u32>,
+    /// Log line format: `pretty` or `json` [default: pretty]
+    #[arg(long, env = "RETHREAD_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter in RUST_LOG syntax, e.g. `info,rethread=debug` [default: $RUST_LOG or info]
+    #[arg(long, env = "RETHREAD_LOG")]
+    pub log: Option<String>,
+    /// Secret keying tenant hashes; required with a shared store [default: random per process]
+    #[arg(long, env = "RETHREAD_TENANT_SECRET", hide_env_values = true)]
+    pub tenant_secret: Option<Secret>,
+    /// Time in-flight requests and streams get to finish on shutdown [default: 30s]
+    #[arg(long, env = "RETHREAD_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<Span>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Repair,
+    Observe,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+/// Where turns are remembered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+}
+
+/// The effective settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub upstream: http::Uri,
+    pub store: StoreKind,
+    pub retention: Duration,
+    pub capacity: usize,
+    pub body_limit: usize,
+    pub full_item_max: usize,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub header_timeout: Duration,
+    pub repair: RestorePolicy,
+    pub mode: Mode,
+    pub fallback_retries: u32,
+    pub log_format: LogFormat,
+    pub log: String,
+    pub tenant_secret: Option<Secret>,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("setting `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Settings {
+    /// Layers the file named by `args.config` under `args` (flags and environment).
+    pub fn load(args: SettingsArgs) -> Result<Settings, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => SettingsArgs::default(),
+        };
+        Self::resolve(args, file)
+    }
+
+    fn resolve(top: SettingsArgs, file: SettingsArgs) -> Result<Settings, ConfigError> {
+        macro_rules! pick {
+            ($field:ident, $default:expr) => {
+                top.$field.or(file.$field).unwrap_or_else(|| $default)
+            };
+        }
+        let upstream_text = pick!(upstream, "https://api.openai.com".to_owned());
+        let upstream: http::Uri = upstream_text.parse().map_err(|e| ConfigError::Invalid {
+            key: "upstream",
+            message: format!("{e}"),
+        })?;
+        if !matches!(upstream.scheme_str(), Some("http" | "https")) || upstream.authority().is_none() {
+            return Err(ConfigError::Invalid {
+                key: "upstream",
+                message: "must be an absolute http:// or https:// URL".into(),
+            });
+        }
+        if upstream.query().is_some() {
+            return Err(ConfigError::Invalid {
+                key: "upstream",
+                message: "must not carry a query string".into(),
+            });
+        }
+        let store = match pick!(store, "memory".to_owned()).as_str() {
+            "memory" => StoreKind::Memory,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "store",
+                    message: format!("unsupported store {:?}; use `memory`", redact_url(other)),
+                })
+            }
+        };
+        Ok(Settings {
+            listen: pick!(listen, SocketAddr::from(([127, 0, 0, 1], 8080))),
+            upstream,
+            store,
+            retention: pick!(retention, Span(Duration::from_secs(30 * 86_400))).0,
+            capacity: pick!(capacity, 1_000_000),
+            body_limit: pick!(body_limit, ByteSize(64 << 20)).0 as usize,
+            full_item_max: pick!(full_item_max, ByteSize(256 << 10)).0 as usize,
+            connect_timeout: pick!(connect_timeout, Span(Duration::from_secs(10))).0,
+            idle_timeout: pick!(idle_timeout, Span(Duration::from_secs(600))).0,
+            header_timeout: pick!(header_timeout, Span(Duration::from_secs(30))).0,
+            repair: pick!(repair, RestorePolicy::Group),
+            mode: pick!(mode, Mode::Repair),
+            fallback_retries: pick!(fallback_retries, 2),
+            log_format: pick!(log_format, LogFormat::Pretty),
+            log: top
+                .log
+                .or(file.log)
+                .or_else(|| std::env::var("RUST_LOG").ok())
+                .unwrap_or_else(|| "info".to_owned()),
+            tenant_secret: top.tenant_secret.or(file.tenant_secret),
+            drain_timeout: pick!(drain_timeout, Span(Duration::from_secs(30))).0,
+        })
+    }
+
+    /// The settings as `key = value` lines, secrets redacted.
+    pub fn describe(&self) -> String {
+        let secret = if self.tenant_secret.is_some() { "*****" } else { "(random per process)" };
+        format!(
+            "listen = {}\nupstream = {}\nstore = {:?}\nretention = {:?}\ncapacity = {}\nbody_limit = {}\nfull_item_max = {}\nconnect_timeout = {:?}\nidle_timeout = {:?}\nheader_timeout = {:?}\nrepair = {:?}\nmode = {:?}\nfallback_retries = {}\nlog_format = {:?}\nlog = {}\ntenant_secret = {}\ndrain_timeout = {:?}\n",
+            self.listen, self.upstream, self.store, self.retention, self.capacity, self.body_limit,
+            self.full_item_max, self.connect_timeout, self.idle_timeout, self.header_timeout,
+            self.repair, self.mode, self.fallback_retries, self.log_format, self.log, secret,
+            self.drain_timeout
+        )
+    }
+}
+
+fn read_file(path: &PathBuf) -> Result<SettingsArgs, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// A URL with its password replaced, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:*****{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A duration written `500ms`, `90s`, `10m`, `12h`, `30d`, or a number of seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl FromStr for Span {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("not a duration: {s:?}"))?;
+        let ms = match unit.trim() {
+            "ms" => 1,
+            "" | "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(format!("unknown unit in {s:?}; use ms, s, m, h or d")),
+        };
+        Ok(Span(Duration::from_millis(n.saturating_mul(ms))))
+    }
+}
+
+/// A size written `1024`, `64KiB`, `64MiB`, `1GiB` (or KB/MB/GB, read as powers of 1000).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("not a size: {s:?}"))?;
+        let mul: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            _ => return Err(format!("unknown unit in {s:?}; use B, KiB, MiB or GiB")),
+        };
+        Ok(ByteSize(n.saturating_mul(mul)))
+    }
+}
+
+/// A secret: shown as `*****` in every debug and log output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("must not be empty".into());
+        }
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// Numbers or strings in the file, parsed like the flag.
+macro_rules! deserialize_via_from_str {
+    ($t:ty) => {
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                #[derive(Deserialize)]
+                #[serde(untagged)]
+                enum Raw {
+                    N(u64),
+                    S(String),
+                }
+                let text = match Raw::deserialize(d)? {
+                    Raw::N(n) => n.to_string(),
+                    Raw::S(s) => s,
+                };
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+deserialize_via_from_str!(Span);
+deserialize_via_from_str!(ByteSize);
+deserialize_via_from_str!(Secret);
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> SettingsArgs {
+        let mut all = vec!["rethread"];
+        all.extend_from_slice(list);
+        Cli::try_parse_from(all).unwrap().settings
+    }
+
+    #[test]
+    fn defaults_fill_what_nothing_sets() {
+        let s = Settings::resolve(SettingsArgs::default(), SettingsArgs::default()).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.upstream.to_string(), "https://api.openai.com/");
+        assert_eq!(s.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(s.body_limit, 64 << 20);
+    }
+
+    #[test]
+    fn flags_beat_the_file() {
+        let file: SettingsArgs = toml::from_str("capacity = 5\nretention = \"2s\"\nlisten = \"127.0.0.1:1\"").unwrap();
+        let s = Settings::resolve(args(&["--capacity", "7"]), file).unwrap();
+        assert_eq!(s.capacity, 7);
+        assert_eq!(s.retention, Duration::from_secs(2));
+        assert_eq!(s.listen.port(), 1);
+    }
+
+    #[test]
+    fn the_documented_config_file_holds_the_defaults() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/rethread.toml");
+        let documented = Settings::resolve(SettingsArgs::default(), read_file(&path).unwrap()).unwrap();
+        let defaults = Settings::resolve(SettingsArgs::default(), SettingsArgs::default()).unwrap();
+        assert_eq!(documented.describe(), defaults.describe());
+    }
+
+    #[test]
+    fn unknown_file_keys_are_named() {
+        let err = toml::from_str::<SettingsArgs>("capacty = 5").unwrap_err().to_string();
+        assert!(err.contains("capacty"), "{err}");
+    }
+
+    #[test]
+    fn units_parse() {
+        assert_eq!("500ms".parse::<Span>().unwrap().0, Duration::from_millis(500));
+        assert_eq!("30d".parse::<Span>().unwrap().0, Duration::from_secs(2_592_000));
+        assert_eq!("64MiB".parse::<ByteSize>().unwrap().0, 64 << 20);
+        assert!("5 parsecs".parse::<Span>().is_err());
+    }
+
+    #[test]
+    fn secrets_and_passwords_are_redacted() {
+        let s: Secret = "hunter2".parse().unwrap();
+        assert_eq!(format!("{s:?}"), "*****");
+        assert_eq!(redact_url("redis://u:pw@h:6379/0"), "redis://u:*****@h:6379/0");
+    }
+
+    #[test]
+    fn a_bad_upstream_is_refused() {
+        for bad in ["ftp://x", "not a url", "http://h/?q=1"] {
+            let a = SettingsArgs {
+                upstream: Some(bad.into()),
+                ..Default::default()
+            };
+            assert!(Settings::resolve(a, SettingsArgs::default()).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! rethread's own errors, and the one place they become HTTP responses.
+//!
+//! Upstream errors are never rewritten: they pass through as the upstream sent them. Only what
+//! rethread itself cannot do (reach the upstream, accept an oversized body, proxy a `CONNECT`)
+//! becomes an OpenAI-style error body, so SDKs show it like any other API error.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("rethread could not reach the upstream: {0}")]
+    Unreachable(String),
+    #[error("the upstream did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("request body exceeds rethread's limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("the request body could not be read: {0}")]
+    ClientBody(String),
+    #[error("rethread forwards only origin-form requests to its configured upstream")]
+    NotForwardable,
+}
+
+impl ProxyError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::Unreachable(_) => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_unreachable"),
+            Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_error", "upstream_timeout"),
+            Self::BodyTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request_too_large",
+            ),
+            Self::ClientBody(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "unreadable_body"),
+            Self::NotForwardable => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "not_forwardable",
+            ),
+        }
+    }
+
+    /// A label for metrics.
+    pub fn code(&self) -> &'static str {
+        self.parts().2
+    }
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        let (status, ty, code) = self.parts();
+        let body = serde_json::json!({
+            "error": { "message": self.to_string(), "type": ty, "param": null, "code": code }
+        });
+        let mut response = Response::new(Body::from(body.to_string()));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+    }
+}

@@ -1,0 +1,354 @@
+//! The upstream client: where a request goes, which headers travel, and how long to wait.
+//!
+//! Bodies are streamed both ways as hyper frames (trailers included), connections are pooled, and
+//! HTTPS upstreams negotiate HTTP/2 by ALPN. Hop-by-hop headers (RFC 9110 §7.6.1) stop here;
+//! everything else, `accept-encoding` and `x-request-id` included, passes unchanged. Silence is
+//! bounded by an idle timeout that restarts with every chunk, so a live stream is never cut.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, Request, Response, Uri, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::ProxyError;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The configured upstream and a pooled client for it.
+#[derive(Clone)]
+pub struct Upstream {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    prefix: String,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    idle_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(base: &Uri, connect_timeout: Duration, idle_timeout: Duration) -> std::io::Result<Self> {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let provider = rustls::crypto::ring::default_provider;
+        let builder = match hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(provider())
+        {
+            Ok(builder) => builder,
+            Err(_) => {
+                // No system roots (an image without CA files): only plain-HTTP upstreams work.
+                let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider()))
+                    .with_safe_default_protocol_versions()
+                    .map_err(std::io::Error::other)?
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth();
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+            }
+        };
+        let tls = builder
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .http1_preserve_header_case(true)
+            .build(tls);
+        let (Some(scheme), Some(authority)) = (base.scheme().cloned(), base.authority().cloned()) else {
+            return Err(std::io::Error::other("upstream must be an absolute URL"));
+        };
+        Ok(Upstream {
+            scheme,
+            authority,
+            prefix: base.path().trim_end_matches('/').to_owned(),
+            client,
+            idle_timeout,
+        })
+    }
+
+    /// The upstream URI for a client's path and query: the upstream's own path prefixed.
+    pub fn target(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
+        if !path_and_query.starts_with('/') {
+            return Err(ProxyError::NotForwardable);
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{path_and_query}", self.prefix))
+            .build()
+            .map_err(|_| ProxyError::NotForwardable)
+    }
+
+    /// Sends a prepared request; the response body is guarded by the idle timeout.
+    pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        let response = self.send_raw(request).await?;
+        let idle = self.idle_timeout;
+        Ok(response.map(|body| Body::new(IdleTimeout::new(body, idle))))
+    }
+
+    /// Sends a prepared request and returns the upstream's response as it came (for upgrades,
+    /// whose connection outlives the body).
+    pub async fn send_raw(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
+        match tokio::time::timeout(self.idle_timeout, self.client.request(request)).await {
+            Err(_) => Err(ProxyError::Timeout(self.idle_timeout)),
+            Ok(Err(e)) => Err(ProxyError::Unreachable(describe(&e))),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
+    /// Rewrites a client's request head for the upstream.
+    pub fn prepare(&self, parts: &mut http::request::Parts) -> Result<(), ProxyError> {
+        if parts.method == http::Method::CONNECT {
+            return Err(ProxyError::NotForwardable);
+        }
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = self.target(path)?;
+        // The pool picks HTTP/1.1 or HTTP/2 per connection; the request must not insist.
+        parts.version = Version::HTTP_11;
+        let upgrade = is_upgrade(&parts.headers);
+        remove_hop_by_hop(&mut parts.headers, upgrade);
+        parts.headers.remove(header::HOST);
+        Ok(())
+    }
+}
+
+/// The cause chain of a client error, without the request (it may hold credentials).
+fn describe(error: &hyper_util::client::legacy::Error) -> String {
+    let mut text = if error.is_connect() { "connection failed".to_owned() } else { "request failed".to_owned() };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether a request asks to switch protocols (WebSocket).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+];
+
+/// Removes hop-by-hop headers and those the `Connection` header names; an upgrade keeps
+/// `Connection: upgrade` and `Upgrade`, which the next hop needs.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(upgrade && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        if upgrade && (name == "connection" || name == "upgrade") {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A body that fails when no frame arrives for `timeout`.
+    pub struct IdleTimeout<B> {
+        #[pin]
+        inner: B,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        timeout: Duration,
+    }
+}
+
+impl<B> IdleTimeout<B> {
+    pub fn new(inner: B, timeout: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            sleep: tokio::time::sleep(timeout),
+            timeout,
+        }
+    }
+}
+
+/// The upstream went silent for longer than the idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream was silent for {0:?}")]
+pub struct IdleTimedOut(Duration);
+
+impl<B> HttpBody for IdleTimeout<B>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = tokio::time::Instant::now() + *this.timeout;
+                this.sleep.reset(deadline);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match this.sleep.poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(IdleTimedOut(*this.timeout))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A body made of chunks already in memory (a spliced request).
+pub struct ChunksBody {
+    chunks: std::collections::VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl ChunksBody {
+    pub fn new(chunks: Vec<Bytes>) -> Self {
+        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
+        ChunksBody {
+            chunks: chunks.into(),
+            remaining,
+        }
+    }
+}
+
+impl HttpBody for ChunksBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.chunks.pop_front() {
+            Some(chunk) => {
+                self.remaining -= chunk.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Bytes already read from a body, then the rest of it.
+    pub struct Prefixed<B> {
+        prefix: Option<Bytes>,
+        #[pin]
+        rest: B,
+    }
+}
+
+impl<B> Prefixed<B> {
+    pub fn new(prefix: Bytes, rest: B) -> Self {
+        Prefixed {
+            prefix: Some(prefix).filter(|p| !p.is_empty()),
+            rest,
+        }
+    }
+}
+
+impl<B: HttpBody<Data = Bytes>> HttpBody for Prefixed<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        if let Some(prefix) = this.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        this.rest.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.rest.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_stop_here() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-private".parse().unwrap());
+        h.insert("x-private", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("accept-encoding", "gzip, br".parse().unwrap());
+        h.insert("x-request-id", "abc".parse().unwrap());
+        remove_hop_by_hop(&mut h, false);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["accept-encoding", "x-request-id"]);
+    }
+
+    #[test]
+    fn an_upgrade_keeps_what_the_next_hop_needs() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "Upgrade".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        assert!(is_upgrade(&h));
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn the_upstream_path_is_a_prefix() {
+        let u = Upstream::new(&"http://h:1/base/".parse().unwrap(), Duration::from_secs(1), Duration::from_secs(1)).unwrap();
+        assert_eq!(u.target("/v1/responses?a=%2F").unwrap().to_string(), "http://h:1/base/v1/responses?a=%2F");
+        assert!(u.target("*").is_err());
+    }
+}

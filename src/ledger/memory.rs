@@ -1,0 +1,214 @@
+//! The in-memory ledger: a sharded map from (tenant, id) to the turn holding it.
+//!
+//! Lookups touch one `dashmap` shard per key and never a global lock. Recording appends the turn
+//! to an insertion-ordered queue (a short lock, after the response has been delivered) from which
+//! the oldest turns are evicted when over capacity or past retention.
+
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+
+use super::{keys_of, turn_holds, KeyKind, Ledger, LedgerError, LedgerStats};
+use crate::responses::items::Turn;
+use crate::tenant::TenantKey;
+
+struct Entry {
+    tenant: TenantKey,
+    at: Instant,
+    turn: Arc<Turn>,
+}
+
+pub struct MemoryLedger {
+    /// Keyed by a hash of (tenant, key kind, key); a hit is checked against the entry, so a hash
+    /// collision is a miss, never another tenant's turn.
+    index: DashMap<u64, Arc<Entry>>,
+    order: Mutex<VecDeque<Arc<Entry>>>,
+    hasher: std::collections::hash_map::RandomState,
+    retention: Duration,
+    capacity: usize,
+    evictions: AtomicU64,
+}
+
+impl MemoryLedger {
+    pub fn new(retention: Duration, capacity: usize) -> Self {
+        MemoryLedger {
+            index: DashMap::new(),
+            order: Mutex::new(VecDeque::new()),
+            hasher: Default::default(),
+            retention,
+            capacity: capacity.max(1),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    fn slot(&self, tenant: &TenantKey, kind: KeyKind, key: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        tenant.hash(&mut h);
+        kind.hash(&mut h);
+        key.hash(&mut h);
+        h.finish()
+    }
+
+    fn fresh(&self, entry: &Entry, now: Instant) -> bool {
+        now.saturating_duration_since(entry.at) < self.retention
+    }
+
+    fn insert(&self, tenant: TenantKey, turn: Turn) {
+        let now = Instant::now();
+        let entry = Arc::new(Entry {
+            tenant,
+            at: now,
+            turn: Arc::new(turn),
+        });
+        for (kind, key) in keys_of(&entry.turn) {
+            self.index.insert(self.slot(&tenant, kind, key), entry.clone());
+        }
+        let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        order.push_back(entry);
+        while let Some(oldest) = order.front() {
+            let over = order.len() > self.capacity;
+            if !over && self.fresh(oldest, now) {
+                break;
+            }
+            if let Some(oldest) = order.pop_front() {
+                if over {
+                    self.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+                self.forget(&oldest);
+            }
+        }
+    }
+
+    /// Drops an entry's keys, unless a newer recording of the same items took them over.
+    fn forget(&self, entry: &Arc<Entry>) {
+        for (kind, key) in keys_of(&entry.turn) {
+            self.index
+                .remove_if(&self.slot(&entry.tenant, kind, key), |_, e| Arc::ptr_eq(e, entry));
+        }
+    }
+
+    /// Forgets turns past retention. Run periodically; lookups ignore them meanwhile.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        while order.front().is_some_and(|e| !self.fresh(e, now)) {
+            if let Some(old) = order.pop_front() {
+                self.forget(&old);
+            }
+        }
+    }
+
+    fn find(&self, tenant: TenantKey, keys: &[&str]) -> Vec<Arc<Turn>> {
+        let now = Instant::now();
+        let mut found: Vec<Arc<Turn>> = Vec::new();
+        for key in keys {
+            for kind in [KeyKind::ItemId, KeyKind::CallId] {
+                let Some(entry) = self.index.get(&self.slot(&tenant, kind, key)) else {
+                    continue;
+                };
+                let entry = entry.value();
+                if entry.tenant == tenant
+                    && self.fresh(entry, now)
+                    && turn_holds(&entry.turn, key)
+                    && !found.iter().any(|t| Arc::ptr_eq(t, &entry.turn))
+                {
+                    found.push(entry.turn.clone());
+                }
+            }
+        }
+        found
+    }
+}
+
+impl Ledger for MemoryLedger {
+    fn record(&self, tenant: TenantKey, turn: Turn) -> BoxFuture<'static, Result<(), LedgerError>> {
+        self.insert(tenant, turn);
+        async { Ok(()) }.boxed()
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        tenant: TenantKey,
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Vec<Arc<Turn>>, LedgerError>> {
+        let found = self.find(tenant, keys);
+        async move { Ok(found) }.boxed()
+    }
+
+    fn ready(&self) -> BoxFuture<'_, bool> {
+        async { true }.boxed()
+    }
+
+    fn stats(&self) -> LedgerStats {
+        LedgerStats {
+            turns: self.order.lock().map(|o| o.len() as u64).unwrap_or(0),
+            evictions: self.evictions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::responses::items::tests::turn;
+
+    const A: TenantKey = TenantKey([1; 16]);
+    const B: TenantKey = TenantKey([2; 16]);
+
+    #[test]
+    fn a_turn_is_found_by_any_of_its_ids_and_call_ids() {
+        let l = MemoryLedger::new(Duration::from_secs(60), 10);
+        l.insert(A, turn("rs fc msg", true));
+        assert_eq!(l.find(A, &["fc_1"]).len(), 1);
+        assert_eq!(l.find(A, &["call_fc_1"]).len(), 1);
+        assert_eq!(l.find(A, &["rs_0", "msg_2", "fc_1"]).len(), 1, "one turn, found once");
+        assert!(l.find(A, &["nope"]).is_empty());
+    }
+
+    #[test]
+    fn tenants_never_see_each_others_turns() {
+        let l = MemoryLedger::new(Duration::from_secs(60), 10);
+        l.insert(A, turn("rs ig msg", true));
+        assert!(l.find(B, &["ig_1"]).is_empty());
+    }
+
+    #[test]
+    fn the_oldest_turn_is_evicted_over_capacity() {
+        let l = MemoryLedger::new(Duration::from_secs(60), 2);
+        let mut first = turn("rs msg", true);
+        first.items[0].id = "rs_first".into();
+        l.insert(A, first);
+        l.insert(B, turn("rs msg", true));
+        l.insert(A, turn("rs ig", true));
+        assert!(l.find(A, &["rs_first"]).is_empty());
+        assert_eq!(l.find(A, &["ig_1"]).len(), 1);
+        assert_eq!(l.stats().evictions, 1);
+        assert_eq!(l.stats().turns, 2);
+    }
+
+    #[test]
+    fn turns_expire_after_retention() {
+        let l = MemoryLedger::new(Duration::from_millis(30), 10);
+        l.insert(A, turn("rs msg", true));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(l.find(A, &["rs_0"]).is_empty());
+        l.sweep();
+        assert_eq!(l.stats().turns, 0);
+        assert!(l.index.is_empty());
+    }
+
+    #[test]
+    fn recording_a_response_again_keeps_it_findable_after_the_old_copy_leaves() {
+        let l = MemoryLedger::new(Duration::from_secs(60), 1);
+        l.insert(A, turn("rs msg", true));
+        l.insert(A, turn("rs msg", true));
+        assert_eq!(l.find(A, &["rs_0"]).len(), 1);
+    }
+}

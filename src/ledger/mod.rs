@@ -1,0 +1,73 @@
+//! What rethread remembers: turns, per tenant, by the ids and call ids of their items.
+//!
+//! The trait is the seam between the request path and storage: the in-memory store serves a
+//! single replica; a shared store lets replicas repair each other's follow-ups. Lookups take all
+//! the ids of one request at once, so a remote store answers in one round trip.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use crate::responses::items::Turn;
+use crate::tenant::TenantKey;
+
+pub mod memory;
+
+/// A storage failure. The request goes on without memory; the failure is logged and counted.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store timed out")]
+    Timeout,
+}
+
+/// Figures for metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LedgerStats {
+    pub turns: u64,
+    pub evictions: u64,
+}
+
+pub trait Ledger: Send + Sync + 'static {
+    /// Remembers a turn for a tenant. Called when the response's last chunk is on its way to the
+    /// client; a local store makes the turn visible before returning, so a follow-up sent the
+    /// moment the client has the response finds it. The future completes a remote write.
+    fn record(&self, tenant: TenantKey, turn: Turn) -> BoxFuture<'static, Result<(), LedgerError>>;
+
+    /// The tenant's turns holding any of `keys` (item ids, or call ids of client calls).
+    fn lookup<'a>(
+        &'a self,
+        tenant: TenantKey,
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Vec<Arc<Turn>>, LedgerError>>;
+
+    /// Whether the store answers.
+    fn ready(&self) -> BoxFuture<'_, bool>;
+
+    fn stats(&self) -> LedgerStats;
+}
+
+/// The keys under which a turn is found: its items' ids, and its client calls' call ids.
+pub fn keys_of(turn: &Turn) -> impl Iterator<Item = (KeyKind, &str)> {
+    turn.items.iter().flat_map(|item| {
+        let call = item
+            .call_id
+            .as_deref()
+            .filter(|_| item.ty.is_client_call())
+            .map(|c| (KeyKind::CallId, c));
+        std::iter::once((KeyKind::ItemId, &*item.id)).chain(call)
+    })
+}
+
+/// Item ids and call ids live in separate namespaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    ItemId,
+    CallId,
+}
+
+/// Whether `turn` holds `key` as an item id or a client call's call id.
+pub fn turn_holds(turn: &Turn, key: &str) -> bool {
+    keys_of(turn).any(|(_, k)| k == key)
+}

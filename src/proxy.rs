@@ -1,0 +1,174 @@
+//! Every request that is not rethread's own: classify, forward, log one line.
+//!
+//! Only two routes are read: creating a response (repaired, and its answer captured) and
+//! retrieving one (captured). Everything else, WebSocket upgrades included, passes through with
+//! bodies streamed both ways and never parsed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use http::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use crate::app::App;
+use crate::error::ProxyError;
+use crate::forward::{is_upgrade, remove_hop_by_hop};
+use crate::metrics::status_class;
+use crate::responses;
+
+/// What kind of request this is, as far as rethread cares; also a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteClass {
+    ResponsesCreate,
+    ResponsesRetrieve,
+    Upgrade,
+    Passthrough,
+}
+
+impl RouteClass {
+    pub fn of(method: &Method, path: &str, upgrade: bool) -> Self {
+        let mut segments = path.trim_end_matches('/').rsplit('/');
+        let last = segments.next().unwrap_or("");
+        let before = segments.next().unwrap_or("");
+        if upgrade {
+            RouteClass::Upgrade
+        } else if method == Method::POST && last == "responses" {
+            RouteClass::ResponsesCreate
+        } else if method == Method::GET && before == "responses" && !last.is_empty() {
+            RouteClass::ResponsesRetrieve
+        } else {
+            RouteClass::Passthrough
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ResponsesCreate => "responses_create",
+            Self::ResponsesRetrieve => "responses_retrieve",
+            Self::Upgrade => "upgrade",
+            Self::Passthrough => "passthrough",
+        }
+    }
+}
+
+/// What a handler reports for the request's log line and metrics.
+#[derive(Debug, Default)]
+pub struct Note {
+    pub inserted: usize,
+    pub upstream: Duration,
+}
+
+pub async fn handle(State(app): State<Arc<App>>, request: Request<Body>) -> Response<Body> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let class = RouteClass::of(&method, request.uri().path(), is_upgrade(request.headers()));
+    let outcome = match class {
+        RouteClass::ResponsesCreate => responses::create::handle(&app, request).await,
+        RouteClass::ResponsesRetrieve => retrieve(&app, request).await,
+        RouteClass::Upgrade => upgrade(&app, request).await,
+        RouteClass::Passthrough => passthrough(&app, request).await,
+    };
+    let (mut response, note, error) = match outcome {
+        Ok((response, note)) => (response, note, None),
+        Err(e) => {
+            let code = e.code();
+            let message = e.to_string();
+            (e.into_response(), Note::default(), Some((code, message)))
+        }
+    };
+    let upgrade = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    remove_hop_by_hop(response.headers_mut(), upgrade);
+
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    metrics::counter!("rethread_requests_total", "route" => class.label(), "status" => status_class(status)).increment(1);
+    if !note.upstream.is_zero() {
+        metrics::histogram!("rethread_upstream_seconds", "route" => class.label()).record(note.upstream.as_secs_f64());
+        metrics::histogram!("rethread_overhead_seconds", "route" => class.label())
+            .record(elapsed.saturating_sub(note.upstream).as_secs_f64());
+    }
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match error {
+        None => tracing::info!(
+            method = %method,
+            route = class.label(),
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            inserted = note.inserted,
+            upstream_request_id = request_id,
+            "request"
+        ),
+        Some((code, message)) => tracing::warn!(
+            method = %method,
+            route = class.label(),
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            code,
+            error = %message,
+            "request failed"
+        ),
+    }
+    response
+}
+
+async fn forward(app: &App, request: Request<Body>) -> Result<(Response<Body>, Note), ProxyError> {
+    let (mut parts, body) = request.into_parts();
+    app.upstream.prepare(&mut parts)?;
+    let sent = Instant::now();
+    let response = app.upstream.send(Request::from_parts(parts, body)).await?;
+    Ok((
+        response,
+        Note {
+            inserted: 0,
+            upstream: sent.elapsed(),
+        },
+    ))
+}
+
+async fn passthrough(app: &App, request: Request<Body>) -> Result<(Response<Body>, Note), ProxyError> {
+    forward(app, request).await
+}
+
+/// `GET …/responses/{id}`: background mode and retrieval teach the same turns as creation.
+async fn retrieve(app: &Arc<App>, request: Request<Body>) -> Result<(Response<Body>, Note), ProxyError> {
+    let tenant = app.tenants.key_for(request.headers());
+    let (response, note) = forward(app, request).await?;
+    if !response.status().is_success() {
+        return Ok((response, note));
+    }
+    Ok((responses::create::captured(app, tenant, response), note))
+}
+
+/// A protocol switch (WebSocket): forwarded, then bytes are copied both ways until either side
+/// closes.
+async fn upgrade(app: &App, mut request: Request<Body>) -> Result<(Response<Body>, Note), ProxyError> {
+    let client_side = hyper::upgrade::on(&mut request);
+    let (mut parts, body) = request.into_parts();
+    app.upstream.prepare(&mut parts)?;
+    let sent = Instant::now();
+    let mut response = app.upstream.send_raw(Request::from_parts(parts, body)).await?;
+    let note = Note {
+        inserted: 0,
+        upstream: sent.elapsed(),
+    };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let upstream_side = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_side, upstream_side) {
+                Ok((client, upstream)) => {
+                    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+            }
+        });
+    }
+    Ok((response.map(Body::new), note))
+}

@@ -1,0 +1,311 @@
+//! Learning turns from responses as they pass: JSON bodies and SSE streams.
+//!
+//! Capture reads a copy of what the client receives and never holds the client up: it sees each
+//! chunk as it goes by, decodes compression on the side, assembles only the events that carry
+//! items, and keys streamed items by `output_index` (some compatible servers change ids between
+//! events; the final id is the one in `output_item.done` / `response.completed`). A response it
+//! cannot read teaches nothing, and says why.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::decode::Decoder;
+use super::items::{ItemType, Turn, TurnItem};
+use super::sse::SseFramer;
+
+/// Which items are remembered in full, beyond their id and type.
+#[derive(Clone, Copy, Debug)]
+pub struct KeepPolicy {
+    /// Largest item kept in full, in bytes of JSON.
+    pub full_item_max: usize,
+}
+
+impl KeepPolicy {
+    /// Client calls are always inserted in full, so they are always kept. Items of unstored
+    /// responses can only be replayed in full, so they are kept too, except bulky image results.
+    fn keeps(&self, ty: &ItemType, stored: bool, len: usize) -> bool {
+        len <= self.full_item_max
+            && (ty.is_client_call() || (!stored && !ty.has_bulky_payload()))
+    }
+}
+
+/// Why a response taught nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("content-encoding rethread cannot decode")]
+    Encoding,
+    #[error("content-type is neither JSON nor an event stream")]
+    ContentType,
+    #[error("body could not be decoded: {0}")]
+    Decode(std::io::Error),
+    #[error("body exceeds the capture limit")]
+    TooLarge,
+    #[error("body is not a readable response: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("an event exceeds the capture limit")]
+    EventTooLarge,
+}
+
+impl CaptureError {
+    /// A fixed label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Encoding => "encoding",
+            Self::ContentType => "content_type",
+            Self::Decode(_) => "decode",
+            Self::TooLarge => "too_large",
+            Self::Json(_) => "json",
+            Self::EventTooLarge => "event_too_large",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ResponseFields<'a> {
+    #[serde(default)]
+    store: Option<bool>,
+    #[serde(borrow, default)]
+    output: Option<Vec<&'a RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct ItemFields<'a> {
+    #[serde(rename = "type", borrow, default)]
+    ty: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    call_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct EventFields<'a> {
+    #[serde(rename = "type", borrow, default)]
+    ty: Option<Cow<'a, str>>,
+    #[serde(default)]
+    output_index: Option<u64>,
+    #[serde(borrow, default)]
+    item: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    response: Option<&'a RawValue>,
+}
+
+fn read_item(raw: &RawValue, stored: bool, keep: KeepPolicy) -> Result<Option<TurnItem>, CaptureError> {
+    let fields: ItemFields<'_> = serde_json::from_str(raw.get())?;
+    let (Some(ty), Some(id)) = (fields.ty, fields.id) else {
+        return Ok(None);
+    };
+    let ty = ItemType::parse(&ty);
+    let full = keep
+        .keeps(&ty, stored, raw.get().len())
+        .then(|| Bytes::copy_from_slice(raw.get().as_bytes()));
+    Ok(Some(TurnItem {
+        id: id.into(),
+        call_id: fields.call_id.map(Into::into),
+        ty,
+        full,
+    }))
+}
+
+/// The turn in a Response object (a JSON body, or the `response` of a terminal event).
+pub fn turn_from_response(body: &[u8], keep: KeepPolicy) -> Result<Option<Turn>, CaptureError> {
+    let fields: ResponseFields<'_> = serde_json::from_slice(body)?;
+    let stored = fields.store != Some(false);
+    let mut items = Vec::new();
+    for raw in fields.output.unwrap_or_default() {
+        items.extend(read_item(raw, stored, keep)?);
+    }
+    Ok((!items.is_empty()).then(|| Turn {
+        stored,
+        items: items.into(),
+    }))
+}
+
+/// Builds a turn from stream events.
+#[derive(Debug)]
+pub struct TurnBuilder {
+    keep: KeepPolicy,
+    stored: bool,
+    done: BTreeMap<u64, TurnItem>,
+    terminal: Option<Turn>,
+}
+
+impl TurnBuilder {
+    pub fn new(keep: KeepPolicy) -> Self {
+        TurnBuilder {
+            keep,
+            stored: true,
+            done: BTreeMap::new(),
+            terminal: None,
+        }
+    }
+
+    /// Reads one event's data. Unknown events are ignored.
+    pub fn on_event(&mut self, data: &[u8]) -> Result<(), CaptureError> {
+        let event: EventFields<'_> = serde_json::from_slice(data)?;
+        match event.ty.as_deref() {
+            Some("response.created" | "response.in_progress" | "response.queued") => {
+                if let Some(response) = event.response {
+                    let fields: ResponseFields<'_> = serde_json::from_str(response.get())?;
+                    self.stored = fields.store != Some(false);
+                }
+            }
+            Some("response.output_item.done") => {
+                if let (Some(index), Some(item)) = (event.output_index, event.item) {
+                    if let Some(item) = read_item(item, self.stored, self.keep)? {
+                        self.done.insert(index, item);
+                    }
+                }
+            }
+            Some("response.completed" | "response.incomplete" | "response.failed") => {
+                if let Some(response) = event.response {
+                    self.terminal = turn_from_response(response.get().as_bytes(), self.keep)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The turn: the terminal event's output, or else the items completed before the stream
+    /// ended.
+    pub fn finish(self) -> Option<Turn> {
+        if self.terminal.is_some() {
+            return self.terminal;
+        }
+        (!self.done.is_empty()).then(|| Turn {
+            stored: self.stored,
+            items: self.done.into_values().collect(),
+        })
+    }
+}
+
+/// Limits for capture.
+#[derive(Clone, Copy, Debug)]
+pub struct CaptureLimits {
+    /// Largest decoded JSON body, or SSE event, that is read.
+    pub max_body: usize,
+    pub keep: KeepPolicy,
+}
+
+enum Format {
+    Json(Vec<u8>),
+    /// The framer, the builder, and the first event that could not be read.
+    Sse(SseFramer, TurnBuilder, Option<CaptureError>),
+}
+
+/// Capture of one response body, fed chunk by chunk.
+pub struct Capture {
+    decoder: Decoder,
+    format: Format,
+    limits: CaptureLimits,
+}
+
+impl Capture {
+    /// Starts capturing a body with these headers.
+    pub fn new(
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+        limits: CaptureLimits,
+    ) -> Result<Self, CaptureError> {
+        let mime = content_type
+            .and_then(|c| c.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase());
+        let format = match mime.as_deref() {
+            Some("text/event-stream") => Format::Sse(
+                SseFramer::new(limits.max_body),
+                TurnBuilder::new(limits.keep),
+                None,
+            ),
+            Some(m) if m == "application/json" || m.ends_with("+json") => Format::Json(Vec::new()),
+            _ => return Err(CaptureError::ContentType),
+        };
+        // Decoded output may be larger than the body limit by the SSE stream's length; bound it
+        // generously but finitely.
+        let decoded_limit = limits.max_body.saturating_mul(16);
+        let decoder =
+            Decoder::for_encoding(content_encoding, decoded_limit).ok_or(CaptureError::Encoding)?;
+        Ok(Capture {
+            decoder,
+            format,
+            limits,
+        })
+    }
+
+    /// Reads one chunk of the body as the client receives it.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), CaptureError> {
+        let Capture {
+            decoder,
+            format,
+            limits,
+        } = self;
+        let mut failure = None;
+        decoder
+            .feed(chunk, &mut |decoded| {
+                if failure.is_none() {
+                    failure = Self::consume(format, limits, decoded).err();
+                }
+            })
+            .map_err(CaptureError::Decode)?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn consume(format: &mut Format, limits: &CaptureLimits, decoded: &[u8]) -> Result<(), CaptureError> {
+        match format {
+            Format::Json(buf) => {
+                if buf.len() + decoded.len() > limits.max_body {
+                    return Err(CaptureError::TooLarge);
+                }
+                buf.extend_from_slice(decoded);
+                Ok(())
+            }
+            Format::Sse(framer, builder, unreadable) => {
+                framer.push(decoded, &mut |event| {
+                    // One unreadable event does not spoil the others.
+                    if let Err(e) = builder.on_event(event) {
+                        unreadable.get_or_insert(e);
+                    }
+                });
+                if framer.overflowed() {
+                    return Err(CaptureError::EventTooLarge);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The turn the body held, once it has ended.
+    pub fn finish(mut self) -> Result<Option<Turn>, CaptureError> {
+        let mut failure = None;
+        let Capture {
+            decoder,
+            format,
+            limits,
+        } = &mut self;
+        decoder
+            .finish(&mut |decoded| {
+                if failure.is_none() {
+                    failure = Self::consume(format, limits, decoded).err();
+                }
+            })
+            .map_err(CaptureError::Decode)?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        match self.format {
+            Format::Json(buf) => turn_from_response(&buf, self.limits.keep),
+            Format::Sse(_, builder, unreadable) => match (builder.finish(), unreadable) {
+                (None, Some(e)) => Err(e),
+                (turn, _) => Ok(turn),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "capture_tests.rs"]
+mod tests;

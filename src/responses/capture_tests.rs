@@ -1,0 +1,165 @@
+//! Capture from recorded and hand-written responses, at every chunk boundary.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use super::*;
+
+const LIMITS: CaptureLimits = CaptureLimits {
+    max_body: 1 << 24,
+    keep: KeepPolicy {
+        full_item_max: 1 << 16,
+    },
+};
+
+fn capture(content_type: &str, encoding: Option<&str>, body: &[u8], split: usize) -> Option<Turn> {
+    let mut c = Capture::new(Some(content_type), encoding, LIMITS).unwrap();
+    for chunk in body.chunks(split.max(1)) {
+        c.feed(chunk).unwrap();
+    }
+    c.finish().unwrap()
+}
+
+fn shape(turn: &Turn) -> Vec<(&str, &str)> {
+    turn.items.iter().map(|i| (i.ty.as_str(), &*i.id)).collect()
+}
+
+fn event(ty: &str, json: &str) -> String {
+    format!("event: {ty}\ndata: {json}\n\n")
+}
+
+/// A stream shaped like the gpt-5 image recording, written by hand.
+fn image_stream(rotate: bool) -> String {
+    let ig_early = if rotate { "ig_early" } else { "ig_A" };
+    [
+        event("response.created", r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_A","store":true,"output":[]}}"#),
+        event("response.output_item.added", r#"{"type":"response.output_item.added","output_index":0,"item":{"id":"rs_A","type":"reasoning","summary":[]}}"#),
+        event("response.output_item.done", r#"{"type":"response.output_item.done","output_index":0,"item":{"id":"rs_A","type":"reasoning","summary":[]}}"#),
+        event("response.output_item.added", &format!(r#"{{"type":"response.output_item.added","output_index":1,"item":{{"id":"{ig_early}","type":"image_generation_call","status":"in_progress"}}}}"#)),
+        event("response.image_generation_call.partial_image", &format!(r#"{{"type":"response.image_generation_call.partial_image","output_index":1,"item_id":"{ig_early}","partial_image_b64":"{}"}}"#, "QUFB".repeat(10_000))),
+        event("response.output_item.done", &format!(r#"{{"type":"response.output_item.done","output_index":1,"item":{{"id":"ig_A","type":"image_generation_call","status":"completed","result":"{}"}}}}"#, "QUFB".repeat(10_000))),
+        event("response.output_item.done", r#"{"type":"response.output_item.done","output_index":2,"item":{"id":"msg_A","type":"message","role":"assistant","content":[]}}"#),
+    ]
+    .concat()
+}
+
+#[test]
+fn a_streamed_image_turn_is_learned_at_any_chunk_boundary() {
+    let body = image_stream(false);
+    for split in [1, 2, 3, 7, 64, 1000, body.len()] {
+        let turn = capture("text/event-stream; charset=utf-8", None, body.as_bytes(), split).unwrap();
+        assert_eq!(
+            shape(&turn),
+            vec![("reasoning", "rs_A"), ("image_generation_call", "ig_A"), ("message", "msg_A")]
+        );
+        assert!(turn.stored);
+        assert!(turn.items.iter().all(|i| i.full.is_none()), "stored turns keep no payloads");
+    }
+}
+
+#[test]
+fn rotating_ids_are_settled_by_output_index() {
+    let turn = capture("text/event-stream", None, image_stream(true).as_bytes(), 5).unwrap();
+    assert_eq!(turn.items[1].id.as_ref(), "ig_A");
+}
+
+#[test]
+fn the_terminal_event_is_authoritative() {
+    let body = format!(
+        "{}{}",
+        image_stream(false),
+        event("response.completed", r#"{"type":"response.completed","response":{"id":"resp_A","store":true,"output":[{"id":"rs_A","type":"reasoning","summary":[]},{"id":"fc_A","type":"function_call","call_id":"call_A","name":"f","arguments":"{}"}]}}"#)
+    );
+    let turn = capture("text/event-stream", None, body.as_bytes(), 100).unwrap();
+    assert_eq!(shape(&turn), vec![("reasoning", "rs_A"), ("function_call", "fc_A")]);
+    assert_eq!(turn.items[1].call_id.as_deref(), Some("call_A"));
+    assert!(turn.items[1].full.is_some(), "calls are kept in full");
+}
+
+#[test]
+fn unstored_turns_keep_full_items_but_never_images() {
+    let body = r#"{"id":"resp_B","object":"response","store":false,"output":[{"id":"rs_B","type":"reasoning","summary":[],"encrypted_content":"enc"},{"id":"ig_B","type":"image_generation_call","result":"QUFB"},{"id":"msg_B","type":"message","role":"assistant","content":[]}]}"#;
+    let turn = capture("application/json", None, body.as_bytes(), 9).unwrap();
+    assert!(!turn.stored);
+    assert!(turn.items[0].full.as_ref().unwrap().starts_with(br#"{"id":"rs_B""#));
+    assert!(turn.items[1].full.is_none());
+    assert!(turn.items[2].full.is_some());
+}
+
+#[test]
+fn compressed_bodies_are_decoded_for_capture() {
+    let body = r#"{"store":true,"output":[{"id":"rs_C","type":"reasoning","summary":[]},{"id":"msg_C","type":"message"}]}"#;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(body.as_bytes()).unwrap();
+    let turn = capture("application/json", Some("gzip"), &gz.finish().unwrap(), 3).unwrap();
+    assert_eq!(shape(&turn), vec![("reasoning", "rs_C"), ("message", "msg_C")]);
+    let packed = zstd::encode_all(image_stream(false).as_bytes(), 3).unwrap();
+    assert_eq!(capture("text/event-stream", Some("zstd"), &packed, 11).unwrap().items.len(), 3);
+}
+
+#[test]
+fn unreadable_responses_teach_nothing_and_say_why() {
+    assert_eq!(Capture::new(Some("text/html"), None, LIMITS).err().unwrap().reason(), "content_type");
+    assert_eq!(Capture::new(Some("application/json"), Some("lzma"), LIMITS).err().unwrap().reason(), "encoding");
+    let mut c = Capture::new(Some("application/json"), None, LIMITS).unwrap();
+    c.feed(b"{\"output\":[{\"id\":").unwrap();
+    assert_eq!(c.finish().err().unwrap().reason(), "json");
+    let mut c = Capture::new(Some("application/json"), Some("gzip"), LIMITS).unwrap();
+    let lied = c.feed(b"plain text, not gzip").and_then(|_| c.finish().map(|_| ()));
+    assert_eq!(lied.err().unwrap().reason(), "decode");
+}
+
+#[test]
+fn a_broken_stream_keeps_the_items_it_completed() {
+    let body = image_stream(false);
+    let cut = body.find("event: response.output_item.done\ndata: {\"type\":\"response.output_item.done\",\"output_index\":2").unwrap();
+    let turn = capture("text/event-stream", None, &body.as_bytes()[..cut], 50).unwrap();
+    assert_eq!(turn.items.len(), 2);
+}
+
+fn shared_fixture(name: &str) -> Option<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/responses").join(name);
+    std::fs::read_to_string(path).ok()
+}
+
+/// The vercel recordings hold one event's data per line; frame them as the API sends them.
+fn framed(lines: &str) -> String {
+    lines.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("data: {l}\n\n")).collect()
+}
+
+#[test]
+fn recorded_streams_are_learned_when_the_shared_fixtures_exist() {
+    for (name, expected) in [
+        ("vercel-ai__openai-image-generation-tool.1.chunks.txt", vec!["reasoning", "image_generation_call", "message"]),
+        ("vercel-ai__openai-local-shell-tool.1.chunks.txt", vec!["reasoning", "local_shell_call"]),
+        ("vercel-ai__openai-file-search-tool.1.chunks.txt", vec!["reasoning", "file_search_call", "reasoning", "message"]),
+        ("vercel-ai__openai-mcp-tool-approval.1.chunks.txt", vec!["mcp_list_tools", "reasoning", "mcp_approval_request"]),
+    ] {
+        let Some(lines) = shared_fixture(name) else {
+            eprintln!("skipping {name}: ../shared is not beside this checkout");
+            continue;
+        };
+        let turn = capture("text/event-stream", None, framed(&lines).as_bytes(), 333).unwrap();
+        let types: Vec<_> = turn.items.iter().map(|i| i.ty.as_str()).collect();
+        assert_eq!(types, expected, "{name}");
+    }
+    if let Some(sse) = shared_fixture("pydantic-ai__test_openai_responses_thinking_part_iter.response1.sse") {
+        let turn = capture("text/event-stream", None, sse.as_bytes(), 17).unwrap();
+        assert_eq!(turn.items[0].ty, ItemType::Reasoning);
+    }
+}
+
+#[test]
+fn recorded_json_bodies_are_learned_when_the_shared_fixtures_exist() {
+    for (name, first) in [
+        ("vercel-ai__openai-web-search-tool.1.json", "reasoning"),
+        ("vercel-ai__openai-code-interpreter-tool.1.json", "reasoning"),
+        ("vercel-ai__openai-mcp-tool.1.json", "mcp_list_tools"),
+        ("vercel-ai__openai-custom-tool.1.json", "custom_tool_call"),
+    ] {
+        let Some(body) = shared_fixture(name) else { continue };
+        let turn = capture("application/json", None, body.as_bytes(), 4096).unwrap();
+        assert_eq!(turn.items[0].ty.as_str(), first, "{name}");
+    }
+}

@@ -1,0 +1,273 @@
+//! `POST …/responses`: read the body (bounded), repair it from memory, forward it, retry once
+//! per missing reasoning item the upstream names, and capture the answer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+
+use super::capture::{Capture, CaptureError};
+use super::decode::Decoder;
+use super::repair::{self, Insertion, Plan};
+use super::request::{self, RequestView};
+use super::splice::splice;
+use super::tee::Tee;
+use super::upstream_error::missing_reasoning;
+use crate::app::App;
+use crate::config::Mode;
+use crate::error::ProxyError;
+use crate::forward::{ChunksBody, Prefixed};
+use crate::metrics::item_type_label;
+use crate::proxy::Note;
+use crate::tenant::TenantKey;
+
+/// Largest upstream error body read to look for a missing reasoning item.
+const ERROR_BODY_LIMIT: usize = 64 << 10;
+
+pub async fn handle(app: &Arc<App>, request: Request<Body>) -> Result<(Response<Body>, Note), ProxyError> {
+    let (mut parts, body) = request.into_parts();
+    let tenant = app.tenants.key_for(&parts.headers);
+    let bytes = read_body(body, &parts.headers, app.settings.body_limit).await?;
+    app.upstream.prepare(&mut parts)?;
+    let mut note = Note::default();
+
+    let view = match request::parse(&bytes) {
+        Ok(view) => Some(view),
+        Err(e) => {
+            tracing::debug!(reason = %e, "request not understood; forwarding unchanged");
+            metrics::counter!("rethread_unparsed_requests_total").increment(1);
+            None
+        }
+    };
+    let mut insertions = match &view {
+        Some(view) => planned(app, tenant, view).await,
+        None => Vec::new(),
+    };
+    if app.settings.mode == Mode::Observe && !insertions.is_empty() {
+        metrics::counter!("rethread_would_insert_total").increment(insertions.len() as u64);
+        tracing::info!(ids = ?ids(&insertions), "observe mode: would insert");
+        insertions.clear();
+    }
+
+    let mut retries = 0;
+    let response = loop {
+        let body = match (&view, insertions.is_empty()) {
+            (Some(view), false) => match &view.input {
+                Some(input) => Body::new(ChunksBody::new(splice(&bytes, input, &insertions))),
+                None => Body::from(bytes.clone()),
+            },
+            _ => Body::from(bytes.clone()),
+        };
+        let mut upstream_request = Request::from_parts(clone_head(&parts), body);
+        if !insertions.is_empty() {
+            // The body changed length; hyper sets content-length from the body's exact size.
+            upstream_request.headers_mut().remove(header::CONTENT_LENGTH);
+        }
+        let sent = Instant::now();
+        let response = app.upstream.send(upstream_request).await?;
+        note.upstream += sent.elapsed();
+
+        let may_retry = app.settings.mode == Mode::Repair
+            && retries < app.settings.fallback_retries
+            && response.status() == StatusCode::BAD_REQUEST;
+        let Some(view) = view.as_ref().filter(|_| may_retry) else {
+            break response;
+        };
+        let (head, body) = response.into_parts();
+        let error = match read_error_body(body).await {
+            Ok(error) => error,
+            // Too large to be the error rethread looks for: pass it on whole.
+            Err(body) => break Response::from_parts(head, body),
+        };
+        let encoding = head.headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+        let cold = decoded(&error, encoding)
+            .and_then(|text| missing_reasoning(&text))
+            .and_then(|(item, rs)| repair::cold_insertion(view, &insertions, &item, &rs));
+        match cold {
+            Some(extra) => {
+                tracing::debug!(id = %extra.id, "upstream named a missing reasoning item; retrying with it");
+                metrics::counter!("rethread_fallback_retries_total", "outcome" => "retried").increment(1);
+                insertions = repair::with_insertion(insertions, extra);
+                retries += 1;
+            }
+            None => {
+                if retries > 0 {
+                    metrics::counter!("rethread_fallback_retries_total", "outcome" => "still_failed").increment(1);
+                }
+                break Response::from_parts(head, Body::from(error));
+            }
+        }
+    };
+
+    note.inserted = insertions.len();
+    if !insertions.is_empty() {
+        record_repair(&insertions);
+    }
+    let mut response = if response.status().is_success() {
+        captured(app, tenant, response)
+    } else {
+        response
+    };
+    if note.inserted > 0 {
+        response
+            .headers_mut()
+            .insert("x-rethread-inserted", HeaderValue::from(note.inserted));
+    }
+    Ok((response, note))
+}
+
+/// What memory says to insert.
+async fn planned(app: &App, tenant: TenantKey, view: &RequestView<'_>) -> Vec<Insertion> {
+    let Some(input) = &view.input else {
+        return Vec::new();
+    };
+    let keys: Vec<&str> = input
+        .items
+        .iter()
+        .flat_map(|i| [i.id(), i.call_id()])
+        .flatten()
+        .collect();
+    if keys.is_empty() {
+        return Vec::new();
+    }
+    let turns = match app.ledger.lookup(tenant, &keys).await {
+        Ok(turns) => turns,
+        Err(e) => {
+            tracing::warn!(error = %e, "ledger lookup failed; forwarding without memory");
+            metrics::counter!("rethread_store_errors_total", "op" => "lookup").increment(1);
+            return Vec::new();
+        }
+    };
+    let Plan {
+        insertions,
+        unrepairable,
+    } = repair::plan(view, &turns, app.settings.repair);
+    if let Some(why) = unrepairable {
+        tracing::info!(reason = why.reason(), detail = ?why, "request names remembered items but cannot be repaired; forwarding unchanged");
+        metrics::counter!("rethread_unrepairable_total", "reason" => why.reason()).increment(1);
+    }
+    insertions
+}
+
+fn ids(insertions: &[Insertion]) -> Vec<&str> {
+    insertions.iter().map(|i| &*i.id).collect()
+}
+
+fn record_repair(insertions: &[Insertion]) {
+    tracing::debug!(ids = ?ids(insertions), "repaired request");
+    metrics::counter!("rethread_repaired_requests_total").increment(1);
+    for ins in insertions {
+        metrics::counter!("rethread_repairs_total", "item_type" => item_type_label(&ins.ty)).increment(1);
+    }
+}
+
+/// Wraps a successful response so its turn is learned as it streams to the client.
+pub fn captured(app: &Arc<App>, tenant: TenantKey, response: Response<Body>) -> Response<Body> {
+    let header = |name| response.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let capture = Capture::new(
+        header(header::CONTENT_TYPE),
+        header(header::CONTENT_ENCODING),
+        app.capture_limits(),
+    );
+    let app = app.clone();
+    response.map(move |body| {
+        Body::new(Tee::new(
+            body,
+            capture,
+            Box::new(move |capture, clean| learn(&app, tenant, capture, clean)),
+        ))
+    })
+}
+
+/// Finishes a capture and records its turn. Runs as the last chunk leaves, so the turn is
+/// remembered before the client can send a follow-up; a remote write completes in a task.
+fn learn(app: &App, tenant: TenantKey, capture: Result<Capture, CaptureError>, clean: bool) {
+    let turn = match capture.and_then(Capture::finish) {
+        Ok(Some(turn)) => turn,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(reason = e.reason(), error = %e, "response taught nothing");
+            metrics::counter!("rethread_capture_failures_total", "reason" => e.reason()).increment(1);
+            return;
+        }
+    };
+    if !clean {
+        tracing::debug!("upstream body broke; remembering the items it completed");
+    }
+    let items = turn.items.len();
+    let write = app.ledger.record(tenant, turn);
+    tokio::spawn(async move {
+        match write.await {
+            Ok(()) => {
+                metrics::counter!("rethread_turns_learned_total").increment(1);
+                tracing::debug!(items, "turn learned");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ledger write failed");
+                metrics::counter!("rethread_store_errors_total", "op" => "record").increment(1);
+            }
+        }
+    });
+}
+
+async fn read_body(body: Body, headers: &http::HeaderMap, limit: usize) -> Result<Bytes, ProxyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ProxyError::BodyTooLarge { limit }),
+        Err(e) => Err(ProxyError::ClientBody(e.to_string())),
+    }
+}
+
+/// An error body decoded for reading (the client still gets the original bytes).
+fn decoded(body: &[u8], encoding: Option<&str>) -> Option<Vec<u8>> {
+    let mut decoder = Decoder::for_encoding(encoding, ERROR_BODY_LIMIT * 16)?;
+    let mut out = Vec::new();
+    decoder.feed(body, &mut |d| out.extend_from_slice(d)).ok()?;
+    decoder.finish(&mut |d| out.extend_from_slice(d)).ok()?;
+    Some(out)
+}
+
+/// Reads a small error body whole; a larger or broken one comes back as a body that replays
+/// what was read and continues with the rest.
+async fn read_error_body(mut body: Body) -> Result<Bytes, Body> {
+    let mut read = Vec::new();
+    loop {
+        match body.frame().await {
+            None => return Ok(Bytes::from(read)),
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    read.extend_from_slice(data);
+                }
+                if read.len() > ERROR_BODY_LIMIT {
+                    return Err(Body::new(Prefixed::new(Bytes::from(read), body)));
+                }
+            }
+            Some(Err(e)) => {
+                let rest = Body::new(http_body_util::StreamBody::new(futures_util::stream::once(
+                    async move { Err::<http_body::Frame<Bytes>, _>(e) },
+                )));
+                return Err(Body::new(Prefixed::new(Bytes::from(read), rest)));
+            }
+        }
+    }
+}
+
+/// A copy of a request head for another attempt (extensions are not needed upstream).
+fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
+}

@@ -1,0 +1,267 @@
+//! Turns, groups and item types: the vocabulary of repair.
+//!
+//! A *turn* is the `output` list of one response, in order. A reasoning item and the items after
+//! it, up to the next reasoning item, form a *group*; the API checks that a group travels together
+//! (see `ARCHITECTURE.md`). Everything here is plain data, with no I/O, so repair can be tested
+//! exhaustively without sockets.
+
+use bytes::Bytes;
+
+/// The type of an output item. Known types are a byte wide so a remembered turn stays small.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ItemType {
+    Reasoning,
+    Message,
+    FunctionCall,
+    CustomToolCall,
+    ComputerCall,
+    LocalShellCall,
+    ShellCall,
+    ApplyPatchCall,
+    ImageGenerationCall,
+    WebSearchCall,
+    FileSearchCall,
+    CodeInterpreterCall,
+    McpListTools,
+    McpCall,
+    McpApprovalRequest,
+    ToolSearchCall,
+    ToolSearchOutput,
+    Compaction,
+    Other(Box<str>),
+}
+
+impl ItemType {
+    pub fn parse(ty: &str) -> Self {
+        match ty {
+            "reasoning" => Self::Reasoning,
+            "message" => Self::Message,
+            "function_call" => Self::FunctionCall,
+            "custom_tool_call" => Self::CustomToolCall,
+            "computer_call" => Self::ComputerCall,
+            "local_shell_call" => Self::LocalShellCall,
+            "shell_call" => Self::ShellCall,
+            "apply_patch_call" => Self::ApplyPatchCall,
+            "image_generation_call" => Self::ImageGenerationCall,
+            "web_search_call" => Self::WebSearchCall,
+            "file_search_call" => Self::FileSearchCall,
+            "code_interpreter_call" => Self::CodeInterpreterCall,
+            "mcp_list_tools" => Self::McpListTools,
+            "mcp_call" => Self::McpCall,
+            "mcp_approval_request" => Self::McpApprovalRequest,
+            "tool_search_call" => Self::ToolSearchCall,
+            "tool_search_output" => Self::ToolSearchOutput,
+            "compaction" => Self::Compaction,
+            other => Self::Other(other.into()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Reasoning => "reasoning",
+            Self::Message => "message",
+            Self::FunctionCall => "function_call",
+            Self::CustomToolCall => "custom_tool_call",
+            Self::ComputerCall => "computer_call",
+            Self::LocalShellCall => "local_shell_call",
+            Self::ShellCall => "shell_call",
+            Self::ApplyPatchCall => "apply_patch_call",
+            Self::ImageGenerationCall => "image_generation_call",
+            Self::WebSearchCall => "web_search_call",
+            Self::FileSearchCall => "file_search_call",
+            Self::CodeInterpreterCall => "code_interpreter_call",
+            Self::McpListTools => "mcp_list_tools",
+            Self::McpCall => "mcp_call",
+            Self::McpApprovalRequest => "mcp_approval_request",
+            Self::ToolSearchCall => "tool_search_call",
+            Self::ToolSearchOutput => "tool_search_output",
+            Self::Compaction => "compaction",
+            Self::Other(s) => s,
+        }
+    }
+
+    /// Calls the client executes and answers with a `<type>_output` item of the same `call_id`.
+    /// They are identified by `call_id` as well as by id, must be replayed in full (an
+    /// `item_reference` breaks the call/output pairing), and may only be inserted when their
+    /// output is in the request (else the API answers "No tool output found").
+    pub fn is_client_call(&self) -> bool {
+        matches!(
+            self,
+            Self::FunctionCall
+                | Self::CustomToolCall
+                | Self::ComputerCall
+                | Self::LocalShellCall
+                | Self::ShellCall
+                | Self::ApplyPatchCall
+        )
+    }
+
+    /// Items whose full form carries a payload too large to keep (base64 images).
+    pub fn has_bulky_payload(&self) -> bool {
+        matches!(self, Self::ImageGenerationCall)
+    }
+}
+
+/// The `<type>_output` item type that answers a client call of type `call_type`.
+pub fn is_output_of_call(item_type: &str) -> bool {
+    item_type
+        .strip_suffix("_output")
+        .is_some_and(|call| ItemType::parse(call).is_client_call())
+}
+
+/// One remembered output item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TurnItem {
+    pub id: Box<str>,
+    pub ty: ItemType,
+    pub call_id: Option<Box<str>>,
+    /// The item's original JSON, kept only where repair must insert it in full.
+    pub full: Option<Bytes>,
+}
+
+/// One response's output, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Turn {
+    /// Whether the upstream stored the response (`store` was not false): only then can its
+    /// items be inserted as `item_reference`s.
+    pub stored: bool,
+    pub items: Box<[TurnItem]>,
+}
+
+/// The group an item belongs to, as positions in its turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Group {
+    /// The reasoning item heading the group; `None` for items before a turn's first reasoning.
+    pub reasoning: Option<usize>,
+    /// First position of the group (the reasoning item when there is one).
+    pub start: usize,
+    /// One past the last position.
+    pub end: usize,
+}
+
+impl Group {
+    /// Positions of the items that follow the reasoning item.
+    pub fn members(&self) -> std::ops::Range<usize> {
+        match self.reasoning {
+            Some(r) => r + 1..self.end,
+            None => self.start..self.end,
+        }
+    }
+}
+
+impl Turn {
+    fn is_reasoning(&self, pos: usize) -> bool {
+        self.items
+            .get(pos)
+            .is_some_and(|i| i.ty == ItemType::Reasoning)
+    }
+
+    /// The group holding position `pos`.
+    pub fn group(&self, pos: usize) -> Group {
+        let next_reasoning_from = |from: usize| {
+            (from..self.items.len())
+                .find(|&p| self.is_reasoning(p))
+                .unwrap_or(self.items.len())
+        };
+        match (0..=pos).rev().find(|&p| self.is_reasoning(p)) {
+            Some(r) => Group {
+                reasoning: Some(r),
+                start: r,
+                end: next_reasoning_from(r + 1),
+            },
+            None => Group {
+                reasoning: None,
+                start: 0,
+                end: next_reasoning_from(0),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A turn from a compact shape such as `"rs ig msg"` (aliases or full type names); ids are
+    /// `<kind>_<position>`, client calls get `call_<id>`; full forms are kept for calls, and for
+    /// everything when the turn was not stored.
+    pub fn turn(shape: &str, stored: bool) -> Turn {
+        let items = shape
+            .split_whitespace()
+            .enumerate()
+            .map(|(n, kind)| {
+                let ty = ItemType::parse(match kind {
+                    "rs" => "reasoning",
+                    "msg" => "message",
+                    "fc" => "function_call",
+                    "ctc" => "custom_tool_call",
+                    "cc" => "computer_call",
+                    "lsh" => "local_shell_call",
+                    "sh" => "shell_call",
+                    "apc" => "apply_patch_call",
+                    "ig" => "image_generation_call",
+                    "ws" => "web_search_call",
+                    "fs" => "file_search_call",
+                    "ci" => "code_interpreter_call",
+                    "mcpl" => "mcp_list_tools",
+                    "mcp" => "mcp_call",
+                    "mcpr" => "mcp_approval_request",
+                    other => other,
+                });
+                let id: Box<str> = format!("{kind}_{n}").into();
+                let call_id: Option<Box<str>> =
+                    ty.is_client_call().then(|| format!("call_{id}").into());
+                let full = (ty.is_client_call() || !stored).then(|| {
+                    Bytes::from(match &call_id {
+                        Some(c) => format!(
+                            r#"{{"type":"{}","id":"{id}","call_id":"{c}","name":"f","arguments":"{{}}"}}"#,
+                            ty.as_str()
+                        ),
+                        None => format!(r#"{{"type":"{}","id":"{id}","full":true}}"#, ty.as_str()),
+                    })
+                });
+                TurnItem {
+                    id,
+                    ty,
+                    call_id,
+                    full,
+                }
+            })
+            .collect();
+        Turn { stored, items }
+    }
+
+    #[test]
+    fn groups_split_at_each_reasoning_item() {
+        let t = turn("mcpl rs mcp rs msg", true);
+        assert_eq!(
+            t.group(0),
+            Group {
+                reasoning: None,
+                start: 0,
+                end: 1
+            }
+        );
+        assert_eq!(t.group(2).reasoning, Some(1));
+        assert_eq!(t.group(2).end, 3);
+        assert_eq!(t.group(4).reasoning, Some(3));
+        assert_eq!(t.group(3).members(), 4..5);
+    }
+
+    #[test]
+    fn back_to_back_reasoning_makes_an_empty_group() {
+        let t = turn("rs rs fc", true);
+        assert!(t.group(0).members().is_empty());
+        assert_eq!(t.group(2).reasoning, Some(1));
+    }
+
+    #[test]
+    fn client_calls_pair_with_their_outputs() {
+        assert!(is_output_of_call("function_call_output"));
+        assert!(is_output_of_call("custom_tool_call_output"));
+        assert!(!is_output_of_call("mcp_call_output"));
+        assert!(ItemType::parse("shell_call").is_client_call());
+        assert!(!ItemType::parse("web_search_call").is_client_call());
+        assert_eq!(ItemType::parse("new_kind").as_str(), "new_kind");
+    }
+}

@@ -1,0 +1,383 @@
+//! Given a request's input and the turns rethread remembers, decide what to insert where.
+//!
+//! This is the heart of rethread and it does no I/O: the ledger lookup happens before, the
+//! splice after. The rules it enforces are the API's, as `ARCHITECTURE.md` states them:
+//! a group's reasoning item stands directly before the group's items, a reasoning item is followed
+//! by an item of its own group, nothing the client sent is removed or reordered, no id is sent
+//! twice, and no client call is inserted without its output. When the client's own order makes a
+//! valid request impossible, the plan says why and inserts nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::items::{is_output_of_call, ItemType, Turn};
+use super::request::{InputItem, RequestView};
+
+/// How much of a group to restore around the items a client sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RestorePolicy {
+    /// The whole group, in its original order, as people who fix such requests by hand do.
+    #[default]
+    Group,
+    /// Only what the API requires: the reasoning item, or a follower for a lone reasoning item.
+    Minimal,
+}
+
+/// One item to place before client item `gap` (`gap == items.len()` places it at the end).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Insertion {
+    pub gap: usize,
+    pub id: Box<str>,
+    pub ty: ItemType,
+    /// The JSON to insert: an `item_reference` or the recorded item.
+    pub text: Bytes,
+    /// Orders insertions sharing a gap: a group's trailing items, then the next group's leading
+    /// items, then cold-fallback insertions; each in turn order.
+    order: (u8, usize),
+}
+
+/// Why a request that names remembered items is forwarded unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unrepairable {
+    /// It carries `previous_response_id` or `conversation`: the server holds the chain, and
+    /// inserting could duplicate an item it already has.
+    Chained,
+    /// The client's items of one group are not contiguous or not in their original order.
+    ClientOrder { id: String },
+    /// A required reasoning item cannot be inserted in the form this request needs.
+    NotInsertable { id: String },
+    /// A reasoning item has no item of its group that could follow it.
+    NoFollower { id: String },
+}
+
+impl Unrepairable {
+    /// A fixed label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Chained => "chained",
+            Self::ClientOrder { .. } => "client_order",
+            Self::NotInsertable { .. } => "not_insertable",
+            Self::NoFollower { .. } => "no_follower",
+        }
+    }
+}
+
+/// What to do with a request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Sorted by position.
+    pub insertions: Vec<Insertion>,
+    pub unrepairable: Option<Unrepairable>,
+}
+
+impl Plan {
+    fn unrepairable(why: Unrepairable) -> Self {
+        Plan {
+            insertions: Vec::new(),
+            unrepairable: Some(why),
+        }
+    }
+}
+
+/// The JSON of an `item_reference` to `id`.
+pub fn reference_json(id: &str) -> Bytes {
+    let id = serde_json::Value::String(id.to_owned());
+    Bytes::from(format!(r#"{{"type":"item_reference","id":{id}}}"#))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Loc {
+    turn: usize,
+    pos: usize,
+}
+
+/// Remembered items by id, and client calls by `call_id`.
+struct Index<'t> {
+    by_id: HashMap<&'t str, Loc>,
+    by_call: HashMap<&'t str, Loc>,
+}
+
+impl<'t> Index<'t> {
+    fn new(turns: &'t [Arc<Turn>]) -> Self {
+        let mut by_id = HashMap::new();
+        let mut by_call = HashMap::new();
+        for (t, turn) in turns.iter().enumerate() {
+            for (pos, item) in turn.items.iter().enumerate() {
+                let loc = Loc { turn: t, pos };
+                by_id.insert(&*item.id, loc);
+                if let Some(call_id) = item.call_id.as_deref() {
+                    if item.ty.is_client_call() {
+                        by_call.insert(call_id, loc);
+                    }
+                }
+            }
+        }
+        Index { by_id, by_call }
+    }
+
+    /// The remembered item a client item stands for: by id (typed or `item_reference`), or, for a
+    /// client call sent without id, by `call_id`.
+    fn resolve(&self, item: &InputItem<'_>, turns: &[Arc<Turn>]) -> Option<Loc> {
+        let same_type = |loc: Loc| match item.ty() {
+            None | Some("item_reference") => true,
+            Some(ty) => turns[loc.turn].items[loc.pos].ty.as_str() == ty,
+        };
+        if let Some(id) = item.id() {
+            return self.by_id.get(id).copied().filter(|&l| same_type(l));
+        }
+        let ty = item.ty()?;
+        if !ItemType::parse(ty).is_client_call() {
+            return None;
+        }
+        self.by_call
+            .get(item.call_id()?)
+            .copied()
+            .filter(|&l| same_type(l))
+    }
+}
+
+/// What the client's input already holds.
+struct Present<'a> {
+    ids: HashSet<&'a str>,
+    calls: HashSet<&'a str>,
+    /// Last input position of an output item, by the call it answers.
+    last_output: HashMap<&'a str, usize>,
+}
+
+impl<'a> Present<'a> {
+    fn new(items: &'a [InputItem<'a>]) -> Self {
+        let mut present = Present {
+            ids: HashSet::new(),
+            calls: HashSet::new(),
+            last_output: HashMap::new(),
+        };
+        for (n, item) in items.iter().enumerate() {
+            if let Some(id) = item.id() {
+                present.ids.insert(id);
+            }
+            let Some(ty) = item.ty() else { continue };
+            if is_output_of_call(ty) {
+                for key in [item.call_id(), item.id()].into_iter().flatten() {
+                    present.last_output.insert(key, n);
+                }
+            } else if let Some(call_id) = item.call_id() {
+                if ItemType::parse(ty).is_client_call() {
+                    present.calls.insert(call_id);
+                }
+            }
+        }
+        present
+    }
+}
+
+/// Decides what to insert into `view`'s input, given the remembered `turns` its items name.
+pub fn plan(view: &RequestView<'_>, turns: &[Arc<Turn>], policy: RestorePolicy) -> Plan {
+    let Some(input) = &view.input else {
+        return Plan::default();
+    };
+    let index = Index::new(turns);
+    let locs: Vec<Option<Loc>> = input
+        .items
+        .iter()
+        .map(|item| index.resolve(item, turns))
+        .collect();
+    if locs.iter().all(Option::is_none) {
+        return Plan::default();
+    }
+    let present = Present::new(&input.items);
+
+    // Client items by the group they belong to, in order of first appearance.
+    let mut groups: Vec<(usize, Vec<(usize, usize)>)> = Vec::new();
+    let mut slot: HashMap<(usize, usize), usize> = HashMap::new();
+    for (n, loc) in locs.iter().enumerate() {
+        let Some(loc) = *loc else { continue };
+        let start = turns[loc.turn].group(loc.pos).start;
+        let k = *slot.entry((loc.turn, start)).or_insert_with(|| {
+            groups.push((loc.turn, Vec::new()));
+            groups.len() - 1
+        });
+        groups[k].1.push((n, loc.pos));
+    }
+
+    let mut chosen_ids: HashSet<Box<str>> = HashSet::new();
+    let mut insertions = Vec::new();
+    for (t, members) in &groups {
+        match plan_group(view.store, &turns[*t], members, &present, policy) {
+            Ok(group_insertions) => {
+                for ins in group_insertions {
+                    if chosen_ids.insert(ins.id.clone()) {
+                        insertions.push(ins);
+                    }
+                }
+            }
+            Err(why) => return Plan::unrepairable(why),
+        }
+    }
+    if insertions.is_empty() {
+        return Plan::default();
+    }
+    if view.chained {
+        return Plan::unrepairable(Unrepairable::Chained);
+    }
+    insertions.sort_by_key(|i| (i.gap, i.order));
+    Plan {
+        insertions,
+        unrepairable: None,
+    }
+}
+
+/// The insertions one group needs. `members` are the client's items of the group as
+/// (input position, turn position), in input order.
+fn plan_group(
+    store: bool,
+    turn: &Turn,
+    members: &[(usize, usize)],
+    present: &Present<'_>,
+    policy: RestorePolicy,
+) -> Result<Vec<Insertion>, Unrepairable> {
+    let (Some(&(first, first_pos)), Some(&(last, last_pos))) = (members.first(), members.last())
+    else {
+        return Ok(Vec::new());
+    };
+    let group = turn.group(first_pos);
+    let Some(reasoning) = group.reasoning else {
+        // Items before a turn's first reasoning item need nothing beside them.
+        return Ok(Vec::new());
+    };
+    for pair in members.windows(2) {
+        let ((n0, p0), (n1, p1)) = (pair[0], pair[1]);
+        if n1 != n0 + 1 || p1 <= p0 {
+            return Err(Unrepairable::ClientOrder {
+                id: turn.items[p1].id.to_string(),
+            });
+        }
+    }
+    let sent = |pos: usize| members.iter().any(|&(_, p)| p == pos);
+    // Where a missing item of the group goes: before the client's first item of the group, after
+    // its last, or between the two client items it originally sat between.
+    let slot_for = |pos: usize| -> (usize, u8) {
+        if pos < first_pos {
+            (first, 1)
+        } else if pos > last_pos {
+            (last + 1, 0)
+        } else {
+            let next = members
+                .iter()
+                .find(|&&(_, p)| p > pos)
+                .map_or(last + 1, |&(n, _)| n);
+            (next, 1)
+        }
+    };
+    let insertion = |pos: usize| -> Option<Insertion> {
+        let (gap, phase) = slot_for(pos);
+        let item = &turn.items[pos];
+        let text = insertable_form(store, turn, pos, gap, present)?;
+        Some(Insertion {
+            gap,
+            id: item.id.clone(),
+            ty: item.ty.clone(),
+            text,
+            order: (phase, pos),
+        })
+    };
+
+    let mut out = Vec::new();
+    if !sent(reasoning) {
+        out.push(
+            insertion(reasoning).ok_or_else(|| Unrepairable::NotInsertable {
+                id: turn.items[reasoning].id.to_string(),
+            })?,
+        );
+    }
+    if policy == RestorePolicy::Group {
+        out.extend(group.members().filter(|&p| !sent(p)).filter_map(insertion));
+    }
+    // A reasoning item must be followed by an item of its group (when it has one).
+    let followed = |out: &[Insertion]| members.len() > 1 || out.iter().any(|i| i.order.1 > reasoning);
+    if sent(reasoning) && !group.members().is_empty() && !followed(&out) {
+        let follower = group.members().filter(|&p| !sent(p)).find_map(insertion);
+        out.extend(follower);
+        if !followed(&out) {
+            return Err(Unrepairable::NoFollower {
+                id: turn.items[reasoning].id.to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The JSON to insert for turn item `pos` at `gap`, or `None` when it must not or cannot be
+/// inserted: it is already present, it is a client call whose output does not follow, or this
+/// request needs the full item and only a reference is known.
+fn insertable_form(
+    store: bool,
+    turn: &Turn,
+    pos: usize,
+    gap: usize,
+    present: &Present<'_>,
+) -> Option<Bytes> {
+    let item = &turn.items[pos];
+    if present.ids.contains(&*item.id) {
+        return None;
+    }
+    if item.ty.is_client_call() {
+        let call_id = item.call_id.as_deref()?;
+        if present.calls.contains(call_id) {
+            return None;
+        }
+        let answered = [call_id, &*item.id]
+            .iter()
+            .any(|key| present.last_output.get(key).is_some_and(|&n| n >= gap));
+        return if answered { item.full.clone() } else { None };
+    }
+    if store && turn.stored {
+        Some(reference_json(&item.id))
+    } else {
+        item.full.clone()
+    }
+}
+
+/// The insertion that answers an upstream error naming `reasoning_id` as missing before
+/// `item_id`, for an item rethread did not remember: an `item_reference` right before the item.
+///
+/// The API reports the first offending item in input order, so the named item is the first of
+/// its group that the client sent; placing the reasoning item directly before it attaches it.
+pub fn cold_insertion(
+    view: &RequestView<'_>,
+    planned: &[Insertion],
+    item_id: &str,
+    reasoning_id: &str,
+) -> Option<Insertion> {
+    let input = view.input.as_ref()?;
+    if !view.store || view.chained {
+        return None;
+    }
+    let already = |id: &str| {
+        input.items.iter().any(|i| i.id() == Some(id)) || planned.iter().any(|i| &*i.id == id)
+    };
+    if already(reasoning_id) {
+        return None;
+    }
+    let gap = input.items.iter().position(|i| i.id() == Some(item_id))?;
+    Some(Insertion {
+        gap,
+        id: reasoning_id.into(),
+        ty: ItemType::Reasoning,
+        text: reference_json(reasoning_id),
+        order: (2, 0),
+    })
+}
+
+/// Adds a cold-fallback insertion to a plan, keeping it sorted.
+pub fn with_insertion(mut insertions: Vec<Insertion>, extra: Insertion) -> Vec<Insertion> {
+    insertions.push(extra);
+    insertions.sort_by_key(|i| (i.gap, i.order));
+    insertions
+}
+
+#[cfg(test)]
+#[path = "repair_tests.rs"]
+mod tests;

@@ -1,0 +1,281 @@
+//! Reading the few fields of a create request that repair needs, without copying the body.
+//!
+//! Only `input` (each item's type, id and call_id, and where its bytes lie), `store`,
+//! `previous_response_id`, `conversation` and `include` are read; every other field, and every
+//! string inside an item (base64 images, file data), is skipped by the parser and never copied.
+//! Items are kept as byte ranges of the original body so a plan can be spliced into it.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// What repair needs to know about a create request.
+#[derive(Debug)]
+pub struct RequestView<'a> {
+    /// `store`, which defaults to true.
+    pub store: bool,
+    /// The request continues a chain the server holds (`previous_response_id` or `conversation`).
+    pub chained: bool,
+    /// `include` already asks for `reasoning.encrypted_content`.
+    pub includes_encrypted_reasoning: bool,
+    /// Byte range of the `include` value, when present.
+    pub include_span: Option<Range<usize>>,
+    /// `input` when it is a list of items; `None` for a string input or none at all.
+    pub input: Option<InputList<'a>>,
+}
+
+/// The `input` array, flattened.
+#[derive(Debug)]
+pub struct InputList<'a> {
+    /// Byte range of the whole `input` value in the body.
+    pub span: Range<usize>,
+    /// Whether arrays were nested inside it (they are flattened when the body is rewritten).
+    pub nested: bool,
+    pub items: Vec<InputItem<'a>>,
+}
+
+/// One input item: where it lies, and the fields that identify it.
+#[derive(Debug)]
+pub struct InputItem<'a> {
+    pub span: Range<usize>,
+    pub ty: Option<Cow<'a, str>>,
+    pub id: Option<Cow<'a, str>>,
+    pub call_id: Option<Cow<'a, str>>,
+    /// Set for role-based ("easy") messages, which never carry an output item's identity.
+    pub has_role: bool,
+}
+
+impl InputItem<'_> {
+    pub fn ty(&self) -> Option<&str> {
+        self.ty.as_deref()
+    }
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+    pub fn call_id(&self) -> Option<&str> {
+        self.call_id.as_deref()
+    }
+}
+
+/// Why a body was not understood. Such a request is forwarded unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("body is not a JSON object with readable fields: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("a value could not be located in the body")]
+    Span,
+    #[error("body is not a JSON object")]
+    NotObject,
+    #[error("input arrays are nested more than {MAX_NESTING} deep")]
+    TooDeep,
+}
+
+/// How deep arrays may nest inside `input` before the request is left alone.
+pub const MAX_NESTING: usize = 32;
+
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    store: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    previous_response_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    conversation: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    include: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ItemFields<'a> {
+    #[serde(rename = "type", borrow, default)]
+    ty: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    call_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    role: Option<&'a RawValue>,
+}
+
+/// Reads a create request. Fails on anything that is not a JSON object whose identifying fields
+/// have the types the API documents (including duplicated keys, which the API itself would have
+/// to guess about).
+pub fn parse(body: &[u8]) -> Result<RequestView<'_>, ParseError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ParseError::NotObject);
+    }
+    let fields: Fields<'_> = serde_json::from_slice(body)?;
+    let include_span = fields.include.map(|r| span_of(body, r)).transpose()?;
+    let includes_encrypted_reasoning = fields.include.is_some_and(|r| {
+        serde_json::from_str::<Vec<Cow<'_, str>>>(r.get())
+            .is_ok_and(|list| list.iter().any(|i| i == "reasoning.encrypted_content"))
+    });
+    let input = match fields.input {
+        Some(raw) if raw.get().starts_with('[') => {
+            let mut items = Vec::new();
+            let mut nested = false;
+            collect_items(body, raw, &mut items, &mut nested, 0)?;
+            Some(InputList {
+                span: span_of(body, raw)?,
+                nested,
+                items,
+            })
+        }
+        _ => None,
+    };
+    Ok(RequestView {
+        store: fields.store.is_none_or(|s| s.get() != "false"),
+        chained: fields.previous_response_id.is_some() || fields.conversation.is_some(),
+        includes_encrypted_reasoning,
+        include_span,
+        input,
+    })
+}
+
+fn collect_items<'a>(
+    body: &'a [u8],
+    list: &'a RawValue,
+    out: &mut Vec<InputItem<'a>>,
+    nested: &mut bool,
+    depth: usize,
+) -> Result<(), ParseError> {
+    if depth > MAX_NESTING {
+        return Err(ParseError::TooDeep);
+    }
+    let elements: Vec<&'a RawValue> = serde_json::from_str(list.get())?;
+    for element in elements {
+        let text = element.get();
+        if text.starts_with('[') {
+            *nested = true;
+            collect_items(body, element, out, nested, depth + 1)?;
+            continue;
+        }
+        let span = span_of(body, element)?;
+        let item = if text.starts_with('{') {
+            let f: ItemFields<'a> = serde_json::from_str(text)?;
+            InputItem {
+                span,
+                ty: f.ty,
+                id: f.id,
+                call_id: f.call_id,
+                has_role: f.role.is_some(),
+            }
+        } else {
+            InputItem {
+                span,
+                ty: None,
+                id: None,
+                call_id: None,
+                has_role: false,
+            }
+        };
+        out.push(item);
+    }
+    Ok(())
+}
+
+/// Where a borrowed value lies in the body it was parsed from.
+fn span_of(body: &[u8], value: &RawValue) -> Result<Range<usize>, ParseError> {
+    let text = value.get();
+    let start = (text.as_ptr() as usize)
+        .checked_sub(body.as_ptr() as usize)
+        .ok_or(ParseError::Span)?;
+    let end = start + text.len();
+    if end > body.len() {
+        return Err(ParseError::Span);
+    }
+    Ok(start..end)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_are_located_in_the_original_bytes() {
+        let body = br#"{"model":"m", "input": [ {"role":"user","content":"hi"}, {"type":"image_generation_call","id":"ig_1"} ]}"#;
+        let view = parse(body).unwrap();
+        let input = view.input.unwrap();
+        assert_eq!(input.items.len(), 2);
+        assert_eq!(
+            &body[input.items[1].span.clone()],
+            br#"{"type":"image_generation_call","id":"ig_1"}"#
+        );
+        assert!(input.items[0].has_role);
+        assert_eq!(input.items[1].id(), Some("ig_1"));
+        assert!(view.store);
+        assert!(!view.chained);
+    }
+
+    #[test]
+    fn nested_arrays_are_flattened() {
+        let body = br#"{"input":[{"role":"user","content":"x"},[{"type":"reasoning","id":"rs_1","summary":[]},[{"id":"ig_1","type":"image_generation_call"}]]]}"#;
+        let input = parse(body).unwrap().input.unwrap();
+        assert!(input.nested);
+        let ids: Vec<_> = input.items.iter().map(|i| i.id()).collect();
+        assert_eq!(ids, vec![None, Some("rs_1"), Some("ig_1")]);
+    }
+
+    #[test]
+    fn store_false_chain_and_include_are_read() {
+        let body = br#"{"store":false,"previous_response_id":"resp_1","include":["reasoning.encrypted_content"],"input":"hi"}"#;
+        let view = parse(body).unwrap();
+        assert!(!view.store);
+        assert!(view.chained);
+        assert!(view.includes_encrypted_reasoning);
+        assert!(view.input.is_none());
+        assert_eq!(
+            &body[view.include_span.unwrap()],
+            br#"["reasoning.encrypted_content"]"#
+        );
+    }
+
+    #[test]
+    fn null_chain_fields_do_not_count() {
+        let view = parse(br#"{"previous_response_id":null,"conversation":null,"input":[]}"#).unwrap();
+        assert!(!view.chained);
+        assert!(view.input.unwrap().items.is_empty());
+    }
+
+    #[test]
+    fn escaped_ids_are_decoded() {
+        let body = br#"{"input":[{"type":"item_reference","id":"rs_\u0041\"q"}]}"#;
+        let input = parse(body).unwrap().input.unwrap();
+        assert_eq!(input.items[0].id(), Some("rs_A\"q"));
+    }
+
+    #[test]
+    fn unreadable_bodies_are_refused() {
+        for body in [
+            &b"not json"[..],
+            b"[1,2]",
+            b"{\"input\":[{\"type\":1}]}",
+            b"{\"input\":[],\"input\":[]}",
+            b"{\"input\":[{\"id\":\"a\",\"id\":\"b\"}]}",
+            b"{\"input\":\"\xff\"}",
+        ] {
+            assert!(parse(body).is_err(), "{:?}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let mut body = b"{\"input\":".to_vec();
+        body.extend(std::iter::repeat_n(b'[', 200_000));
+        body.extend(std::iter::repeat_n(b']', 200_000));
+        body.push(b'}');
+        assert!(parse(&body).is_err());
+    }
+
+    #[test]
+    fn odd_input_types_have_no_items() {
+        for body in [&br#"{"input":null}"#[..], br#"{"input":5}"#, br#"{"input":{"a":1}}"#] {
+            assert!(parse(body).unwrap().input.is_none());
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! A response body that lets capture read each chunk on its way to the client.
+//!
+//! The chunk is handed to the client unchanged right after capture has looked at it; finishing
+//! the capture (parsing a JSON body, writing the ledger) happens in a task of its own once the
+//! body has ended. A body dropped before its end (the client went away) captures nothing.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use super::capture::{Capture, CaptureError};
+
+/// Called once the body has ended: with the capture (to finish) or why it failed, and whether the
+/// body ended cleanly.
+pub type OnEnd = Box<dyn FnOnce(Result<Capture, CaptureError>, bool) + Send>;
+
+pin_project_lite::pin_project! {
+    pub struct Tee<B> {
+        #[pin]
+        inner: B,
+        capture: Option<Result<Capture, CaptureError>>,
+        on_end: Option<OnEnd>,
+    }
+}
+
+impl<B> Tee<B> {
+    pub fn new(inner: B, capture: Result<Capture, CaptureError>, on_end: OnEnd) -> Self {
+        Tee {
+            inner,
+            capture: Some(capture),
+            on_end: Some(on_end),
+        }
+    }
+}
+
+fn end(capture: &mut Option<Result<Capture, CaptureError>>, on_end: &mut Option<OnEnd>, clean: bool) {
+    if let (Some(capture), Some(on_end)) = (capture.take(), on_end.take()) {
+        on_end(capture, clean);
+    }
+}
+
+impl<B> Body for Tee<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        match ready!(this.inner.as_mut().poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let (Some(data), Some(Ok(capture))) = (frame.data_ref(), this.capture.as_mut()) {
+                    if let Err(e) = capture.feed(data) {
+                        *this.capture = Some(Err(e));
+                    }
+                }
+                // A body of known length may never be polled past its last chunk.
+                if this.inner.is_end_stream() {
+                    end(this.capture, this.on_end, true);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => {
+                end(this.capture, this.on_end, false);
+                Poll::Ready(Some(Err(e)))
+            }
+            None => {
+                end(this.capture, this.on_end, true);
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,179 @@
+//! The listener, the router, rethread's own endpoints, and graceful shutdown.
+//!
+//! Connections are served by hyper directly (not `axum::serve`) so that header case is kept,
+//! slow clients are cut off by a header-read timeout, upgrades work, and shutdown can drain.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use http::StatusCode;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+use crate::config::{Settings, StoreKind};
+use crate::forward::Upstream;
+use crate::ledger::memory::MemoryLedger;
+use crate::ledger::Ledger;
+use crate::tenant::Tenants;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up the upstream client: {0}")]
+    Upstream(std::io::Error),
+    #[error("cannot create a tenant secret: {0}")]
+    Secret(std::io::Error),
+}
+
+/// A bound, not yet serving, rethread.
+pub struct Server {
+    listener: TcpListener,
+    app: Arc<App>,
+    sweeper: Option<Arc<MemoryLedger>>,
+}
+
+pub async fn bind(settings: Settings) -> Result<Server, StartError> {
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+    let upstream = Upstream::new(&settings.upstream, settings.connect_timeout, settings.idle_timeout)
+        .map_err(StartError::Upstream)?;
+    let tenants = match &settings.tenant_secret {
+        Some(secret) => Tenants::from_secret(secret.expose()),
+        None => Tenants::random().map_err(StartError::Secret)?,
+    };
+    let (ledger, sweeper): (Arc<dyn Ledger>, _) = match settings.store {
+        StoreKind::Memory => {
+            let memory = Arc::new(MemoryLedger::new(settings.retention, settings.capacity));
+            (memory.clone(), Some(memory))
+        }
+    };
+    let app = Arc::new(App {
+        settings,
+        upstream,
+        ledger,
+        tenants,
+        metrics: crate::metrics::install(),
+    });
+    Ok(Server {
+        listener,
+        app,
+        sweeper,
+    })
+}
+
+/// The routes: rethread's own three, then everything else to the proxy.
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(crate::proxy::handle)
+        .with_state(app)
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
+    if app.ledger.ready().await {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store unreachable")
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> (StatusCode, String) {
+    let stats = app.ledger.stats();
+    metrics::gauge!("rethread_ledger_turns").set(stats.turns as f64);
+    metrics::gauge!("rethread_ledger_evictions").set(stats.evictions as f64);
+    match &app.metrics {
+        Some(handle) => (StatusCode::OK, handle.render()),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder unavailable\n".into()),
+    }
+}
+
+impl Server {
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests and
+    /// streams finish for up to the drain timeout.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let Server {
+            listener,
+            app,
+            sweeper,
+        } = self;
+        let settings = app.settings.clone();
+        let sweep_task = sweeper.map(|memory| {
+            let every = (settings.retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    memory.sweep();
+                }
+            })
+        });
+        let router = router(app);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .preserve_header_case(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_timeout);
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, _) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            // Out of file descriptors and the like: pause rather than spin.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let service = TowerToHyperService::new(router.clone());
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let connection = graceful.watch(connection.into_owned());
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        tracing::info!(drain_timeout = ?settings.drain_timeout, "shutting down; draining in-flight requests");
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("drained"),
+            () = tokio::time::sleep(settings.drain_timeout) => tracing::warn!("drain timeout reached; closing remaining connections"),
+        }
+        if let Some(task) = sweep_task {
+            task.abort();
+        }
+        // Let spawned ledger writes of the last responses land.
+        tokio::task::yield_now().await;
+    }
+}

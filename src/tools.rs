@@ -1,0 +1,147 @@
+//! Operator tools: `rethread health`, `rethread check`, `rethread explain`.
+#![allow(clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::Settings;
+use crate::responses::capture::{Capture, CaptureLimits, KeepPolicy};
+use crate::responses::{repair, request, splice};
+
+/// The address a local client should use for `listen` (a wildcard means this host).
+fn local_url(settings: &Settings) -> String {
+    let mut addr = settings.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
+}
+
+/// Exit 0 when `/healthz` answers 200 within two seconds.
+pub async fn health(settings: &Settings, url: Option<&str>) -> ExitCode {
+    let base = url.map_or_else(|| local_url(settings), |u| u.trim_end_matches('/').to_owned());
+    let uri: http::Uri = match format!("{base}/healthz").parse() {
+        Ok(uri) => uri,
+        Err(e) => {
+            eprintln!("unhealthy: bad url: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let client: Client<_, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(hyper_util::client::legacy::connect::HttpConnector::new());
+    match tokio::time::timeout(Duration::from_secs(2), client.get(uri)).await {
+        Ok(Ok(response)) if response.status().is_success() => {
+            println!("healthy");
+            ExitCode::SUCCESS
+        }
+        Ok(Ok(response)) => {
+            eprintln!("unhealthy: status {}", response.status());
+            ExitCode::FAILURE
+        }
+        Ok(Err(e)) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("unhealthy: no answer within 2s");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Print the effective settings and test that the upstream accepts connections.
+pub async fn check(settings: &Settings) -> ExitCode {
+    print!("{}", settings.describe());
+    let host = settings.upstream.host().unwrap_or("");
+    let port = settings
+        .upstream
+        .port_u16()
+        .unwrap_or(if settings.upstream.scheme_str() == Some("https") { 443 } else { 80 });
+    let connect = tokio::net::TcpStream::connect((host, port));
+    let ok = match tokio::time::timeout(settings.connect_timeout, connect).await {
+        Ok(Ok(_)) => {
+            println!("upstream: reachable ({host}:{port})");
+            true
+        }
+        Ok(Err(e)) => {
+            println!("upstream: UNREACHABLE ({host}:{port}): {e}");
+            false
+        }
+        Err(_) => {
+            println!("upstream: UNREACHABLE ({host}:{port}): no answer within {:?}", settings.connect_timeout);
+            false
+        }
+    };
+    println!("store: memory (always reachable)");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Print the repaired request for recorded responses and a follow-up, offline.
+pub fn explain(settings: &Settings, turns: &[PathBuf], request_path: &PathBuf) -> ExitCode {
+    match explain_text(settings, turns, request_path) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rethread explain: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn explain_text(settings: &Settings, turn_paths: &[PathBuf], request_path: &PathBuf) -> Result<String, String> {
+    let limits = CaptureLimits {
+        max_body: usize::MAX / 32,
+        keep: KeepPolicy {
+            full_item_max: settings.full_item_max,
+        },
+    };
+    let mut turns = Vec::new();
+    for path in turn_paths {
+        let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let is_json = text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        let content_type = if is_json { "application/json" } else { "text/event-stream" };
+        let mut capture = Capture::new(Some(content_type), None, limits).map_err(|e| e.to_string())?;
+        capture.feed(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        match capture.finish().map_err(|e| format!("{}: {e}", path.display()))? {
+            Some(turn) => turns.push(Arc::new(turn)),
+            None => return Err(format!("{}: no output items found", path.display())),
+        }
+    }
+    let body = Bytes::from(std::fs::read(request_path).map_err(|e| format!("{}: {e}", request_path.display()))?);
+    let view = request::parse(&body).map_err(|e| format!("the request would be forwarded unchanged: {e}"))?;
+    let plan = repair::plan(&view, &turns, settings.repair);
+    let mut out = String::new();
+    if let Some(why) = &plan.unrepairable {
+        out.push_str(&format!("# unchanged: {} ({why:?})\n", why.reason()));
+    }
+    if plan.insertions.is_empty() {
+        if plan.unrepairable.is_none() {
+            out.push_str("# unchanged: nothing to insert\n");
+        }
+        out.push_str(&String::from_utf8_lossy(&body));
+        return Ok(out);
+    }
+    for ins in &plan.insertions {
+        out.push_str(&format!("# insert {} ({}) before input item {}\n", ins.id, ins.ty.as_str(), ins.gap));
+    }
+    let Some(input) = &view.input else {
+        return Err("no input list".into());
+    };
+    let spliced = splice::concat(&splice::splice(&body, input, &plan.insertions));
+    out.push_str(&String::from_utf8_lossy(&spliced));
+    Ok(out)
+}
+

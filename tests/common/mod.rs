@@ -1,0 +1,198 @@
+//! Test harness: the real `rethread` binary on port 0, in front of the project's strict fake.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub use rethread_fake::{spawn as spawn_fake, FakeHandle, FakeOptions};
+
+pub const KEY: &str = "Bearer sk-test-tenant-a-0123456789";
+pub const OTHER_KEY: &str = "Bearer sk-test-tenant-b-9876543210";
+
+/// A running rethread process; killed on drop.
+pub struct Rethread {
+    child: Child,
+    pub addr: String,
+    logs: Arc<Mutex<String>>,
+}
+
+impl Rethread {
+    pub fn start(upstream: &str, args: &[&str]) -> Rethread {
+        Self::start_env(upstream, args, &[])
+    }
+
+    pub fn start_env(upstream: &str, args: &[&str], env: &[(&str, &str)]) -> Rethread {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rethread"));
+        cmd.args(["--listen", "127.0.0.1:0", "--upstream", upstream])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("RETHREAD_LOG", "info,rethread=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start rethread");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(at) = line.find("listening on http://") {
+                    let addr = line[at + "listening on http://".len()..]
+                        .split(|c: char| c.is_whitespace() || c == '"')
+                        .next()
+                        .unwrap_or("")
+                        .to_owned();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                let mut logs = sink.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("rethread did not start: {}", logs.lock().unwrap()));
+        Rethread { child, addr, logs }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until the logs contain `needle` (capture and ledger writes finish after the body).
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.logs().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("log line {needle:?} never came:\n{}", self.logs());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Rethread {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn fake() -> FakeHandle {
+    spawn_fake(FakeOptions::default()).await.unwrap()
+}
+
+/// A client like the SDKs: asks for compressed bodies and decodes them.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().build().unwrap()
+}
+
+/// A client that sees the bytes on the wire.
+pub fn raw_client() -> reqwest::Client {
+    reqwest::Client::builder().no_gzip().no_brotli().no_zstd().build().unwrap()
+}
+
+pub fn user(text: &str) -> Value {
+    json!({"role": "user", "content": [{"type": "input_text", "text": text}]})
+}
+
+/// The first turn of the issue's example: gpt-5 with the image tool.
+pub fn image_request() -> Value {
+    json!({
+        "model": "gpt-5",
+        "input": "Generate an image of gray tabby cat hugging an otter with an orange scarf",
+        "tools": [{"type": "image_generation"}]
+    })
+}
+
+/// The example's follow-up: the image call by id only.
+pub fn image_followup(ig: &str) -> Value {
+    json!({
+        "model": "gpt-5",
+        "input": [user("Now make it look realistic"), {"type": "image_generation_call", "id": ig}],
+        "tools": [{"type": "image_generation"}]
+    })
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Answer {
+    pub fn inserted(&self) -> Option<u64> {
+        self.headers
+            .get("x-rethread-inserted")
+            .map(|v| v.to_str().unwrap().parse().unwrap())
+    }
+}
+
+pub async fn post(url: &str, key: &str, body: &Value, headers: &[(&str, &str)]) -> Answer {
+    let mut req = client().post(url).header("authorization", key).json(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer { status, headers, body, text }
+}
+
+/// The id of the first output item of `ty`.
+pub fn output_id(response: &Value, ty: &str) -> String {
+    response["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == ty)
+        .unwrap_or_else(|| panic!("no {ty} in {response}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Collects a streamed response's completed output like the SDKs do, from `output_item.done`.
+pub fn streamed_items(sse: &str) -> Vec<Value> {
+    sse.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|e| e["type"] == "response.output_item.done")
+        .map(|e| e["item"].clone())
+        .collect()
+}
