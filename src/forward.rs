@@ -119,7 +119,12 @@ impl Upstream {
         parts.version = Version::HTTP_11;
         let upgrade = is_upgrade(&parts.headers);
         remove_hop_by_hop(&mut parts.headers, upgrade);
-        parts.headers.remove(header::HOST);
+        // Replaced in place, so header order is kept.
+        if parts.headers.contains_key(header::HOST) {
+            if let Ok(host) = http::HeaderValue::from_str(self.authority.as_str()) {
+                parts.headers.insert(header::HOST, host);
+            }
+        }
         Ok(())
     }
 }
@@ -158,7 +163,8 @@ const HOP_BY_HOP: [&str; 7] = [
 ];
 
 /// Removes hop-by-hop headers and those the `Connection` header names; an upgrade keeps
-/// `Connection: upgrade` and `Upgrade`, which the next hop needs.
+/// `Connection: upgrade` and `Upgrade`, which the next hop needs. The remaining headers keep their
+/// order (removing from a `HeaderMap` in place would move others around).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -167,20 +173,23 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
-    for name in named {
-        if !(upgrade && name == header::UPGRADE) {
-            headers.remove(name);
-        }
+    let drop = |name: &HeaderName| {
+        let kept_for_upgrade = upgrade && (name == header::CONNECTION || name == header::UPGRADE);
+        !kept_for_upgrade && (HOP_BY_HOP.contains(&name.as_str()) || named.contains(name))
+    };
+    if !headers.keys().any(drop) {
+        return;
     }
-    for name in HOP_BY_HOP {
-        if upgrade && (name == "connection" || name == "upgrade") {
-            continue;
+    let mut kept = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers.iter() {
+        if !drop(name) {
+            kept.append(name.clone(), value.clone());
         }
-        headers.remove(name);
     }
     if upgrade {
-        headers.insert(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+        kept.insert(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
     }
+    *headers = kept;
 }
 
 pin_project_lite::pin_project! {
