@@ -16,7 +16,11 @@ use serde::Deserialize;
 use crate::responses::repair::RestorePolicy;
 
 #[derive(Parser, Debug)]
-#[command(name = "rethread", version, about = "A reverse proxy for the OpenAI Responses API that restores the items a follow-up request left out.")]
+#[command(
+    name = "rethread",
+    version,
+    about = "A reverse proxy for the OpenAI Responses API that restores the items a follow-up request left out."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -185,7 +189,9 @@ impl Settings {
             key: "upstream",
             message: format!("{e}"),
         })?;
-        if !matches!(upstream.scheme_str(), Some("http" | "https")) || upstream.authority().is_none() {
+        if !matches!(upstream.scheme_str(), Some("http" | "https"))
+            || upstream.authority().is_none()
+        {
             return Err(ConfigError::Invalid {
                 key: "upstream",
                 message: "must be an absolute http:// or https:// URL".into(),
@@ -233,7 +239,11 @@ impl Settings {
 
     /// The settings as `key = value` lines, secrets redacted.
     pub fn describe(&self) -> String {
-        let secret = if self.tenant_secret.is_some() { "*****" } else { "(random per process)" };
+        let secret = if self.tenant_secret.is_some() {
+            "*****"
+        } else {
+            "(random per process)"
+        };
         format!(
             "listen = {}\nupstream = {}\nstore = {:?}\nretention = {:?}\ncapacity = {}\nbody_limit = {}\nfull_item_max = {}\nconnect_timeout = {:?}\nidle_timeout = {:?}\nheader_timeout = {:?}\nrepair = {:?}\nmode = {:?}\nfallback_retries = {}\nlog_format = {:?}\nlog = {}\ntenant_secret = {}\ndrain_timeout = {:?}\n",
             self.listen, self.upstream, self.store, self.retention, self.capacity, self.body_limit,
@@ -387,7 +397,8 @@ mod tests {
 
     #[test]
     fn flags_beat_the_file() {
-        let file: SettingsArgs = toml::from_str("capacity = 5\nretention = \"2s\"\nlisten = \"127.0.0.1:1\"").unwrap();
+        let file: SettingsArgs =
+            toml::from_str("capacity = 5\nretention = \"2s\"\nlisten = \"127.0.0.1:1\"").unwrap();
         let s = Settings::resolve(args(&["--capacity", "7"]), file).unwrap();
         assert_eq!(s.capacity, 7);
         assert_eq!(s.retention, Duration::from_secs(2));
@@ -397,21 +408,30 @@ mod tests {
     #[test]
     fn the_documented_config_file_holds_the_defaults() {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/rethread.toml");
-        let documented = Settings::resolve(SettingsArgs::default(), read_file(&path).unwrap()).unwrap();
+        let documented =
+            Settings::resolve(SettingsArgs::default(), read_file(&path).unwrap()).unwrap();
         let defaults = Settings::resolve(SettingsArgs::default(), SettingsArgs::default()).unwrap();
         assert_eq!(documented.describe(), defaults.describe());
     }
 
     #[test]
     fn unknown_file_keys_are_named() {
-        let err = toml::from_str::<SettingsArgs>("capacty = 5").unwrap_err().to_string();
+        let err = toml::from_str::<SettingsArgs>("capacty = 5")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("capacty"), "{err}");
     }
 
     #[test]
     fn units_parse() {
-        assert_eq!("500ms".parse::<Span>().unwrap().0, Duration::from_millis(500));
-        assert_eq!("30d".parse::<Span>().unwrap().0, Duration::from_secs(2_592_000));
+        assert_eq!(
+            "500ms".parse::<Span>().unwrap().0,
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            "30d".parse::<Span>().unwrap().0,
+            Duration::from_secs(2_592_000)
+        );
         assert_eq!("64MiB".parse::<ByteSize>().unwrap().0, 64 << 20);
         assert!("5 parsecs".parse::<Span>().is_err());
     }
@@ -420,7 +440,10 @@ mod tests {
     fn secrets_and_passwords_are_redacted() {
         let s: Secret = "hunter2".parse().unwrap();
         assert_eq!(format!("{s:?}"), "*****");
-        assert_eq!(redact_url("redis://u:pw@h:6379/0"), "redis://u:*****@h:6379/0");
+        assert_eq!(
+            redact_url("redis://u:pw@h:6379/0"),
+            "redis://u:*****@h:6379/0"
+        );
     }
 
     #[test]
@@ -430,7 +453,10 @@ mod tests {
                 upstream: Some(bad.into()),
                 ..Default::default()
             };
-            assert!(Settings::resolve(a, SettingsArgs::default()).is_err(), "{bad}");
+            assert!(
+                Settings::resolve(a, SettingsArgs::default()).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -25,14 +25,26 @@ pub enum ProxyError {
 impl ProxyError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            Self::Unreachable(_) => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_unreachable"),
-            Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_error", "upstream_timeout"),
+            Self::Unreachable(_) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "upstream_unreachable",
+            ),
+            Self::Timeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                "upstream_timeout",
+            ),
             Self::BodyTooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request_error",
                 "request_too_large",
             ),
-            Self::ClientBody(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "unreadable_body"),
+            Self::ClientBody(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "unreadable_body",
+            ),
             Self::NotForwardable => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "invalid_request_error",
@@ -55,9 +67,10 @@ impl IntoResponse for ProxyError {
         });
         let mut response = Response::new(Body::from(body.to_string()));
         *response.status_mut() = status;
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         response
     }
 }

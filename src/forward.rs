@@ -35,7 +35,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(base: &Uri, connect_timeout: Duration, idle_timeout: Duration) -> std::io::Result<Self> {
+    pub fn new(
+        base: &Uri,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> std::io::Result<Self> {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
@@ -47,11 +51,12 @@ impl Upstream {
             Ok(builder) => builder,
             Err(_) => {
                 // No system roots (an image without CA files): only plain-HTTP upstreams work.
-                let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider()))
-                    .with_safe_default_protocol_versions()
-                    .map_err(std::io::Error::other)?
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth();
+                let config =
+                    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider()))
+                        .with_safe_default_protocol_versions()
+                        .map_err(std::io::Error::other)?
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth();
                 hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
             }
         };
@@ -63,7 +68,8 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(90))
             .http1_preserve_header_case(true)
             .build(tls);
-        let (Some(scheme), Some(authority)) = (base.scheme().cloned(), base.authority().cloned()) else {
+        let (Some(scheme), Some(authority)) = (base.scheme().cloned(), base.authority().cloned())
+        else {
             return Err(std::io::Error::other("upstream must be an absolute URL"));
         };
         Ok(Upstream {
@@ -131,7 +137,11 @@ impl Upstream {
 
 /// The cause chain of a client error, without the request (it may hold credentials).
 fn describe(error: &hyper_util::client::legacy::Error) -> String {
-    let mut text = if error.is_connect() { "connection failed".to_owned() } else { "request failed".to_owned() };
+    let mut text = if error.is_connect() {
+        "connection failed".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
         text.push_str(": ");
@@ -187,7 +197,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         }
     }
     if upgrade {
-        kept.insert(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+        kept.insert(
+            header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
     }
     *headers = kept;
 }
@@ -226,7 +239,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => {
@@ -270,7 +286,10 @@ impl HttpBody for ChunksBody {
     type Data = Bytes;
     type Error = std::convert::Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.chunks.pop_front() {
             Some(chunk) => {
                 self.remaining -= chunk.len() as u64;
@@ -311,7 +330,10 @@ impl<B: HttpBody<Data = Bytes>> HttpBody for Prefixed<B> {
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
         if let Some(prefix) = this.prefix.take() {
             return Poll::Ready(Some(Ok(Frame::data(prefix))));
@@ -356,8 +378,16 @@ mod tests {
 
     #[test]
     fn the_upstream_path_is_a_prefix() {
-        let u = Upstream::new(&"http://h:1/base/".parse().unwrap(), Duration::from_secs(1), Duration::from_secs(1)).unwrap();
-        assert_eq!(u.target("/v1/responses?a=%2F").unwrap().to_string(), "http://h:1/base/v1/responses?a=%2F");
+        let u = Upstream::new(
+            &"http://h:1/base/".parse().unwrap(),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(
+            u.target("/v1/responses?a=%2F").unwrap().to_string(),
+            "http://h:1/base/v1/responses?a=%2F"
+        );
         assert!(u.target("*").is_err());
     }
 }

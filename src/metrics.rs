@@ -32,20 +32,59 @@ pub fn install() -> Option<PrometheusHandle> {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!("rethread_requests_total", "Requests served, by route class and status class.");
-    describe_counter!("rethread_repairs_total", "Items inserted into requests, by item type.");
-    describe_counter!("rethread_repaired_requests_total", "Requests rethread changed.");
-    describe_counter!("rethread_would_insert_total", "Items observe mode would have inserted.");
-    describe_counter!("rethread_unrepairable_total", "Requests naming remembered items that were forwarded unchanged, by reason.");
-    describe_counter!("rethread_unparsed_requests_total", "Responses requests forwarded unchanged because rethread could not read them.");
-    describe_counter!("rethread_fallback_retries_total", "Retries after an upstream error named a missing reasoning item, by outcome.");
-    describe_counter!("rethread_turns_learned_total", "Turns captured from responses.");
-    describe_counter!("rethread_capture_failures_total", "Responses that taught nothing, by reason.");
-    describe_counter!("rethread_store_errors_total", "Ledger operations that failed, by operation.");
+    describe_counter!(
+        "rethread_requests_total",
+        "Requests served, by route class and status class."
+    );
+    describe_counter!(
+        "rethread_repairs_total",
+        "Items inserted into requests, by item type."
+    );
+    describe_counter!(
+        "rethread_repaired_requests_total",
+        "Requests rethread changed."
+    );
+    describe_counter!(
+        "rethread_would_insert_total",
+        "Items observe mode would have inserted."
+    );
+    describe_counter!(
+        "rethread_unrepairable_total",
+        "Requests naming remembered items that were forwarded unchanged, by reason."
+    );
+    describe_counter!(
+        "rethread_unparsed_requests_total",
+        "Responses requests forwarded unchanged because rethread could not read them."
+    );
+    describe_counter!(
+        "rethread_fallback_retries_total",
+        "Retries after an upstream error named a missing reasoning item, by outcome."
+    );
+    describe_counter!(
+        "rethread_turns_learned_total",
+        "Turns captured from responses."
+    );
+    describe_counter!(
+        "rethread_capture_failures_total",
+        "Responses that taught nothing, by reason."
+    );
+    describe_counter!(
+        "rethread_store_errors_total",
+        "Ledger operations that failed, by operation."
+    );
     describe_gauge!("rethread_ledger_turns", "Turns currently remembered.");
-    describe_gauge!("rethread_ledger_evictions", "Turns evicted over capacity since start.");
-    describe_histogram!("rethread_upstream_seconds", "Time from sending a request upstream to its response head.");
-    describe_histogram!("rethread_overhead_seconds", "rethread's own time per request: total to response head minus upstream time.");
+    describe_gauge!(
+        "rethread_ledger_evictions",
+        "Turns evicted over capacity since start."
+    );
+    describe_histogram!(
+        "rethread_upstream_seconds",
+        "Time from sending a request upstream to its response head."
+    );
+    describe_histogram!(
+        "rethread_overhead_seconds",
+        "rethread's own time per request: total to response head minus upstream time."
+    );
 }
 
 /// `2xx`, `4xx`… for a status code.

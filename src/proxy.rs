@@ -86,7 +86,8 @@ pub async fn handle(State(app): State<Arc<App>>, request: Request<Body>) -> Resp
     let status = response.status().as_u16();
     metrics::counter!("rethread_requests_total", "route" => class.label(), "status" => status_class(status)).increment(1);
     if !note.upstream.is_zero() {
-        metrics::histogram!("rethread_upstream_seconds", "route" => class.label()).record(note.upstream.as_secs_f64());
+        metrics::histogram!("rethread_upstream_seconds", "route" => class.label())
+            .record(note.upstream.as_secs_f64());
         metrics::histogram!("rethread_overhead_seconds", "route" => class.label())
             .record(elapsed.saturating_sub(note.upstream).as_secs_f64());
     }
@@ -132,12 +133,18 @@ async fn forward(app: &App, request: Request<Body>) -> Result<(Response<Body>, N
     ))
 }
 
-async fn passthrough(app: &App, request: Request<Body>) -> Result<(Response<Body>, Note), ProxyError> {
+async fn passthrough(
+    app: &App,
+    request: Request<Body>,
+) -> Result<(Response<Body>, Note), ProxyError> {
     forward(app, request).await
 }
 
 /// `GET …/responses/{id}`: background mode and retrieval teach the same turns as creation.
-async fn retrieve(app: &Arc<App>, request: Request<Body>) -> Result<(Response<Body>, Note), ProxyError> {
+async fn retrieve(
+    app: &Arc<App>,
+    request: Request<Body>,
+) -> Result<(Response<Body>, Note), ProxyError> {
     let tenant = app.tenants.key_for(request.headers());
     let (response, note) = forward(app, request).await?;
     if !response.status().is_success() {
@@ -148,12 +155,18 @@ async fn retrieve(app: &Arc<App>, request: Request<Body>) -> Result<(Response<Bo
 
 /// A protocol switch (WebSocket): forwarded, then bytes are copied both ways until either side
 /// closes.
-async fn upgrade(app: &App, mut request: Request<Body>) -> Result<(Response<Body>, Note), ProxyError> {
+async fn upgrade(
+    app: &App,
+    mut request: Request<Body>,
+) -> Result<(Response<Body>, Note), ProxyError> {
     let client_side = hyper::upgrade::on(&mut request);
     let (mut parts, body) = request.into_parts();
     app.upstream.prepare(&mut parts)?;
     let sent = Instant::now();
-    let mut response = app.upstream.send_raw(Request::from_parts(parts, body)).await?;
+    let mut response = app
+        .upstream
+        .send_raw(Request::from_parts(parts, body))
+        .await?;
     let note = Note {
         inserted: 0,
         upstream: sent.elapsed(),

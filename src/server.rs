@@ -46,14 +46,19 @@ pub struct Server {
 }
 
 pub async fn bind(settings: Settings) -> Result<Server, StartError> {
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: settings.listen,
-            source,
-        })?;
-    let upstream = Upstream::new(&settings.upstream, settings.connect_timeout, settings.idle_timeout)
-        .map_err(StartError::Upstream)?;
+    let listener =
+        TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: settings.listen,
+                source,
+            })?;
+    let upstream = Upstream::new(
+        &settings.upstream,
+        settings.connect_timeout,
+        settings.idle_timeout,
+    )
+    .map_err(StartError::Upstream)?;
     let tenants = match &settings.tenant_secret {
         Some(secret) => Tenants::from_secret(secret.expose()),
         None => Tenants::random().map_err(StartError::Secret)?,
@@ -102,7 +107,10 @@ async fn metrics(State(app): State<Arc<App>>) -> (StatusCode, String) {
     metrics::gauge!("rethread_ledger_evictions").set(stats.evictions as f64);
     match &app.metrics {
         Some(handle) => (StatusCode::OK, handle.render()),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder unavailable\n".into()),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder unavailable\n".into(),
+        ),
     }
 }
 
@@ -121,7 +129,8 @@ impl Server {
         } = self;
         let settings = app.settings.clone();
         let sweep_task = sweeper.map(|memory| {
-            let every = (settings.retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+            let every =
+                (settings.retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 loop {

@@ -95,9 +95,18 @@ mod tests {
         let a = t.key_for(&headers(&[("authorization", "Bearer sk-a")]));
         assert_eq!(a, t.key_for(&headers(&[("authorization", "Bearer sk-a")])));
         assert_ne!(a, t.key_for(&headers(&[("authorization", "Bearer sk-b")])));
-        assert_ne!(a, t.key_for(&headers(&[("authorization", "Bearer sk-a"), ("openai-project", "p")])));
+        assert_ne!(
+            a,
+            t.key_for(&headers(&[
+                ("authorization", "Bearer sk-a"),
+                ("openai-project", "p")
+            ]))
+        );
         assert_ne!(a, t.key_for(&headers(&[("api-key", "Bearer sk-a")])));
-        assert_ne!(a, Tenants::from_secret("other").key_for(&headers(&[("authorization", "Bearer sk-a")])));
+        assert_ne!(
+            a,
+            Tenants::from_secret("other").key_for(&headers(&[("authorization", "Bearer sk-a")]))
+        );
     }
 
     #[test]

@@ -26,7 +26,10 @@ fn local_url(settings: &Settings) -> String {
 
 /// Exit 0 when `/healthz` answers 200 within two seconds.
 pub async fn health(settings: &Settings, url: Option<&str>) -> ExitCode {
-    let base = url.map_or_else(|| local_url(settings), |u| u.trim_end_matches('/').to_owned());
+    let base = url.map_or_else(
+        || local_url(settings),
+        |u| u.trim_end_matches('/').to_owned(),
+    );
     let uri: http::Uri = match format!("{base}/healthz").parse() {
         Ok(uri) => uri,
         Err(e) => {
@@ -34,8 +37,8 @@ pub async fn health(settings: &Settings, url: Option<&str>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let client: Client<_, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
     match tokio::time::timeout(Duration::from_secs(2), client.get(uri)).await {
         Ok(Ok(response)) if response.status().is_success() => {
             println!("healthy");
@@ -60,10 +63,13 @@ pub async fn health(settings: &Settings, url: Option<&str>) -> ExitCode {
 pub async fn check(settings: &Settings) -> ExitCode {
     print!("{}", settings.describe());
     let host = settings.upstream.host().unwrap_or("");
-    let port = settings
-        .upstream
-        .port_u16()
-        .unwrap_or(if settings.upstream.scheme_str() == Some("https") { 443 } else { 80 });
+    let port = settings.upstream.port_u16().unwrap_or(
+        if settings.upstream.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        },
+    );
     let connect = tokio::net::TcpStream::connect((host, port));
     let ok = match tokio::time::timeout(settings.connect_timeout, connect).await {
         Ok(Ok(_)) => {
@@ -75,7 +81,10 @@ pub async fn check(settings: &Settings) -> ExitCode {
             false
         }
         Err(_) => {
-            println!("upstream: UNREACHABLE ({host}:{port}): no answer within {:?}", settings.connect_timeout);
+            println!(
+                "upstream: UNREACHABLE ({host}:{port}): no answer within {:?}",
+                settings.connect_timeout
+            );
             false
         }
     };
@@ -101,7 +110,11 @@ pub fn explain(settings: &Settings, turns: &[PathBuf], request_path: &PathBuf) -
     }
 }
 
-fn explain_text(settings: &Settings, turn_paths: &[PathBuf], request_path: &PathBuf) -> Result<String, String> {
+fn explain_text(
+    settings: &Settings,
+    turn_paths: &[PathBuf],
+    request_path: &PathBuf,
+) -> Result<String, String> {
     let limits = CaptureLimits {
         max_body: usize::MAX / 32,
         keep: KeepPolicy {
@@ -112,16 +125,29 @@ fn explain_text(settings: &Settings, turn_paths: &[PathBuf], request_path: &Path
     for path in turn_paths {
         let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let is_json = text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-        let content_type = if is_json { "application/json" } else { "text/event-stream" };
-        let mut capture = Capture::new(Some(content_type), None, limits).map_err(|e| e.to_string())?;
-        capture.feed(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        match capture.finish().map_err(|e| format!("{}: {e}", path.display()))? {
+        let content_type = if is_json {
+            "application/json"
+        } else {
+            "text/event-stream"
+        };
+        let mut capture =
+            Capture::new(Some(content_type), None, limits).map_err(|e| e.to_string())?;
+        capture
+            .feed(&text)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        match capture
+            .finish()
+            .map_err(|e| format!("{}: {e}", path.display()))?
+        {
             Some(turn) => turns.push(Arc::new(turn)),
             None => return Err(format!("{}: no output items found", path.display())),
         }
     }
-    let body = Bytes::from(std::fs::read(request_path).map_err(|e| format!("{}: {e}", request_path.display()))?);
-    let view = request::parse(&body).map_err(|e| format!("the request would be forwarded unchanged: {e}"))?;
+    let body = Bytes::from(
+        std::fs::read(request_path).map_err(|e| format!("{}: {e}", request_path.display()))?,
+    );
+    let view = request::parse(&body)
+        .map_err(|e| format!("the request would be forwarded unchanged: {e}"))?;
     let plan = repair::plan(&view, &turns, settings.repair);
     let mut out = String::new();
     if let Some(why) = &plan.unrepairable {
@@ -135,7 +161,12 @@ fn explain_text(settings: &Settings, turn_paths: &[PathBuf], request_path: &Path
         return Ok(out);
     }
     for ins in &plan.insertions {
-        out.push_str(&format!("# insert {} ({}) before input item {}\n", ins.id, ins.ty.as_str(), ins.gap));
+        out.push_str(&format!(
+            "# insert {} ({}) before input item {}\n",
+            ins.id,
+            ins.ty.as_str(),
+            ins.gap
+        ));
     }
     let Some(input) = &view.input else {
         return Err("no input list".into());
@@ -144,4 +175,3 @@ fn explain_text(settings: &Settings, turn_paths: &[PathBuf], request_path: &Path
     out.push_str(&String::from_utf8_lossy(&spliced));
     Ok(out)
 }
-

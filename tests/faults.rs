@@ -19,7 +19,9 @@ fn scripted_upstream(answer: Vec<u8>) -> String {
             let Ok(mut stream) = stream else { return };
             let answer = answer.clone();
             std::thread::spawn(move || {
-                stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
                 let mut buf = [0u8; 65536];
                 let mut head = Vec::new();
                 while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -65,11 +67,23 @@ async fn an_oversized_responses_body_is_a_413() {
     assert_eq!(answer.body["error"]["code"], "request_too_large");
     // Without a content-length too.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(serde_json::to_vec(&big).unwrap())];
-    let resp = client().post(proxy.url("/v1/responses")).header("authorization", KEY)
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))).send().await.unwrap();
+    let resp = client()
+        .post(proxy.url("/v1/responses"))
+        .header("authorization", KEY)
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 413);
     // Other paths stream any size.
-    let resp = client().post(proxy.url("/v1/echo")).body(vec![1u8; 100_000]).send().await.unwrap();
+    let resp = client()
+        .post(proxy.url("/v1/echo"))
+        .body(vec![1u8; 100_000])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
 }
 
@@ -77,11 +91,21 @@ async fn an_oversized_responses_body_is_a_413() {
 async fn a_silent_upstream_times_out_but_a_live_stream_is_never_cut() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &["--idle-timeout", "400ms"]);
-    let slow = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[("x-fake-delay-ms", "1500")]).await;
+    let slow = post(
+        &proxy.url("/v1/responses"),
+        KEY,
+        &image_request(),
+        &[("x-fake-delay-ms", "1500")],
+    )
+    .await;
     assert_eq!(slow.status, 504, "{}", slow.text);
     assert_eq!(slow.body["error"]["code"], "upstream_timeout");
     let started = Instant::now();
-    let resp = client().get(proxy.url("/v1/sse?events=8&delay_ms=150")).send().await.unwrap();
+    let resp = client()
+        .get(proxy.url("/v1/sse?events=8&delay_ms=150"))
+        .send()
+        .await
+        .unwrap();
     let text = resp.text().await.unwrap();
     assert!(text.contains("\"i\":7"), "{text}");
     assert!(started.elapsed() > Duration::from_millis(1000));
@@ -93,11 +117,21 @@ async fn a_client_leaving_mid_stream_leaves_the_proxy_serving() {
     let proxy = Rethread::start(&fake.url(), &[]);
     let mut request = image_request();
     request["stream"] = json!(true);
-    let mut resp = client().post(proxy.url("/v1/responses")).header("authorization", KEY)
-        .header("x-fake-delay-ms", "100").json(&request).send().await.unwrap();
+    let mut resp = client()
+        .post(proxy.url("/v1/responses"))
+        .header("authorization", KEY)
+        .header("x-fake-delay-ms", "100")
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
     let _first = resp.chunk().await.unwrap();
     drop(resp);
-    let mut other = client().get(proxy.url("/v1/sse?events=100&delay_ms=20")).send().await.unwrap();
+    let mut other = client()
+        .get(proxy.url("/v1/sse?events=100&delay_ms=20"))
+        .send()
+        .await
+        .unwrap();
     let _ = other.chunk().await.unwrap();
     drop(other);
     let answer = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[]).await;
@@ -110,31 +144,73 @@ async fn a_failed_stream_passes_through_and_teaches_its_completed_items() {
     let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
     let mut request = image_request();
     request["stream"] = json!(true);
-    let answer = post(&proxy.url("/v1/responses"), KEY, &request, &[("x-fake-fail-stream", "1")]).await;
+    let answer = post(
+        &proxy.url("/v1/responses"),
+        KEY,
+        &request,
+        &[("x-fake-fail-stream", "1")],
+    )
+    .await;
     assert!(answer.text.contains("response.failed"));
     let items = streamed_items(&answer.text);
-    let ig = items.iter().find(|i| i["type"] == "image_generation_call").unwrap()["id"].as_str().unwrap().to_owned();
+    let ig = items
+        .iter()
+        .find(|i| i["type"] == "image_generation_call")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let followup = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
-    assert_eq!(followup.inserted().unwrap_or(0) >= 1, true, "{}", followup.text);
+    assert_eq!(
+        followup.inserted().unwrap_or(0) >= 1,
+        true,
+        "{}",
+        followup.text
+    );
 }
 
 #[tokio::test]
 async fn an_upstream_reset_mid_body_reaches_the_client_as_a_broken_body() {
     let upstream = scripted_upstream(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"output\":[".to_vec());
     let proxy = Rethread::start(&upstream, &[]);
-    let resp = client().post(proxy.url("/v1/responses")).header("authorization", KEY).json(&image_request()).send().await.unwrap();
+    let resp = client()
+        .post(proxy.url("/v1/responses"))
+        .header("authorization", KEY)
+        .json(&image_request())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.bytes().await.is_err(), "the client must see the body break");
+    assert!(
+        resp.bytes().await.is_err(),
+        "the client must see the body break"
+    );
     still_serves(&proxy).await;
 }
 
 #[tokio::test]
 async fn unreadable_upstream_bodies_are_forwarded_as_they_are() {
     for (content_type, encoding, body) in [
-        ("application/json", "", &b"{\"output\":[{\"id\":\"rs_1\""[..]),
-        ("text/event-stream", "", b"event: response.completed\ndata: {not json\n\n"),
-        ("application/json", "content-encoding: gzip\r\n", b"{\"this is\":\"not gzip\"}"),
-        ("application/json", "content-encoding: compress\r\n", b"whatever"),
+        (
+            "application/json",
+            "",
+            &b"{\"output\":[{\"id\":\"rs_1\""[..],
+        ),
+        (
+            "text/event-stream",
+            "",
+            b"event: response.completed\ndata: {not json\n\n",
+        ),
+        (
+            "application/json",
+            "content-encoding: gzip\r\n",
+            b"{\"this is\":\"not gzip\"}",
+        ),
+        (
+            "application/json",
+            "content-encoding: compress\r\n",
+            b"whatever",
+        ),
     ] {
         let mut answer = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n{encoding}content-length: {}\r\nconnection: close\r\n\r\n",
@@ -143,7 +219,13 @@ async fn unreadable_upstream_bodies_are_forwarded_as_they_are() {
         .into_bytes();
         answer.extend_from_slice(body);
         let proxy = Rethread::start(&scripted_upstream(answer), &[]);
-        let resp = raw_client().post(proxy.url("/v1/responses")).header("authorization", KEY).json(&image_request()).send().await.unwrap();
+        let resp = raw_client()
+            .post(proxy.url("/v1/responses"))
+            .header("authorization", KEY)
+            .json(&image_request())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.bytes().await.unwrap(), body);
         proxy.wait_for_log("response taught nothing");
         still_serves(&proxy).await;
@@ -152,12 +234,27 @@ async fn unreadable_upstream_bodies_are_forwarded_as_they_are() {
 
 #[tokio::test]
 async fn a_ten_megabyte_response_is_forwarded_and_learned() {
-    let item = format!(r#"{{"id":"ig_big","type":"image_generation_call","result":"{}"}}"#, "A".repeat(10 << 20));
-    let body = format!(r#"{{"id":"resp_big","store":true,"output":[{{"id":"rs_big","type":"reasoning","summary":[]}},{item}]}}"#);
-    let mut answer = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
+    let item = format!(
+        r#"{{"id":"ig_big","type":"image_generation_call","result":"{}"}}"#,
+        "A".repeat(10 << 20)
+    );
+    let body = format!(
+        r#"{{"id":"resp_big","store":true,"output":[{{"id":"rs_big","type":"reasoning","summary":[]}},{item}]}}"#
+    );
+    let mut answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
     answer.extend_from_slice(body.as_bytes());
     let proxy = Rethread::start(&scripted_upstream(answer), &[]);
-    let resp = raw_client().post(proxy.url("/v1/responses")).header("authorization", KEY).json(&image_request()).send().await.unwrap();
+    let resp = raw_client()
+        .post(proxy.url("/v1/responses"))
+        .header("authorization", KEY)
+        .json(&image_request())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.bytes().await.unwrap().len(), body.len());
     proxy.wait_for_log("turn learned");
 }
@@ -168,7 +265,9 @@ async fn expect_100_continue_is_honoured() {
     let proxy = Rethread::start(&fake.url(), &[]);
     let body = serde_json::to_vec(&image_request()).unwrap();
     let mut stream = TcpStream::connect(&proxy.addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     write!(stream, "POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n", body.len()).unwrap();
     let mut first = [0u8; 25];
     stream.read_exact(&mut first).unwrap();
@@ -184,11 +283,18 @@ async fn a_client_too_slow_with_its_headers_is_cut_off() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &["--header-timeout", "500ms"]);
     let mut stream = TcpStream::connect(&proxy.addr).unwrap();
-    stream.write_all(b"GET /v1/echo HTTP/1.1\r\nHost: x\r\n").unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .write_all(b"GET /v1/echo HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let started = Instant::now();
     let mut buf = Vec::new();
     let _ = stream.read_to_end(&mut buf);
-    assert!(started.elapsed() < Duration::from_secs(4), "the connection was closed by rethread");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the connection was closed by rethread"
+    );
     still_serves(&proxy).await;
 }

@@ -9,9 +9,24 @@ use serde_json::{json, Value};
 #[tokio::test]
 async fn the_fake_rejects_the_bare_image_followup_like_the_real_api() {
     let fake = fake().await;
-    let first = post(&format!("{}/v1/responses", fake.url()), KEY, &image_request(), &[]).await;
-    let (rs, ig) = (output_id(&first.body, "reasoning"), output_id(&first.body, "image_generation_call"));
-    let followup = post(&format!("{}/v1/responses", fake.url()), KEY, &image_followup(&ig), &[]).await;
+    let first = post(
+        &format!("{}/v1/responses", fake.url()),
+        KEY,
+        &image_request(),
+        &[],
+    )
+    .await;
+    let (rs, ig) = (
+        output_id(&first.body, "reasoning"),
+        output_id(&first.body, "image_generation_call"),
+    );
+    let followup = post(
+        &format!("{}/v1/responses", fake.url()),
+        KEY,
+        &image_followup(&ig),
+        &[],
+    )
+    .await;
     assert_eq!(followup.status, 400);
     assert_eq!(
         followup.body["error"]["message"],
@@ -25,15 +40,36 @@ async fn image_followup_gets_its_reasoning_back() {
     let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
     let first = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[]).await;
     assert_eq!(first.status, 200, "{}", first.text);
-    assert_eq!(first.inserted(), None, "an unchanged request carries no header");
+    assert_eq!(
+        first.inserted(),
+        None,
+        "an unchanged request carries no header"
+    );
     let ig = output_id(&first.body, "image_generation_call");
 
     let followup = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
     assert_eq!(followup.status, 200, "{}", followup.text);
-    assert_eq!(followup.inserted(), Some(2), "the reasoning item and the message");
+    assert_eq!(
+        followup.inserted(),
+        Some(2),
+        "the reasoning item and the message"
+    );
     let sent: Value = serde_json::from_slice(&fake.last_request_body().unwrap()).unwrap();
-    let kinds: Vec<_> = sent["input"].as_array().unwrap().iter().map(|i| i["type"].as_str().unwrap_or("user").to_owned()).collect();
-    assert_eq!(kinds, ["user", "item_reference", "image_generation_call", "item_reference"]);
+    let kinds: Vec<_> = sent["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap_or("user").to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "user",
+            "item_reference",
+            "image_generation_call",
+            "item_reference"
+        ]
+    );
     assert_eq!(sent["input"][1]["id"], output_id(&first.body, "reasoning"));
     assert_eq!(sent["input"][3]["id"], output_id(&first.body, "message"));
 }
@@ -41,7 +77,10 @@ async fn image_followup_gets_its_reasoning_back() {
 #[tokio::test]
 async fn minimal_repair_inserts_only_the_reasoning_item() {
     let fake = fake().await;
-    let proxy = Rethread::start(&fake.url(), &["--repair", "minimal", "--fallback-retries", "0"]);
+    let proxy = Rethread::start(
+        &fake.url(),
+        &["--repair", "minimal", "--fallback-retries", "0"],
+    );
     let first = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[]).await;
     let ig = output_id(&first.body, "image_generation_call");
     let followup = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
@@ -56,13 +95,29 @@ async fn a_streamed_compressed_turn_teaches_the_followup() {
     for encoding in ["gzip", "br", "zstd", "deflate"] {
         let mut request = image_request();
         request["stream"] = json!(true);
-        let first = raw_client().post(proxy.url("/v1/responses")).header("authorization", KEY)
-            .header("accept-encoding", encoding).json(&request).send().await.unwrap();
+        let first = raw_client()
+            .post(proxy.url("/v1/responses"))
+            .header("authorization", KEY)
+            .header("accept-encoding", encoding)
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(first.status(), 200);
-        assert_eq!(first.headers()["content-encoding"], encoding, "the client gets the original encoding");
+        assert_eq!(
+            first.headers()["content-encoding"],
+            encoding,
+            "the client gets the original encoding"
+        );
         let text = String::from_utf8(decode(encoding, &first.bytes().await.unwrap())).unwrap();
         let items = streamed_items(&text);
-        let ig = items.iter().find(|i| i["type"] == "image_generation_call").unwrap()["id"].as_str().unwrap().to_owned();
+        let ig = items
+            .iter()
+            .find(|i| i["type"] == "image_generation_call")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let followup = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
         assert_eq!(followup.status, 200, "{encoding}: {}", followup.text);
         assert_eq!(followup.inserted(), Some(2), "{encoding}");
@@ -73,10 +128,19 @@ fn decode(encoding: &str, body: &[u8]) -> Vec<u8> {
     use std::io::Read;
     let mut out = Vec::new();
     match encoding {
-        "gzip" => flate2::read::MultiGzDecoder::new(body).read_to_end(&mut out).unwrap(),
-        "deflate" => flate2::read::ZlibDecoder::new(body).read_to_end(&mut out).unwrap(),
-        "br" => brotli::Decompressor::new(body, 4096).read_to_end(&mut out).unwrap(),
-        "zstd" => zstd::stream::read::Decoder::new(body).unwrap().read_to_end(&mut out).unwrap(),
+        "gzip" => flate2::read::MultiGzDecoder::new(body)
+            .read_to_end(&mut out)
+            .unwrap(),
+        "deflate" => flate2::read::ZlibDecoder::new(body)
+            .read_to_end(&mut out)
+            .unwrap(),
+        "br" => brotli::Decompressor::new(body, 4096)
+            .read_to_end(&mut out)
+            .unwrap(),
+        "zstd" => zstd::stream::read::Decoder::new(body)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap(),
         _ => panic!("{encoding}"),
     };
     out
@@ -88,9 +152,21 @@ async fn rotating_stream_ids_are_learned_by_output_index() {
     let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
     let mut request = image_request();
     request["stream"] = json!(true);
-    let first = post(&proxy.url("/v1/responses"), KEY, &request, &[("x-fake-rotate-ids", "1")]).await;
+    let first = post(
+        &proxy.url("/v1/responses"),
+        KEY,
+        &request,
+        &[("x-fake-rotate-ids", "1")],
+    )
+    .await;
     let items = streamed_items(&first.text);
-    let ig = items.iter().find(|i| i["type"] == "image_generation_call").unwrap()["id"].as_str().unwrap().to_owned();
+    let ig = items
+        .iter()
+        .find(|i| i["type"] == "image_generation_call")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let followup = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
     assert_eq!(followup.status, 200, "{}", followup.text);
 }
@@ -99,9 +175,22 @@ async fn rotating_stream_ids_are_learned_by_output_index() {
 async fn function_call_followup_gets_its_reasoning_back() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
-    let tools = json!([{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]);
-    let first = post(&proxy.url("/v1/responses"), KEY, &json!({"model": "gpt-5", "input": "weather?", "tools": tools}), &[]).await;
-    let call = first.body["output"].as_array().unwrap().iter().find(|i| i["type"] == "function_call").unwrap().clone();
+    let tools =
+        json!([{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]);
+    let first = post(
+        &proxy.url("/v1/responses"),
+        KEY,
+        &json!({"model": "gpt-5", "input": "weather?", "tools": tools}),
+        &[],
+    )
+    .await;
+    let call = first.body["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "function_call")
+        .unwrap()
+        .clone();
     let followup = json!({
         "model": "gpt-5", "tools": tools,
         "input": [user("weather?"), call, {"type": "function_call_output", "call_id": call["call_id"], "output": "sunny"}]
@@ -128,7 +217,13 @@ async fn every_turn_shape_is_repaired() {
         ("rs,mcpr", 1, 1),
         ("rs,msg", 1, 1),
     ] {
-        let first = post(&proxy.url("/v1/responses"), KEY, &json!({"model": "gpt-5", "input": "go"}), &[("x-fake-shape", shape)]).await;
+        let first = post(
+            &proxy.url("/v1/responses"),
+            KEY,
+            &json!({"model": "gpt-5", "input": "go"}),
+            &[("x-fake-shape", shape)],
+        )
+        .await;
         assert_eq!(first.status, 200, "{shape}: {}", first.text);
         let item = &first.body["output"][pick];
         let followup = json!({"model": "gpt-5", "input": [user("more"), {"type": "item_reference", "id": item["id"]}]});
@@ -160,7 +255,14 @@ async fn nested_input_arrays_are_flattened_when_repaired() {
     let answer = post(&proxy.url("/v1/responses"), KEY, &followup, &[]).await;
     assert_eq!(answer.status, 200, "{}", answer.text);
     let sent: Value = serde_json::from_slice(&fake.last_request_body().unwrap()).unwrap();
-    assert!(sent["input"].as_array().unwrap().iter().all(|i| i.is_object()), "{sent}");
+    assert!(
+        sent["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i.is_object()),
+        "{sent}"
+    );
 }
 
 #[tokio::test]
@@ -168,7 +270,13 @@ async fn vercel_style_idless_calls_pass_unchanged() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
     let tools = json!([{"type": "function", "name": "f", "parameters": {"type": "object"}}]);
-    let first = post(&proxy.url("/v1/responses"), KEY, &json!({"model": "gpt-5", "input": "go", "tools": tools}), &[]).await;
+    let first = post(
+        &proxy.url("/v1/responses"),
+        KEY,
+        &json!({"model": "gpt-5", "input": "go", "tools": tools}),
+        &[],
+    )
+    .await;
     let rs = output_id(&first.body, "reasoning");
     let call = first.body["output"][1].clone();
     let body = json!({"model": "gpt-5", "tools": tools, "input": [
@@ -177,11 +285,21 @@ async fn vercel_style_idless_calls_pass_unchanged() {
         {"type": "function_call_output", "call_id": call["call_id"], "output": "ok"}
     ]});
     let bytes = serde_json::to_vec(&body).unwrap();
-    let answer = raw_client().post(proxy.url("/v1/responses")).header("authorization", KEY)
-        .header("content-type", "application/json").body(bytes.clone()).send().await.unwrap();
+    let answer = raw_client()
+        .post(proxy.url("/v1/responses"))
+        .header("authorization", KEY)
+        .header("content-type", "application/json")
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(answer.status(), 200);
     assert!(answer.headers().get("x-rethread-inserted").is_none());
-    assert_eq!(fake.last_request_body().unwrap(), bytes, "forwarded byte for byte");
+    assert_eq!(
+        fake.last_request_body().unwrap(),
+        bytes,
+        "forwarded byte for byte"
+    );
 }
 
 #[tokio::test]
@@ -189,8 +307,14 @@ async fn unchanged_requests_are_forwarded_byte_for_byte() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &[]);
     let body = b"{ \"model\" : \"gpt-5\",\n  \"input\": \"hi \\u00e9\", \"extra\": {\"a\": [1, 2.50, 3e2]} }".to_vec();
-    let answer = raw_client().post(proxy.url("/v1/responses")).header("authorization", KEY)
-        .header("content-type", "application/json").body(body.clone()).send().await.unwrap();
+    let answer = raw_client()
+        .post(proxy.url("/v1/responses"))
+        .header("authorization", KEY)
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(answer.status(), 200);
     assert_eq!(fake.last_request_body().unwrap(), body);
 }
@@ -207,7 +331,11 @@ async fn chained_requests_are_never_touched() {
     assert_eq!(answer.inserted(), None);
     // The fake says what the API says: the item is already in the chain.
     assert_eq!(answer.status, 400, "{}", answer.text);
-    assert!(answer.text.contains("Duplicate item found"), "{}", answer.text);
+    assert!(
+        answer.text.contains("Duplicate item found"),
+        "{}",
+        answer.text
+    );
     proxy.wait_for_log("chained");
 }
 
@@ -217,11 +345,23 @@ async fn one_tenants_memory_never_repairs_anothers_request() {
     let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
     let first = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[]).await;
     let ig = output_id(&first.body, "image_generation_call");
-    let other = post(&proxy.url("/v1/responses"), OTHER_KEY, &image_followup(&ig), &[]).await;
+    let other = post(
+        &proxy.url("/v1/responses"),
+        OTHER_KEY,
+        &image_followup(&ig),
+        &[],
+    )
+    .await;
     assert_eq!(other.inserted(), None);
     assert_eq!(other.status, 404, "{}", other.text);
     // Same key, another project: another tenant too.
-    let project = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[("openai-project", "proj_2")]).await;
+    let project = post(
+        &proxy.url("/v1/responses"),
+        KEY,
+        &image_followup(&ig),
+        &[("openai-project", "proj_2")],
+    )
+    .await;
     assert_eq!(project.inserted(), None);
 }
 
@@ -230,25 +370,43 @@ async fn cold_memory_falls_back_to_the_reasoning_the_upstream_names() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &[]);
     // The first turn bypasses rethread: it knows nothing about it.
-    let first = post(&format!("{}/v1/responses", fake.url()), KEY, &image_request(), &[]).await;
+    let first = post(
+        &format!("{}/v1/responses", fake.url()),
+        KEY,
+        &image_request(),
+        &[],
+    )
+    .await;
     let ig = output_id(&first.body, "image_generation_call");
     let posts_before = fake.responses_posts();
     let answer = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
     assert_eq!(answer.status, 200, "{}", answer.text);
     assert_eq!(answer.inserted(), Some(1));
-    assert_eq!(fake.responses_posts() - posts_before, 2, "one failure, one retry");
+    assert_eq!(
+        fake.responses_posts() - posts_before,
+        2,
+        "one failure, one retry"
+    );
 }
 
 #[tokio::test]
 async fn cold_memory_fallback_is_bounded_and_passes_the_error_through() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
-    let first = post(&format!("{}/v1/responses", fake.url()), KEY, &image_request(), &[]).await;
+    let first = post(
+        &format!("{}/v1/responses", fake.url()),
+        KEY,
+        &image_request(),
+        &[],
+    )
+    .await;
     let ig = output_id(&first.body, "image_generation_call");
     let posts_before = fake.responses_posts();
     let answer = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
     assert_eq!(answer.status, 400);
-    assert!(answer.text.contains("without its required 'reasoning' item"));
+    assert!(answer
+        .text
+        .contains("without its required 'reasoning' item"));
     assert_eq!(fake.responses_posts() - posts_before, 1);
 }
 
@@ -256,7 +414,13 @@ async fn cold_memory_fallback_is_bounded_and_passes_the_error_through() {
 async fn cold_memory_fallback_works_for_streaming_requests() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &[]);
-    let first = post(&format!("{}/v1/responses", fake.url()), KEY, &image_request(), &[]).await;
+    let first = post(
+        &format!("{}/v1/responses", fake.url()),
+        KEY,
+        &image_request(),
+        &[],
+    )
+    .await;
     let ig = output_id(&first.body, "image_generation_call");
     let mut followup = image_followup(&ig);
     followup["stream"] = json!(true);
@@ -270,9 +434,20 @@ async fn cold_memory_fallback_works_for_streaming_requests() {
 async fn a_retrieved_response_teaches_its_turn() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
-    let first = post(&format!("{}/v1/responses", fake.url()), KEY, &image_request(), &[]).await;
+    let first = post(
+        &format!("{}/v1/responses", fake.url()),
+        KEY,
+        &image_request(),
+        &[],
+    )
+    .await;
     let id = first.body["id"].as_str().unwrap();
-    let got = client().get(proxy.url(&format!("/v1/responses/{id}"))).header("authorization", KEY).send().await.unwrap();
+    let got = client()
+        .get(proxy.url(&format!("/v1/responses/{id}")))
+        .header("authorization", KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(got.status(), 200);
     let _ = got.bytes().await.unwrap();
     let ig = output_id(&first.body, "image_generation_call");

@@ -31,7 +31,14 @@ fn header<'a>(echoed: &'a Value, name: &str) -> Vec<&'a str> {
 async fn content_length_zero_is_preserved() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &[]);
-    let echoed = echo(&proxy, client().post(proxy.url("/v1/echo")).header("content-length", "0").body("")).await;
+    let echoed = echo(
+        &proxy,
+        client()
+            .post(proxy.url("/v1/echo"))
+            .header("content-length", "0")
+            .body(""),
+    )
+    .await;
     assert_eq!(echoed["content_length"], "0");
     assert_eq!(echoed["transfer_encoding"], Value::Null);
 }
@@ -50,10 +57,18 @@ async fn bodiless_requests_get_no_transfer_encoding() {
 async fn a_chunked_upload_streams_through_intact() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &[]);
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..64).map(|i| Ok(vec![i as u8; 16 * 1024])).collect();
-    let all: Vec<u8> = chunks.iter().flat_map(|c| c.as_ref().unwrap().clone()).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..64).map(|i| Ok(vec![i as u8; 16 * 1024])).collect();
+    let all: Vec<u8> = chunks
+        .iter()
+        .flat_map(|c| c.as_ref().unwrap().clone())
+        .collect();
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
-    let echoed = echo(&proxy, client().post(proxy.url("/v1/echo/files")).body(body)).await;
+    let echoed = echo(
+        &proxy,
+        client().post(proxy.url("/v1/echo/files")).body(body),
+    )
+    .await;
     assert_eq!(echoed["body_len"], all.len());
     assert_eq!(echoed["transfer_encoding"], "chunked");
     assert_eq!(echoed["body_fnv64"], fnv(&all));
@@ -66,8 +81,16 @@ async fn a_multipart_upload_passes_byte_for_byte() {
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
     let form = reqwest::multipart::Form::new()
         .text("purpose", "assistants")
-        .part("file", reqwest::multipart::Part::bytes(data.clone()).file_name("a.jsonl"));
-    let resp = client().post(proxy.url("/v1/echo/files")).multipart(form).send().await.unwrap();
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(data.clone()).file_name("a.jsonl"),
+        );
+    let resp = client()
+        .post(proxy.url("/v1/echo/files"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     let echoed: Value = resp.json().await.unwrap();
     let content_type = header(&echoed, "content-type")[0];
     assert!(content_type.starts_with("multipart/form-data; boundary="));
@@ -79,7 +102,11 @@ async fn a_large_download_streams_with_its_length() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &[]);
     let n = 20 * 1024 * 1024;
-    let resp = raw_client().get(proxy.url(&format!("/v1/blob?bytes={n}"))).send().await.unwrap();
+    let resp = raw_client()
+        .get(proxy.url(&format!("/v1/blob?bytes={n}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["content-length"], n.to_string().as_str());
     let body = resp.bytes().await.unwrap();
     assert_eq!(body.len(), n);
@@ -91,7 +118,11 @@ async fn sse_on_another_path_arrives_event_by_event() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &[]);
     let started = Instant::now();
-    let mut resp = client().get(proxy.url("/v1/sse?events=10&delay_ms=100")).send().await.unwrap();
+    let mut resp = client()
+        .get(proxy.url("/v1/sse?events=10&delay_ms=100"))
+        .send()
+        .await
+        .unwrap();
     let first = resp.chunk().await.unwrap().unwrap();
     let first_at = started.elapsed();
     assert!(String::from_utf8_lossy(&first).contains("\"i\":0"));
@@ -100,18 +131,29 @@ async fn sse_on_another_path_arrives_event_by_event() {
         rest.extend_from_slice(&c);
     }
     assert!(String::from_utf8_lossy(&rest).contains("\"i\":9"));
-    assert!(first_at < started.elapsed() / 2, "the first event was not held back");
+    assert!(
+        first_at < started.elapsed() / 2,
+        "the first event was not held back"
+    );
 }
 
 #[tokio::test]
 async fn head_and_bodiless_statuses_have_no_body() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &[]);
-    let head = raw_client().head(proxy.url("/v1/echo")).send().await.unwrap();
+    let head = raw_client()
+        .head(proxy.url("/v1/echo"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(head.status(), 200);
     assert!(head.bytes().await.unwrap().is_empty());
     for code in [204, 304] {
-        let resp = raw_client().get(proxy.url(&format!("/v1/status/{code}"))).send().await.unwrap();
+        let resp = raw_client()
+            .get(proxy.url(&format!("/v1/status/{code}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status().as_u16(), code);
         assert!(resp.headers().get("transfer-encoding").is_none());
         assert!(resp.bytes().await.unwrap().is_empty());
@@ -123,16 +165,28 @@ async fn upstream_errors_and_their_headers_pass_through() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &[]);
     for code in [429, 500, 503] {
-        let direct = raw_client().get(format!("{}/v1/status/{code}", fake.url())).send().await.unwrap();
+        let direct = raw_client()
+            .get(format!("{}/v1/status/{code}", fake.url()))
+            .send()
+            .await
+            .unwrap();
         let direct_retry = direct.headers().get("retry-after").cloned();
         let direct_body = direct.bytes().await.unwrap();
-        let via = raw_client().get(proxy.url(&format!("/v1/status/{code}"))).send().await.unwrap();
+        let via = raw_client()
+            .get(proxy.url(&format!("/v1/status/{code}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(via.status().as_u16(), code);
         assert_eq!(via.headers().get("retry-after").cloned(), direct_retry);
         assert_eq!(via.bytes().await.unwrap(), direct_body);
     }
     let before = fake.requests_total();
-    let _ = raw_client().get(proxy.url("/v1/status/503")).send().await.unwrap();
+    let _ = raw_client()
+        .get(proxy.url("/v1/status/503"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(fake.requests_total() - before, 1, "never retried");
 }
 
@@ -140,8 +194,17 @@ async fn upstream_errors_and_their_headers_pass_through() {
 async fn response_headers_pass_both_ways() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &[]);
-    let resp = raw_client().get(proxy.url("/v1/headers")).send().await.unwrap();
-    let cookies: Vec<_> = resp.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    let resp = raw_client()
+        .get(proxy.url("/v1/headers"))
+        .send()
+        .await
+        .unwrap();
+    let cookies: Vec<_> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
     assert_eq!(cookies, ["a=1", "b=2"]);
     assert_eq!(resp.headers()["x-request-id"], "req_fake");
     assert_eq!(resp.headers()["openai-processing-ms"], "5");
@@ -170,7 +233,11 @@ async fn odd_query_strings_are_preserved() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &[]);
     let query = "a=%2F%2f&b=%E2%9C%93&c=+&d&e=%zz&f=a%20b";
-    let echoed = echo(&proxy, client().get(format!("{}?{query}", proxy.url("/v1/echo")))).await;
+    let echoed = echo(
+        &proxy,
+        client().get(format!("{}?{query}", proxy.url("/v1/echo"))),
+    )
+    .await;
     assert_eq!(echoed["query"], query);
 }
 
@@ -188,7 +255,9 @@ fn raw_upstream() -> (String, std::thread::JoinHandle<String>) {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let handle = std::thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {

@@ -67,7 +67,8 @@ impl MemoryLedger {
             turn: Arc::new(turn),
         });
         for (kind, key) in keys_of(&entry.turn) {
-            self.index.insert(self.slot(&tenant, kind, key), entry.clone());
+            self.index
+                .insert(self.slot(&tenant, kind, key), entry.clone());
         }
         let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
         order.push_back(entry);
@@ -89,7 +90,9 @@ impl MemoryLedger {
     fn forget(&self, entry: &Arc<Entry>) {
         for (kind, key) in keys_of(&entry.turn) {
             self.index
-                .remove_if(&self.slot(&entry.tenant, kind, key), |_, e| Arc::ptr_eq(e, entry));
+                .remove_if(&self.slot(&entry.tenant, kind, key), |_, e| {
+                    Arc::ptr_eq(e, entry)
+                });
         }
     }
 
@@ -168,7 +171,11 @@ mod tests {
         l.insert(A, turn("rs fc msg", true));
         assert_eq!(l.find(A, &["fc_1"]).len(), 1);
         assert_eq!(l.find(A, &["call_fc_1"]).len(), 1);
-        assert_eq!(l.find(A, &["rs_0", "msg_2", "fc_1"]).len(), 1, "one turn, found once");
+        assert_eq!(
+            l.find(A, &["rs_0", "msg_2", "fc_1"]).len(),
+            1,
+            "one turn, found once"
+        );
         assert!(l.find(A, &["nope"]).is_empty());
     }
 

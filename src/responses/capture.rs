@@ -28,8 +28,7 @@ impl KeepPolicy {
     /// Client calls are always inserted in full, so they are always kept. Items of unstored
     /// responses can only be replayed in full, so they are kept too, except bulky image results.
     fn keeps(&self, ty: &ItemType, stored: bool, len: usize) -> bool {
-        len <= self.full_item_max
-            && (ty.is_client_call() || (!stored && !ty.has_bulky_payload()))
+        len <= self.full_item_max && (ty.is_client_call() || (!stored && !ty.has_bulky_payload()))
     }
 }
 
@@ -94,7 +93,11 @@ struct EventFields<'a> {
     response: Option<&'a RawValue>,
 }
 
-fn read_item(raw: &RawValue, stored: bool, keep: KeepPolicy) -> Result<Option<TurnItem>, CaptureError> {
+fn read_item(
+    raw: &RawValue,
+    stored: bool,
+    keep: KeepPolicy,
+) -> Result<Option<TurnItem>, CaptureError> {
     let fields: ItemFields<'_> = serde_json::from_str(raw.get())?;
     let (Some(ty), Some(id)) = (fields.ty, fields.id) else {
         return Ok(None);
@@ -254,7 +257,11 @@ impl Capture {
         failure.map_or(Ok(()), Err)
     }
 
-    fn consume(format: &mut Format, limits: &CaptureLimits, decoded: &[u8]) -> Result<(), CaptureError> {
+    fn consume(
+        format: &mut Format,
+        limits: &CaptureLimits,
+        decoded: &[u8],
+    ) -> Result<(), CaptureError> {
         match format {
             Format::Json(buf) => {
                 if buf.len() + decoded.len() > limits.max_body {

@@ -48,13 +48,26 @@ fn image_stream(rotate: bool) -> String {
 fn a_streamed_image_turn_is_learned_at_any_chunk_boundary() {
     let body = image_stream(false);
     for split in [1, 2, 3, 7, 64, 1000, body.len()] {
-        let turn = capture("text/event-stream; charset=utf-8", None, body.as_bytes(), split).unwrap();
+        let turn = capture(
+            "text/event-stream; charset=utf-8",
+            None,
+            body.as_bytes(),
+            split,
+        )
+        .unwrap();
         assert_eq!(
             shape(&turn),
-            vec![("reasoning", "rs_A"), ("image_generation_call", "ig_A"), ("message", "msg_A")]
+            vec![
+                ("reasoning", "rs_A"),
+                ("image_generation_call", "ig_A"),
+                ("message", "msg_A")
+            ]
         );
         assert!(turn.stored);
-        assert!(turn.items.iter().all(|i| i.full.is_none()), "stored turns keep no payloads");
+        assert!(
+            turn.items.iter().all(|i| i.full.is_none()),
+            "stored turns keep no payloads"
+        );
     }
 }
 
@@ -69,10 +82,16 @@ fn the_terminal_event_is_authoritative() {
     let body = format!(
         "{}{}",
         image_stream(false),
-        event("response.completed", r#"{"type":"response.completed","response":{"id":"resp_A","store":true,"output":[{"id":"rs_A","type":"reasoning","summary":[]},{"id":"fc_A","type":"function_call","call_id":"call_A","name":"f","arguments":"{}"}]}}"#)
+        event(
+            "response.completed",
+            r#"{"type":"response.completed","response":{"id":"resp_A","store":true,"output":[{"id":"rs_A","type":"reasoning","summary":[]},{"id":"fc_A","type":"function_call","call_id":"call_A","name":"f","arguments":"{}"}]}}"#
+        )
     );
     let turn = capture("text/event-stream", None, body.as_bytes(), 100).unwrap();
-    assert_eq!(shape(&turn), vec![("reasoning", "rs_A"), ("function_call", "fc_A")]);
+    assert_eq!(
+        shape(&turn),
+        vec![("reasoning", "rs_A"), ("function_call", "fc_A")]
+    );
     assert_eq!(turn.items[1].call_id.as_deref(), Some("call_A"));
     assert!(turn.items[1].full.is_some(), "calls are kept in full");
 }
@@ -82,7 +101,11 @@ fn unstored_turns_keep_full_items_but_never_images() {
     let body = r#"{"id":"resp_B","object":"response","store":false,"output":[{"id":"rs_B","type":"reasoning","summary":[],"encrypted_content":"enc"},{"id":"ig_B","type":"image_generation_call","result":"QUFB"},{"id":"msg_B","type":"message","role":"assistant","content":[]}]}"#;
     let turn = capture("application/json", None, body.as_bytes(), 9).unwrap();
     assert!(!turn.stored);
-    assert!(turn.items[0].full.as_ref().unwrap().starts_with(br#"{"id":"rs_B""#));
+    assert!(turn.items[0]
+        .full
+        .as_ref()
+        .unwrap()
+        .starts_with(br#"{"id":"rs_B""#));
     assert!(turn.items[1].full.is_none());
     assert!(turn.items[2].full.is_some());
 }
@@ -93,20 +116,43 @@ fn compressed_bodies_are_decoded_for_capture() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(body.as_bytes()).unwrap();
     let turn = capture("application/json", Some("gzip"), &gz.finish().unwrap(), 3).unwrap();
-    assert_eq!(shape(&turn), vec![("reasoning", "rs_C"), ("message", "msg_C")]);
+    assert_eq!(
+        shape(&turn),
+        vec![("reasoning", "rs_C"), ("message", "msg_C")]
+    );
     let packed = zstd::encode_all(image_stream(false).as_bytes(), 3).unwrap();
-    assert_eq!(capture("text/event-stream", Some("zstd"), &packed, 11).unwrap().items.len(), 3);
+    assert_eq!(
+        capture("text/event-stream", Some("zstd"), &packed, 11)
+            .unwrap()
+            .items
+            .len(),
+        3
+    );
 }
 
 #[test]
 fn unreadable_responses_teach_nothing_and_say_why() {
-    assert_eq!(Capture::new(Some("text/html"), None, LIMITS).err().unwrap().reason(), "content_type");
-    assert_eq!(Capture::new(Some("application/json"), Some("lzma"), LIMITS).err().unwrap().reason(), "encoding");
+    assert_eq!(
+        Capture::new(Some("text/html"), None, LIMITS)
+            .err()
+            .unwrap()
+            .reason(),
+        "content_type"
+    );
+    assert_eq!(
+        Capture::new(Some("application/json"), Some("lzma"), LIMITS)
+            .err()
+            .unwrap()
+            .reason(),
+        "encoding"
+    );
     let mut c = Capture::new(Some("application/json"), None, LIMITS).unwrap();
     c.feed(b"{\"output\":[{\"id\":").unwrap();
     assert_eq!(c.finish().err().unwrap().reason(), "json");
     let mut c = Capture::new(Some("application/json"), Some("gzip"), LIMITS).unwrap();
-    let lied = c.feed(b"plain text, not gzip").and_then(|_| c.finish().map(|_| ()));
+    let lied = c
+        .feed(b"plain text, not gzip")
+        .and_then(|_| c.finish().map(|_| ()));
     assert_eq!(lied.err().unwrap().reason(), "decode");
 }
 
@@ -119,22 +165,40 @@ fn a_broken_stream_keeps_the_items_it_completed() {
 }
 
 fn shared_fixture(name: &str) -> Option<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/responses").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/responses")
+        .join(name);
     std::fs::read_to_string(path).ok()
 }
 
 /// The vercel recordings hold one event's data per line; frame them as the API sends them.
 fn framed(lines: &str) -> String {
-    lines.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("data: {l}\n\n")).collect()
+    lines
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| format!("data: {l}\n\n"))
+        .collect()
 }
 
 #[test]
 fn recorded_streams_are_learned_when_the_shared_fixtures_exist() {
     for (name, expected) in [
-        ("vercel-ai__openai-image-generation-tool.1.chunks.txt", vec!["reasoning", "image_generation_call", "message"]),
-        ("vercel-ai__openai-local-shell-tool.1.chunks.txt", vec!["reasoning", "local_shell_call"]),
-        ("vercel-ai__openai-file-search-tool.1.chunks.txt", vec!["reasoning", "file_search_call", "reasoning", "message"]),
-        ("vercel-ai__openai-mcp-tool-approval.1.chunks.txt", vec!["mcp_list_tools", "reasoning", "mcp_approval_request"]),
+        (
+            "vercel-ai__openai-image-generation-tool.1.chunks.txt",
+            vec!["reasoning", "image_generation_call", "message"],
+        ),
+        (
+            "vercel-ai__openai-local-shell-tool.1.chunks.txt",
+            vec!["reasoning", "local_shell_call"],
+        ),
+        (
+            "vercel-ai__openai-file-search-tool.1.chunks.txt",
+            vec!["reasoning", "file_search_call", "reasoning", "message"],
+        ),
+        (
+            "vercel-ai__openai-mcp-tool-approval.1.chunks.txt",
+            vec!["mcp_list_tools", "reasoning", "mcp_approval_request"],
+        ),
     ] {
         let Some(lines) = shared_fixture(name) else {
             eprintln!("skipping {name}: ../shared is not beside this checkout");
@@ -144,7 +208,9 @@ fn recorded_streams_are_learned_when_the_shared_fixtures_exist() {
         let types: Vec<_> = turn.items.iter().map(|i| i.ty.as_str()).collect();
         assert_eq!(types, expected, "{name}");
     }
-    if let Some(sse) = shared_fixture("pydantic-ai__test_openai_responses_thinking_part_iter.response1.sse") {
+    if let Some(sse) =
+        shared_fixture("pydantic-ai__test_openai_responses_thinking_part_iter.response1.sse")
+    {
         let turn = capture("text/event-stream", None, sse.as_bytes(), 17).unwrap();
         assert_eq!(turn.items[0].ty, ItemType::Reasoning);
     }
@@ -154,11 +220,16 @@ fn recorded_streams_are_learned_when_the_shared_fixtures_exist() {
 fn recorded_json_bodies_are_learned_when_the_shared_fixtures_exist() {
     for (name, first) in [
         ("vercel-ai__openai-web-search-tool.1.json", "reasoning"),
-        ("vercel-ai__openai-code-interpreter-tool.1.json", "reasoning"),
+        (
+            "vercel-ai__openai-code-interpreter-tool.1.json",
+            "reasoning",
+        ),
         ("vercel-ai__openai-mcp-tool.1.json", "mcp_list_tools"),
         ("vercel-ai__openai-custom-tool.1.json", "custom_tool_call"),
     ] {
-        let Some(body) = shared_fixture(name) else { continue };
+        let Some(body) = shared_fixture(name) else {
+            continue;
+        };
         let turn = capture("application/json", None, body.as_bytes(), 4096).unwrap();
         assert_eq!(turn.items[0].ty.as_str(), first, "{name}");
     }

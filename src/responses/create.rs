@@ -27,7 +27,10 @@ use crate::tenant::TenantKey;
 /// Largest upstream error body read to look for a missing reasoning item.
 const ERROR_BODY_LIMIT: usize = 64 << 10;
 
-pub async fn handle(app: &Arc<App>, request: Request<Body>) -> Result<(Response<Body>, Note), ProxyError> {
+pub async fn handle(
+    app: &Arc<App>,
+    request: Request<Body>,
+) -> Result<(Response<Body>, Note), ProxyError> {
     let (mut parts, body) = request.into_parts();
     let tenant = app.tenants.key_for(&parts.headers);
     let bytes = read_body(body, &parts.headers, app.settings.body_limit).await?;
@@ -64,7 +67,9 @@ pub async fn handle(app: &Arc<App>, request: Request<Body>) -> Result<(Response<
         let mut upstream_request = Request::from_parts(clone_head(&parts), body);
         if !insertions.is_empty() {
             // The body changed length; hyper sets content-length from the body's exact size.
-            upstream_request.headers_mut().remove(header::CONTENT_LENGTH);
+            upstream_request
+                .headers_mut()
+                .remove(header::CONTENT_LENGTH);
         }
         let sent = Instant::now();
         let response = app.upstream.send(upstream_request).await?;
@@ -82,14 +87,18 @@ pub async fn handle(app: &Arc<App>, request: Request<Body>) -> Result<(Response<
             // Too large to be the error rethread looks for: pass it on whole.
             Err(body) => break Response::from_parts(head, body),
         };
-        let encoding = head.headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+        let encoding = head
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok());
         let cold = decoded(&error, encoding)
             .and_then(|text| missing_reasoning(&text))
             .and_then(|(item, rs)| repair::cold_insertion(view, &insertions, &item, &rs));
         match cold {
             Some(extra) => {
                 tracing::debug!(id = %extra.id, "upstream named a missing reasoning item; retrying with it");
-                metrics::counter!("rethread_fallback_retries_total", "outcome" => "retried").increment(1);
+                metrics::counter!("rethread_fallback_retries_total", "outcome" => "retried")
+                    .increment(1);
                 insertions = repair::with_insertion(insertions, extra);
                 retries += 1;
             }
@@ -160,13 +169,19 @@ fn record_repair(insertions: &[Insertion]) {
     tracing::debug!(ids = ?ids(insertions), "repaired request");
     metrics::counter!("rethread_repaired_requests_total").increment(1);
     for ins in insertions {
-        metrics::counter!("rethread_repairs_total", "item_type" => item_type_label(&ins.ty)).increment(1);
+        metrics::counter!("rethread_repairs_total", "item_type" => item_type_label(&ins.ty))
+            .increment(1);
     }
 }
 
 /// Wraps a successful response so its turn is learned as it streams to the client.
 pub fn captured(app: &Arc<App>, tenant: TenantKey, response: Response<Body>) -> Response<Body> {
-    let header = |name| response.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     let capture = Capture::new(
         header(header::CONTENT_TYPE),
         header(header::CONTENT_ENCODING),
@@ -190,7 +205,8 @@ fn learn(app: &App, tenant: TenantKey, capture: Result<Capture, CaptureError>, c
         Ok(None) => return,
         Err(e) => {
             tracing::debug!(reason = e.reason(), error = %e, "response taught nothing");
-            metrics::counter!("rethread_capture_failures_total", "reason" => e.reason()).increment(1);
+            metrics::counter!("rethread_capture_failures_total", "reason" => e.reason())
+                .increment(1);
             return;
         }
     };
@@ -213,7 +229,11 @@ fn learn(app: &App, tenant: TenantKey, capture: Result<Capture, CaptureError>, c
     });
 }
 
-async fn read_body(body: Body, headers: &http::HeaderMap, limit: usize) -> Result<Bytes, ProxyError> {
+async fn read_body(
+    body: Body,
+    headers: &http::HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ProxyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -223,7 +243,9 @@ async fn read_body(body: Body, headers: &http::HeaderMap, limit: usize) -> Resul
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ProxyError::BodyTooLarge { limit }),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ProxyError::BodyTooLarge { limit })
+        }
         Err(e) => Err(ProxyError::ClientBody(e.to_string())),
     }
 }

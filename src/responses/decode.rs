@@ -133,7 +133,8 @@ mod tests {
         out
     }
 
-    const TEXT: &[u8] = b"{\"output\":[{\"type\":\"reasoning\",\"id\":\"rs_1\"}]} repeated repeated repeated";
+    const TEXT: &[u8] =
+        b"{\"output\":[{\"type\":\"reasoning\",\"id\":\"rs_1\"}]} repeated repeated repeated";
 
     #[test]
     fn every_encoding_the_sdks_ask_for_is_decoded_in_pieces() {
@@ -146,7 +147,10 @@ mod tests {
         let mut br = Vec::new();
         brotli::BrotliCompress(&mut &TEXT[..], &mut br, &Default::default()).unwrap();
         assert_eq!(decode_all("br", &br), TEXT);
-        assert_eq!(decode_all("zstd", &zstd::encode_all(TEXT, 3).unwrap()), TEXT);
+        assert_eq!(
+            decode_all("zstd", &zstd::encode_all(TEXT, 3).unwrap()),
+            TEXT
+        );
         assert_eq!(decode_all("identity", TEXT), TEXT);
     }
 
@@ -161,14 +165,18 @@ mod tests {
         let zeros = vec![0u8; 1 << 20];
         let packed = zstd::encode_all(&zeros[..], 3).unwrap();
         let mut d = Decoder::for_encoding(Some("zstd"), 1000).unwrap();
-        let r = d.feed(&packed, &mut |_| {}).and_then(|_| d.finish(&mut |_| {}));
+        let r = d
+            .feed(&packed, &mut |_| {})
+            .and_then(|_| d.finish(&mut |_| {}));
         assert!(r.is_err());
     }
 
     #[test]
     fn a_lying_encoding_is_an_error_not_a_panic() {
         let mut d = Decoder::for_encoding(Some("gzip"), 1000).unwrap();
-        let r = d.feed(b"this is not gzip at all", &mut |_| {}).and_then(|_| d.finish(&mut |_| {}));
+        let r = d
+            .feed(b"this is not gzip at all", &mut |_| {})
+            .and_then(|_| d.finish(&mut |_| {}));
         assert!(r.is_err());
     }
 }

@@ -1,13 +1,13 @@
 //! Everything specific to the OpenAI Responses API: what an item is, how a request is read and
 //! repaired, and how responses teach rethread new turns.
 
+pub mod capture;
+pub mod create;
+pub mod decode;
 pub mod items;
 pub mod repair;
 pub mod request;
 pub mod splice;
-pub mod capture;
-pub mod decode;
 pub mod sse;
 pub mod tee;
-pub mod create;
 pub mod upstream_error;

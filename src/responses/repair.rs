@@ -296,7 +296,8 @@ fn plan_group(
         out.extend(group.members().filter(|&p| !sent(p)).filter_map(insertion));
     }
     // A reasoning item must be followed by an item of its group (when it has one).
-    let followed = |out: &[Insertion]| members.len() > 1 || out.iter().any(|i| i.order.1 > reasoning);
+    let followed =
+        |out: &[Insertion]| members.len() > 1 || out.iter().any(|i| i.order.1 > reasoning);
     if sent(reasoning) && !group.members().is_empty() && !followed(&out) {
         let follower = group.members().filter(|&p| !sent(p)).find_map(insertion);
         out.extend(follower);

@@ -11,7 +11,8 @@ use crate::responses::items::tests::turn;
 use crate::responses::request::parse;
 use crate::responses::splice::{concat, splice};
 
-const USER: &str = r#"{"role":"user","content":[{"type":"input_text","text":"Now make it look realistic"}]}"#;
+const USER: &str =
+    r#"{"role":"user","content":[{"type":"input_text","text":"Now make it look realistic"}]}"#;
 
 fn bare(ty: &str, id: &str) -> String {
     format!(r#"{{"type":"{ty}","id":"{id}"}}"#)
@@ -31,12 +32,24 @@ fn call(id: &str) -> String {
 /// Plans `items` against `turns` and renders the resulting input compactly: `ref:<id>` for
 /// references, `full:<id>` for recorded items rethread inserted, the client's ids as they are,
 /// `user` for role messages, `out:<call_id>` for outputs.
-fn run_with(turns: &[Turn], items: &[String], extra: &str, policy: RestorePolicy) -> (Plan, Vec<String>) {
-    let body = Bytes::from(format!(r#"{{"model":"gpt-5"{extra},"input":[{}]}}"#, items.join(",")));
+fn run_with(
+    turns: &[Turn],
+    items: &[String],
+    extra: &str,
+    policy: RestorePolicy,
+) -> (Plan, Vec<String>) {
+    let body = Bytes::from(format!(
+        r#"{{"model":"gpt-5"{extra},"input":[{}]}}"#,
+        items.join(",")
+    ));
     let view = parse(&body).unwrap();
     let turns: Vec<Arc<Turn>> = turns.iter().cloned().map(Arc::new).collect();
     let plan = plan(&view, &turns, policy);
-    let out = concat(&splice(&body, view.input.as_ref().unwrap(), &plan.insertions));
+    let out = concat(&splice(
+        &body,
+        view.input.as_ref().unwrap(),
+        &plan.insertions,
+    ));
     let value: Value = serde_json::from_slice(&out).unwrap();
     let rendered = value["input"]
         .as_array()
@@ -79,7 +92,10 @@ fn s(items: &[&str]) -> Vec<String> {
 fn image_followup_gets_its_reasoning_back() {
     let t = [turn("rs ig msg", true)];
     let input = [USER.to_owned(), bare("image_generation_call", "ig_1")];
-    assert_eq!(run(&t, &input), s(&["user", "ref:rs_0", "ig_1", "ref:msg_2"]));
+    assert_eq!(
+        run(&t, &input),
+        s(&["user", "ref:rs_0", "ig_1", "ref:msg_2"])
+    );
     assert_eq!(minimal(&t, &input), s(&["user", "ref:rs_0", "ig_1"]));
 }
 
@@ -99,8 +115,16 @@ fn every_output_item_type_gets_its_reasoning_back() {
     ] {
         let t = [turn(&format!("rs {kind}"), true)];
         let id = format!("{kind}_1");
-        assert_eq!(run(&t, &[bare(ty, &id)]), vec!["ref:rs_0".to_owned(), id.clone()], "{ty}");
-        assert_eq!(run(&t, &[reference(&id)]), vec!["ref:rs_0".to_owned(), format!("ref:{id}")], "{ty}");
+        assert_eq!(
+            run(&t, &[bare(ty, &id)]),
+            vec!["ref:rs_0".to_owned(), id.clone()],
+            "{ty}"
+        );
+        assert_eq!(
+            run(&t, &[reference(&id)]),
+            vec!["ref:rs_0".to_owned(), format!("ref:{id}")],
+            "{ty}"
+        );
     }
 }
 
@@ -129,26 +153,49 @@ fn every_client_call_type_gets_its_reasoning_back_with_its_output() {
 #[test]
 fn parallel_calls_share_one_reasoning_item() {
     let t = [turn("rs fc fc", true)];
-    let input = [call("fc_1"), call("fc_2"), output("call_fc_1"), output("call_fc_2")];
-    assert_eq!(run(&t, &input), s(&["ref:rs_0", "fc_1", "fc_2", "out:call_fc_1", "out:call_fc_2"]));
+    let input = [
+        call("fc_1"),
+        call("fc_2"),
+        output("call_fc_1"),
+        output("call_fc_2"),
+    ];
+    assert_eq!(
+        run(&t, &input),
+        s(&["ref:rs_0", "fc_1", "fc_2", "out:call_fc_1", "out:call_fc_2"])
+    );
 }
 
 #[test]
 fn a_call_is_restored_only_when_its_output_is_sent() {
     let t = [turn("rs fc fc", true)];
-    assert_eq!(run(&t, &[call("fc_1"), output("call_fc_1")]), s(&["ref:rs_0", "fc_1", "out:call_fc_1"]));
+    assert_eq!(
+        run(&t, &[call("fc_1"), output("call_fc_1")]),
+        s(&["ref:rs_0", "fc_1", "out:call_fc_1"])
+    );
     // With both outputs present, the missing call is restored in full.
     let input = [call("fc_1"), output("call_fc_1"), output("call_fc_2")];
-    assert_eq!(run(&t, &input), s(&["ref:rs_0", "fc_1", "fc_2", "out:call_fc_1", "out:call_fc_2"]));
+    assert_eq!(
+        run(&t, &input),
+        s(&["ref:rs_0", "fc_1", "fc_2", "out:call_fc_1", "out:call_fc_2"])
+    );
 }
 
 #[test]
 fn two_groups_in_one_turn_each_get_their_own_reasoning() {
     let t = [turn("rs ig rs msg", true)];
-    assert_eq!(run(&t, &[bare("image_generation_call", "ig_1")]), s(&["ref:rs_0", "ig_1"]));
-    assert_eq!(run(&t, &[reference("msg_3")]), s(&["ref:rs_2", "ref:msg_3"]));
     assert_eq!(
-        run(&t, &[bare("image_generation_call", "ig_1"), reference("msg_3")]),
+        run(&t, &[bare("image_generation_call", "ig_1")]),
+        s(&["ref:rs_0", "ig_1"])
+    );
+    assert_eq!(
+        run(&t, &[reference("msg_3")]),
+        s(&["ref:rs_2", "ref:msg_3"])
+    );
+    assert_eq!(
+        run(
+            &t,
+            &[bare("image_generation_call", "ig_1"), reference("msg_3")]
+        ),
         s(&["ref:rs_0", "ig_1", "ref:rs_2", "ref:msg_3"])
     );
 }
@@ -157,7 +204,10 @@ fn two_groups_in_one_turn_each_get_their_own_reasoning() {
 fn a_groups_tail_comes_before_the_next_groups_reasoning() {
     let t = [turn("rs ig ws rs msg", true)];
     assert_eq!(
-        run(&t, &[bare("image_generation_call", "ig_1"), reference("msg_4")]),
+        run(
+            &t,
+            &[bare("image_generation_call", "ig_1"), reference("msg_4")]
+        ),
         s(&["ref:rs_0", "ig_1", "ref:ws_2", "ref:rs_3", "ref:msg_4"])
     );
 }
@@ -174,7 +224,10 @@ fn missing_items_between_sent_ones_are_restored_in_place() {
 #[test]
 fn back_to_back_reasoning_items_pair_with_the_right_follower() {
     let t = [turn("rs rs fc", true)];
-    assert_eq!(run(&t, &[call("fc_2"), output("call_fc_2")]), s(&["ref:rs_1", "fc_2", "out:call_fc_2"]));
+    assert_eq!(
+        run(&t, &[call("fc_2"), output("call_fc_2")]),
+        s(&["ref:rs_1", "fc_2", "out:call_fc_2"])
+    );
     // The first reasoning item's group is empty: sending it alone is left to the API.
     let (plan, out) = run_with(&t, &[reference("rs_0")], "", RestorePolicy::Group);
     assert_eq!(out, s(&["ref:rs_0"]));
@@ -184,8 +237,14 @@ fn back_to_back_reasoning_items_pair_with_the_right_follower() {
 #[test]
 fn reasoning_sent_without_its_follower_gets_it() {
     let t = [turn("rs ig msg", true)];
-    let input = [USER.to_owned(), r#"{"type":"reasoning","id":"rs_0","summary":[]}"#.to_owned()];
-    assert_eq!(run(&t, &input), s(&["user", "rs_0", "ref:ig_1", "ref:msg_2"]));
+    let input = [
+        USER.to_owned(),
+        r#"{"type":"reasoning","id":"rs_0","summary":[]}"#.to_owned(),
+    ];
+    assert_eq!(
+        run(&t, &input),
+        s(&["user", "rs_0", "ref:ig_1", "ref:msg_2"])
+    );
     assert_eq!(minimal(&t, &input), s(&["user", "rs_0", "ref:ig_1"]));
 }
 
@@ -200,8 +259,14 @@ fn reasoning_whose_only_follower_is_an_unanswered_call_is_left_alone() {
 #[test]
 fn nested_arrays_are_flattened_when_repaired() {
     let t = [turn("rs ig msg", true)];
-    let input = [USER.to_owned(), format!("[{}]", bare("image_generation_call", "ig_1"))];
-    assert_eq!(run(&t, &input), s(&["user", "ref:rs_0", "ig_1", "ref:msg_2"]));
+    let input = [
+        USER.to_owned(),
+        format!("[{}]", bare("image_generation_call", "ig_1")),
+    ];
+    assert_eq!(
+        run(&t, &input),
+        s(&["user", "ref:rs_0", "ig_1", "ref:msg_2"])
+    );
 }
 
 #[test]
@@ -219,18 +284,35 @@ fn a_whole_group_sent_in_full_is_left_alone() {
 #[test]
 fn vercel_calls_without_ids_are_already_whole() {
     let t = [turn("rs fc", true)];
-    let idless = r#"{"type":"function_call","call_id":"call_fc_1","name":"f","arguments":"{}"}"#.to_owned();
-    let (plan, _) = run_with(&t, &[reference("rs_0"), idless.clone(), output("call_fc_1")], "", RestorePolicy::Group);
+    let idless =
+        r#"{"type":"function_call","call_id":"call_fc_1","name":"f","arguments":"{}"}"#.to_owned();
+    let (plan, _) = run_with(
+        &t,
+        &[reference("rs_0"), idless.clone(), output("call_fc_1")],
+        "",
+        RestorePolicy::Group,
+    );
     assert_eq!(plan, Plan::default());
     // Without the reasoning item, the id-less call still names its group by call_id.
-    assert_eq!(run(&t, &[idless, output("call_fc_1")]), s(&["ref:rs_0", "function_call:call_fc_1", "out:call_fc_1"]));
+    assert_eq!(
+        run(&t, &[idless, output("call_fc_1")]),
+        s(&["ref:rs_0", "function_call:call_fc_1", "out:call_fc_1"])
+    );
 }
 
 #[test]
 fn chained_requests_are_never_touched() {
     let t = [turn("rs ig msg", true)];
-    for extra in [r#","previous_response_id":"resp_1""#, r#","conversation":"conv_1""#] {
-        let (plan, out) = run_with(&t, &[bare("image_generation_call", "ig_1")], extra, RestorePolicy::Group);
+    for extra in [
+        r#","previous_response_id":"resp_1""#,
+        r#","conversation":"conv_1""#,
+    ] {
+        let (plan, out) = run_with(
+            &t,
+            &[bare("image_generation_call", "ig_1")],
+            extra,
+            RestorePolicy::Group,
+        );
         assert_eq!(out, s(&["ig_1"]));
         assert_eq!(plan.unrepairable, Some(Unrepairable::Chained));
     }
@@ -240,8 +322,18 @@ fn chained_requests_are_never_touched() {
 fn a_client_order_no_request_could_satisfy_is_left_alone() {
     let t = [turn("rs fc fc", true)];
     for input in [
-        [call("fc_2"), call("fc_1"), output("call_fc_1"), output("call_fc_2")],
-        [call("fc_1"), output("call_fc_1"), call("fc_2"), output("call_fc_2")],
+        [
+            call("fc_2"),
+            call("fc_1"),
+            output("call_fc_1"),
+            output("call_fc_2"),
+        ],
+        [
+            call("fc_1"),
+            output("call_fc_1"),
+            call("fc_2"),
+            output("call_fc_2"),
+        ],
     ] {
         let (plan, out) = run_with(&t, &input, "", RestorePolicy::Group);
         assert_eq!(plan.unrepairable.unwrap().reason(), "client_order");
@@ -254,29 +346,50 @@ fn items_before_the_first_reasoning_item_need_nothing() {
     let t = [turn("mcpl rs mcp rs msg", true)];
     let (plan, _) = run_with(&t, &[reference("mcpl_0")], "", RestorePolicy::Group);
     assert_eq!(plan, Plan::default());
-    assert_eq!(run(&t, &[reference("mcp_2")]), s(&["ref:rs_1", "ref:mcp_2"]));
+    assert_eq!(
+        run(&t, &[reference("mcp_2")]),
+        s(&["ref:rs_1", "ref:mcp_2"])
+    );
 }
 
 #[test]
 fn turns_without_reasoning_need_nothing() {
     let t = [turn("ig msg", true)];
-    let (plan, _) = run_with(&t, &[bare("image_generation_call", "ig_0")], "", RestorePolicy::Group);
+    let (plan, _) = run_with(
+        &t,
+        &[bare("image_generation_call", "ig_0")],
+        "",
+        RestorePolicy::Group,
+    );
     assert_eq!(plan, Plan::default());
 }
 
 #[test]
 fn stateless_requests_get_full_recorded_items() {
     let t = [turn("rs fc", false)];
-    let (_, out) = run_with(&t, &[call("fc_1"), output("call_fc_1")], r#","store":false"#, RestorePolicy::Group);
+    let (_, out) = run_with(
+        &t,
+        &[call("fc_1"), output("call_fc_1")],
+        r#","store":false"#,
+        RestorePolicy::Group,
+    );
     assert_eq!(out, s(&["full:rs_0", "fc_1", "out:call_fc_1"]));
     // A turn learned from an unstored response cannot be referenced even by a storing request.
-    assert_eq!(run(&t, &[call("fc_1"), output("call_fc_1")]), s(&["full:rs_0", "fc_1", "out:call_fc_1"]));
+    assert_eq!(
+        run(&t, &[call("fc_1"), output("call_fc_1")]),
+        s(&["full:rs_0", "fc_1", "out:call_fc_1"])
+    );
 }
 
 #[test]
 fn a_stateless_request_never_gets_a_reference() {
     let t = [turn("rs ig msg", true)];
-    let (plan, out) = run_with(&t, &[reference("msg_2")], r#","store":false"#, RestorePolicy::Group);
+    let (plan, out) = run_with(
+        &t,
+        &[reference("msg_2")],
+        r#","store":false"#,
+        RestorePolicy::Group,
+    );
     assert_eq!(out, s(&["ref:msg_2"]));
     assert_eq!(plan.unrepairable.unwrap().reason(), "not_insertable");
 }
@@ -284,7 +397,11 @@ fn a_stateless_request_never_gets_a_reference() {
 #[test]
 fn unknown_ids_and_mismatched_types_change_nothing() {
     let t = [turn("rs ig msg", true)];
-    for item in [bare("image_generation_call", "ig_9"), bare("message", "ig_1"), USER.to_owned()] {
+    for item in [
+        bare("image_generation_call", "ig_9"),
+        bare("message", "ig_1"),
+        USER.to_owned(),
+    ] {
         let (plan, _) = run_with(&t, &[item], "", RestorePolicy::Group);
         assert_eq!(plan, Plan::default());
     }
@@ -303,23 +420,52 @@ fn items_from_several_turns_are_repaired_together() {
     ));
     let turns = [t[0].clone(), second];
     assert_eq!(
-        run(&turns, &[bare("image_generation_call", "ig_1"), USER.to_owned(), call("fc_b"), output("call_fc_b")]),
-        s(&["ref:rs_0", "ig_1", "ref:msg_2", "user", "ref:rs_b", "fc_b", "out:call_fc_b"])
+        run(
+            &turns,
+            &[
+                bare("image_generation_call", "ig_1"),
+                USER.to_owned(),
+                call("fc_b"),
+                output("call_fc_b")
+            ]
+        ),
+        s(&[
+            "ref:rs_0",
+            "ig_1",
+            "ref:msg_2",
+            "user",
+            "ref:rs_b",
+            "fc_b",
+            "out:call_fc_b"
+        ])
     );
 }
 
 #[test]
 fn cold_fallback_places_the_named_reasoning_before_the_item() {
-    let body = Bytes::from(format!(r#"{{"input":[{USER},{}]}}"#, bare("image_generation_call", "ig_x")));
+    let body = Bytes::from(format!(
+        r#"{{"input":[{USER},{}]}}"#,
+        bare("image_generation_call", "ig_x")
+    ));
     let view = parse(&body).unwrap();
     let ins = cold_insertion(&view, &[], "ig_x", "rs_x").unwrap();
-    let out = concat(&splice(&body, view.input.as_ref().unwrap(), &with_insertion(Vec::new(), ins)));
+    let out = concat(&splice(
+        &body,
+        view.input.as_ref().unwrap(),
+        &with_insertion(Vec::new(), ins),
+    ));
     let v: Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(v["input"][1], serde_json::json!({"type":"item_reference","id":"rs_x"}));
+    assert_eq!(
+        v["input"][1],
+        serde_json::json!({"type":"item_reference","id":"rs_x"})
+    );
     assert_eq!(v["input"][2]["id"], "ig_x");
     // Never twice, never for unknown items, never statelessly.
     assert!(cold_insertion(&view, &[], "ig_nope", "rs_x").is_none());
-    let stateless = Bytes::from(format!(r#"{{"store":false,"input":[{}]}}"#, bare("image_generation_call", "ig_x")));
+    let stateless = Bytes::from(format!(
+        r#"{{"store":false,"input":[{}]}}"#,
+        bare("image_generation_call", "ig_x")
+    ));
     assert!(cold_insertion(&parse(&stateless).unwrap(), &[], "ig_x", "rs_x").is_none());
 }
 
@@ -333,7 +479,12 @@ fn splicing_keeps_every_original_byte() {
     let view = parse(&body).unwrap();
     let turns: Vec<Arc<Turn>> = t.iter().cloned().map(Arc::new).collect();
     let plan = plan(&view, &turns, RestorePolicy::Group);
-    let out = String::from_utf8(concat(&splice(&body, view.input.as_ref().unwrap(), &plan.insertions))).unwrap();
+    let out = String::from_utf8(concat(&splice(
+        &body,
+        view.input.as_ref().unwrap(),
+        &plan.insertions,
+    )))
+    .unwrap();
     let expected = format!(
         "{{ \"input\" : [ {USER} ,\n {{\"type\":\"item_reference\",\"id\":\"rs_0\"}},{},{{\"type\":\"item_reference\",\"id\":\"msg_2\"}} ] , \"tools\":[{{\"type\":\"image_generation\"}}] }}",
         bare("image_generation_call", "ig_1")
@@ -345,8 +496,23 @@ fn splicing_keeps_every_original_byte() {
 fn inserting_into_an_empty_list_and_at_the_end_is_valid_json() {
     let body = Bytes::from_static(br#"{"input":[]}"#);
     let view = parse(&body).unwrap();
-    let a = Insertion { gap: 0, id: "a".into(), ty: ItemType::Message, text: reference_json("a"), order: (0, 0) };
-    let b = Insertion { gap: 0, id: "b".into(), ty: ItemType::Message, text: reference_json("b"), order: (0, 1) };
+    let a = Insertion {
+        gap: 0,
+        id: "a".into(),
+        ty: ItemType::Message,
+        text: reference_json("a"),
+        order: (0, 0),
+    };
+    let b = Insertion {
+        gap: 0,
+        id: "b".into(),
+        ty: ItemType::Message,
+        text: reference_json("b"),
+        order: (0, 1),
+    };
     let out = concat(&splice(&body, view.input.as_ref().unwrap(), &[a, b]));
-    assert_eq!(out, br#"{"input":[{"type":"item_reference","id":"a"},{"type":"item_reference","id":"b"}]}"#);
+    assert_eq!(
+        out,
+        br#"{"input":[{"type":"item_reference","id":"a"},{"type":"item_reference","id":"b"}]}"#
+    );
 }

@@ -237,7 +237,8 @@ mod tests {
 
     #[test]
     fn null_chain_fields_do_not_count() {
-        let view = parse(br#"{"previous_response_id":null,"conversation":null,"input":[]}"#).unwrap();
+        let view =
+            parse(br#"{"previous_response_id":null,"conversation":null,"input":[]}"#).unwrap();
         assert!(!view.chained);
         assert!(view.input.unwrap().items.is_empty());
     }
@@ -274,7 +275,11 @@ mod tests {
 
     #[test]
     fn odd_input_types_have_no_items() {
-        for body in [&br#"{"input":null}"#[..], br#"{"input":5}"#, br#"{"input":{"a":1}}"#] {
+        for body in [
+            &br#"{"input":null}"#[..],
+            br#"{"input":5}"#,
+            br#"{"input":{"a":1}}"#,
+        ] {
             assert!(parse(body).unwrap().input.is_none());
         }
     }

@@ -136,7 +136,9 @@ mod tests {
         let mut framer = SseFramer::new(1 << 20);
         let mut out = Vec::new();
         for chunk in stream.chunks(split.max(1)) {
-            framer.push(chunk, &mut |d| out.push(String::from_utf8_lossy(d).into_owned()));
+            framer.push(chunk, &mut |d| {
+                out.push(String::from_utf8_lossy(d).into_owned())
+            });
         }
         out
     }
@@ -158,9 +160,10 @@ mod tests {
     fn oversized_events_are_dropped_and_noted() {
         let mut framer = SseFramer::new(8);
         let mut out = Vec::new();
-        framer.push(b"event: response.completed\ndata: 0123456789abcdef\n\ndata: {}\n\n", &mut |d| {
-            out.push(d.to_vec())
-        });
+        framer.push(
+            b"event: response.completed\ndata: 0123456789abcdef\n\ndata: {}\n\n",
+            &mut |d| out.push(d.to_vec()),
+        );
         assert!(framer.overflowed());
         assert_eq!(out, vec![b"{}".to_vec()]);
     }

@@ -35,7 +35,11 @@ impl<B> Tee<B> {
     }
 }
 
-fn end(capture: &mut Option<Result<Capture, CaptureError>>, on_end: &mut Option<OnEnd>, clean: bool) {
+fn end(
+    capture: &mut Option<Result<Capture, CaptureError>>,
+    on_end: &mut Option<OnEnd>,
+    clean: bool,
+) {
     if let (Some(capture), Some(on_end)) = (capture.take(), on_end.take()) {
         on_end(capture, clean);
     }
@@ -48,7 +52,10 @@ where
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let mut this = self.project();
         match ready!(this.inner.as_mut().poll_frame(cx)) {
             Some(Ok(frame)) => {

@@ -121,7 +121,12 @@ pub fn client() -> reqwest::Client {
 
 /// A client that sees the bytes on the wire.
 pub fn raw_client() -> reqwest::Client {
-    reqwest::Client::builder().no_gzip().no_brotli().no_zstd().build().unwrap()
+    reqwest::Client::builder()
+        .no_gzip()
+        .no_brotli()
+        .no_zstd()
+        .build()
+        .unwrap()
 }
 
 pub fn user(text: &str) -> Value {
@@ -171,7 +176,12 @@ pub async fn post(url: &str, key: &str, body: &Value, headers: &[(&str, &str)]) 
     let headers = resp.headers().clone();
     let text = resp.text().await.unwrap();
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Answer { status, headers, body, text }
+    Answer {
+        status,
+        headers,
+        body,
+        text,
+    }
 }
 
 /// The id of the first output item of `ty`.

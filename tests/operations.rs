@@ -1,0 +1,263 @@
+//! Operating rethread: health, shutdown, settings, metrics, logs and the offline tools.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn rethread(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rethread"));
+    cmd.args(args).env_remove("RUST_LOG");
+    for var in [
+        "RETHREAD_LISTEN",
+        "RETHREAD_UPSTREAM",
+        "RETHREAD_CAPACITY",
+        "RETHREAD_CONFIG",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[tokio::test]
+async fn health_answers_for_a_live_instance_and_fails_for_a_dead_one() {
+    let fake = fake().await;
+    let proxy = Rethread::start(&fake.url(), &[]);
+    let live = rethread(&["health", "--url", &format!("http://{}", proxy.addr)], &[]);
+    assert!(live.status.success(), "{live:?}");
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dead = rethread(&["--listen", &dead_port.to_string(), "health"], &[]);
+    assert!(!dead.status.success());
+    let ready = client().get(proxy.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_stream_in_flight_finish_then_exits_zero() {
+    let fake = fake().await;
+    let mut proxy = Rethread::start(&fake.url(), &[]);
+    let mut resp = client()
+        .get(proxy.url("/v1/sse?events=10&delay_ms=100"))
+        .send()
+        .await
+        .unwrap();
+    let _first = resp.chunk().await.unwrap().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &proxy.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut rest = Vec::new();
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    assert!(
+        String::from_utf8_lossy(&rest).contains("\"i\":9"),
+        "the stream completed"
+    );
+    let status = proxy
+        .wait(Duration::from_secs(10))
+        .expect("rethread exited");
+    assert!(status.success(), "{status:?}");
+    // No new connections once draining has begun.
+    assert!(client().get(proxy.url("/healthz")).send().await.is_err());
+}
+
+#[test]
+fn settings_come_from_flags_then_env_then_file_then_defaults() {
+    let dir = std::env::temp_dir().join(format!("rethread-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("r.toml");
+    std::fs::write(&file, "capacity = 11\nretention = \"3s\"\nfallback_retries = 5\nupstream = \"http://127.0.0.1:9\"\n").unwrap();
+    let file = file.to_str().unwrap();
+    let out = rethread(
+        &["--config", file, "--capacity", "33", "check"],
+        &[("RETHREAD_CAPACITY", "22"), ("RETHREAD_RETENTION", "4s")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("capacity = 33"), "flag beats env: {text}");
+    assert!(text.contains("retention = 4s"), "env beats file: {text}");
+    assert!(
+        text.contains("fallback_retries = 5"),
+        "file beats default: {text}"
+    );
+    assert!(text.contains("body_limit = 67108864"), "default: {text}");
+    assert!(
+        !out.status.success(),
+        "the upstream in the file is unreachable"
+    );
+    let via_env = rethread(
+        &["check"],
+        &[("RETHREAD_CONFIG", file), ("RETHREAD_CAPACITY", "22")],
+    );
+    assert!(String::from_utf8_lossy(&via_env.stdout).contains("capacity = 22"));
+}
+
+#[test]
+fn an_unknown_config_key_is_an_error_naming_it() {
+    let path = std::env::temp_dir().join(format!("rethread-bad-{}.toml", std::process::id()));
+    std::fs::write(&path, "capacity = 1\nretension = \"3s\"\n").unwrap();
+    let out = rethread(&["--config", path.to_str().unwrap(), "check"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("retension"), "{err}");
+}
+
+#[test]
+fn check_redacts_the_tenant_secret() {
+    let out = rethread(
+        &["check"],
+        &[
+            ("RETHREAD_TENANT_SECRET", "super-secret-value"),
+            ("RETHREAD_UPSTREAM", "http://127.0.0.1:9"),
+        ],
+    );
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("super-secret-value"));
+    assert!(all.contains("tenant_secret = *****"));
+}
+
+#[tokio::test]
+async fn metrics_move_after_a_repaired_request() {
+    let fake = fake().await;
+    let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
+    let first = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[]).await;
+    let ig = output_id(&first.body, "image_generation_call");
+    let answer = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
+    assert_eq!(answer.inserted(), Some(2));
+    let metrics = client()
+        .get(proxy.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for family in [
+        "rethread_requests_total{route=\"responses_create\",status=\"2xx\"} 2",
+        "rethread_repairs_total{item_type=\"reasoning\"} 1",
+        "rethread_repairs_total{item_type=\"message\"} 1",
+        "rethread_repaired_requests_total 1",
+        "rethread_turns_learned_total 2",
+        "rethread_ledger_turns 2",
+        "rethread_upstream_seconds_bucket",
+        "rethread_overhead_seconds_bucket",
+    ] {
+        assert!(metrics.contains(family), "{family} missing:\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn no_api_key_ever_reaches_logs_metrics_or_errors() {
+    let fake = fake().await;
+    let proxy = Rethread::start_env(&fake.url(), &["--log", "trace"], &[]);
+    let azure_key = "azure-key-0123456789abcdef";
+    // A repair, a cold fallback, an upstream error, an oversized body, a passthrough, Azure auth.
+    let first = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[]).await;
+    let ig = output_id(&first.body, "image_generation_call");
+    post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
+    let direct = post(
+        &format!("{}/v1/responses", fake.url()),
+        KEY,
+        &image_request(),
+        &[],
+    )
+    .await;
+    post(
+        &proxy.url("/v1/responses"),
+        KEY,
+        &image_followup(&output_id(&direct.body, "image_generation_call")),
+        &[],
+    )
+    .await;
+    post(
+        &proxy.url("/v1/responses"),
+        KEY,
+        &json!({"input": [{"type": "item_reference", "id": "rs_unknown"}]}),
+        &[],
+    )
+    .await;
+    client()
+        .get(proxy.url("/v1/status/429"))
+        .header("authorization", KEY)
+        .send()
+        .await
+        .unwrap();
+    client()
+        .post(proxy.url("/openai/v1/responses"))
+        .header("api-key", azure_key)
+        .json(&image_request())
+        .send()
+        .await
+        .unwrap();
+    let metrics = client()
+        .get(proxy.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dead = Rethread::start_env("http://127.0.0.1:9", &["--log", "trace"], &[]);
+    let failed = post(&dead.url("/v1/responses"), KEY, &image_request(), &[]).await;
+    assert_eq!(failed.status, 502);
+    std::thread::sleep(Duration::from_millis(200));
+    let secret = KEY.trim_start_matches("Bearer ");
+    for (what, text) in [
+        ("logs", proxy.logs() + &dead.logs()),
+        ("metrics", metrics),
+        ("error", failed.text),
+    ] {
+        assert!(!text.contains(secret), "the key leaked into {what}");
+        assert!(
+            !text.contains(azure_key),
+            "the Azure key leaked into {what}"
+        );
+    }
+    assert!(
+        proxy.logs().contains("TRACE") || proxy.logs().contains("DEBUG"),
+        "trace logging was on"
+    );
+}
+
+#[test]
+fn explain_prints_the_repaired_request_offline() {
+    let dir = std::env::temp_dir().join(format!("rethread-explain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let turn = dir.join("turn.json");
+    let request = dir.join("request.json");
+    std::fs::write(&turn, r#"{"id":"resp_1","store":true,"output":[{"id":"rs_1","type":"reasoning","summary":[]},{"id":"ig_1","type":"image_generation_call","result":"QUFB"},{"id":"msg_1","type":"message","role":"assistant","content":[]}]}"#).unwrap();
+    std::fs::write(&request, r#"{"model":"gpt-5","input":[{"role":"user","content":"again"},{"type":"image_generation_call","id":"ig_1"}]}"#).unwrap();
+    let started = Instant::now();
+    let out = rethread(
+        &[
+            "explain",
+            "--turn",
+            turn.to_str().unwrap(),
+            request.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("# insert rs_1 (reasoning) before input item 1"),
+        "{text}"
+    );
+    assert!(text.contains(r#"{"type":"item_reference","id":"rs_1"},{"type":"image_generation_call","id":"ig_1"},{"type":"item_reference","id":"msg_1"}"#), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
