@@ -45,7 +45,8 @@ impl Coding {
 /// supported token of `accept-encoding` (q=0 excluded); else identity.
 pub fn negotiate(headers: &HeaderMap, compress: bool) -> Result<Coding, String> {
     if let Some(forced) = headers.get("x-fake-encoding").and_then(|v| v.to_str().ok()) {
-        return Coding::from_token(forced.trim()).ok_or_else(|| format!("x-fake-encoding: unknown coding '{forced}'"));
+        return Coding::from_token(forced.trim())
+            .ok_or_else(|| format!("x-fake-encoding: unknown coding '{forced}'"));
     }
     if !compress {
         return Ok(Coding::Identity);
@@ -61,7 +62,8 @@ pub fn negotiate(headers: &HeaderMap, compress: bool) -> Result<Coding, String> 
         let token = pieces.next().unwrap_or("").trim();
         let refused = pieces.any(|p| {
             let p = p.trim();
-            p.strip_prefix("q=").is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+            p.strip_prefix("q=")
+                .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
         });
         if refused {
             continue;
@@ -156,8 +158,14 @@ mod tests {
     #[test]
     fn first_supported_token_wins() {
         assert_eq!(negotiate(&headers("gzip, br"), true), Ok(Coding::Gzip));
-        assert_eq!(negotiate(&headers("foo, zstd;q=1, gzip"), true), Ok(Coding::Zstd));
-        assert_eq!(negotiate(&headers("br;q=0, deflate"), true), Ok(Coding::Deflate));
+        assert_eq!(
+            negotiate(&headers("foo, zstd;q=1, gzip"), true),
+            Ok(Coding::Zstd)
+        );
+        assert_eq!(
+            negotiate(&headers("br;q=0, deflate"), true),
+            Ok(Coding::Deflate)
+        );
         assert_eq!(negotiate(&headers("gzip"), false), Ok(Coding::Identity));
         assert_eq!(negotiate(&HeaderMap::new(), true), Ok(Coding::Identity));
     }

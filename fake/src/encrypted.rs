@@ -25,7 +25,11 @@ pub fn truncated(blob: &str) -> String {
 }
 
 /// Check a replayed blob; `item_id` is the reasoning item's id if it has one.
-pub fn verify(tenant: &str, item_id: Option<&str>, blob: &serde_json::Value) -> Result<(), ApiError> {
+pub fn verify(
+    tenant: &str,
+    item_id: Option<&str>,
+    blob: &serde_json::Value,
+) -> Result<(), ApiError> {
     let text = blob.as_str().unwrap_or("");
     let parts: Vec<&str> = text.split('.').collect();
     let shown = item_id.or_else(|| parts.get(2).copied()).unwrap_or("");

@@ -32,7 +32,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: String, param: Option<&str>, code: Option<&'static str>) -> Self {
+    fn new(
+        status: StatusCode,
+        message: String,
+        param: Option<&str>,
+        code: Option<&'static str>,
+    ) -> Self {
         ApiError {
             status,
             message,
@@ -53,7 +58,10 @@ impl ApiError {
 
     /// The `{"error":{"message","type","param","code"}}` body, keys in the API's order.
     pub fn body_string(&self) -> String {
-        serde_json::to_string(&ErrorBody { error: self.object() }).unwrap_or_default()
+        serde_json::to_string(&ErrorBody {
+            error: self.object(),
+        })
+        .unwrap_or_default()
     }
 
     /// The inner `{"message","type","param","code"}` object as JSON text.
@@ -62,7 +70,12 @@ impl ApiError {
     }
 
     pub fn missing_key() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "You didn't provide an API key.".into(), None, None)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "You didn't provide an API key.".into(),
+            None,
+            None,
+        )
     }
 
     pub fn bad_json() -> Self {
@@ -111,7 +124,9 @@ impl ApiError {
     pub fn missing_follower(rs: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
-            format!("Item '{rs}' of type 'reasoning' was provided without its required following item."),
+            format!(
+                "Item '{rs}' of type 'reasoning' was provided without its required following item."
+            ),
             Some("input"),
             None,
         )

@@ -71,8 +71,13 @@ fn item_events(b: &mut Builder, index: usize, item: &Value, id: &mut dyn FnMut()
     match t {
         "message" => {
             let part_full = item.pointer("/content/0").cloned().unwrap_or(json!({}));
-            let text = part_full.get("text").and_then(Value::as_str).unwrap_or("").to_string();
-            let empty = json!({"type": "output_text", "annotations": [], "logprobs": [], "text": ""});
+            let text = part_full
+                .get("text")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let empty =
+                json!({"type": "output_text", "annotations": [], "logprobs": [], "text": ""});
             b.push(json!({"type": "response.content_part.added", "item_id": id(), "output_index": index, "content_index": 0, "part": empty}));
             for word in text.split_inclusive(' ') {
                 b.push(json!({"type": "response.output_text.delta", "item_id": id(), "output_index": index, "content_index": 0, "delta": word, "logprobs": []}));
@@ -116,10 +121,24 @@ pub fn turn_events(response: &Value, opts: StreamOptions) -> Vec<StoredEvent> {
     start["error"] = Value::Null;
     b.push(json!({"type": "response.created", "response": start}));
     b.push(json!({"type": "response.in_progress", "response": start}));
-    let output = response.get("output").and_then(Value::as_array).cloned().unwrap_or_default();
+    let output = response
+        .get("output")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     for (index, item) in output.iter().enumerate() {
-        let final_id = item.get("id").and_then(Value::as_str).unwrap_or("").to_string();
-        let mut id = || if opts.rotate_ids { new_id(prefix_of(&final_id)) } else { final_id.clone() };
+        let final_id = item
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let mut id = || {
+            if opts.rotate_ids {
+                new_id(prefix_of(&final_id))
+            } else {
+                final_id.clone()
+            }
+        };
         let added_id = id();
         b.push(json!({"type": "response.output_item.added", "output_index": index, "item": partial_item(item, &added_id)}));
         item_events(&mut b, index, item, &mut id);
@@ -136,16 +155,33 @@ pub fn turn_events(response: &Value, opts: StreamOptions) -> Vec<StoredEvent> {
 
 /// Serialize an event with `type` and `sequence_number` first, as the real API does.
 fn stored(e: Value) -> StoredEvent {
-    let sequence_number = e.get("sequence_number").and_then(Value::as_u64).unwrap_or(0);
-    let event_type = e.get("type").and_then(Value::as_str).unwrap_or("").to_string();
-    let mut data = format!("{{\"type\":{},\"sequence_number\":{sequence_number}", Value::from(event_type.as_str()));
+    let sequence_number = e
+        .get("sequence_number")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let event_type = e
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let mut data = format!(
+        "{{\"type\":{},\"sequence_number\":{sequence_number}",
+        Value::from(event_type.as_str())
+    );
     if let Value::Object(map) = &e {
-        for (k, v) in map.iter().filter(|(k, _)| *k != "type" && *k != "sequence_number") {
+        for (k, v) in map
+            .iter()
+            .filter(|(k, _)| *k != "type" && *k != "sequence_number")
+        {
             data.push_str(&format!(",{}:{v}", Value::from(k.as_str())));
         }
     }
     data.push('}');
-    StoredEvent { sequence_number, event_type, data }
+    StoredEvent {
+        sequence_number,
+        event_type,
+        data,
+    }
 }
 
 /// SSE framing of one event.
@@ -170,20 +206,41 @@ mod tests {
         assert_eq!(types[2], "response.output_item.added");
         assert!(ev[2].data.contains("\"encrypted_content\":\"abcd\""));
         assert_eq!(types.last().copied(), Some("response.completed"));
-        assert!(ev.iter().enumerate().all(|(i, e)| e.sequence_number == i as u64));
-        assert!(ev[1].data.starts_with(r#"{"type":"response.in_progress","sequence_number":1,"#));
-        assert!(ev.iter().all(|e| serde_json::from_str::<Value>(&e.data).is_ok()));
-        assert_eq!(types.iter().filter(|t| **t == "response.output_text.delta").count(), 2);
+        assert!(ev
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.sequence_number == i as u64));
+        assert!(ev[1]
+            .data
+            .starts_with(r#"{"type":"response.in_progress","sequence_number":1,"#));
+        assert!(ev
+            .iter()
+            .all(|e| serde_json::from_str::<Value>(&e.data).is_ok()));
+        assert_eq!(
+            types
+                .iter()
+                .filter(|t| **t == "response.output_text.delta")
+                .count(),
+            2
+        );
     }
 
     #[test]
     fn rotation_changes_ids_before_done() {
         let resp = json!({"id": "resp_1", "output": [{"id": "fc_final", "type": "function_call", "status": "completed", "call_id": "call_1", "name": "f", "arguments": "{}"}]});
-        let ev = turn_events(&resp, StreamOptions { rotate_ids: true, fail: false });
+        let ev = turn_events(
+            &resp,
+            StreamOptions {
+                rotate_ids: true,
+                fail: false,
+            },
+        );
         assert!(!ev[2].data.contains("fc_final"));
         assert!(ev[3].data.contains("\"item_id\":\"fc_"));
         assert!(!ev[3].data.contains("fc_final"));
-        let done = ev.iter().find(|e| e.event_type == "response.output_item.done");
+        let done = ev
+            .iter()
+            .find(|e| e.event_type == "response.output_item.done");
         assert!(done.is_some_and(|d| d.data.contains("fc_final")));
     }
 }

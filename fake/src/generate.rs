@@ -26,7 +26,10 @@ pub struct TurnRequest<'a> {
 
 impl TurnRequest<'_> {
     pub fn store(&self) -> bool {
-        self.body.get("store").and_then(Value::as_bool).unwrap_or(true)
+        self.body
+            .get("store")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
     }
 
     fn wants_encrypted(&self) -> bool {
@@ -34,18 +37,27 @@ impl TurnRequest<'_> {
             .body
             .get("include")
             .and_then(Value::as_array)
-            .is_some_and(|a| a.iter().any(|v| v.as_str() == Some("reasoning.encrypted_content")));
+            .is_some_and(|a| {
+                a.iter()
+                    .any(|v| v.as_str() == Some("reasoning.encrypted_content"))
+            });
         included || !self.store()
     }
 
     fn tools(&self) -> &[Value] {
-        self.body.get("tools").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+        self.body
+            .get("tools")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     fn has_tool(&self, types: &[&str]) -> bool {
-        self.tools()
-            .iter()
-            .any(|t| t.get("type").and_then(Value::as_str).is_some_and(|ty| types.contains(&ty)))
+        self.tools().iter().any(|t| {
+            t.get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|ty| types.contains(&ty))
+        })
     }
 
     fn tool_name(&self, tool_type: &str, fallback: &str) -> String {
@@ -113,7 +125,9 @@ fn build_item(kind: Kind, req: &TurnRequest<'_>) -> Value {
             "id": id, "type": "web_search_call", "status": "completed",
             "action": {"type": "search", "query": "fake query"},
         }),
-        "fs" => json!({"id": id, "type": "file_search_call", "status": "completed", "queries": [], "results": null}),
+        "fs" => {
+            json!({"id": id, "type": "file_search_call", "status": "completed", "queries": [], "results": null})
+        }
         "ci" => json!({
             "id": id, "type": "code_interpreter_call", "status": "completed", "code": "print(1)",
             "container_id": new_id("cntr"), "outputs": [],
@@ -126,7 +140,9 @@ fn build_item(kind: Kind, req: &TurnRequest<'_>) -> Value {
             "id": id, "type": "mcp_call", "status": "completed", "approval_request_id": null,
             "arguments": "{}", "error": null, "name": "echo", "output": "ok", "server_label": "fake",
         }),
-        "mcpr" => json!({"id": id, "type": "mcp_approval_request", "arguments": "{}", "name": "echo", "server_label": "fake"}),
+        "mcpr" => {
+            json!({"id": id, "type": "mcp_approval_request", "arguments": "{}", "name": "echo", "server_label": "fake"})
+        }
         "lsh" => json!({
             "id": id, "type": "local_shell_call", "status": "completed", "call_id": call_id,
             "action": {"type": "exec", "command": ["ls"], "env": {}, "timeout_ms": null, "user": null, "working_directory": null},
@@ -171,7 +187,10 @@ pub fn records(output: &[Value]) -> Vec<ItemRecord> {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The Response object for `output` (status `completed`).
@@ -224,7 +243,9 @@ mod tests {
     #[test]
     fn image_has_requested_size() {
         let b = image_base64(2048);
-        let raw = base64::engine::general_purpose::STANDARD.decode(b).unwrap_or_default();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .unwrap_or_default();
         assert_eq!(raw.len(), 2048);
         assert_eq!(&raw[1..4], b"PNG");
     }

@@ -34,7 +34,8 @@ impl<'a> InItem<'a> {
         let id = str_field("id");
         let has_role = value.get("role").is_some_and(|r| !r.is_null());
         let type_missing = value.get("type").is_none_or(Value::is_null);
-        let is_reference = item_type == Some("item_reference") || (id.is_some() && type_missing && !has_role);
+        let is_reference =
+            item_type == Some("item_reference") || (id.is_some() && type_missing && !has_role);
         InItem {
             value,
             item_type,
@@ -64,10 +65,14 @@ impl<'a> InItem<'a> {
 
     /// A bare `{type, id}` (optionally `status`) that only names a stored item.
     pub fn is_bare(&self) -> bool {
-        let Some(obj) = self.value.as_object() else { return false };
+        let Some(obj) = self.value.as_object() else {
+            return false;
+        };
         self.item_type.is_some()
             && self.id.is_some()
-            && obj.keys().all(|k| k == "type" || k == "id" || k == "status")
+            && obj
+                .keys()
+                .all(|k| k == "type" || k == "id" || k == "status")
     }
 
     /// Whether the server has to look this item up by id (E3/E3b).
@@ -75,7 +80,9 @@ impl<'a> InItem<'a> {
         if self.id.is_none() {
             return false;
         }
-        self.is_reference || (self.is_type("reasoning") && self.encrypted_content().is_none()) || self.is_bare()
+        self.is_reference
+            || (self.is_type("reasoning") && self.encrypted_content().is_none())
+            || self.is_bare()
     }
 
     /// The remembered item this input item stands for: its id, or for an id-less call the id of

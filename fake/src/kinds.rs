@@ -13,8 +13,18 @@ pub struct Kind {
     pub has_call_id: bool,
 }
 
-const fn k(code: &'static str, item_type: &'static str, prefix: &'static str, has_call_id: bool) -> Kind {
-    Kind { code, item_type, prefix, has_call_id }
+const fn k(
+    code: &'static str,
+    item_type: &'static str,
+    prefix: &'static str,
+    has_call_id: bool,
+) -> Kind {
+    Kind {
+        code,
+        item_type,
+        prefix,
+        has_call_id,
+    }
 }
 
 pub const REASONING: Kind = k("rs", "reasoning", "rs", false);
@@ -51,12 +61,17 @@ pub fn prefix_for_type(item_type: &str) -> Option<&'static str> {
     if item_type == "compaction" {
         return Some("cmp");
     }
-    KINDS.iter().find(|k| k.item_type == item_type).map(|k| k.prefix)
+    KINDS
+        .iter()
+        .find(|k| k.item_type == item_type)
+        .map(|k| k.prefix)
 }
 
 /// Item types whose `call_id` identifies them when they come without an `id`.
 pub fn is_call_type(item_type: &str) -> bool {
-    KINDS.iter().any(|k| k.item_type == item_type && k.has_call_id)
+    KINDS
+        .iter()
+        .any(|k| k.item_type == item_type && k.has_call_id)
 }
 
 /// Parse an `x-fake-shape` value such as `rs,ig,msg`.

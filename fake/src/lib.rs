@@ -57,7 +57,10 @@ pub struct FakeOptions {
 
 impl Default for FakeOptions {
     fn default() -> Self {
-        FakeOptions { compress: true, image_bytes: 2048 }
+        FakeOptions {
+            compress: true,
+            image_bytes: 2048,
+        }
     }
 }
 
@@ -101,7 +104,10 @@ impl FakeHandle {
         }
         if let Some(task) = self.task.take() {
             let abort = task.abort_handle();
-            if tokio::time::timeout(std::time::Duration::from_secs(1), task).await.is_err() {
+            if tokio::time::timeout(std::time::Duration::from_secs(1), task)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -128,12 +134,22 @@ pub async fn spawn(opts: FakeOptions) -> std::io::Result<FakeHandle> {
     let task = tokio::spawn(run(listener, shared.clone(), async move {
         let _ = stopped.await;
     }));
-    Ok(FakeHandle { addr, shared, stop: Some(stop), task: Some(task) })
+    Ok(FakeHandle {
+        addr,
+        shared,
+        stop: Some(stop),
+        task: Some(task),
+    })
 }
 
 /// Serve on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, opts: FakeOptions) -> std::io::Result<()> {
-    run(listener, Arc::new(Shared::new(opts)), std::future::pending()).await
+    run(
+        listener,
+        Arc::new(Shared::new(opts)),
+        std::future::pending(),
+    )
+    .await
 }
 
 async fn run(
@@ -142,7 +158,9 @@ async fn run(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new().fallback(dispatch).with_state(shared);
-    axum::serve(listener, app).with_graceful_shutdown(stop).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
 }
 
 /// All routing, by hand: the Responses endpoint is recognised by its last path segment, which
@@ -165,7 +183,9 @@ async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         (["v1", "sse"], true) => return passthrough::sse(&query),
         (["v1", "status", code], _) => return passthrough::status(code),
         (["v1", "headers"], true) => return passthrough::headers(),
-        (["v1", "json"], _) if is_get || method == Method::POST => return passthrough::json_blob(&query, body).await,
+        (["v1", "json"], _) if is_get || method == Method::POST => {
+            return passthrough::json_blob(&query, body).await
+        }
         (["fake", "stats"], true) => return passthrough::stats(&shared).await,
         _ => {}
     }
@@ -191,7 +211,9 @@ async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
 }
 
 fn not_found() -> Response {
-    let body = Body::from(r#"{"error":{"message":"Unknown route.","type":"invalid_request_error","param":null,"code":null}}"#);
+    let body = Body::from(
+        r#"{"error":{"message":"Unknown route.","type":"invalid_request_error","param":null,"code":null}}"#,
+    );
     let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::NOT_FOUND;
     resp.headers_mut().insert(

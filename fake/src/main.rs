@@ -11,7 +11,10 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { listen: "127.0.0.1:0".into(), opts: FakeOptions::default() };
+    let mut args = Args {
+        listen: "127.0.0.1:0".into(),
+        opts: FakeOptions::default(),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -22,7 +25,9 @@ fn parse_args() -> Result<Args, String> {
             }
             "--no-compress" => args.opts.compress = false,
             "-h" | "--help" => {
-                return Err("usage: rethread-fake [--listen ADDR] [--image-bytes N] [--no-compress]".into())
+                return Err(
+                    "usage: rethread-fake [--listen ADDR] [--image-bytes N] [--no-compress]".into(),
+                )
             }
             other => return Err(format!("unknown argument: {other}")),
         }

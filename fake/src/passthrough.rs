@@ -19,12 +19,18 @@ const BLOB_CHUNK: usize = 64 * 1024;
 
 /// `ANY /v1/echo[/…]`: describes the request it got.
 pub async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
-    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
     let header_list: Vec<Value> = headers
         .iter()
         .map(|(k, v)| json!([k.as_str(), String::from_utf8_lossy(v.as_bytes())]))
         .collect();
-    let single = |name: header::HeaderName| headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let single = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
     let value = json!({
         "method": method.as_str(),
         "path": uri.path(),
@@ -55,7 +61,10 @@ pub fn blob(query: &Query) -> Response {
     });
     let mut resp = Response::new(reply::channel_body(rx));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(total as u64));
     resp
 }
@@ -70,21 +79,32 @@ pub fn sse(query: &Query) -> Response {
             if i > 0 && !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            if tx.send(Bytes::from(format!("data: {{\"i\":{i}}}\n\n"))).await.is_err() {
+            if tx
+                .send(Bytes::from(format!("data: {{\"i\":{i}}}\n\n")))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
     });
     let mut resp = Response::new(reply::channel_body(rx));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
 }
 
 /// `ANY /v1/status/{code}`.
 pub fn status(code: &str) -> Response {
-    let Some(status) = code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()) else {
+    let Some(status) = code
+        .parse::<u16>()
+        .ok()
+        .and_then(|c| StatusCode::from_u16(c).ok())
+    else {
         return (StatusCode::BAD_REQUEST, "bad status code").into_response();
     };
     let mut resp = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
@@ -95,7 +115,8 @@ pub fn status(code: &str) -> Response {
     };
     *resp.status_mut() = status;
     if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
     }
     resp
 }
@@ -108,7 +129,10 @@ pub fn headers() -> Response {
     h.append(header::SET_COOKIE, HeaderValue::from_static("b=2"));
     h.insert("x-request-id", HeaderValue::from_static("req_fake"));
     h.insert("openai-processing-ms", HeaderValue::from_static("5"));
-    h.insert("x-ratelimit-remaining-requests", HeaderValue::from_static("99"));
+    h.insert(
+        "x-ratelimit-remaining-requests",
+        HeaderValue::from_static("99"),
+    );
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     resp
 }

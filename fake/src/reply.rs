@@ -31,18 +31,26 @@ impl ReplyOptions {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
-        Ok(ReplyOptions { coding, delay: Duration::from_millis(delay_ms) })
+        Ok(ReplyOptions {
+            coding,
+            delay: Duration::from_millis(delay_ms),
+        })
     }
 
     pub fn plain() -> Self {
-        ReplyOptions { coding: Coding::Identity, delay: Duration::ZERO }
+        ReplyOptions {
+            coding: Coding::Identity,
+            delay: Duration::ZERO,
+        }
     }
 }
 
 fn set_encoding(resp: &mut Response, coding: Coding) {
     if let Some(v) = coding.header_value() {
-        resp.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static(v));
-        resp.headers_mut().insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        resp.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static(v));
+        resp.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
 }
 
@@ -79,7 +87,9 @@ pub fn sse(events: Vec<StoredEvent>, opts: ReplyOptions) -> Response {
             if !opts.delay.is_zero() {
                 tokio::time::sleep(opts.delay).await;
             }
-            let Ok(chunk) = enc.chunk(frame(e).as_bytes()).await else { return };
+            let Ok(chunk) = enc.chunk(frame(e).as_bytes()).await else {
+                return;
+            };
             if tx.send(chunk).await.is_err() {
                 return;
             }
@@ -91,9 +101,12 @@ pub fn sse(events: Vec<StoredEvent>, opts: ReplyOptions) -> Response {
         }
     });
     let mut resp = Response::new(channel_body(rx));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
     resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     set_encoding(&mut resp, opts.coding);
     resp
 }

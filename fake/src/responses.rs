@@ -16,13 +16,16 @@ use crate::state::Shared;
 use crate::turn;
 
 fn reply_opts(shared: &Shared, headers: &HeaderMap) -> ReplyOptions {
-    ReplyOptions::from_headers(headers, shared.opts.compress).unwrap_or_else(|_| ReplyOptions::plain())
+    ReplyOptions::from_headers(headers, shared.opts.compress)
+        .unwrap_or_else(|_| ReplyOptions::plain())
 }
 
 /// `POST …/responses`
 pub async fn create(shared: Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
     shared.responses_posts.fetch_add(1, Ordering::Relaxed);
-    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
     shared.set_last_body(bytes.clone());
     let opts = match ReplyOptions::from_headers(&headers, shared.opts.compress) {
         Ok(o) => o,
@@ -42,7 +45,14 @@ pub async fn create(shared: Arc<Shared>, headers: HeaderMap, body: Body) -> Resp
 }
 
 /// `GET|DELETE …/responses/{id}` and `GET …/responses/{id}/input_items`.
-pub async fn by_id(shared: Arc<Shared>, method: Method, headers: HeaderMap, id: &str, query: Query, input_items: bool) -> Response {
+pub async fn by_id(
+    shared: Arc<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    id: &str,
+    query: Query,
+    input_items: bool,
+) -> Response {
     let opts = reply_opts(&shared, &headers);
     let Some(tenant) = turn::tenant_key(&headers) else {
         return reply::error(&ApiError::missing_key(), opts).await;
@@ -51,11 +61,21 @@ pub async fn by_id(shared: Arc<Shared>, method: Method, headers: HeaderMap, id: 
     if method == Method::DELETE && !input_items {
         let deleted = {
             let mut tenants = shared.tenants();
-            let turn = tenants.get_mut(&tenant).and_then(|t| t.turns.get_mut(id)).filter(|t| t.visible());
+            let turn = tenants
+                .get_mut(&tenant)
+                .and_then(|t| t.turns.get_mut(id))
+                .filter(|t| t.visible());
             turn.map(|t| t.deleted = true).is_some()
         };
         return match deleted {
-            true => reply::json(StatusCode::OK, &json!({"id": id, "object": "response", "deleted": true}), opts).await,
+            true => {
+                reply::json(
+                    StatusCode::OK,
+                    &json!({"id": id, "object": "response", "deleted": true}),
+                    opts,
+                )
+                .await
+            }
             false => reply::error(&not_found, opts).await,
         };
     }
@@ -64,13 +84,20 @@ pub async fn by_id(shared: Arc<Shared>, method: Method, headers: HeaderMap, id: 
     }
     let found = {
         let tenants = shared.tenants();
-        tenants.get(&tenant).and_then(|t| t.visible_turn(id)).cloned()
+        tenants
+            .get(&tenant)
+            .and_then(|t| t.visible_turn(id))
+            .cloned()
     };
     let Some(turn) = found else {
         return reply::error(&not_found, opts).await;
     };
     if input_items {
-        let data: Vec<&Value> = turn.input.iter().filter(|v| v.get("id").is_some()).collect();
+        let data: Vec<&Value> = turn
+            .input
+            .iter()
+            .filter(|v| v.get("id").is_some())
+            .collect();
         let list = json!({
             "object": "list",
             "data": data,
@@ -81,8 +108,15 @@ pub async fn by_id(shared: Arc<Shared>, method: Method, headers: HeaderMap, id: 
         return reply::json(StatusCode::OK, &list, opts).await;
     }
     if query.get("stream") == Some("true") {
-        let after: i64 = query.get("starting_after").and_then(|s| s.parse().ok()).unwrap_or(-1);
-        let events = turn.events.into_iter().filter(|e| e.sequence_number as i64 > after).collect();
+        let after: i64 = query
+            .get("starting_after")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(-1);
+        let events = turn
+            .events
+            .into_iter()
+            .filter(|e| e.sequence_number as i64 > after)
+            .collect();
         return reply::sse(events, opts);
     }
     reply::json(StatusCode::OK, &turn.response, opts).await

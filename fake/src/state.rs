@@ -123,7 +123,10 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(opts: FakeOptions) -> Self {
-        Shared { opts, ..Default::default() }
+        Shared {
+            opts,
+            ..Default::default()
+        }
     }
 
     /// The tenants map; a poisoned lock is still usable (the data is plain).
@@ -136,6 +139,9 @@ impl Shared {
     }
 
     pub fn last_body(&self) -> Option<Bytes> {
-        self.last_body.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.last_body
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }

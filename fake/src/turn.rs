@@ -24,8 +24,14 @@ pub struct Created {
 
 /// The tenant key of a request: credentials plus organization and project.
 pub fn tenant_key(headers: &HeaderMap) -> Option<String> {
-    let get = |name: &str| headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let key = get("authorization").or_else(|| get("api-key")).filter(|k| !k.trim().is_empty())?;
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let key = get("authorization")
+        .or_else(|| get("api-key"))
+        .filter(|k| !k.trim().is_empty())?;
     let org = get("openai-organization").unwrap_or_default();
     let project = get("openai-project").unwrap_or_default();
     Some(format!("{key}|{org}|{project}"))
@@ -68,7 +74,12 @@ fn header_flag(headers: &HeaderMap, name: &str) -> bool {
 }
 
 /// Validate and generate a turn for `tenant`.
-pub fn create(shared: &Shared, tenant: &str, headers: &HeaderMap, body: &Value) -> Result<Created, ApiError> {
+pub fn create(
+    shared: &Shared,
+    tenant: &str,
+    headers: &HeaderMap,
+    body: &Value,
+) -> Result<Created, ApiError> {
     if !body.is_object() {
         return Err(ApiError::bad_json());
     }
@@ -76,7 +87,13 @@ pub fn create(shared: &Shared, tenant: &str, headers: &HeaderMap, body: &Value) 
     let previous = match body.get("previous_response_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.as_str()),
-        Some(other) => return Err(ApiError::invalid_type("previous_response_id", "a string", json_kind(other))),
+        Some(other) => {
+            return Err(ApiError::invalid_type(
+                "previous_response_id",
+                "a string",
+                json_kind(other),
+            ))
+        }
     };
     let req = TurnRequest {
         body,
@@ -87,7 +104,10 @@ pub fn create(shared: &Shared, tenant: &str, headers: &HeaderMap, body: &Value) 
     let shape = match headers.get("x-fake-shape").and_then(|v| v.to_str().ok()) {
         Some(s) => kinds::parse_shape(s).map_err(ApiError::fake_usage)?,
         None => {
-            let last = items.last().and_then(|v| v.get("type")).and_then(Value::as_str);
+            let last = items
+                .last()
+                .and_then(|v| v.get("type"))
+                .and_then(Value::as_str);
             generate::default_shape(&req, last)
         }
     };
@@ -101,7 +121,11 @@ pub fn create(shared: &Shared, tenant: &str, headers: &HeaderMap, body: &Value) 
     {
         let mut tenants = shared.tenants();
         let state = tenants.entry(tenant.to_string()).or_default();
-        let vreq = Request { tenant_key: tenant, previous_response_id: previous, store: req.store() };
+        let vreq = Request {
+            tenant_key: tenant,
+            previous_response_id: previous,
+            store: req.store(),
+        };
         validate::validate(&vreq, &items, state)?;
     }
 
@@ -115,7 +139,13 @@ pub fn create(shared: &Shared, tenant: &str, headers: &HeaderMap, body: &Value) 
         response["status"] = json!("failed");
         response["error"] = json!({"code": "server_error", "message": events::FAIL_MESSAGE});
     }
-    let events = events::turn_events(&response, StreamOptions { fail: failed, ..stream_opts });
+    let events = events::turn_events(
+        &response,
+        StreamOptions {
+            fail: failed,
+            ..stream_opts
+        },
+    );
     let turn = Turn {
         response: response.clone(),
         stored: req.store(),
@@ -126,6 +156,14 @@ pub fn create(shared: &Shared, tenant: &str, headers: &HeaderMap, body: &Value) 
         output,
         events: events.clone(),
     };
-    shared.tenants().entry(tenant.to_string()).or_default().remember(id, turn);
-    Ok(Created { response, events, stream })
+    shared
+        .tenants()
+        .entry(tenant.to_string())
+        .or_default()
+        .remember(id, turn);
+    Ok(Created {
+        response,
+        events,
+        stream,
+    })
 }

@@ -48,8 +48,12 @@ fn check_previous(req: &Request<'_>, tenant: &Tenant) -> Result<(), ApiError> {
 /// E7
 fn check_prefixes(items: &[InItem<'_>]) -> Result<(), ApiError> {
     for (n, it) in items.iter().enumerate() {
-        let (Some(t), Some(id)) = (it.effective_type(), it.id) else { continue };
-        let Some(prefix) = kinds::prefix_for_type(t) else { continue };
+        let (Some(t), Some(id)) = (it.effective_type(), it.id) else {
+            continue;
+        };
+        let Some(prefix) = kinds::prefix_for_type(t) else {
+            continue;
+        };
         if !id.starts_with(&format!("{prefix}_")) {
             return Err(ApiError::bad_prefix(n, id, prefix));
         }
@@ -58,7 +62,11 @@ fn check_prefixes(items: &[InItem<'_>]) -> Result<(), ApiError> {
 }
 
 /// E4
-fn check_duplicates(req: &Request<'_>, items: &[InItem<'_>], tenant: &Tenant) -> Result<(), ApiError> {
+fn check_duplicates(
+    req: &Request<'_>,
+    items: &[InItem<'_>],
+    tenant: &Tenant,
+) -> Result<(), ApiError> {
     let chain: HashSet<&str> = match req.previous_response_id {
         Some(prev) => tenant
             .chain_items(prev)
@@ -113,8 +121,12 @@ fn group_of<'a>(it: &InItem<'a>, tenant: &'a Tenant) -> Option<&'a str> {
 fn check_reasoning_before(items: &[InItem<'_>], tenant: &Tenant) -> Result<(), ApiError> {
     for (i, it) in items.iter().enumerate() {
         let Some(id) = it.id else { continue };
-        let Some((rec, _)) = tenant.item(id) else { continue };
-        let Some(rs) = rec.group.as_deref() else { continue };
+        let Some((rec, _)) = tenant.item(id) else {
+            continue;
+        };
+        let Some(rs) = rec.group.as_deref() else {
+            continue;
+        };
         let mut j = i;
         while j > 0 && group_of(&items[j - 1], tenant) == Some(rs) {
             j -= 1;
@@ -131,7 +143,9 @@ fn check_reasoning_before(items: &[InItem<'_>], tenant: &Tenant) -> Result<(), A
 fn check_followers(items: &[InItem<'_>], tenant: &Tenant) -> Result<(), ApiError> {
     for (i, it) in items.iter().enumerate() {
         let Some(id) = it.id else { continue };
-        let Some((rec, turn)) = tenant.item(id) else { continue };
+        let Some((rec, turn)) = tenant.item(id) else {
+            continue;
+        };
         if rec.kind != "reasoning" || !(it.is_reference || it.is_type("reasoning")) {
             continue;
         }
@@ -156,8 +170,18 @@ fn check_followers(items: &[InItem<'_>], tenant: &Tenant) -> Result<(), ApiError
 }
 
 const PAIRS: &[(&str, &str, &str, &str)] = &[
-    ("function_call", "function_call_output", "function call", "function call output"),
-    ("custom_tool_call", "custom_tool_call_output", "custom tool call", "custom tool call output"),
+    (
+        "function_call",
+        "function_call_output",
+        "function call",
+        "function call output",
+    ),
+    (
+        "custom_tool_call",
+        "custom_tool_call_output",
+        "custom tool call",
+        "custom tool call output",
+    ),
 ];
 
 /// E5
@@ -167,7 +191,9 @@ fn check_outputs(items: &[InItem<'_>], tenant: &Tenant) -> Result<(), ApiError> 
             if !it.is_type(call) {
                 continue;
             }
-            let Some(call_id) = it.resolved_call_id(tenant) else { continue };
+            let Some(call_id) = it.resolved_call_id(tenant) else {
+                continue;
+            };
             let answered = items[i + 1..]
                 .iter()
                 .any(|o| o.is_type(output) && o.call_id == Some(call_id));
@@ -182,7 +208,11 @@ fn check_outputs(items: &[InItem<'_>], tenant: &Tenant) -> Result<(), ApiError> 
 /// E6
 fn check_calls(req: &Request<'_>, items: &[InItem<'_>], tenant: &Tenant) -> Result<(), ApiError> {
     let chain: Vec<InItem<'_>> = match req.previous_response_id {
-        Some(prev) => tenant.chain_items(prev).into_iter().map(InItem::new).collect(),
+        Some(prev) => tenant
+            .chain_items(prev)
+            .into_iter()
+            .map(InItem::new)
+            .collect(),
         None => Vec::new(),
     };
     for (i, it) in items.iter().enumerate() {
@@ -191,7 +221,8 @@ fn check_calls(req: &Request<'_>, items: &[InItem<'_>], tenant: &Tenant) -> Resu
                 continue;
             }
             let call_id = it.call_id.unwrap_or("");
-            let matches = |c: &InItem<'_>| c.is_type(call) && c.resolved_call_id(tenant) == Some(call_id);
+            let matches =
+                |c: &InItem<'_>| c.is_type(call) && c.resolved_call_id(tenant) == Some(call_id);
             if !items[..i].iter().any(matches) && !chain.iter().any(matches) {
                 return Err(ApiError::no_tool_call(output_name, call_id));
             }

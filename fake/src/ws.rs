@@ -28,7 +28,8 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Accept the upgrade (after checking credentials) and serve frames.
 pub async fn upgrade(shared: Arc<Shared>, mut parts: Parts) -> Response {
     let headers = parts.headers.clone();
-    let opts = ReplyOptions::from_headers(&headers, false).unwrap_or_else(|_| ReplyOptions::plain());
+    let opts =
+        ReplyOptions::from_headers(&headers, false).unwrap_or_else(|_| ReplyOptions::plain());
     let Some(tenant) = turn::tenant_key(&headers) else {
         return reply::error(&ApiError::missing_key(), ReplyOptions::plain()).await;
     };
@@ -39,11 +40,21 @@ pub async fn upgrade(shared: Arc<Shared>, mut parts: Parts) -> Response {
 }
 
 fn error_frame(err: &ApiError) -> Message {
-    let text = format!(r#"{{"type":"error","status":{},"error":{}}}"#, err.status.as_u16(), err.object_string());
+    let text = format!(
+        r#"{{"type":"error","status":{},"error":{}}}"#,
+        err.status.as_u16(),
+        err.object_string()
+    );
     Message::Text(text.into())
 }
 
-async fn session(mut socket: WebSocket, shared: Arc<Shared>, headers: HeaderMap, tenant: String, opts: ReplyOptions) {
+async fn session(
+    mut socket: WebSocket,
+    shared: Arc<Shared>,
+    headers: HeaderMap,
+    tenant: String,
+    opts: ReplyOptions,
+) {
     while let Some(Ok(msg)) = socket.recv().await {
         let text = match msg {
             Message::Text(t) => t,
@@ -69,7 +80,8 @@ fn answer(shared: &Shared, headers: &HeaderMap, tenant: &str, text: &str) -> Vec
         return vec![error_frame(&ApiError::bad_json())];
     };
     if body.get("type").and_then(Value::as_str) != Some("response.create") {
-        let err = ApiError::fake_usage("Unsupported event type; expected 'response.create'.".into());
+        let err =
+            ApiError::fake_usage("Unsupported event type; expected 'response.create'.".into());
         return vec![error_frame(&err)];
     }
     if let Some(obj) = body.as_object_mut() {
@@ -77,7 +89,11 @@ fn answer(shared: &Shared, headers: &HeaderMap, tenant: &str, text: &str) -> Vec
         obj.insert("stream".into(), Value::Bool(true));
     }
     match turn::create(shared, tenant, headers, &body) {
-        Ok(created) => created.events.into_iter().map(|e| Message::Text(e.data.into())).collect(),
+        Ok(created) => created
+            .events
+            .into_iter()
+            .map(|e| Message::Text(e.data.into()))
+            .collect(),
         Err(err) => vec![error_frame(&err)],
     }
 }

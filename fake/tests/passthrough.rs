@@ -29,49 +29,121 @@ async fn echo_describes_the_request() {
     assert_eq!(v["body_fnv64"], "a430d84680aabd0b");
     assert_eq!(v["content_length"], "5");
     assert_eq!(v["transfer_encoding"], Value::Null);
-    let names: Vec<&str> = v["headers"].as_array().unwrap().iter().map(|h| h[0].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h[0].as_str().unwrap())
+        .collect();
     let one = names.iter().position(|n| *n == "x-one").unwrap();
     let two = names.iter().position(|n| *n == "x-two").unwrap();
     assert!(one < two);
-    let v: Value = fake.http.get(fake.url("/v1/echo")).send().await.unwrap().json().await.unwrap();
+    let v: Value = fake
+        .http
+        .get(fake.url("/v1/echo"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["query"], Value::Null);
 }
 
 #[tokio::test]
 async fn blob_sse_status_headers_json_stats() {
     let fake = start().await;
-    let resp = fake.http.get(fake.url("/v1/blob?bytes=200000")).send().await.unwrap();
+    let resp = fake
+        .http
+        .get(fake.url("/v1/blob?bytes=200000"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["content-length"], "200000");
     let bytes = resp.bytes().await.unwrap();
     assert_eq!(bytes.len(), 200_000);
-    assert!(bytes.iter().enumerate().all(|(i, b)| *b as usize == i % 251));
+    assert!(bytes
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b as usize == i % 251));
 
-    let text = fake.http.get(fake.url("/v1/sse?events=3&delay_ms=1")).send().await.unwrap().text().await.unwrap();
-    assert_eq!(text, "data: {\"i\":0}\n\ndata: {\"i\":1}\n\ndata: {\"i\":2}\n\n");
+    let text = fake
+        .http
+        .get(fake.url("/v1/sse?events=3&delay_ms=1"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        text,
+        "data: {\"i\":0}\n\ndata: {\"i\":1}\n\ndata: {\"i\":2}\n\n"
+    );
 
-    let resp = fake.http.post(fake.url("/v1/status/429")).send().await.unwrap();
+    let resp = fake
+        .http
+        .post(fake.url("/v1/status/429"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "7");
-    let resp = fake.http.get(fake.url("/v1/status/204")).send().await.unwrap();
+    let resp = fake
+        .http
+        .get(fake.url("/v1/status/204"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 204);
     assert!(resp.bytes().await.unwrap().is_empty());
-    let resp = fake.http.get(fake.url("/v1/status/500")).send().await.unwrap();
+    let resp = fake
+        .http
+        .get(fake.url("/v1/status/500"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 500);
     assert!(resp.headers().get("retry-after").is_none());
 
     let resp = fake.http.get(fake.url("/v1/headers")).send().await.unwrap();
-    let cookies: Vec<&str> = resp.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    let cookies: Vec<&str> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
     assert_eq!(cookies, ["a=1", "b=2"]);
     assert_eq!(resp.headers()["x-request-id"], "req_fake");
     assert_eq!(resp.headers()["openai-processing-ms"], "5");
     assert_eq!(resp.headers()["x-ratelimit-remaining-requests"], "99");
     assert_eq!(resp.text().await.unwrap(), "ok");
 
-    let body = fake.http.get(fake.url("/v1/json?bytes=100000")).send().await.unwrap().bytes().await.unwrap();
-    assert!(body.len() >= 100_000 && body.len() < 101_000, "{}", body.len());
+    let body = fake
+        .http
+        .get(fake.url("/v1/json?bytes=100000"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        body.len() >= 100_000 && body.len() < 101_000,
+        "{}",
+        body.len()
+    );
     let _: Value = serde_json::from_slice(&body).unwrap();
 
-    let stats: Value = fake.http.get(fake.url("/fake/stats")).send().await.unwrap().json().await.unwrap();
+    let stats: Value = fake
+        .http
+        .get(fake.url("/fake/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stats, json!({"responses_posts": 0, "requests_total": 8}));
     assert_eq!(fake.handle.requests_total(), 8);
 }
@@ -79,13 +151,25 @@ async fn blob_sse_status_headers_json_stats() {
 #[tokio::test]
 async fn binary_prints_its_address() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rethread-fake"))
-        .args(["--listen", "127.0.0.1:0", "--image-bytes", "10", "--no-compress"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--image-bytes",
+            "10",
+            "--no-compress",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("listening on ").unwrap().to_string();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
     let result = reqwest::Client::new()
         .post(format!("{url}/v1/responses"))
         .header("authorization", KEY)

@@ -18,7 +18,12 @@ fn parse_sse(text: &str) -> Vec<(String, Value)> {
         .split("\n\n")
         .map(|block| {
             let mut lines = block.lines();
-            let event = lines.next().unwrap().strip_prefix("event: ").unwrap().to_string();
+            let event = lines
+                .next()
+                .unwrap()
+                .strip_prefix("event: ")
+                .unwrap()
+                .to_string();
             let data = lines.next().unwrap().strip_prefix("data: ").unwrap();
             assert!(lines.next().is_none(), "one data line per event");
             let value: Value = serde_json::from_str(data).unwrap();
@@ -28,8 +33,16 @@ fn parse_sse(text: &str) -> Vec<(String, Value)> {
         .collect()
 }
 
-async fn stream_text(fake: &Fake, body: Value, headers: &[(&str, &str)]) -> (reqwest::header::HeaderMap, String) {
-    let mut req = fake.http.post(fake.url("/v1/responses")).header("authorization", KEY).json(&body);
+async fn stream_text(
+    fake: &Fake,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> (reqwest::header::HeaderMap, String) {
+    let mut req = fake
+        .http
+        .post(fake.url("/v1/responses"))
+        .header("authorization", KEY)
+        .json(&body);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -50,7 +63,14 @@ async fn sse_framing_and_order() {
         assert_eq!(v["sequence_number"], json!(i));
     }
     let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(&types[..3], ["response.created", "response.in_progress", "response.output_item.added"]);
+    assert_eq!(
+        &types[..3],
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added"
+        ]
+    );
     assert_eq!(types.last().copied(), Some("response.completed"));
     for t in [
         "response.image_generation_call.partial_image",
@@ -68,13 +88,29 @@ async fn sse_framing_and_order() {
     let partial = added["encrypted_content"].as_str().unwrap();
     assert!(full.starts_with(partial) && partial.len() < full.len());
     let completed = &events.last().unwrap().1["response"];
-    let done_items: Vec<&Value> = events.iter().filter(|(t, _)| t == "response.output_item.done").map(|(_, v)| &v["item"]).collect();
-    assert_eq!(completed["output"].as_array().unwrap().iter().collect::<Vec<_>>(), done_items);
+    let done_items: Vec<&Value> = events
+        .iter()
+        .filter(|(t, _)| t == "response.output_item.done")
+        .map(|(_, v)| &v["item"])
+        .collect();
+    assert_eq!(
+        completed["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .collect::<Vec<_>>(),
+        done_items
+    );
     assert_eq!(completed["status"], "completed");
 
     // The streamed turn is remembered: the E1 rule applies to it.
     let ig = done_items[1]["id"].as_str().unwrap();
-    let (status, _) = fake.post(json!({"input": [{"type": "image_generation_call", "id": ig}]}), &[]).await;
+    let (status, _) = fake
+        .post(
+            json!({"input": [{"type": "image_generation_call", "id": ig}]}),
+            &[],
+        )
+        .await;
     assert_eq!(status, 400);
 }
 
@@ -105,9 +141,17 @@ async fn sse_is_incremental_with_delay() {
 async fn rotate_ids_and_failed_stream() {
     let fake = start().await;
     let body = json!({"stream": true, "input": "x"});
-    let (_, text) = stream_text(&fake, body.clone(), &[("x-fake-shape", "rs,msg"), ("x-fake-rotate-ids", "1")]).await;
+    let (_, text) = stream_text(
+        &fake,
+        body.clone(),
+        &[("x-fake-shape", "rs,msg"), ("x-fake-rotate-ids", "1")],
+    )
+    .await;
     let events = parse_sse(&text);
-    let final_msg = events.last().unwrap().1["response"]["output"][1]["id"].as_str().unwrap().to_string();
+    let final_msg = events.last().unwrap().1["response"]["output"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for (t, v) in &events {
         let shown = v["item_id"].as_str().or(v["item"]["id"].as_str());
         if let Some(id) = shown {
@@ -117,11 +161,22 @@ async fn rotate_ids_and_failed_stream() {
         }
     }
 
-    let (_, text) = stream_text(&fake, body, &[("x-fake-shape", "rs,ig,msg"), ("x-fake-fail-stream", "1")]).await;
+    let (_, text) = stream_text(
+        &fake,
+        body,
+        &[("x-fake-shape", "rs,ig,msg"), ("x-fake-fail-stream", "1")],
+    )
+    .await;
     let events = parse_sse(&text);
     let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(&types[types.len() - 2..], ["error", "response.failed"]);
-    assert_eq!(types.iter().filter(|t| **t == "response.output_item.done").count(), 2);
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| **t == "response.output_item.done")
+            .count(),
+        2
+    );
     let failed = &events.last().unwrap().1["response"];
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["output"].as_array().unwrap().len(), 2);
@@ -134,14 +189,29 @@ async fn replay_starting_after() {
     let events = parse_sse(&text);
     let id = events[0].1["response"]["id"].as_str().unwrap();
     let url = fake.url(&format!("/v1/responses/{id}?stream=true&starting_after=3"));
-    let replay = fake.http.get(url).header("authorization", KEY).send().await.unwrap().text().await.unwrap();
+    let replay = fake
+        .http
+        .get(url)
+        .header("authorization", KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let replayed = parse_sse(&replay);
     assert_eq!(replayed.len(), events.len() - 4);
     assert_eq!(replayed[0].1, events[4].1);
 }
 
 fn raw_client() -> reqwest::Client {
-    reqwest::Client::builder().no_gzip().no_brotli().no_zstd().no_deflate().build().unwrap()
+    reqwest::Client::builder()
+        .no_gzip()
+        .no_brotli()
+        .no_zstd()
+        .no_deflate()
+        .build()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -162,7 +232,10 @@ async fn gzip_sse_flushes_per_event() {
     decoder.write_all(&first).await.unwrap();
     decoder.flush().await.unwrap();
     let so_far = String::from_utf8(decoder.get_ref().clone()).unwrap();
-    assert!(so_far.starts_with("event: response.created\n") && so_far.ends_with("\n\n"), "{so_far}");
+    assert!(
+        so_far.starts_with("event: response.created\n") && so_far.ends_with("\n\n"),
+        "{so_far}"
+    );
     while let Some(chunk) = resp.chunk().await.unwrap() {
         decoder.write_all(&chunk).await.unwrap();
     }
@@ -175,7 +248,13 @@ async fn gzip_sse_flushes_per_event() {
 #[tokio::test]
 async fn every_coding_round_trips() {
     let fake = start().await;
-    for (accept, expect) in [("gzip", "gzip"), ("br", "br"), ("zstd", "zstd"), ("deflate", "deflate"), ("identity", "")] {
+    for (accept, expect) in [
+        ("gzip", "gzip"),
+        ("br", "br"),
+        ("zstd", "zstd"),
+        ("deflate", "deflate"),
+        ("identity", ""),
+    ] {
         // reqwest decodes what it announced; check the header with a raw client first.
         let raw = raw_client()
             .post(fake.url("/v1/responses"))
@@ -185,18 +264,51 @@ async fn every_coding_round_trips() {
             .send()
             .await
             .unwrap();
-        let got = raw.headers().get("content-encoding").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let got = raw
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
         assert_eq!(got, expect);
-        let (status, body) = fake.post(json!({"input": "x"}), &[("x-fake-encoding", if accept == "identity" { "identity" } else { accept })]).await;
+        let (status, body) = fake
+            .post(
+                json!({"input": "x"}),
+                &[(
+                    "x-fake-encoding",
+                    if accept == "identity" {
+                        "identity"
+                    } else {
+                        accept
+                    },
+                )],
+            )
+            .await;
         assert_eq!(status, 200);
         assert_eq!(body["object"], "response");
     }
     // First supported token wins; errors are compressed too.
-    let resp = raw_client().post(fake.url("/v1/responses")).header("accept-encoding", "foo, br, gzip").json(&json!({})).send().await.unwrap();
+    let resp = raw_client()
+        .post(fake.url("/v1/responses"))
+        .header("accept-encoding", "foo, br, gzip")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(resp.headers()["content-encoding"], "br");
-    let no_compress = start_with(rethread_fake::FakeOptions { compress: false, image_bytes: 16 }).await;
-    let resp = raw_client().post(no_compress.url("/v1/responses")).header("authorization", KEY).header("accept-encoding", "gzip").json(&json!({"input": "x", "tools": [{"type": "image_generation"}]})).send().await.unwrap();
+    let no_compress = start_with(rethread_fake::FakeOptions {
+        compress: false,
+        image_bytes: 16,
+    })
+    .await;
+    let resp = raw_client()
+        .post(no_compress.url("/v1/responses"))
+        .header("authorization", KEY)
+        .header("accept-encoding", "gzip")
+        .json(&json!({"input": "x", "tools": [{"type": "image_generation"}]}))
+        .send()
+        .await
+        .unwrap();
     assert!(resp.headers().get("content-encoding").is_none());
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["output"][1]["result"].as_str().unwrap().len(), 24);
@@ -209,14 +321,20 @@ async fn websocket_mode() {
     let fake = start().await;
     let url = format!("ws://{}/v1/responses", fake.handle.addr());
     let mut req = url.as_str().into_client_request().unwrap();
-    req.headers_mut().insert("authorization", KEY.parse().unwrap());
+    req.headers_mut()
+        .insert("authorization", KEY.parse().unwrap());
     let (mut socket, _) = tokio_tungstenite::connect_async(req).await.unwrap();
 
     let create = json!({"type": "response.create", "model": "gpt-5", "input": "draw", "tools": [{"type": "image_generation"}]});
-    socket.send(Message::Text(create.to_string().into())).await.unwrap();
+    socket
+        .send(Message::Text(create.to_string().into()))
+        .await
+        .unwrap();
     let mut events = Vec::new();
     while let Some(msg) = socket.next().await {
-        let Message::Text(text) = msg.unwrap() else { continue };
+        let Message::Text(text) = msg.unwrap() else {
+            continue;
+        };
         let v: Value = serde_json::from_str(text.as_str()).unwrap();
         let done = v["type"] == "response.completed";
         events.push(v);
@@ -229,9 +347,15 @@ async fn websocket_mode() {
     let ig = output[1]["id"].as_str().unwrap();
     let rs = output[0]["id"].as_str().unwrap();
 
-    let bad = json!({"type": "response.create", "input": [{"type": "image_generation_call", "id": ig}]});
-    socket.send(Message::Text(bad.to_string().into())).await.unwrap();
-    let Some(Ok(Message::Text(text))) = socket.next().await else { panic!("no error frame") };
+    let bad =
+        json!({"type": "response.create", "input": [{"type": "image_generation_call", "id": ig}]});
+    socket
+        .send(Message::Text(bad.to_string().into()))
+        .await
+        .unwrap();
+    let Some(Ok(Message::Text(text))) = socket.next().await else {
+        panic!("no error frame")
+    };
     let expected = format!(
         r#"{{"type":"error","status":400,"error":{{"message":"Item '{ig}' of type 'image_generation_call' was provided without its required 'reasoning' item: '{rs}'.","type":"invalid_request_error","param":"input","code":null}}}}"#
     );

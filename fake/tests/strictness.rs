@@ -14,9 +14,16 @@ fn image_turn() -> Value {
 async fn image_follow_up_needs_its_reasoning() {
     let fake = start().await;
     let first = fake.turn(image_turn(), &[]).await;
-    let types: Vec<&str> = first["output"].as_array().unwrap().iter().map(|i| i["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = first["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap())
+        .collect();
     assert_eq!(types, ["reasoning", "image_generation_call", "message"]);
-    let [rs, ig, _msg] = &ids(&first)[..] else { panic!() };
+    let [rs, ig, _msg] = &ids(&first)[..] else {
+        panic!()
+    };
     assert!(first["output"][1]["result"].as_str().unwrap().len() > 2000);
 
     let bad = json!({"model": "gpt-5", "previous_response_id": null, "tools": [{"type": "image_generation"}], "input": [
@@ -40,8 +47,15 @@ async fn image_follow_up_needs_its_reasoning() {
 #[tokio::test]
 async fn e1_for_messages_and_parallel_calls() {
     let fake = start().await;
-    let first = fake.turn(json!({"model": "m", "input": "hi"}), &[("x-fake-shape", "rs,ig,rs,msg")]).await;
-    let [rs1, ig, rs2, msg] = &ids(&first)[..] else { panic!() };
+    let first = fake
+        .turn(
+            json!({"model": "m", "input": "hi"}),
+            &[("x-fake-shape", "rs,ig,rs,msg")],
+        )
+        .await;
+    let [rs1, ig, rs2, msg] = &ids(&first)[..] else {
+        panic!()
+    };
     let ok = json!({"input": [item_ref(rs1), {"type": "image_generation_call", "id": ig}, item_ref(rs2), item_ref(msg), user("next")]});
     fake.turn(ok, &[]).await;
     let bad = json!({"input": [item_ref(rs1), {"type": "image_generation_call", "id": ig}, item_ref(msg)]});
@@ -49,10 +63,16 @@ async fn e1_for_messages_and_parallel_calls() {
     assert_input_error(fake.post(bad, &[]).await, 400, &text);
 
     // Parallel calls: the group must stay contiguous (R2).
-    let calls = fake.turn(json!({"input": "go", "tools": [{"type": "function", "name": "f"}]}), &[("x-fake-shape", "rs,fc,fc")]).await;
+    let calls = fake
+        .turn(
+            json!({"input": "go", "tools": [{"type": "function", "name": "f"}]}),
+            &[("x-fake-shape", "rs,fc,fc")],
+        )
+        .await;
     let out = calls["output"].as_array().unwrap();
     let (rs, fc1, fc2) = (&out[0], &out[1], &out[2]);
-    let output_of = |c: &Value| json!({"type": "function_call_output", "call_id": c["call_id"], "output": "1"});
+    let output_of =
+        |c: &Value| json!({"type": "function_call_output", "call_id": c["call_id"], "output": "1"});
     let interleaved = json!({"input": [rs["id"].as_str().map(item_ref), fc1, output_of(fc1), fc2, output_of(fc2)]});
     let text = format!("Item '{}' of type 'function_call' was provided without its required 'reasoning' item: '{}'.", fc2["id"].as_str().unwrap(), rs["id"].as_str().unwrap());
     assert_input_error(fake.post(interleaved, &[]).await, 400, &text);
@@ -64,47 +84,92 @@ async fn e1_for_messages_and_parallel_calls() {
 async fn e2_reasoning_without_follower() {
     let fake = start().await;
     let first = fake.turn(image_turn(), &[]).await;
-    let [rs, _ig, msg] = &ids(&first)[..] else { panic!() };
-    let text = format!("Item '{rs}' of type 'reasoning' was provided without its required following item.");
-    assert_input_error(fake.post(json!({"input": [user("a"), item_ref(rs)]}), &[]).await, 400, &text);
+    let [rs, _ig, msg] = &ids(&first)[..] else {
+        panic!()
+    };
+    let text = format!(
+        "Item '{rs}' of type 'reasoning' was provided without its required following item."
+    );
+    assert_input_error(
+        fake.post(json!({"input": [user("a"), item_ref(rs)]}), &[])
+            .await,
+        400,
+        &text,
+    );
     let rewritten = json!({"input": [item_ref(rs), {"role": "assistant", "content": "edited"}]});
     assert_input_error(fake.post(rewritten, &[]).await, 400, &text);
     // R5: any member of the group may follow.
-    fake.turn(json!({"input": [item_ref(rs), item_ref(msg), user("b")]}), &[]).await;
+    fake.turn(
+        json!({"input": [item_ref(rs), item_ref(msg), user("b")]}),
+        &[],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn e4_duplicates_and_chain() {
     let fake = start().await;
     let first = fake.turn(image_turn(), &[]).await;
-    let [rs, ig, msg] = &ids(&first)[..] else { panic!() };
+    let [rs, ig, msg] = &ids(&first)[..] else {
+        panic!()
+    };
     let dup = json!({"input": [item_ref(rs), item_ref(ig), item_ref(msg), item_ref(msg)]});
-    let text = format!("Duplicate item found with id {msg}. Remove duplicate items from your input and try again.");
+    let text = format!(
+        "Duplicate item found with id {msg}. Remove duplicate items from your input and try again."
+    );
     assert_input_error(fake.post(dup, &[]).await, 400, &text);
-    let chained = json!({"previous_response_id": first["id"], "input": [item_ref(rs), item_ref(ig)]});
-    let text = format!("Duplicate item found with id {rs}. Remove duplicate items from your input and try again.");
+    let chained =
+        json!({"previous_response_id": first["id"], "input": [item_ref(rs), item_ref(ig)]});
+    let text = format!(
+        "Duplicate item found with id {rs}. Remove duplicate items from your input and try again."
+    );
     assert_input_error(fake.post(chained, &[]).await, 400, &text);
-    let fine = fake.turn(json!({"previous_response_id": first["id"], "input": [user("again")]}), &[]).await;
+    let fine = fake
+        .turn(
+            json!({"previous_response_id": first["id"], "input": [user("again")]}),
+            &[],
+        )
+        .await;
     assert_eq!(fine["previous_response_id"], first["id"]);
 }
 
 #[tokio::test]
 async fn e5_e6_call_pairing() {
     let fake = start().await;
-    let call = json!({"type": "function_call", "call_id": "call_x1", "name": "f", "arguments": "{}"});
-    assert_input_error(fake.post(json!({"input": [user("a"), call]}), &[]).await, 400, "No tool output found for function call call_x1.");
-    let custom = json!({"type": "custom_tool_call", "call_id": "call_c1", "name": "t", "input": "x"});
-    assert_input_error(fake.post(json!({"input": [custom]}), &[]).await, 400, "No tool output found for custom tool call call_c1.");
+    let call =
+        json!({"type": "function_call", "call_id": "call_x1", "name": "f", "arguments": "{}"});
+    assert_input_error(
+        fake.post(json!({"input": [user("a"), call]}), &[]).await,
+        400,
+        "No tool output found for function call call_x1.",
+    );
+    let custom =
+        json!({"type": "custom_tool_call", "call_id": "call_c1", "name": "t", "input": "x"});
+    assert_input_error(
+        fake.post(json!({"input": [custom]}), &[]).await,
+        400,
+        "No tool output found for custom tool call call_c1.",
+    );
     let orphan = json!({"type": "function_call_output", "call_id": "call_zz", "output": "1"});
-    assert_input_error(fake.post(json!({"input": [user("a"), orphan]}), &[]).await, 400, "No tool call found for function call output with call_id call_zz.");
+    assert_input_error(
+        fake.post(json!({"input": [user("a"), orphan]}), &[]).await,
+        400,
+        "No tool call found for function call output with call_id call_zz.",
+    );
     let orphan = json!({"type": "custom_tool_call_output", "call_id": "call_cc", "output": "1"});
-    assert_input_error(fake.post(json!({"input": [orphan]}), &[]).await, 400, "No tool call found for custom tool call output with call_id call_cc.");
+    assert_input_error(
+        fake.post(json!({"input": [orphan]}), &[]).await,
+        400,
+        "No tool call found for custom tool call output with call_id call_cc.",
+    );
     let paired = json!({"input": [user("a"), call, {"type": "function_call_output", "call_id": "call_x1", "output": "1"}]});
     fake.turn(paired, &[]).await;
 
     // An output for a call of the previous_response_id chain is fine.
     let tools = json!([{"type": "function", "name": "get_time"}]);
-    let first = fake.turn(json!({"input": "time?", "tools": tools}), &[]).await;
+    let first = fake
+        .turn(json!({"input": "time?", "tools": tools}), &[])
+        .await;
     assert_eq!(first["output"][1]["name"], "get_time");
     let call_id = first["output"][1]["call_id"].as_str().unwrap();
     let next = json!({"previous_response_id": first["id"], "tools": tools, "input": [{"type": "function_call_output", "call_id": call_id, "output": "noon"}]});
@@ -116,19 +181,34 @@ async fn e5_e6_call_pairing() {
 #[tokio::test]
 async fn e3_lookups() {
     let fake = start().await;
-    assert_input_error(fake.post(json!({"input": [item_ref("rs_ffff")]}), &[]).await, 404, "Item with id 'rs_ffff' not found.");
+    assert_input_error(
+        fake.post(json!({"input": [item_ref("rs_ffff")]}), &[])
+            .await,
+        404,
+        "Item with id 'rs_ffff' not found.",
+    );
     let bare = json!({"input": [{"type": "image_generation_call", "id": "ig_00"}]});
-    assert_input_error(fake.post(bare, &[]).await, 404, "Item with id 'ig_00' not found.");
+    assert_input_error(
+        fake.post(bare, &[]).await,
+        404,
+        "Item with id 'ig_00' not found.",
+    );
 
     let unstored = fake.turn(json!({"input": "hi", "store": false}), &[]).await;
     assert!(unstored["output"][0]["encrypted_content"].is_string());
     let rs = unstored["output"][0]["id"].as_str().unwrap();
     let e3 = format!("Item with id '{rs}' not found. Items are not persisted when `store` is set to false. Try again with `store` set to true, or remove this item from your input.");
-    assert_input_error(fake.post(json!({"input": [item_ref(rs)]}), &[]).await, 404, &e3);
+    assert_input_error(
+        fake.post(json!({"input": [item_ref(rs)]}), &[]).await,
+        404,
+        &e3,
+    );
 
     // A stored item referenced from a store:false request.
     let stored = fake.turn(json!({"input": "hi"}), &[]).await;
-    let [srs, smsg] = &ids(&stored)[..] else { panic!() };
+    let [srs, smsg] = &ids(&stored)[..] else {
+        panic!()
+    };
     let e3 = format!("Item with id '{srs}' not found. Items are not persisted when `store` is set to false. Try again with `store` set to true, or remove this item from your input.");
     let body = json!({"store": false, "input": [{"type": "reasoning", "id": srs, "summary": []}, item_ref(smsg)]});
     assert_input_error(fake.post(body, &[]).await, 404, &e3);
@@ -139,7 +219,13 @@ async fn e3_lookups() {
     fake.turn(replay, &[]).await;
 
     // Another tenant cannot see the items.
-    let other = fake.post_as(OTHER_KEY, json!({"input": [item_ref(srs), item_ref(smsg)]}), &[]).await;
+    let other = fake
+        .post_as(
+            OTHER_KEY,
+            json!({"input": [item_ref(srs), item_ref(smsg)]}),
+            &[],
+        )
+        .await;
     assert_input_error(other, 404, &format!("Item with id '{srs}' not found."));
 }
 
@@ -168,14 +254,27 @@ async fn e7_prefixes() {
 #[tokio::test]
 async fn e8_encrypted_content() {
     let fake = start().await;
-    let first = fake.turn(json!({"input": "hi", "include": ["reasoning.encrypted_content"]}), &[]).await;
+    let first = fake
+        .turn(
+            json!({"input": "hi", "include": ["reasoning.encrypted_content"]}),
+            &[],
+        )
+        .await;
     let rs = first["output"][0].clone();
     let id = rs["id"].as_str().unwrap();
     let body = json!({"store": false, "input": [rs, first["output"][1]]});
     let text = format!("The encrypted content for item {id} could not be verified. Reason: Encrypted content organization_id did not match the target organization.");
-    assert_error(fake.post_as(OTHER_KEY, body.clone(), &[]).await, 400, &text, Value::Null, json!("invalid_encrypted_content"));
+    assert_error(
+        fake.post_as(OTHER_KEY, body.clone(), &[]).await,
+        400,
+        &text,
+        Value::Null,
+        json!("invalid_encrypted_content"),
+    );
     // The same tenant with a different organization is another tenant too.
-    let org = fake.post(body.clone(), &[("openai-organization", "org-2")]).await;
+    let org = fake
+        .post(body.clone(), &[("openai-organization", "org-2")])
+        .await;
     assert_eq!(org.0, 400);
     fake.turn(body, &[]).await;
 
@@ -183,7 +282,13 @@ async fn e8_encrypted_content() {
     broken["encrypted_content"] = json!("gAAAAB-garbage");
     let text = format!("The encrypted content for item {id} could not be verified. Reason: Encrypted content could not be decrypted or parsed.");
     let body = json!({"store": false, "input": [broken, first["output"][1]]});
-    assert_error(fake.post(body, &[]).await, 400, &text, Value::Null, json!("invalid_encrypted_content"));
+    assert_error(
+        fake.post(body, &[]).await,
+        400,
+        &text,
+        Value::Null,
+        json!("invalid_encrypted_content"),
+    );
 }
 
 #[tokio::test]
@@ -199,17 +304,26 @@ async fn e9_previous_response() {
     );
     let unstored = fake.turn(json!({"input": "x", "store": false}), &[]).await;
     let id = unstored["id"].as_str().unwrap();
-    let (status, body) = fake.post(json!({"previous_response_id": id, "input": "y"}), &[]).await;
+    let (status, body) = fake
+        .post(json!({"previous_response_id": id, "input": "y"}), &[])
+        .await;
     assert_eq!(status, 400);
-    assert_eq!(body["error"]["message"], format!("Previous response with id '{id}' not found."));
+    assert_eq!(
+        body["error"]["message"],
+        format!("Previous response with id '{id}' not found.")
+    );
 }
 
 #[tokio::test]
 async fn vercel_function_call_replay_by_call_id() {
     let fake = start().await;
     let tools = json!([{"type": "function", "name": "get_weather"}]);
-    let first = fake.turn(json!({"input": "weather?", "tools": tools}), &[]).await;
-    let [rs, _fc] = &ids(&first)[..] else { panic!() };
+    let first = fake
+        .turn(json!({"input": "weather?", "tools": tools}), &[])
+        .await;
+    let [rs, _fc] = &ids(&first)[..] else {
+        panic!()
+    };
     let call_id = first["output"][1]["call_id"].as_str().unwrap();
     let body = json!({"tools": tools, "input": [
         user("weather?"),
@@ -225,31 +339,58 @@ async fn vercel_function_call_replay_by_call_id() {
         {"type": "function_call", "call_id": "call_retry", "name": "get_weather", "arguments": "{}"},
         {"type": "function_call_output", "call_id": "call_retry", "output": "sunny"},
     ]});
-    let text = format!("Item '{rs}' of type 'reasoning' was provided without its required following item.");
+    let text = format!(
+        "Item '{rs}' of type 'reasoning' was provided without its required following item."
+    );
     assert_input_error(fake.post(body, &[]).await, 400, &text);
 }
 
 #[tokio::test]
 async fn credentials_and_malformed_bodies() {
     let fake = start().await;
-    let resp = fake.http.post(fake.url("/v1/responses")).json(&json!({"input": "x"})).send().await.unwrap();
+    let resp = fake
+        .http
+        .post(fake.url("/v1/responses"))
+        .json(&json!({"input": "x"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(
         resp.text().await.unwrap(),
         r#"{"error":{"message":"You didn't provide an API key.","type":"invalid_request_error","param":null,"code":null}}"#
     );
-    let resp = fake.http.post(fake.url("/openai/deployments/d1/responses?api-version=v1")).header("api-key", "k").body("{nope").send().await.unwrap();
+    let resp = fake
+        .http
+        .post(fake.url("/openai/deployments/d1/responses?api-version=v1"))
+        .header("api-key", "k")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().starts_with("We could not parse the JSON body of your request."));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("We could not parse the JSON body of your request."));
     let (status, body) = fake.post(json!({"input": 5}), &[]).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["param"], "input");
     assert_eq!(body["error"]["code"], "invalid_type");
-    let (status, _) = fake.post(json!({"input": "x"}), &[("x-fake-shape", "rs,zz")]).await;
+    let (status, _) = fake
+        .post(json!({"input": "x"}), &[("x-fake-shape", "rs,zz")])
+        .await;
     assert_eq!(status, 400);
     // Azure-style paths are the Responses endpoint too, with the api-key tenant.
-    let resp = fake.http.post(fake.url("/openai/v1/responses")).header("api-key", "k").json(&json!({"input": "x"})).send().await.unwrap();
+    let resp = fake
+        .http
+        .post(fake.url("/openai/v1/responses"))
+        .header("api-key", "k")
+        .json(&json!({"input": "x"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(fake.handle.responses_posts(), 5);
 }
@@ -257,43 +398,138 @@ async fn credentials_and_malformed_bodies() {
 #[tokio::test]
 async fn retrieve_and_delete() {
     let fake = start().await;
-    let first = fake.turn(json!({"input": "x", "model": "gpt-5"}), &[]).await;
+    let first = fake
+        .turn(json!({"input": "x", "model": "gpt-5"}), &[])
+        .await;
     let id = first["id"].as_str().unwrap();
     let url = fake.url(&format!("/v1/responses/{id}"));
-    let got: Value = fake.http.get(&url).header("authorization", KEY).send().await.unwrap().json().await.unwrap();
+    let got: Value = fake
+        .http
+        .get(&url)
+        .header("authorization", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got, first);
-    let other = fake.http.get(&url).header("authorization", OTHER_KEY).send().await.unwrap();
+    let other = fake
+        .http
+        .get(&url)
+        .header("authorization", OTHER_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(other.status(), 404);
-    let items: Value = fake.http.get(format!("{url}/input_items")).header("authorization", KEY).send().await.unwrap().json().await.unwrap();
+    let items: Value = fake
+        .http
+        .get(format!("{url}/input_items"))
+        .header("authorization", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(items["object"], "list");
-    let del: Value = fake.http.delete(&url).header("authorization", KEY).send().await.unwrap().json().await.unwrap();
-    assert_eq!(del, json!({"id": id, "object": "response", "deleted": true}));
-    assert_eq!(fake.http.get(&url).header("authorization", KEY).send().await.unwrap().status(), 404);
+    let del: Value = fake
+        .http
+        .delete(&url)
+        .header("authorization", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        del,
+        json!({"id": id, "object": "response", "deleted": true})
+    );
+    assert_eq!(
+        fake.http
+            .get(&url)
+            .header("authorization", KEY)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     let rs = first["output"][0]["id"].as_str().unwrap();
-    assert_input_error(fake.post(json!({"input": [item_ref(rs)]}), &[]).await, 404, &format!("Item with id '{rs}' not found."));
+    assert_input_error(
+        fake.post(json!({"input": [item_ref(rs)]}), &[]).await,
+        404,
+        &format!("Item with id '{rs}' not found."),
+    );
 }
 
 #[tokio::test]
 async fn back_to_back_reasoning_and_leading_items() {
     let fake = start().await;
     let tools = json!([{"type": "function", "name": "f"}]);
-    let first = fake.turn(json!({"input": "x", "tools": tools}), &[("x-fake-shape", "rs,rs,fc")]).await;
+    let first = fake
+        .turn(
+            json!({"input": "x", "tools": tools}),
+            &[("x-fake-shape", "rs,rs,fc")],
+        )
+        .await;
     let out = first["output"].as_array().unwrap().clone();
-    let [rs1, rs2, fc] = &ids(&first)[..] else { panic!() };
+    let [rs1, rs2, fc] = &ids(&first)[..] else {
+        panic!()
+    };
     let call_id = out[2]["call_id"].as_str().unwrap();
     let fco = json!({"type": "function_call_output", "call_id": call_id, "output": "1"});
-    fake.turn(json!({"input": [item_ref(rs1), item_ref(rs2), out[2], fco]}), &[]).await;
-    fake.turn(json!({"input": [item_ref(rs2), out[2], fco]}), &[]).await;
-    let text = format!("Item '{rs1}' of type 'reasoning' was provided without its required following item.");
-    assert_input_error(fake.post(json!({"input": [item_ref(rs1), user("x")]}), &[]).await, 400, &text);
+    fake.turn(
+        json!({"input": [item_ref(rs1), item_ref(rs2), out[2], fco]}),
+        &[],
+    )
+    .await;
+    fake.turn(json!({"input": [item_ref(rs2), out[2], fco]}), &[])
+        .await;
+    let text = format!(
+        "Item '{rs1}' of type 'reasoning' was provided without its required following item."
+    );
+    assert_input_error(
+        fake.post(json!({"input": [item_ref(rs1), user("x")]}), &[])
+            .await,
+        400,
+        &text,
+    );
     // E1 is checked before E2: the call names the reasoning it really needs.
     let e1 = format!("Item '{fc}' of type 'function_call' was provided without its required 'reasoning' item: '{rs2}'.");
-    assert_input_error(fake.post(json!({"input": [item_ref(rs1), out[2], fco]}), &[]).await, 400, &e1);
+    assert_input_error(
+        fake.post(json!({"input": [item_ref(rs1), out[2], fco]}), &[])
+            .await,
+        400,
+        &e1,
+    );
     let text = format!("Item '{fc}' of type 'function_call' was provided without its required 'reasoning' item: '{rs2}'.");
-    assert_input_error(fake.post(json!({"input": [item_ref(rs1), item_ref(rs2), user("x"), out[2], fco]}), &[]).await, 400, &text);
+    assert_input_error(
+        fake.post(
+            json!({"input": [item_ref(rs1), item_ref(rs2), user("x"), out[2], fco]}),
+            &[],
+        )
+        .await,
+        400,
+        &text,
+    );
 
-    let mcp = fake.turn(json!({"input": "x"}), &[("x-fake-shape", "mcpl,rs,mcp,rs,msg")]).await;
-    let [mcpl, rs_a, mcp_call, _, _] = &ids(&mcp)[..] else { panic!() };
-    fake.turn(json!({"input": [item_ref(mcpl), user("x")]}), &[]).await;
-    fake.turn(json!({"input": [item_ref(mcpl), item_ref(rs_a), item_ref(mcp_call)]}), &[]).await;
+    let mcp = fake
+        .turn(
+            json!({"input": "x"}),
+            &[("x-fake-shape", "mcpl,rs,mcp,rs,msg")],
+        )
+        .await;
+    let [mcpl, rs_a, mcp_call, _, _] = &ids(&mcp)[..] else {
+        panic!()
+    };
+    fake.turn(json!({"input": [item_ref(mcpl), user("x")]}), &[])
+        .await;
+    fake.turn(
+        json!({"input": [item_ref(mcpl), item_ref(rs_a), item_ref(mcp_call)]}),
+        &[],
+    )
+    .await;
 }

@@ -16,7 +16,10 @@ pub async fn start() -> Fake {
 
 pub async fn start_with(opts: FakeOptions) -> Fake {
     let handle = spawn(opts).await.unwrap();
-    Fake { handle, http: reqwest::Client::new() }
+    Fake {
+        handle,
+        http: reqwest::Client::new(),
+    }
 }
 
 pub const KEY: &str = "Bearer sk-test-a";
@@ -33,7 +36,11 @@ impl Fake {
     }
 
     pub async fn post_as(&self, key: &str, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {
-        let mut req = self.http.post(self.url("/v1/responses")).header("authorization", key).json(&body);
+        let mut req = self
+            .http
+            .post(self.url("/v1/responses"))
+            .header("authorization", key)
+            .json(&body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -53,7 +60,12 @@ impl Fake {
 
 /// The ids of a response's output items.
 pub fn ids(resp: &Value) -> Vec<String> {
-    resp["output"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
+    resp["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 pub fn user(text: &str) -> Value {
@@ -80,7 +92,10 @@ pub fn assert_input_error(got: (u16, Value), status: u16, message: &str) {
 pub fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
     for (k, v) in pairs {
-        h.insert(reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        h.insert(
+            reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
     }
     h
 }
