@@ -64,9 +64,15 @@ pub struct SettingsArgs {
     /// Where to forward; the request's path and query are appended [default: https://api.openai.com]
     #[arg(long, env = "RETHREAD_UPSTREAM")]
     pub upstream: Option<String>,
-    /// Where turns are remembered: `memory` [default: memory]
-    #[arg(long, env = "RETHREAD_STORE")]
-    pub store: Option<String>,
+    /// Where turns are remembered: `memory`, or `redis://[user:pass@]host:port[/db]` (`rediss://` for TLS) shared by replicas [default: memory]
+    #[arg(long, env = "RETHREAD_STORE", hide_env_values = true)]
+    pub store: Option<Secret>,
+    /// Prefix of every key rethread writes to a shared store [default: rethread]
+    #[arg(long, env = "RETHREAD_STORE_PREFIX")]
+    pub store_prefix: Option<String>,
+    /// Longest wait for a shared store's lookup before a request goes on without memory [default: 10ms]
+    #[arg(long, env = "RETHREAD_STORE_TIMEOUT")]
+    pub store_timeout: Option<Span>,
     /// How long a turn is remembered, e.g. `30d`, `12h`, `90s` [default: 30d]
     #[arg(long, env = "RETHREAD_RETENTION")]
     pub retention: Option<Span>,
@@ -128,9 +134,20 @@ pub enum LogFormat {
 }
 
 /// Where turns are remembered.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreKind {
     Memory,
+    /// A Redis URL; it may hold a password, so it prints redacted.
+    Redis(Secret),
+}
+
+impl fmt::Debug for StoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.write_str("memory"),
+            Self::Redis(url) => f.write_str(&redact_url(url.expose())),
+        }
+    }
 }
 
 /// The effective settings.
@@ -139,6 +156,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub upstream: http::Uri,
     pub store: StoreKind,
+    pub store_prefix: String,
+    pub store_timeout: Duration,
     pub retention: Duration,
     pub capacity: usize,
     pub body_limit: usize,
@@ -203,19 +222,38 @@ impl Settings {
                 message: "must not carry a query string".into(),
             });
         }
-        let store = match pick!(store, "memory".to_owned()).as_str() {
-            "memory" => StoreKind::Memory,
-            other => {
+        let store = match top.store.or(file.store) {
+            None => StoreKind::Memory,
+            Some(url) if url.expose() == "memory" => StoreKind::Memory,
+            Some(url)
+                if url.expose().starts_with("redis://")
+                    || url.expose().starts_with("rediss://") =>
+            {
+                StoreKind::Redis(url)
+            }
+            Some(other) => {
                 return Err(ConfigError::Invalid {
                     key: "store",
-                    message: format!("unsupported store {:?}; use `memory`", redact_url(other)),
+                    message: format!(
+                        "unsupported store {:?}; use `memory`, `redis://…` or `rediss://…`",
+                        redact_url(other.expose())
+                    ),
                 })
             }
         };
+        let tenant_secret = top.tenant_secret.or(file.tenant_secret);
+        if matches!(store, StoreKind::Redis(_)) && tenant_secret.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "tenant_secret",
+                message: "a shared store needs the same tenant secret on every replica: set RETHREAD_TENANT_SECRET".into(),
+            });
+        }
         Ok(Settings {
             listen: pick!(listen, SocketAddr::from(([127, 0, 0, 1], 8080))),
             upstream,
             store,
+            store_prefix: pick!(store_prefix, "rethread".to_owned()),
+            store_timeout: pick!(store_timeout, Span(Duration::from_millis(10))).0,
             retention: pick!(retention, Span(Duration::from_secs(30 * 86_400))).0,
             capacity: pick!(capacity, 1_000_000),
             body_limit: pick!(body_limit, ByteSize(64 << 20)).0 as usize,
@@ -232,7 +270,7 @@ impl Settings {
                 .or(file.log)
                 .or_else(|| std::env::var("RUST_LOG").ok())
                 .unwrap_or_else(|| "info".to_owned()),
-            tenant_secret: top.tenant_secret.or(file.tenant_secret),
+            tenant_secret,
             drain_timeout: pick!(drain_timeout, Span(Duration::from_secs(30))).0,
         })
     }
@@ -245,8 +283,8 @@ impl Settings {
             "(random per process)"
         };
         format!(
-            "listen = {}\nupstream = {}\nstore = {:?}\nretention = {:?}\ncapacity = {}\nbody_limit = {}\nfull_item_max = {}\nconnect_timeout = {:?}\nidle_timeout = {:?}\nheader_timeout = {:?}\nrepair = {:?}\nmode = {:?}\nfallback_retries = {}\nlog_format = {:?}\nlog = {}\ntenant_secret = {}\ndrain_timeout = {:?}\n",
-            self.listen, self.upstream, self.store, self.retention, self.capacity, self.body_limit,
+            "listen = {}\nupstream = {}\nstore = {:?}\nstore_prefix = {}\nstore_timeout = {:?}\nretention = {:?}\ncapacity = {}\nbody_limit = {}\nfull_item_max = {}\nconnect_timeout = {:?}\nidle_timeout = {:?}\nheader_timeout = {:?}\nrepair = {:?}\nmode = {:?}\nfallback_retries = {}\nlog_format = {:?}\nlog = {}\ntenant_secret = {}\ndrain_timeout = {:?}\n",
+            self.listen, self.upstream, self.store, self.store_prefix, self.store_timeout, self.retention, self.capacity, self.body_limit,
             self.full_item_max, self.connect_timeout, self.idle_timeout, self.header_timeout,
             self.repair, self.mode, self.fallback_retries, self.log_format, self.log, secret,
             self.drain_timeout
@@ -420,6 +458,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("capacty"), "{err}");
+    }
+
+    #[test]
+    fn a_shared_store_needs_a_tenant_secret() {
+        let args = |secret: Option<&str>| SettingsArgs {
+            store: Some("redis://u:pw@127.0.0.1:6379/0".parse().unwrap()),
+            tenant_secret: secret.map(|s| s.parse().unwrap()),
+            ..Default::default()
+        };
+        let err = Settings::resolve(args(None), SettingsArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tenant_secret"), "{err}");
+        let ok = Settings::resolve(args(Some("s")), SettingsArgs::default()).unwrap();
+        assert!(!ok.describe().contains("pw@"), "{}", ok.describe());
+        let bad = SettingsArgs {
+            store: Some("postgres://x".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(Settings::resolve(bad, SettingsArgs::default()).is_err());
     }
 
     #[test]

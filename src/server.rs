@@ -22,6 +22,7 @@ use crate::app::App;
 use crate::config::{Settings, StoreKind};
 use crate::forward::Upstream;
 use crate::ledger::memory::MemoryLedger;
+use crate::ledger::redis::RedisLedger;
 use crate::ledger::Ledger;
 use crate::tenant::Tenants;
 
@@ -36,6 +37,8 @@ pub enum StartError {
     Upstream(std::io::Error),
     #[error("cannot create a tenant secret: {0}")]
     Secret(std::io::Error),
+    #[error("store: {0}")]
+    Store(String),
 }
 
 /// A bound, not yet serving, rethread.
@@ -63,10 +66,20 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
         Some(secret) => Tenants::from_secret(secret.expose()),
         None => Tenants::random().map_err(StartError::Secret)?,
     };
-    let (ledger, sweeper): (Arc<dyn Ledger>, _) = match settings.store {
+    let (ledger, sweeper): (Arc<dyn Ledger>, _) = match &settings.store {
         StoreKind::Memory => {
             let memory = Arc::new(MemoryLedger::new(settings.retention, settings.capacity));
             (memory.clone(), Some(memory))
+        }
+        StoreKind::Redis(url) => {
+            let redis = RedisLedger::new(
+                url.expose(),
+                &settings.store_prefix,
+                settings.retention,
+                settings.store_timeout,
+            )
+            .map_err(StartError::Store)?;
+            (Arc::new(redis), None)
         }
     };
     let app = Arc::new(App {
@@ -139,6 +152,7 @@ impl Server {
                 }
             })
         });
+        let ledger = app.ledger.clone();
         let router = router(app);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -182,7 +196,7 @@ impl Server {
         if let Some(task) = sweep_task {
             task.abort();
         }
-        // Let spawned ledger writes of the last responses land.
-        tokio::task::yield_now().await;
+        // Let the ledger writes of the last responses land.
+        ledger.flush(Duration::from_secs(5)).await;
     }
 }

@@ -88,8 +88,37 @@ pub async fn check(settings: &Settings) -> ExitCode {
             false
         }
     };
-    println!("store: memory (always reachable)");
-    if ok {
+    let store_ok = match &settings.store {
+        crate::config::StoreKind::Memory => {
+            println!("store: memory (always reachable)");
+            true
+        }
+        crate::config::StoreKind::Redis(url) => {
+            let reachable = match crate::ledger::redis::RedisLedger::new(
+                url.expose(),
+                &settings.store_prefix,
+                settings.retention,
+                settings.store_timeout,
+            ) {
+                Ok(redis) => crate::ledger::Ledger::ready(&redis).await,
+                Err(e) => {
+                    println!("store: {e}");
+                    false
+                }
+            };
+            let shown = crate::config::redact_url(url.expose());
+            println!(
+                "store: {} ({shown})",
+                if reachable {
+                    "reachable"
+                } else {
+                    "UNREACHABLE"
+                }
+            );
+            reachable
+        }
+    };
+    if ok && store_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

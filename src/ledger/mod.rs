@@ -12,6 +12,7 @@ use crate::responses::items::Turn;
 use crate::tenant::TenantKey;
 
 pub mod memory;
+pub mod redis;
 
 /// A storage failure. The request goes on without memory; the failure is logged and counted.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,12 @@ pub trait Ledger: Send + Sync + 'static {
     fn ready(&self) -> BoxFuture<'_, bool>;
 
     fn stats(&self) -> LedgerStats;
+
+    /// Waits, up to `limit`, for writes still in flight (shutdown).
+    fn flush(&self, limit: std::time::Duration) -> BoxFuture<'_, ()> {
+        let _ = limit;
+        Box::pin(async {})
+    }
 }
 
 /// The keys under which a turn is found: its items' ids, and its client calls' call ids.
