@@ -85,6 +85,12 @@ pub struct SettingsArgs {
     /// Largest item remembered in full (client calls; items of unstored responses) [default: 256KiB]
     #[arg(long, env = "RETHREAD_FULL_ITEM_MAX")]
     pub full_item_max: Option<ByteSize>,
+    /// Memory all remembered full items may take, in the memory store [default: 512MiB]
+    #[arg(long, env = "RETHREAD_FULL_ITEMS_BUDGET")]
+    pub full_items_budget: Option<ByteSize>,
+    /// Memory one tenant's remembered full items may take, in the memory store [default: 64MiB]
+    #[arg(long, env = "RETHREAD_TENANT_FULL_ITEMS_BUDGET")]
+    pub tenant_full_items_budget: Option<ByteSize>,
     /// Time allowed to connect to the upstream [default: 10s]
     #[arg(long, env = "RETHREAD_CONNECT_TIMEOUT")]
     pub connect_timeout: Option<Span>,
@@ -100,6 +106,9 @@ pub struct SettingsArgs {
     /// `repair` changes requests; `observe` only learns and reports what it would insert [default: repair]
     #[arg(long, env = "RETHREAD_MODE")]
     pub mode: Option<Mode>,
+    /// Add `reasoning.encrypted_content` to `include` of `store: false` requests that lack it, so their turns can be replayed [default: true]
+    #[arg(long, env = "RETHREAD_STATELESS_INCLUDE")]
+    pub stateless_include: Option<bool>,
     /// Retries after an upstream error naming a missing reasoning item rethread did not know [default: 2]
     #[arg(long, env = "RETHREAD_FALLBACK_RETRIES")]
     pub fallback_retries: Option<u32>,
@@ -162,12 +171,15 @@ pub struct Settings {
     pub capacity: usize,
     pub body_limit: usize,
     pub full_item_max: usize,
+    pub full_items_budget: usize,
+    pub tenant_full_items_budget: usize,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
     pub repair: RestorePolicy,
     pub mode: Mode,
     pub fallback_retries: u32,
+    pub stateless_include: bool,
     pub log_format: LogFormat,
     pub log: String,
     pub tenant_secret: Option<Secret>,
@@ -258,12 +270,16 @@ impl Settings {
             capacity: pick!(capacity, 1_000_000),
             body_limit: pick!(body_limit, ByteSize(64 << 20)).0 as usize,
             full_item_max: pick!(full_item_max, ByteSize(256 << 10)).0 as usize,
+            full_items_budget: pick!(full_items_budget, ByteSize(512 << 20)).0 as usize,
+            tenant_full_items_budget: pick!(tenant_full_items_budget, ByteSize(64 << 20)).0
+                as usize,
             connect_timeout: pick!(connect_timeout, Span(Duration::from_secs(10))).0,
             idle_timeout: pick!(idle_timeout, Span(Duration::from_secs(600))).0,
             header_timeout: pick!(header_timeout, Span(Duration::from_secs(30))).0,
             repair: pick!(repair, RestorePolicy::Group),
             mode: pick!(mode, Mode::Repair),
             fallback_retries: pick!(fallback_retries, 2),
+            stateless_include: pick!(stateless_include, true),
             log_format: pick!(log_format, LogFormat::Pretty),
             log: top
                 .log
@@ -283,10 +299,10 @@ impl Settings {
             "(random per process)"
         };
         format!(
-            "listen = {}\nupstream = {}\nstore = {:?}\nstore_prefix = {}\nstore_timeout = {:?}\nretention = {:?}\ncapacity = {}\nbody_limit = {}\nfull_item_max = {}\nconnect_timeout = {:?}\nidle_timeout = {:?}\nheader_timeout = {:?}\nrepair = {:?}\nmode = {:?}\nfallback_retries = {}\nlog_format = {:?}\nlog = {}\ntenant_secret = {}\ndrain_timeout = {:?}\n",
+            "listen = {}\nupstream = {}\nstore = {:?}\nstore_prefix = {}\nstore_timeout = {:?}\nretention = {:?}\ncapacity = {}\nbody_limit = {}\nfull_item_max = {}\nfull_items_budget = {}\ntenant_full_items_budget = {}\nconnect_timeout = {:?}\nidle_timeout = {:?}\nheader_timeout = {:?}\nrepair = {:?}\nmode = {:?}\nfallback_retries = {}\nstateless_include = {}\nlog_format = {:?}\nlog = {}\ntenant_secret = {}\ndrain_timeout = {:?}\n",
             self.listen, self.upstream, self.store, self.store_prefix, self.store_timeout, self.retention, self.capacity, self.body_limit,
-            self.full_item_max, self.connect_timeout, self.idle_timeout, self.header_timeout,
-            self.repair, self.mode, self.fallback_retries, self.log_format, self.log, secret,
+            self.full_item_max, self.full_items_budget, self.tenant_full_items_budget, self.connect_timeout, self.idle_timeout, self.header_timeout,
+            self.repair, self.mode, self.fallback_retries, self.stateless_include, self.log_format, self.log, secret,
             self.drain_timeout
         )
     }
@@ -450,6 +466,13 @@ mod tests {
             Settings::resolve(SettingsArgs::default(), read_file(&path).unwrap()).unwrap();
         let defaults = Settings::resolve(SettingsArgs::default(), SettingsArgs::default()).unwrap();
         assert_eq!(documented.describe(), defaults.describe());
+    }
+
+    #[test]
+    fn the_azure_example_config_is_valid() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/azure.toml");
+        let s = Settings::resolve(SettingsArgs::default(), read_file(&path).unwrap()).unwrap();
+        assert_eq!(s.upstream.host(), Some("my-resource.openai.azure.com"));
     }
 
     #[test]

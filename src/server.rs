@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use crate::app::App;
 use crate::config::{Settings, StoreKind};
 use crate::forward::Upstream;
-use crate::ledger::memory::MemoryLedger;
+use crate::ledger::memory::{FullItemBudget, MemoryLedger};
 use crate::ledger::redis::RedisLedger;
 use crate::ledger::Ledger;
 use crate::tenant::Tenants;
@@ -68,7 +68,15 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
     };
     let (ledger, sweeper): (Arc<dyn Ledger>, _) = match &settings.store {
         StoreKind::Memory => {
-            let memory = Arc::new(MemoryLedger::new(settings.retention, settings.capacity));
+            let budget = FullItemBudget {
+                total: settings.full_items_budget,
+                per_tenant: settings.tenant_full_items_budget,
+            };
+            let memory = Arc::new(MemoryLedger::new(
+                settings.retention,
+                settings.capacity,
+                budget,
+            ));
             (memory.clone(), Some(memory))
         }
         StoreKind::Redis(url) => {

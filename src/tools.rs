@@ -182,7 +182,15 @@ fn explain_text(
     if let Some(why) = &plan.unrepairable {
         out.push_str(&format!("# unchanged: {} ({why:?})\n", why.reason()));
     }
-    if plan.insertions.is_empty() {
+    for rep in &plan.replacements {
+        out.push_str(&format!(
+            "# replace input item {} with the full recorded {} ({})\n",
+            rep.index,
+            rep.id,
+            rep.ty.as_str()
+        ));
+    }
+    if plan.insertions.is_empty() && plan.replacements.is_empty() {
         if plan.unrepairable.is_none() {
             out.push_str("# unchanged: nothing to insert\n");
         }
@@ -200,7 +208,12 @@ fn explain_text(
     let Some(input) = &view.input else {
         return Err("no input list".into());
     };
-    let spliced = splice::concat(&splice::splice(&body, input, &plan.insertions));
+    let spliced = splice::concat(&splice::splice(
+        &body,
+        input,
+        &plan.insertions,
+        &plan.replacements,
+    ));
     out.push_str(&String::from_utf8_lossy(&spliced));
     Ok(out)
 }

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,15 @@ struct Entry {
     tenant: TenantKey,
     at: Instant,
     turn: Arc<Turn>,
+    /// Bytes of full items this entry holds, counted against the budgets.
+    full_bytes: usize,
+}
+
+/// Bounds on the memory full items (recorded JSON, encrypted reasoning) may take.
+#[derive(Clone, Copy, Debug)]
+pub struct FullItemBudget {
+    pub total: usize,
+    pub per_tenant: usize,
 }
 
 pub struct MemoryLedger {
@@ -33,10 +42,14 @@ pub struct MemoryLedger {
     retention: Duration,
     capacity: usize,
     evictions: AtomicU64,
+    budget: FullItemBudget,
+    full_total: AtomicUsize,
+    full_by_tenant: DashMap<TenantKey, usize>,
+    over_budget: AtomicU64,
 }
 
 impl MemoryLedger {
-    pub fn new(retention: Duration, capacity: usize) -> Self {
+    pub fn new(retention: Duration, capacity: usize, budget: FullItemBudget) -> Self {
         MemoryLedger {
             index: DashMap::new(),
             order: Mutex::new(VecDeque::new()),
@@ -44,7 +57,55 @@ impl MemoryLedger {
             retention,
             capacity: capacity.max(1),
             evictions: AtomicU64::new(0),
+            budget,
+            full_total: AtomicUsize::new(0),
+            full_by_tenant: DashMap::new(),
+            over_budget: AtomicU64::new(0),
         }
+    }
+
+    /// Charges a turn's full items to the budgets, or drops them (keeping ids and order) when
+    /// they would exceed either budget.
+    fn charge(&self, tenant: TenantKey, turn: &mut Turn) -> usize {
+        let bytes: usize = turn
+            .items
+            .iter()
+            .filter_map(|i| i.full.as_ref())
+            .map(|f| f.len())
+            .sum();
+        if bytes == 0 {
+            return 0;
+        }
+        let mut used = self.full_by_tenant.entry(tenant).or_insert(0);
+        let total = self.full_total.load(Ordering::Relaxed);
+        if *used + bytes > self.budget.per_tenant || total + bytes > self.budget.total {
+            self.over_budget.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                bytes,
+                "full items over budget; remembering this turn by id only"
+            );
+            metrics::counter!("rethread_full_items_over_budget_total").increment(1);
+            for item in turn.items.iter_mut() {
+                item.full = None;
+            }
+            return 0;
+        }
+        *used += bytes;
+        self.full_total.fetch_add(bytes, Ordering::Relaxed);
+        bytes
+    }
+
+    fn refund(&self, entry: &Entry) {
+        if entry.full_bytes == 0 {
+            return;
+        }
+        self.full_total
+            .fetch_sub(entry.full_bytes, Ordering::Relaxed);
+        if let Some(mut used) = self.full_by_tenant.get_mut(&entry.tenant) {
+            *used = used.saturating_sub(entry.full_bytes);
+        }
+        self.full_by_tenant
+            .remove_if(&entry.tenant, |_, used| *used == 0);
     }
 
     fn slot(&self, tenant: &TenantKey, kind: KeyKind, key: &str) -> u64 {
@@ -59,12 +120,14 @@ impl MemoryLedger {
         now.saturating_duration_since(entry.at) < self.retention
     }
 
-    fn insert(&self, tenant: TenantKey, turn: Turn) {
+    fn insert(&self, tenant: TenantKey, mut turn: Turn) {
         let now = Instant::now();
+        let full_bytes = self.charge(tenant, &mut turn);
         let entry = Arc::new(Entry {
             tenant,
             at: now,
             turn: Arc::new(turn),
+            full_bytes,
         });
         for (kind, key) in keys_of(&entry.turn) {
             self.index
@@ -88,6 +151,7 @@ impl MemoryLedger {
 
     /// Drops an entry's keys, unless a newer recording of the same items took them over.
     fn forget(&self, entry: &Arc<Entry>) {
+        self.refund(entry);
         for (kind, key) in keys_of(&entry.turn) {
             self.index
                 .remove_if(&self.slot(&entry.tenant, kind, key), |_, e| {
@@ -163,11 +227,15 @@ mod tests {
     use crate::responses::items::tests::turn;
 
     const A: TenantKey = TenantKey([1; 16]);
+    const ROOMY: FullItemBudget = FullItemBudget {
+        total: 1 << 30,
+        per_tenant: 1 << 30,
+    };
     const B: TenantKey = TenantKey([2; 16]);
 
     #[test]
     fn a_turn_is_found_by_any_of_its_ids_and_call_ids() {
-        let l = MemoryLedger::new(Duration::from_secs(60), 10);
+        let l = MemoryLedger::new(Duration::from_secs(60), 10, ROOMY);
         l.insert(A, turn("rs fc msg", true));
         assert_eq!(l.find(A, &["fc_1"]).len(), 1);
         assert_eq!(l.find(A, &["call_fc_1"]).len(), 1);
@@ -181,14 +249,14 @@ mod tests {
 
     #[test]
     fn tenants_never_see_each_others_turns() {
-        let l = MemoryLedger::new(Duration::from_secs(60), 10);
+        let l = MemoryLedger::new(Duration::from_secs(60), 10, ROOMY);
         l.insert(A, turn("rs ig msg", true));
         assert!(l.find(B, &["ig_1"]).is_empty());
     }
 
     #[test]
     fn the_oldest_turn_is_evicted_over_capacity() {
-        let l = MemoryLedger::new(Duration::from_secs(60), 2);
+        let l = MemoryLedger::new(Duration::from_secs(60), 2, ROOMY);
         let mut first = turn("rs msg", true);
         first.items[0].id = "rs_first".into();
         l.insert(A, first);
@@ -202,7 +270,7 @@ mod tests {
 
     #[test]
     fn turns_expire_after_retention() {
-        let l = MemoryLedger::new(Duration::from_millis(30), 10);
+        let l = MemoryLedger::new(Duration::from_millis(30), 10, ROOMY);
         l.insert(A, turn("rs msg", true));
         std::thread::sleep(Duration::from_millis(40));
         assert!(l.find(A, &["rs_0"]).is_empty());
@@ -213,9 +281,32 @@ mod tests {
 
     #[test]
     fn recording_a_response_again_keeps_it_findable_after_the_old_copy_leaves() {
-        let l = MemoryLedger::new(Duration::from_secs(60), 1);
+        let l = MemoryLedger::new(Duration::from_secs(60), 1, ROOMY);
         l.insert(A, turn("rs msg", true));
         l.insert(A, turn("rs msg", true));
         assert_eq!(l.find(A, &["rs_0"]).len(), 1);
+    }
+
+    #[test]
+    fn full_items_beyond_a_tenants_budget_are_dropped_and_refunded_on_eviction() {
+        let budget = FullItemBudget {
+            total: 1 << 20,
+            per_tenant: 300,
+        };
+        let l = MemoryLedger::new(Duration::from_secs(60), 2, budget);
+        l.insert(A, turn("rs fc msg", false));
+        assert!(l.find(A, &["fc_1"])[0].items[1].full.is_some());
+        l.insert(A, turn("rs fc msg", false));
+        assert!(
+            l.find(A, &["fc_1"])[0].items[1].full.is_none(),
+            "over the tenant's budget"
+        );
+        assert_eq!(l.over_budget.load(Ordering::Relaxed), 1);
+        // Another tenant has its own budget.
+        l.insert(B, turn("rs fc msg", false));
+        assert!(l.find(B, &["fc_1"])[0].items[1].full.is_some());
+        // Evicting A's first turn refunds its bytes.
+        l.insert(B, turn("rs", true));
+        assert!(l.full_by_tenant.get(&A).is_none());
     }
 }

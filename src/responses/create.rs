@@ -11,9 +11,9 @@ use http_body_util::{BodyExt, Limited};
 
 use super::capture::{Capture, CaptureError};
 use super::decode::Decoder;
-use super::repair::{self, Insertion, Plan};
+use super::repair::{self, Insertion, Plan, Replacement};
 use super::request::{self, RequestView};
-use super::splice::splice;
+use super::splice::{apply, include_edit, input_edits};
 use super::tee::Tee;
 use super::upstream_error::missing_reasoning;
 use crate::app::App;
@@ -45,27 +45,24 @@ pub async fn handle(
             None
         }
     };
-    let mut insertions = match &view {
-        Some(view) => planned(app, tenant, view).await,
-        None => Vec::new(),
+    let mut change = match &view {
+        Some(view) => planned(app, tenant, &bytes, view).await,
+        None => Change::default(),
     };
-    if app.settings.mode == Mode::Observe && !insertions.is_empty() {
-        metrics::counter!("rethread_would_insert_total").increment(insertions.len() as u64);
-        tracing::info!(ids = ?ids(&insertions), "observe mode: would insert");
-        insertions.clear();
+    if app.settings.mode == Mode::Observe && !change.is_empty() {
+        metrics::counter!("rethread_would_insert_total").increment(change.items() as u64);
+        tracing::info!(ids = ?change.ids(), include = change.include, "observe mode: would insert");
+        change = Change::default();
     }
 
     let mut retries = 0;
     let response = loop {
-        let body = match (&view, insertions.is_empty()) {
-            (Some(view), false) => match &view.input {
-                Some(input) => Body::new(ChunksBody::new(splice(&bytes, input, &insertions))),
-                None => Body::from(bytes.clone()),
-            },
+        let body = match (&view, change.is_empty()) {
+            (Some(view), false) => Body::new(ChunksBody::new(change.apply(&bytes, view))),
             _ => Body::from(bytes.clone()),
         };
         let mut upstream_request = Request::from_parts(clone_head(&parts), body);
-        if !insertions.is_empty() {
+        if !change.is_empty() {
             // The body changed length; hyper sets content-length from the body's exact size.
             upstream_request
                 .headers_mut()
@@ -93,13 +90,14 @@ pub async fn handle(
             .and_then(|v| v.to_str().ok());
         let cold = decoded(&error, encoding)
             .and_then(|text| missing_reasoning(&text))
-            .and_then(|(item, rs)| repair::cold_insertion(view, &insertions, &item, &rs));
+            .and_then(|(item, rs)| repair::cold_insertion(view, &change.insertions, &item, &rs));
         match cold {
             Some(extra) => {
                 tracing::debug!(id = %extra.id, "upstream named a missing reasoning item; retrying with it");
                 metrics::counter!("rethread_fallback_retries_total", "outcome" => "retried")
                     .increment(1);
-                insertions = repair::with_insertion(insertions, extra);
+                change.insertions =
+                    repair::with_insertion(std::mem::take(&mut change.insertions), extra);
                 retries += 1;
             }
             None => {
@@ -111,16 +109,16 @@ pub async fn handle(
         }
     };
 
-    note.inserted = insertions.len();
-    if !insertions.is_empty() {
-        record_repair(&insertions);
+    note.inserted = change.items();
+    if !change.is_empty() {
+        record_repair(&change);
     }
     let mut response = if response.status().is_success() {
         captured(app, tenant, response)
     } else {
         response
     };
-    if note.inserted > 0 {
+    if !change.is_empty() {
         response
             .headers_mut()
             .insert("x-rethread-inserted", HeaderValue::from(note.inserted));
@@ -128,48 +126,107 @@ pub async fn handle(
     Ok((response, note))
 }
 
-/// What memory says to insert.
-async fn planned(app: &App, tenant: TenantKey, view: &RequestView<'_>) -> Vec<Insertion> {
-    let Some(input) = &view.input else {
-        return Vec::new();
+/// What rethread changes in a request.
+#[derive(Debug, Default)]
+struct Change {
+    insertions: Vec<Insertion>,
+    replacements: Vec<Replacement>,
+    /// Add `reasoning.encrypted_content` to `include` (a stateless request that lacks it).
+    include: bool,
+}
+
+impl Change {
+    fn is_empty(&self) -> bool {
+        self.insertions.is_empty() && self.replacements.is_empty() && !self.include
+    }
+
+    /// Items placed into the input: inserted, or rehydrated in full.
+    fn items(&self) -> usize {
+        self.insertions.len() + self.replacements.len()
+    }
+
+    fn ids(&self) -> Vec<&str> {
+        let inserted = self.insertions.iter().map(|i| &*i.id);
+        inserted
+            .chain(self.replacements.iter().map(|r| &*r.id))
+            .collect()
+    }
+
+    fn apply(&self, body: &Bytes, view: &RequestView<'_>) -> Vec<Bytes> {
+        let mut edits = match &view.input {
+            Some(input) => input_edits(body, input, &self.insertions, &self.replacements),
+            None => Vec::new(),
+        };
+        if self.include {
+            edits.extend(include_edit(body, view));
+        }
+        apply(body, edits)
+    }
+}
+
+/// What memory says to change.
+async fn planned(app: &App, tenant: TenantKey, body: &[u8], view: &RequestView<'_>) -> Change {
+    let include = !view.store
+        && app.settings.stateless_include
+        && !view.includes_encrypted_reasoning
+        && include_edit(body, view).is_some();
+    let mut change = Change {
+        include,
+        ..Change::default()
     };
-    let keys: Vec<&str> = input
+    let Some(input) = &view.input else {
+        return change;
+    };
+    let mut keys: Vec<&str> = input
         .items
         .iter()
         .flat_map(|i| [i.id(), i.call_id()])
         .flatten()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_ID_LEN)
         .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.truncate(MAX_LOOKUP_KEYS);
     if keys.is_empty() {
-        return Vec::new();
+        return change;
     }
     let turns = match app.ledger.lookup(tenant, &keys).await {
         Ok(turns) => turns,
         Err(e) => {
             tracing::warn!(error = %e, "ledger lookup failed; forwarding without memory");
             metrics::counter!("rethread_store_errors_total", "op" => "lookup").increment(1);
-            return Vec::new();
+            return change;
         }
     };
     let Plan {
         insertions,
+        replacements,
         unrepairable,
     } = repair::plan(view, &turns, app.settings.repair);
     if let Some(why) = unrepairable {
         tracing::info!(reason = why.reason(), detail = ?why, "request names remembered items but cannot be repaired; forwarding unchanged");
         metrics::counter!("rethread_unrepairable_total", "reason" => why.reason()).increment(1);
     }
-    insertions
+    change.insertions = insertions;
+    change.replacements = replacements;
+    change
 }
 
-fn ids(insertions: &[Insertion]) -> Vec<&str> {
-    insertions.iter().map(|i| &*i.id).collect()
-}
+/// Ids longer than this are not the API's; they are never looked up.
+const MAX_ID_LEN: usize = 256;
+/// At most this many distinct ids of one request are looked up.
+const MAX_LOOKUP_KEYS: usize = 4096;
 
-fn record_repair(insertions: &[Insertion]) {
-    tracing::debug!(ids = ?ids(insertions), "repaired request");
+fn record_repair(change: &Change) {
+    tracing::debug!(ids = ?change.ids(), include = change.include, "repaired request");
     metrics::counter!("rethread_repaired_requests_total").increment(1);
-    for ins in insertions {
-        metrics::counter!("rethread_repairs_total", "item_type" => item_type_label(&ins.ty))
+    let types = change
+        .insertions
+        .iter()
+        .map(|i| &i.ty)
+        .chain(change.replacements.iter().map(|r| &r.ty));
+    for ty in types {
+        metrics::counter!("rethread_repairs_total", "item_type" => item_type_label(ty))
             .increment(1);
     }
 }

@@ -39,6 +39,16 @@ pub struct Insertion {
     order: (u8, usize),
 }
 
+/// A client item that the server would have to look up, under `store: false` where nothing can
+/// be looked up, replaced by the full recorded item (same id, same place).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replacement {
+    pub index: usize,
+    pub id: Box<str>,
+    pub ty: ItemType,
+    pub text: Bytes,
+}
+
 /// Why a request that names remembered items is forwarded unchanged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Unrepairable {
@@ -70,6 +80,7 @@ impl Unrepairable {
 pub struct Plan {
     /// Sorted by position.
     pub insertions: Vec<Insertion>,
+    pub replacements: Vec<Replacement>,
     pub unrepairable: Option<Unrepairable>,
 }
 
@@ -77,6 +88,7 @@ impl Plan {
     fn unrepairable(why: Unrepairable) -> Self {
         Plan {
             insertions: Vec::new(),
+            replacements: Vec::new(),
             unrepairable: Some(why),
         }
     }
@@ -216,7 +228,12 @@ pub fn plan(view: &RequestView<'_>, turns: &[Arc<Turn>], policy: RestorePolicy) 
             Err(why) => return Plan::unrepairable(why),
         }
     }
-    if insertions.is_empty() {
+    let replacements = if view.store {
+        Vec::new()
+    } else {
+        rehydrations(&input.items, &locs, turns)
+    };
+    if insertions.is_empty() && replacements.is_empty() {
         return Plan::default();
     }
     if view.chained {
@@ -225,8 +242,34 @@ pub fn plan(view: &RequestView<'_>, turns: &[Arc<Turn>], policy: RestorePolicy) 
     insertions.sort_by_key(|i| (i.gap, i.order));
     Plan {
         insertions,
+        replacements,
         unrepairable: None,
     }
+}
+
+/// Client items a stateless request sends by reference (or a reasoning item without its
+/// content), replaced by the full recorded items where rethread has them.
+fn rehydrations(
+    items: &[InputItem<'_>],
+    locs: &[Option<Loc>],
+    turns: &[Arc<Turn>],
+) -> Vec<Replacement> {
+    items
+        .iter()
+        .zip(locs)
+        .enumerate()
+        .filter(|(_, (item, _))| item.needs_lookup())
+        .filter_map(|(index, (_, loc))| {
+            let loc = (*loc)?;
+            let recorded = &turns[loc.turn].items[loc.pos];
+            Some(Replacement {
+                index,
+                id: recorded.id.clone(),
+                ty: recorded.ty.clone(),
+                text: recorded.full.clone()?,
+            })
+        })
+        .collect()
 }
 
 /// The insertions one group needs. `members` are the client's items of the group as

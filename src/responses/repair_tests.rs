@@ -49,6 +49,7 @@ fn run_with(
         &body,
         view.input.as_ref().unwrap(),
         &plan.insertions,
+        &plan.replacements,
     ));
     let value: Value = serde_json::from_slice(&out).unwrap();
     let rendered = value["input"]
@@ -453,6 +454,7 @@ fn cold_fallback_places_the_named_reasoning_before_the_item() {
         &body,
         view.input.as_ref().unwrap(),
         &with_insertion(Vec::new(), ins),
+        &[],
     ));
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(
@@ -483,6 +485,7 @@ fn splicing_keeps_every_original_byte() {
         &body,
         view.input.as_ref().unwrap(),
         &plan.insertions,
+        &plan.replacements,
     )))
     .unwrap();
     let expected = format!(
@@ -510,9 +513,58 @@ fn inserting_into_an_empty_list_and_at_the_end_is_valid_json() {
         text: reference_json("b"),
         order: (0, 1),
     };
-    let out = concat(&splice(&body, view.input.as_ref().unwrap(), &[a, b]));
+    let out = concat(&splice(&body, view.input.as_ref().unwrap(), &[a, b], &[]));
     assert_eq!(
         out,
         br#"{"input":[{"type":"item_reference","id":"a"},{"type":"item_reference","id":"b"}]}"#
     );
+}
+
+#[test]
+fn a_stateless_reference_is_rehydrated_into_the_full_item() {
+    let t = [turn("rs fc", false)];
+    let (plan, out) = run_with(
+        &t,
+        &[reference("rs_0"), call("fc_1"), output("call_fc_1")],
+        r#","store":false"#,
+        RestorePolicy::Group,
+    );
+    assert_eq!(out, s(&["full:rs_0", "fc_1", "out:call_fc_1"]));
+    assert_eq!(plan.replacements.len(), 1);
+    assert!(plan.insertions.is_empty());
+    // A reasoning item sent without its encrypted content is rehydrated too.
+    let (_, out) = run_with(
+        &t,
+        &[
+            r#"{"type":"reasoning","id":"rs_0","summary":[]}"#.to_owned(),
+            call("fc_1"),
+            output("call_fc_1"),
+        ],
+        r#","store":false"#,
+        RestorePolicy::Group,
+    );
+    assert_eq!(out, s(&["full:rs_0", "fc_1", "out:call_fc_1"]));
+}
+
+#[test]
+fn stored_requests_keep_their_references() {
+    let t = [turn("rs fc", true)];
+    let (plan, _) = run_with(
+        &t,
+        &[reference("rs_0"), call("fc_1"), output("call_fc_1")],
+        "",
+        RestorePolicy::Group,
+    );
+    assert_eq!(plan, Plan::default());
+}
+
+#[test]
+fn nested_input_with_a_rehydration_flattens_in_order() {
+    let t = [turn("rs fc", false)];
+    let input = [
+        format!("[{},{}]", reference("rs_0"), call("fc_1")),
+        output("call_fc_1"),
+    ];
+    let (_, out) = run_with(&t, &input, r#","store":false"#, RestorePolicy::Group);
+    assert_eq!(out, s(&["full:rs_0", "fc_1", "out:call_fc_1"]));
 }

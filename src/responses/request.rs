@@ -45,6 +45,10 @@ pub struct InputItem<'a> {
     pub call_id: Option<Cow<'a, str>>,
     /// Set for role-based ("easy") messages, which never carry an output item's identity.
     pub has_role: bool,
+    /// A reasoning item carrying its `encrypted_content` (usable without stored state).
+    pub has_encrypted_content: bool,
+    /// Only `type`, `id` (and `status`): the server must look the item up by id.
+    pub bare: bool,
 }
 
 impl InputItem<'_> {
@@ -56,6 +60,17 @@ impl InputItem<'_> {
     }
     pub fn call_id(&self) -> Option<&str> {
         self.call_id.as_deref()
+    }
+
+    /// Whether the server would have to look this item up by id: an `item_reference`, a bare
+    /// `{type, id}`, or a reasoning item without its `encrypted_content`. Under `store: false`
+    /// nothing can be looked up, so such an item needs its full form.
+    pub fn needs_lookup(&self) -> bool {
+        match self.ty() {
+            Some("item_reference") | None => self.id.is_some() && !self.has_role,
+            Some("reasoning") => self.id.is_some() && !self.has_encrypted_content,
+            Some(_) => self.bare,
+        }
     }
 }
 
@@ -89,16 +104,67 @@ struct Fields<'a> {
     include: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
+/// An item's identifying fields, read key by key: values of other keys are skipped unread
+/// (never copied), and only counted, to tell a bare reference from an item sent in full.
+#[derive(Default)]
 struct ItemFields<'a> {
-    #[serde(rename = "type", borrow, default)]
     ty: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     call_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    role: Option<&'a RawValue>,
+    has_role: bool,
+    has_encrypted_content: bool,
+    /// Keys besides `type`, `id` and `status`.
+    other_keys: usize,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ItemFields<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Fields<'a> {
+            type Value = ItemFields<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an input item")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut out = ItemFields::default();
+                let mut seen: Vec<Cow<'de, str>> = Vec::new();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if seen.contains(&key) {
+                        return Err(serde::de::Error::custom(format_args!(
+                            "duplicate key `{key}`"
+                        )));
+                    }
+                    match &*key {
+                        "type" => out.ty = Some(map.next_value()?),
+                        "id" => out.id = Some(map.next_value()?),
+                        "call_id" => {
+                            out.call_id = Some(map.next_value()?);
+                            out.other_keys += 1;
+                        }
+                        "status" => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                        other => {
+                            let value: Option<&'de RawValue> = map.next_value()?;
+                            if other == "role" {
+                                out.has_role = true;
+                            }
+                            if other == "encrypted_content" {
+                                out.has_encrypted_content = value.is_some();
+                            }
+                            out.other_keys += 1;
+                        }
+                    }
+                    seen.push(key);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Fields(std::marker::PhantomData))
+    }
 }
 
 /// Reads a create request. Fails on anything that is not a JSON object whose identifying fields
@@ -159,10 +225,12 @@ fn collect_items<'a>(
             let f: ItemFields<'a> = serde_json::from_str(text)?;
             InputItem {
                 span,
+                bare: f.id.is_some() && f.other_keys == 0,
                 ty: f.ty,
                 id: f.id,
                 call_id: f.call_id,
-                has_role: f.role.is_some(),
+                has_role: f.has_role,
+                has_encrypted_content: f.has_encrypted_content,
             }
         } else {
             InputItem {
@@ -171,6 +239,8 @@ fn collect_items<'a>(
                 id: None,
                 call_id: None,
                 has_role: false,
+                has_encrypted_content: false,
+                bare: false,
             }
         };
         out.push(item);
@@ -241,6 +311,29 @@ mod tests {
             parse(br#"{"previous_response_id":null,"conversation":null,"input":[]}"#).unwrap();
         assert!(!view.chained);
         assert!(view.input.unwrap().items.is_empty());
+    }
+
+    #[test]
+    fn bare_items_and_references_need_a_lookup() {
+        let body = br#"{"input":[
+            {"type":"item_reference","id":"rs_1"},
+            {"id":"rs_2"},
+            {"type":"reasoning","id":"rs_3","summary":[]},
+            {"type":"reasoning","id":"rs_4","summary":[],"encrypted_content":"gAAA"},
+            {"type":"image_generation_call","id":"ig_1","status":"completed"},
+            {"type":"image_generation_call","id":"ig_2","result":"QUFB"},
+            {"type":"message","id":"msg_1","role":"assistant","content":[]},
+            {"role":"user","content":"hi"}
+        ]}"#;
+        let needs: Vec<bool> = parse(body)
+            .unwrap()
+            .input
+            .unwrap()
+            .items
+            .iter()
+            .map(|i| i.needs_lookup())
+            .collect();
+        assert_eq!(needs, [true, true, true, false, true, false, false, false]);
     }
 
     #[test]

@@ -1,86 +1,242 @@
-//! Placing planned items into the original request bytes.
+//! Placing planned changes into the original request bytes.
 //!
 //! The body is never re-serialised: the result is a list of slices of the original buffer with
-//! the inserted items between them, so a 5 MB base64 image in the input is neither decoded nor
-//! copied. Nested `input` arrays are flattened while at it (the API takes a flat list).
+//! new bytes between them, so a 5 MB base64 image in the input is neither decoded nor copied.
+//! Every change is an [`Edit`]: new bytes at an offset, optionally replacing a range. Nested
+//! `input` arrays are flattened when the input is changed (the API takes a flat list).
 
 use bytes::Bytes;
 
-use super::repair::Insertion;
-use super::request::InputList;
+use super::repair::{Insertion, Replacement};
+use super::request::{InputList, RequestView};
 
-/// The repaired body as chunks, in order.
-pub fn splice(body: &Bytes, input: &InputList<'_>, insertions: &[Insertion]) -> Vec<Bytes> {
+/// New bytes at `at`, replacing `at..until` (empty for a pure insertion).
+#[derive(Clone, Debug)]
+pub struct Edit {
+    at: usize,
+    until: usize,
+    /// Orders edits at the same offset: insertions before a replacement of what follows.
+    order: u8,
+    text: Vec<Bytes>,
+}
+
+const COMMA: Bytes = Bytes::from_static(b",");
+
+/// The edits that apply a plan to the input list of `body`.
+pub fn input_edits(
+    body: &Bytes,
+    input: &InputList<'_>,
+    insertions: &[Insertion],
+    replacements: &[Replacement],
+) -> Vec<Edit> {
     if input.nested {
-        return rebuild(body, input, insertions);
+        return vec![flattened(body, input, insertions, replacements)];
     }
     let n = input.items.len();
-    let mut chunks = Vec::with_capacity(insertions.len() * 2 + 2);
-    let mut cursor = 0;
+    let mut edits = Vec::new();
     let mut rest = insertions;
     while let Some(first) = rest.first() {
         let gap = first.gap.min(n);
         let count = rest.iter().take_while(|i| i.gap.min(n) == gap).count();
         let (here, later) = rest.split_at(count);
         rest = later;
-        if gap < n {
+        let mut text = Vec::with_capacity(here.len() * 2);
+        let at = if gap < n {
             // `X,Y,` right before item `gap`.
-            let at = input.items[gap].span.start;
-            chunks.push(body.slice(cursor..at));
             for ins in here {
-                chunks.push(ins.text.clone());
-                chunks.push(Bytes::from_static(b","));
+                text.push(ins.text.clone());
+                text.push(COMMA);
             }
-            cursor = at;
+            input.items[gap].span.start
         } else {
             // `,X,Y` after the last item, or `X,Y` into an empty list.
-            let at = match input.items.last() {
-                Some(item) => item.span.end,
-                None => input.span.start + 1,
-            };
-            chunks.push(body.slice(cursor..at));
             for (k, ins) in here.iter().enumerate() {
                 if k > 0 || n > 0 {
-                    chunks.push(Bytes::from_static(b","));
+                    text.push(COMMA);
                 }
-                chunks.push(ins.text.clone());
+                text.push(ins.text.clone());
             }
-            cursor = at;
+            input
+                .items
+                .last()
+                .map_or(input.span.start + 1, |item| item.span.end)
+        };
+        edits.push(Edit {
+            at,
+            until: at,
+            order: 0,
+            text,
+        });
+    }
+    for rep in replacements {
+        if let Some(item) = input.items.get(rep.index) {
+            edits.push(Edit {
+                at: item.span.start,
+                until: item.span.end,
+                order: 1,
+                text: vec![rep.text.clone()],
+            });
         }
+    }
+    edits
+}
+
+/// The whole input written anew as one flat list: the items' own bytes, replaced or not, with
+/// insertions between them.
+fn flattened(
+    body: &Bytes,
+    input: &InputList<'_>,
+    insertions: &[Insertion],
+    replacements: &[Replacement],
+) -> Edit {
+    let mut entries: Vec<Bytes> = Vec::with_capacity(input.items.len() + insertions.len());
+    let mut rest = insertions.iter().peekable();
+    for (n, item) in input.items.iter().enumerate() {
+        while let Some(ins) = rest.next_if(|i| i.gap <= n) {
+            entries.push(ins.text.clone());
+        }
+        entries.push(match replacements.iter().find(|r| r.index == n) {
+            Some(rep) => rep.text.clone(),
+            None => body.slice(item.span.clone()),
+        });
+    }
+    entries.extend(rest.map(|ins| ins.text.clone()));
+    let mut text = Vec::with_capacity(entries.len() * 2 + 2);
+    text.push(Bytes::from_static(b"["));
+    for (k, entry) in entries.into_iter().enumerate() {
+        if k > 0 {
+            text.push(COMMA);
+        }
+        text.push(entry);
+    }
+    text.push(Bytes::from_static(b"]"));
+    Edit {
+        at: input.span.start,
+        until: input.span.end,
+        order: 0,
+        text,
+    }
+}
+
+/// Adds `"reasoning.encrypted_content"` to `include`, so a stateless turn comes back with what a
+/// later turn needs to replay it. `None` when `include` is there but not a list.
+pub fn include_edit(body: &[u8], view: &RequestView<'_>) -> Option<Edit> {
+    const ITEM: &[u8] = b"\"reasoning.encrypted_content\"";
+    match &view.include_span {
+        Some(span) => {
+            let list = body.get(span.clone())?;
+            if list.first() != Some(&b'[') {
+                return None;
+            }
+            let empty = list[1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b']');
+            let mut text = vec![Bytes::from_static(ITEM)];
+            if !empty {
+                text.push(COMMA);
+            }
+            Some(Edit {
+                at: span.start + 1,
+                until: span.start + 1,
+                order: 0,
+                text,
+            })
+        }
+        None => {
+            let open = body.iter().position(|b| !b.is_ascii_whitespace())?;
+            let empty = body[open + 1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+            let mut text = vec![
+                Bytes::from_static(b"\"include\":["),
+                Bytes::from_static(ITEM),
+                Bytes::from_static(b"]"),
+            ];
+            if !empty {
+                text.push(COMMA);
+            }
+            Some(Edit {
+                at: open + 1,
+                until: open + 1,
+                order: 0,
+                text,
+            })
+        }
+    }
+}
+
+/// The body with the edits applied, as chunks.
+pub fn apply(body: &Bytes, mut edits: Vec<Edit>) -> Vec<Bytes> {
+    edits.sort_by_key(|e| (e.at, e.order));
+    let mut chunks = Vec::with_capacity(edits.len() * 3 + 1);
+    let mut cursor = 0;
+    for edit in edits {
+        if edit.at < cursor || edit.until > body.len() {
+            continue; // overlapping edits cannot come from one plan; never corrupt the body
+        }
+        chunks.push(body.slice(cursor..edit.at));
+        chunks.extend(edit.text);
+        cursor = edit.until;
     }
     chunks.push(body.slice(cursor..));
     chunks.retain(|c| !c.is_empty());
     chunks
 }
 
-/// Writes `input` anew as one flat list: the original item bytes with insertions between them.
-fn rebuild(body: &Bytes, input: &InputList<'_>, insertions: &[Insertion]) -> Vec<Bytes> {
-    let mut chunks = vec![body.slice(..input.span.start), Bytes::from_static(b"[")];
-    let mut rest = insertions.iter().peekable();
-    let mut first = true;
-    let mut push = |chunks: &mut Vec<Bytes>, b: Bytes| {
-        if !first {
-            chunks.push(Bytes::from_static(b","));
-        }
-        first = false;
-        chunks.push(b);
-    };
-    for (n, item) in input.items.iter().enumerate() {
-        while let Some(ins) = rest.next_if(|i| i.gap <= n) {
-            push(&mut chunks, ins.text.clone());
-        }
-        push(&mut chunks, body.slice(item.span.clone()));
-    }
-    for ins in rest {
-        push(&mut chunks, ins.text.clone());
-    }
-    chunks.push(Bytes::from_static(b"]"));
-    chunks.push(body.slice(input.span.end..));
-    chunks.retain(|c| !c.is_empty());
-    chunks
+/// Applies insertions and replacements to the input of `body` (tests, `explain`).
+pub fn splice(
+    body: &Bytes,
+    input: &InputList<'_>,
+    insertions: &[Insertion],
+    replacements: &[Replacement],
+) -> Vec<Bytes> {
+    apply(body, input_edits(body, input, insertions, replacements))
 }
 
 /// The chunks as one buffer (tests, `explain`).
 pub fn concat(chunks: &[Bytes]) -> Vec<u8> {
     chunks.iter().flat_map(|c| c.iter().copied()).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::responses::request::parse;
+
+    fn with_include(body: &str) -> Option<String> {
+        let bytes = Bytes::from(body.to_owned());
+        let view = parse(&bytes).unwrap();
+        let edit = include_edit(&bytes, &view)?;
+        Some(String::from_utf8(concat(&apply(&bytes, vec![edit]))).unwrap())
+    }
+
+    #[test]
+    fn encrypted_reasoning_is_added_to_include() {
+        assert_eq!(
+            with_include(r#" {"store":false}"#).unwrap(),
+            r#" {"include":["reasoning.encrypted_content"],"store":false}"#
+        );
+        assert_eq!(
+            with_include("{}").unwrap(),
+            r#"{"include":["reasoning.encrypted_content"]}"#
+        );
+        assert_eq!(
+            with_include(r#"{"include":[ ]}"#).unwrap(),
+            r#"{"include":["reasoning.encrypted_content" ]}"#
+        );
+        assert_eq!(
+            with_include(r#"{"include":["file_search_call.results"]}"#).unwrap(),
+            r#"{"include":["reasoning.encrypted_content","file_search_call.results"]}"#
+        );
+        assert_eq!(with_include(r#"{"include":"odd"}"#), None);
+        for body in [
+            r#" {"store":false}"#,
+            "{}",
+            r#"{"include":[ ]}"#,
+            r#"{"include":["x"]}"#,
+        ] {
+            let out = with_include(body).unwrap();
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&out).is_ok(),
+                "{out}"
+            );
+        }
+    }
 }
