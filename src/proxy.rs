@@ -24,6 +24,8 @@ use crate::responses;
 pub enum RouteClass {
     ResponsesCreate,
     ResponsesRetrieve,
+    /// The Responses API's WebSocket mode: frames repaired and learned.
+    ResponsesSocket,
     Upgrade,
     Passthrough,
 }
@@ -33,7 +35,9 @@ impl RouteClass {
         let mut segments = path.trim_end_matches('/').rsplit('/');
         let last = segments.next().unwrap_or("");
         let before = segments.next().unwrap_or("");
-        if upgrade {
+        if upgrade && method == Method::GET && last == "responses" {
+            RouteClass::ResponsesSocket
+        } else if upgrade {
             RouteClass::Upgrade
         } else if method == Method::POST && last == "responses" {
             RouteClass::ResponsesCreate
@@ -48,6 +52,7 @@ impl RouteClass {
         match self {
             Self::ResponsesCreate => "responses_create",
             Self::ResponsesRetrieve => "responses_retrieve",
+            Self::ResponsesSocket => "responses_socket",
             Self::Upgrade => "upgrade",
             Self::Passthrough => "passthrough",
         }
@@ -69,6 +74,7 @@ pub async fn handle(State(app): State<Arc<App>>, request: Request<Body>) -> Resp
         RouteClass::ResponsesCreate => responses::create::handle(&app, request).await,
         RouteClass::ResponsesRetrieve => retrieve(&app, request).await,
         RouteClass::Upgrade => upgrade(&app, request).await,
+        RouteClass::ResponsesSocket => upgrade(&app, request).await,
         RouteClass::Passthrough => passthrough(&app, request).await,
     };
     let (mut response, note, error) = match outcome {
@@ -156,12 +162,19 @@ async fn retrieve(
 /// A protocol switch (WebSocket): forwarded, then bytes are copied both ways until either side
 /// closes.
 async fn upgrade(
-    app: &App,
+    app: &Arc<App>,
     mut request: Request<Body>,
 ) -> Result<(Response<Body>, Note), ProxyError> {
+    let class = RouteClass::of(request.method(), request.uri().path(), true);
+    let tenant = app.tenants.key_for(request.headers());
     let client_side = hyper::upgrade::on(&mut request);
     let (mut parts, body) = request.into_parts();
     app.upstream.prepare(&mut parts)?;
+    let inspect = class == RouteClass::ResponsesSocket;
+    if inspect {
+        // Frames must stay readable: no per-message compression on an inspected socket.
+        parts.headers.remove(http::header::SEC_WEBSOCKET_EXTENSIONS);
+    }
     let sent = Instant::now();
     let mut response = app
         .upstream
@@ -173,8 +186,12 @@ async fn upgrade(
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_side = hyper::upgrade::on(&mut response);
+        let app = app.clone();
         tokio::spawn(async move {
             match tokio::try_join!(client_side, upstream_side) {
+                Ok((client, upstream)) if inspect => {
+                    responses::socket::relay(app, tenant, client, upstream).await;
+                }
                 Ok((client, upstream)) => {
                     let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;

@@ -128,7 +128,7 @@ pub async fn handle(
 
 /// What rethread changes in a request.
 #[derive(Debug, Default)]
-struct Change {
+pub(crate) struct Change {
     insertions: Vec<Insertion>,
     replacements: Vec<Replacement>,
     /// Add `reasoning.encrypted_content` to `include` (a stateless request that lacks it).
@@ -136,23 +136,23 @@ struct Change {
 }
 
 impl Change {
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.insertions.is_empty() && self.replacements.is_empty() && !self.include
     }
 
     /// Items placed into the input: inserted, or rehydrated in full.
-    fn items(&self) -> usize {
+    pub(crate) fn items(&self) -> usize {
         self.insertions.len() + self.replacements.len()
     }
 
-    fn ids(&self) -> Vec<&str> {
+    pub(crate) fn ids(&self) -> Vec<&str> {
         let inserted = self.insertions.iter().map(|i| &*i.id);
         inserted
             .chain(self.replacements.iter().map(|r| &*r.id))
             .collect()
     }
 
-    fn apply(&self, body: &Bytes, view: &RequestView<'_>) -> Vec<Bytes> {
+    pub(crate) fn apply(&self, body: &Bytes, view: &RequestView<'_>) -> Vec<Bytes> {
         let mut edits = match &view.input {
             Some(input) => input_edits(body, input, &self.insertions, &self.replacements),
             None => Vec::new(),
@@ -165,7 +165,12 @@ impl Change {
 }
 
 /// What memory says to change.
-async fn planned(app: &App, tenant: TenantKey, body: &[u8], view: &RequestView<'_>) -> Change {
+pub(crate) async fn planned(
+    app: &App,
+    tenant: TenantKey,
+    body: &[u8],
+    view: &RequestView<'_>,
+) -> Change {
     let include = !view.store
         && app.settings.stateless_include
         && !view.includes_encrypted_reasoning
@@ -217,7 +222,7 @@ const MAX_ID_LEN: usize = 256;
 /// At most this many distinct ids of one request are looked up.
 const MAX_LOOKUP_KEYS: usize = 4096;
 
-fn record_repair(change: &Change) {
+pub(crate) fn record_repair(change: &Change) {
     tracing::debug!(ids = ?change.ids(), include = change.include, "repaired request");
     metrics::counter!("rethread_repaired_requests_total").increment(1);
     let types = change

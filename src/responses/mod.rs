@@ -7,6 +7,7 @@ pub mod decode;
 pub mod items;
 pub mod repair;
 pub mod request;
+pub mod socket;
 pub mod splice;
 pub mod sse;
 pub mod tee;
