@@ -214,7 +214,7 @@ pub(crate) mod tests {
                 let full = (ty.is_client_call() || !stored).then(|| {
                     Bytes::from(match &call_id {
                         Some(c) => format!(
-                            r#"{{"type":"{}","id":"{id}","call_id":"{c}","name":"f","arguments":"{{}}"}}"#,
+                            r#"{{"type":"{}","id":"{id}","call_id":"{c}","name":"f","arguments":"{{}}","full":true}}"#,
                             ty.as_str()
                         ),
                         None => format!(r#"{{"type":"{}","id":"{id}","full":true}}"#, ty.as_str()),

@@ -196,9 +196,6 @@ pub fn plan(view: &RequestView<'_>, turns: &[Arc<Turn>], policy: RestorePolicy) 
         .iter()
         .map(|item| index.resolve(item, turns))
         .collect();
-    if locs.iter().all(Option::is_none) {
-        return Plan::default();
-    }
     let present = Present::new(&input.items);
 
     // Client items by the group they belong to, in order of first appearance.
@@ -228,6 +225,28 @@ pub fn plan(view: &RequestView<'_>, turns: &[Arc<Turn>], policy: RestorePolicy) 
             Err(why) => return Plan::unrepairable(why),
         }
     }
+    for ins in orphan_outputs(
+        view.store,
+        &input.items,
+        &index,
+        turns,
+        &slot,
+        &present,
+        policy,
+    ) {
+        if chosen_ids.insert(ins.id.clone()) {
+            insertions.push(ins);
+        }
+    }
+    insertions.sort_by_key(|i| (i.gap, i.order));
+    if !insertions.is_empty() {
+        let sequence = final_sequence(&input.items, &locs, &insertions, &index);
+        if let Some(id) = first_violation(&sequence, turns) {
+            // The repaired request would still break a pairing rule (a reasoning item whose
+            // only follower is in another group the client did not send, say): leave it alone.
+            return Plan::unrepairable(Unrepairable::NoFollower { id });
+        }
+    }
     let replacements = if view.store {
         Vec::new()
     } else {
@@ -239,12 +258,157 @@ pub fn plan(view: &RequestView<'_>, turns: &[Arc<Turn>], policy: RestorePolicy) 
     if view.chained {
         return Plan::unrepairable(Unrepairable::Chained);
     }
-    insertions.sort_by_key(|i| (i.gap, i.order));
     Plan {
         insertions,
         replacements,
         unrepairable: None,
     }
+}
+
+/// Calls whose outputs the client sent without the calls themselves (and without any other item
+/// of their group): the group is restored right before the first such output — its reasoning
+/// item, the answered calls, and with `RestorePolicy::Group` its other items — as the API needs a
+/// call before its output ("No tool call found for function call output").
+fn orphan_outputs(
+    store: bool,
+    items: &[InputItem<'_>],
+    index: &Index<'_>,
+    turns: &[Arc<Turn>],
+    touched: &HashMap<(usize, usize), usize>,
+    present: &Present<'_>,
+    policy: RestorePolicy,
+) -> Vec<Insertion> {
+    let mut first_output: Vec<((usize, usize), usize)> = Vec::new();
+    for (n, item) in items.iter().enumerate() {
+        if !item.ty().is_some_and(is_output_of_call) {
+            continue;
+        }
+        let Some(loc) = item.call_id().and_then(|c| index.by_call.get(c)).copied() else {
+            continue;
+        };
+        let call = &turns[loc.turn].items[loc.pos];
+        let sent = present.ids.contains(&*call.id)
+            || call
+                .call_id
+                .as_deref()
+                .is_some_and(|c| present.calls.contains(c));
+        let key = (loc.turn, turns[loc.turn].group(loc.pos).start);
+        if sent || touched.contains_key(&key) || first_output.iter().any(|(k, _)| *k == key) {
+            continue;
+        }
+        first_output.push((key, n));
+    }
+    let mut out = Vec::new();
+    for ((t, start), gap) in first_output {
+        let turn = &turns[t];
+        let group = turn.group(start);
+        let mut restored = Vec::new();
+        let wanted = group.start..group.end;
+        for pos in wanted {
+            let item = &turn.items[pos];
+            let needed = Some(pos) == group.reasoning
+                || item.ty.is_client_call()
+                || policy == RestorePolicy::Group;
+            if !needed {
+                continue;
+            }
+            match insertable_form(store, turn, pos, gap, present) {
+                Some(text) => restored.push(Insertion {
+                    gap,
+                    id: item.id.clone(),
+                    ty: item.ty.clone(),
+                    text,
+                    order: (1, pos),
+                }),
+                None if Some(pos) == group.reasoning => {
+                    restored.clear();
+                    break;
+                }
+                None => {}
+            }
+        }
+        out.extend(restored);
+    }
+    out
+}
+
+/// One position of the repaired input: the remembered item it is (if any), and whether it
+/// carries an id (id-less calls are known by `call_id` but never paired by the API).
+#[derive(Clone, Copy)]
+struct Slot {
+    loc: Option<Loc>,
+    has_id: bool,
+}
+
+fn final_sequence(
+    items: &[InputItem<'_>],
+    locs: &[Option<Loc>],
+    insertions: &[Insertion],
+    index: &Index<'_>,
+) -> Vec<Slot> {
+    let mut out = Vec::with_capacity(items.len() + insertions.len());
+    let mut pending = insertions.iter().peekable();
+    for (n, (item, loc)) in items.iter().zip(locs).enumerate() {
+        while let Some(ins) = pending.next_if(|i| i.gap <= n) {
+            out.push(Slot {
+                loc: index.by_id.get(&*ins.id).copied(),
+                has_id: true,
+            });
+        }
+        out.push(Slot {
+            loc: *loc,
+            has_id: item.id().is_some(),
+        });
+    }
+    out.extend(pending.map(|ins| Slot {
+        loc: index.by_id.get(&*ins.id).copied(),
+        has_id: true,
+    }));
+    out
+}
+
+/// The id of the first remembered item whose pairing the API would refuse in `sequence`:
+/// an item not attached to its group's reasoning item, or a reasoning item not followed by an
+/// item of its group (or, for an empty group, by its successor in the turn).
+fn first_violation(sequence: &[Slot], turns: &[Arc<Turn>]) -> Option<String> {
+    for (k, slot) in sequence.iter().enumerate() {
+        let Some(loc) = slot.loc else { continue };
+        let turn = &turns[loc.turn];
+        let group = turn.group(loc.pos);
+        let Some(reasoning) = group.reasoning else {
+            continue;
+        };
+        let same_group = |s: &Slot| {
+            s.loc
+                .is_some_and(|l| l.turn == loc.turn && group.members().contains(&l.pos))
+        };
+        if loc.pos == reasoning {
+            let followers = if group.members().is_empty() {
+                (reasoning + 1..turn.items.len().min(reasoning + 2)).collect::<Vec<_>>()
+            } else {
+                group.members().collect()
+            };
+            if followers.is_empty() {
+                continue;
+            }
+            let followed = sequence
+                .get(k + 1)
+                .and_then(|s| s.loc)
+                .is_some_and(|l| l.turn == loc.turn && followers.contains(&l.pos));
+            if !followed {
+                return Some(turn.items[loc.pos].id.to_string());
+            }
+        } else if slot.has_id {
+            let before = sequence[..k].iter().rev().find(|s| !same_group(s));
+            let attached = before
+                .and_then(|s| s.loc)
+                .is_some_and(|l| l.turn == loc.turn && l.pos == reasoning);
+            if !attached {
+                return Some(turn.items[loc.pos].id.to_string());
+            }
+        }
+    }
+    None
 }
 
 /// Client items a stateless request sends by reference (or a reasoning item without its
@@ -286,10 +450,6 @@ fn plan_group(
         return Ok(Vec::new());
     };
     let group = turn.group(first_pos);
-    let Some(reasoning) = group.reasoning else {
-        // Items before a turn's first reasoning item need nothing beside them.
-        return Ok(Vec::new());
-    };
     for pair in members.windows(2) {
         let ((n0, p0), (n1, p1)) = (pair[0], pair[1]);
         if n1 != n0 + 1 || p1 <= p0 {
@@ -327,6 +487,17 @@ fn plan_group(
         })
     };
 
+    // A call whose output the client sent must stand before it, whatever the policy.
+    let answered_call = |p: &usize| turn.items[*p].ty.is_client_call();
+    let Some(reasoning) = group.reasoning else {
+        // Items before a turn's first reasoning item need nothing beside them but their calls.
+        return Ok(group
+            .members()
+            .filter(|&p| !sent(p))
+            .filter(answered_call)
+            .filter_map(insertion)
+            .collect());
+    };
     let mut out = Vec::new();
     if !sent(reasoning) {
         out.push(
@@ -335,9 +506,14 @@ fn plan_group(
             })?,
         );
     }
-    if policy == RestorePolicy::Group {
-        out.extend(group.members().filter(|&p| !sent(p)).filter_map(insertion));
-    }
+    let restore = |p: &usize| policy == RestorePolicy::Group || answered_call(p);
+    out.extend(
+        group
+            .members()
+            .filter(|&p| !sent(p))
+            .filter(restore)
+            .filter_map(insertion),
+    );
     // A reasoning item must be followed by an item of its group (when it has one).
     let followed =
         |out: &[Insertion]| members.len() > 1 || out.iter().any(|i| i.order.1 > reasoning);

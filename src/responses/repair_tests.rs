@@ -177,7 +177,13 @@ fn a_call_is_restored_only_when_its_output_is_sent() {
     let input = [call("fc_1"), output("call_fc_1"), output("call_fc_2")];
     assert_eq!(
         run(&t, &input),
-        s(&["ref:rs_0", "fc_1", "fc_2", "out:call_fc_1", "out:call_fc_2"])
+        s(&[
+            "ref:rs_0",
+            "fc_1",
+            "full:fc_2",
+            "out:call_fc_1",
+            "out:call_fc_2"
+        ])
     );
 }
 
@@ -567,4 +573,73 @@ fn nested_input_with_a_rehydration_flattens_in_order() {
     ];
     let (_, out) = run_with(&t, &input, r#","store":false"#, RestorePolicy::Group);
     assert_eq!(out, s(&["full:rs_0", "fc_1", "out:call_fc_1"]));
+}
+
+#[test]
+fn a_lone_reasoning_item_of_an_empty_group_is_left_to_the_api() {
+    // [rs0, rs1, fc2]: rs0's only valid follower is rs1, a group the client did not send.
+    let t = [turn("rs rs fc", true)];
+    let input = [
+        reference("rs_0"),
+        USER.to_owned(),
+        call("fc_2"),
+        output("call_fc_2"),
+    ];
+    let (plan, out) = run_with(&t, &input, "", RestorePolicy::Group);
+    assert_eq!(out, s(&["ref:rs_0", "user", "fc_2", "out:call_fc_2"]));
+    assert_eq!(plan.unrepairable.unwrap().reason(), "no_follower");
+    // Sent with its successor right after, it is whole and the rest is repaired.
+    let input = [reference("rs_0"), call("fc_2"), output("call_fc_2")];
+    assert_eq!(
+        run(&t, &input),
+        s(&["ref:rs_0", "ref:rs_1", "fc_2", "out:call_fc_2"])
+    );
+}
+
+#[test]
+fn outputs_sent_without_their_calls_get_the_calls_and_their_reasoning() {
+    let t = [turn("rs fc fc", true)];
+    let input = [USER.to_owned(), output("call_fc_1"), output("call_fc_2")];
+    assert_eq!(
+        run(&t, &input),
+        s(&[
+            "user",
+            "ref:rs_0",
+            "full:fc_1",
+            "full:fc_2",
+            "out:call_fc_1",
+            "out:call_fc_2"
+        ])
+    );
+    // Only the answered call is restored.
+    assert_eq!(
+        run(&t, &[output("call_fc_2")]),
+        s(&["ref:rs_0", "full:fc_2", "out:call_fc_2"])
+    );
+    // Without reasoning in the turn, the call alone.
+    assert_eq!(
+        run(&[turn("fc", true)], &[output("call_fc_0")]),
+        s(&["full:fc_0", "out:call_fc_0"])
+    );
+}
+
+#[test]
+fn answered_calls_are_restored_even_in_minimal_mode_and_without_reasoning() {
+    let t = [turn("rs fc fc", true)];
+    let input = [call("fc_1"), output("call_fc_1"), output("call_fc_2")];
+    assert_eq!(
+        minimal(&t, &input),
+        s(&[
+            "ref:rs_0",
+            "fc_1",
+            "full:fc_2",
+            "out:call_fc_1",
+            "out:call_fc_2"
+        ])
+    );
+    let t = [turn("fc msg", true)];
+    assert_eq!(
+        run(&t, &[bare("message", "msg_1"), output("call_fc_0")]),
+        s(&["full:fc_0", "msg_1", "out:call_fc_0"])
+    );
 }
