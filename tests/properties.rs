@@ -6,37 +6,14 @@
 
 mod common;
 
-use std::sync::OnceLock;
-
 use common::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
 struct World {
     runtime: tokio::runtime::Runtime,
-    _fake: FakeHandle,
+    fake: FakeHandle,
     proxy: Rethread,
-    fake_url: String,
-}
-
-fn world() -> &'static World {
-    static WORLD: OnceLock<World> = OnceLock::new();
-    WORLD.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let fake = runtime.block_on(fake());
-        let fake_url = fake.url();
-        let proxy = Rethread::start(&fake_url, &["--fallback-retries", "0"]);
-        World {
-            runtime,
-            _fake: fake,
-            proxy,
-            fake_url,
-        }
-    })
 }
 
 const KINDS: [&str; 5] = ["rs", "msg", "fc", "ig", "ws"];
@@ -115,8 +92,11 @@ fn repairable(output: &[Value], plan: &TurnPlan) -> bool {
     true
 }
 
-async fn run_case(turns: Vec<TurnPlan>, perturb: Option<usize>) -> Result<(), TestCaseError> {
-    let w = world();
+async fn run_case(
+    w: &World,
+    turns: Vec<TurnPlan>,
+    perturb: Option<usize>,
+) -> Result<(), TestCaseError> {
     let url = w.proxy.url("/v1/responses");
     let mut input: Vec<Value> = Vec::new();
     let mut expect_ok = true;
@@ -163,7 +143,7 @@ async fn run_case(turns: Vec<TurnPlan>, perturb: Option<usize>) -> Result<(), Te
         &[],
     )
     .await;
-    let forwarded: Value = serde_json::from_slice(&w._fake.last_request_body().unwrap()).unwrap();
+    let forwarded: Value = serde_json::from_slice(&w.fake.last_request_body().unwrap()).unwrap();
     let forwarded = forwarded["input"].as_array().unwrap().clone();
     // Every client item is there, unchanged and in order.
     let mut at = 0;
@@ -184,7 +164,7 @@ async fn run_case(turns: Vec<TurnPlan>, perturb: Option<usize>) -> Result<(), Te
     if answer.inserted().is_some() && answer.status != 200 {
         // Never a new error: what rethread changed and the fake refused, it refused unchanged too.
         let direct = post(
-            &format!("{}/v1/responses", w.fake_url),
+            &format!("{}/v1/responses", w.fake.url()),
             KEY,
             &json!({"model": "gpt-5", "input": input}),
             &[],
@@ -210,14 +190,35 @@ async fn run_case(turns: Vec<TurnPlan>, perturb: Option<usize>) -> Result<(), Te
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
-
-    #[test]
-    fn repair_never_drops_reorders_or_duplicates_and_its_requests_are_accepted(
-        turns in prop::collection::vec(turn_plan(), 1..4),
-        perturb in prop::option::weighted(0.2, 0usize..64),
-    ) {
-        world().runtime.block_on(run_case(turns, perturb))?;
+#[test]
+fn repair_never_drops_reorders_or_duplicates_and_its_requests_are_accepted() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fake = runtime.block_on(fake());
+    let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
+    let world = World {
+        runtime,
+        fake,
+        proxy,
+    };
+    let config = ProptestConfig {
+        cases: 128,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let strategy = (
+        prop::collection::vec(turn_plan(), 1..4),
+        prop::option::weighted(0.2, 0usize..64),
+    );
+    let result = runner.run(&strategy, |(turns, perturb)| {
+        world.runtime.block_on(run_case(&world, turns, perturb))
+    });
+    drop(world.proxy);
+    if let Err(e) = result {
+        panic!("{e}");
     }
 }
