@@ -1,8 +1,9 @@
 //! The in-memory ledger: a sharded map from (tenant, id) to the turn holding it.
 //!
-//! Lookups touch one `dashmap` shard per key and never a global lock. Recording appends the turn
-//! to an insertion-ordered queue (a short lock, after the response has been delivered) from which
-//! the oldest turns are evicted when over capacity or past retention.
+//! Lookups touch one `dashmap` shard per key and never a global lock. Each turn is one compact
+//! allocation (`compact.rs`), shared by its index entries and an insertion-ordered queue from
+//! which the oldest turns leave when over capacity or past retention (recording takes the queue's
+//! short lock, after the response has been delivered).
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -14,17 +15,10 @@ use dashmap::DashMap;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
+use super::compact::{self, Entry};
 use super::{keys_of, turn_holds, KeyKind, Ledger, LedgerError, LedgerStats};
 use crate::responses::items::Turn;
 use crate::tenant::TenantKey;
-
-struct Entry {
-    tenant: TenantKey,
-    at: Instant,
-    turn: Arc<Turn>,
-    /// Bytes of full items this entry holds, counted against the budgets.
-    full_bytes: usize,
-}
 
 /// Bounds on the memory full items (recorded JSON, encrypted reasoning) may take.
 #[derive(Clone, Copy, Debug)]
@@ -33,12 +27,15 @@ pub struct FullItemBudget {
     pub per_tenant: usize,
 }
 
+type Stored = Arc<[u8]>;
+
 pub struct MemoryLedger {
     /// Keyed by a hash of (tenant, key kind, key); a hit is checked against the entry, so a hash
     /// collision is a miss, never another tenant's turn.
-    index: DashMap<u64, Arc<Entry>>,
-    order: Mutex<VecDeque<Arc<Entry>>>,
+    index: DashMap<u64, Stored>,
+    order: Mutex<VecDeque<Stored>>,
     hasher: std::collections::hash_map::RandomState,
+    started: Instant,
     retention: Duration,
     capacity: usize,
     evictions: AtomicU64,
@@ -54,6 +51,7 @@ impl MemoryLedger {
             index: DashMap::new(),
             order: Mutex::new(VecDeque::new()),
             hasher: Default::default(),
+            started: Instant::now(),
             retention,
             capacity: capacity.max(1),
             evictions: AtomicU64::new(0),
@@ -62,6 +60,22 @@ impl MemoryLedger {
             full_by_tenant: DashMap::new(),
             over_budget: AtomicU64::new(0),
         }
+    }
+
+    fn slot(&self, tenant: &TenantKey, kind: KeyKind, key: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        tenant.hash(&mut h);
+        kind.hash(&mut h);
+        key.hash(&mut h);
+        h.finish()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn fresh(&self, entry: &[u8], now_ms: u64) -> bool {
+        u128::from(now_ms.saturating_sub(Entry(entry).learned_at())) < self.retention.as_millis()
     }
 
     /// Charges a turn's full items to the budgets, or drops them (keeping ids and order) when
@@ -95,46 +109,30 @@ impl MemoryLedger {
         bytes
     }
 
-    fn refund(&self, entry: &Entry) {
-        if entry.full_bytes == 0 {
+    fn refund(&self, tenant: TenantKey, bytes: usize) {
+        if bytes == 0 {
             return;
         }
-        self.full_total
-            .fetch_sub(entry.full_bytes, Ordering::Relaxed);
-        if let Some(mut used) = self.full_by_tenant.get_mut(&entry.tenant) {
-            *used = used.saturating_sub(entry.full_bytes);
+        self.full_total.fetch_sub(bytes, Ordering::Relaxed);
+        if let Some(mut used) = self.full_by_tenant.get_mut(&tenant) {
+            *used = used.saturating_sub(bytes);
         }
-        self.full_by_tenant
-            .remove_if(&entry.tenant, |_, used| *used == 0);
-    }
-
-    fn slot(&self, tenant: &TenantKey, kind: KeyKind, key: &str) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        tenant.hash(&mut h);
-        kind.hash(&mut h);
-        key.hash(&mut h);
-        h.finish()
-    }
-
-    fn fresh(&self, entry: &Entry, now: Instant) -> bool {
-        now.saturating_duration_since(entry.at) < self.retention
+        self.full_by_tenant.remove_if(&tenant, |_, used| *used == 0);
     }
 
     fn insert(&self, tenant: TenantKey, mut turn: Turn) {
-        let now = Instant::now();
+        let now = self.now_ms();
         let full_bytes = self.charge(tenant, &mut turn);
-        let entry = Arc::new(Entry {
-            tenant,
-            at: now,
-            turn: Arc::new(turn),
-            full_bytes,
-        });
-        for (kind, key) in keys_of(&entry.turn) {
+        let Some(stored) = compact::encode(&tenant, now, full_bytes as u32, &turn) else {
+            self.refund(tenant, full_bytes);
+            return;
+        };
+        for (kind, key) in keys_of(&turn) {
             self.index
-                .insert(self.slot(&tenant, kind, key), entry.clone());
+                .insert(self.slot(&tenant, kind, key), stored.clone());
         }
         let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
-        order.push_back(entry);
+        order.push_back(stored);
         while let Some(oldest) = order.front() {
             let over = order.len() > self.capacity;
             if !over && self.fresh(oldest, now) {
@@ -150,19 +148,23 @@ impl MemoryLedger {
     }
 
     /// Drops an entry's keys, unless a newer recording of the same items took them over.
-    fn forget(&self, entry: &Arc<Entry>) {
-        self.refund(entry);
-        for (kind, key) in keys_of(&entry.turn) {
+    fn forget(&self, stored: &Stored) {
+        let entry = Entry(stored);
+        let (Some(tenant), Some(turn)) = (entry.tenant(), entry.turn()) else {
+            return;
+        };
+        self.refund(tenant, entry.full_bytes() as usize);
+        for (kind, key) in keys_of(&turn) {
             self.index
-                .remove_if(&self.slot(&entry.tenant, kind, key), |_, e| {
-                    Arc::ptr_eq(e, entry)
+                .remove_if(&self.slot(&tenant, kind, key), |_, e| {
+                    Arc::ptr_eq(e, stored)
                 });
         }
     }
 
     /// Forgets turns past retention. Run periodically; lookups ignore them meanwhile.
     pub fn sweep(&self) {
-        let now = Instant::now();
+        let now = self.now_ms();
         let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
         while order.front().is_some_and(|e| !self.fresh(e, now)) {
             if let Some(old) = order.pop_front() {
@@ -172,20 +174,28 @@ impl MemoryLedger {
     }
 
     fn find(&self, tenant: TenantKey, keys: &[&str]) -> Vec<Arc<Turn>> {
-        let now = Instant::now();
-        let mut found: Vec<Arc<Turn>> = Vec::new();
+        let now = self.now_ms();
+        let mut seen: Vec<Stored> = Vec::new();
+        let mut found = Vec::new();
         for key in keys {
             for kind in [KeyKind::ItemId, KeyKind::CallId] {
-                let Some(entry) = self.index.get(&self.slot(&tenant, kind, key)) else {
+                let Some(hit) = self
+                    .index
+                    .get(&self.slot(&tenant, kind, key))
+                    .map(|e| e.value().clone())
+                else {
                     continue;
                 };
-                let entry = entry.value();
-                if entry.tenant == tenant
-                    && self.fresh(entry, now)
-                    && turn_holds(&entry.turn, key)
-                    && !found.iter().any(|t| Arc::ptr_eq(t, &entry.turn))
-                {
-                    found.push(entry.turn.clone());
+                if seen.iter().any(|s| Arc::ptr_eq(s, &hit)) {
+                    continue;
+                }
+                let entry = Entry(&hit);
+                if entry.tenant() != Some(tenant) || !self.fresh(&hit, now) {
+                    continue;
+                }
+                if let Some(turn) = entry.turn().filter(|t| turn_holds(t, key)) {
+                    found.push(Arc::new(turn));
+                    seen.push(hit);
                 }
             }
         }
@@ -227,11 +237,11 @@ mod tests {
     use crate::responses::items::tests::turn;
 
     const A: TenantKey = TenantKey([1; 16]);
+    const B: TenantKey = TenantKey([2; 16]);
     const ROOMY: FullItemBudget = FullItemBudget {
         total: 1 << 30,
         per_tenant: 1 << 30,
     };
-    const B: TenantKey = TenantKey([2; 16]);
 
     #[test]
     fn a_turn_is_found_by_any_of_its_ids_and_call_ids() {
@@ -245,6 +255,7 @@ mod tests {
             "one turn, found once"
         );
         assert!(l.find(A, &["nope"]).is_empty());
+        assert_eq!(*l.find(A, &["fc_1"])[0], turn("rs fc msg", true));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use futures_util::future::BoxFuture;
 use crate::responses::items::Turn;
 use crate::tenant::TenantKey;
 
+pub mod compact;
 pub mod memory;
 pub mod redis;
 
