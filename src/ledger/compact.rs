@@ -170,20 +170,16 @@ impl<'a> Reader<'a> {
         } else {
             PREFIXES.get(usize::from(tag - KNOWN_PREFIX))?
         };
-        {
-            {
-                let m = usize::from(self.byte()?);
-                let mut id = String::with_capacity(prefix.len() + 1 + m * 2);
-                id.push_str(prefix);
-                id.push('_');
-                for b in self.take(m)? {
-                    for nib in [b >> 4, b & 15] {
-                        id.push(char::from_digit(u32::from(nib), 16)?);
-                    }
-                }
-                Some(id)
+        let m = usize::from(self.byte()?);
+        let mut id = String::with_capacity(prefix.len() + 1 + m * 2);
+        id.push_str(prefix);
+        id.push('_');
+        for b in self.take(m)? {
+            for nib in [b >> 4, b & 15] {
+                id.push(char::from_digit(u32::from(nib), 16)?);
             }
         }
+        Some(id)
     }
 }
 
