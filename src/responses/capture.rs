@@ -4,7 +4,9 @@
 //! chunk as it goes by, decodes compression on the side, assembles only the events that carry
 //! items, and keys streamed items by `output_index` (some compatible servers change ids between
 //! events; the final id is the one in `output_item.done` / `response.completed`). A response it
-//! cannot read teaches nothing, and says why.
+//! cannot read teaches nothing, and says why. What capture keeps of a body is its shape: strings
+//! longer than the largest item kept in full (image results, partial images) are dropped as they
+//! stream by (`elide.rs`), so an image response costs kilobytes, not a second copy.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -14,6 +16,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::decode::Decoder;
+use super::elide::{Eliding, MARKER};
 use super::items::{ItemType, Turn, TurnItem};
 use super::sse::SseFramer;
 
@@ -103,8 +106,8 @@ fn read_item(
         return Ok(None);
     };
     let ty = ItemType::parse(&ty);
-    let full = keep
-        .keeps(&ty, stored, raw.get().len())
+    let elided = memchr::memmem::find(raw.get().as_bytes(), MARKER).is_some();
+    let full = (!elided && keep.keeps(&ty, stored, raw.get().len()))
         .then(|| Bytes::copy_from_slice(raw.get().as_bytes()));
     Ok(Some(TurnItem {
         id: id.into(),
@@ -196,7 +199,7 @@ pub struct CaptureLimits {
 }
 
 enum Format {
-    Json(Vec<u8>),
+    Json(Eliding),
     /// The framer, the builder, and the first event that could not be read.
     Sse(SseFramer, TurnBuilder, Option<CaptureError>),
 }
@@ -220,11 +223,13 @@ impl Capture {
             .map(|m| m.trim().to_ascii_lowercase());
         let format = match mime.as_deref() {
             Some("text/event-stream") => Format::Sse(
-                SseFramer::new(limits.max_body),
+                SseFramer::new(limits.max_body, limits.keep.full_item_max),
                 TurnBuilder::new(limits.keep),
                 None,
             ),
-            Some(m) if m == "application/json" || m.ends_with("+json") => Format::Json(Vec::new()),
+            Some(m) if m == "application/json" || m.ends_with("+json") => {
+                Format::Json(Eliding::new(limits.keep.full_item_max))
+            }
             _ => return Err(CaptureError::ContentType),
         };
         // Decoded output may be larger than the body limit by the SSE stream's length; bound it
@@ -263,11 +268,11 @@ impl Capture {
         decoded: &[u8],
     ) -> Result<(), CaptureError> {
         match format {
-            Format::Json(buf) => {
-                if buf.len() + decoded.len() > limits.max_body {
+            Format::Json(kept) => {
+                kept.push(decoded);
+                if kept.len() > limits.max_body {
                     return Err(CaptureError::TooLarge);
                 }
-                buf.extend_from_slice(decoded);
                 Ok(())
             }
             Format::Sse(framer, builder, unreadable) => {
@@ -304,7 +309,7 @@ impl Capture {
             return Err(e);
         }
         match self.format {
-            Format::Json(buf) => turn_from_response(&buf, self.limits.keep),
+            Format::Json(kept) => turn_from_response(kept.bytes(), self.limits.keep),
             Format::Sse(_, builder, unreadable) => match (builder.finish(), unreadable) {
                 (None, Some(e)) => Err(e),
                 (turn, _) => Ok(turn),

@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod create;
 pub mod decode;
+pub mod elide;
 pub mod items;
 pub mod repair;
 pub mod request;

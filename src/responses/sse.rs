@@ -2,20 +2,42 @@
 //!
 //! Chunks arrive split anywhere. Data lines of events capture does not need (partial images,
 //! text deltas) are skipped as they stream by, without being buffered; only the events that
-//! carry items are assembled. Lines end in `\n` or `\r\n`.
+//! carry items are assembled. Lines end in `\n` or `\r\n`. A data line is streamed into the
+//! event's data as it arrives, with long JSON strings (image results) dropped without a copy.
+
+use super::elide::Eliding;
 
 /// Assembles events from chunks.
 #[derive(Debug)]
 pub struct SseFramer {
+    /// The current line, while it is not a data line being streamed.
     line: Vec<u8>,
-    /// Discarding the rest of the current line.
-    skipping: bool,
+    mode: Line,
     event: Option<String>,
-    data: Vec<u8>,
+    /// The current event's data, with long strings dropped as they stream by.
+    data: Eliding,
     has_data: bool,
+    /// A data line's leading space is not part of its value.
+    strip_space: bool,
+    /// A `\r` held back in case a `\n` follows.
+    pending_cr: bool,
     max_event: usize,
     overflowed: bool,
 }
+
+/// What the current line is, as far as it has been read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// Its field name is not known yet.
+    Start,
+    /// A data line of an event capture reads: streamed into `data`.
+    Data,
+    /// A line to drop (data of an unwanted event, or too long).
+    Skip,
+}
+
+/// Longest non-data line kept (event names, ids, comments).
+const MAX_FIELD_LINE: usize = 4096;
 
 /// Events whose data capture reads; others are skipped when named by an `event:` line.
 pub fn is_wanted(event: &str) -> bool {
@@ -32,14 +54,17 @@ pub fn is_wanted(event: &str) -> bool {
 }
 
 impl SseFramer {
-    /// `max_event` bounds the data of one event; a larger event is dropped and noted.
-    pub fn new(max_event: usize) -> Self {
+    /// `max_event` bounds the kept data of one event; `max_string` the longest JSON string kept
+    /// in it (longer ones, like image results, are dropped without being copied).
+    pub fn new(max_event: usize, max_string: usize) -> Self {
         SseFramer {
             line: Vec::new(),
-            skipping: false,
+            mode: Line::Start,
             event: None,
-            data: Vec::new(),
+            data: Eliding::new(max_string),
             has_data: false,
+            strip_space: false,
+            pending_cr: false,
             max_event,
             overflowed: false,
         }
@@ -50,6 +75,10 @@ impl SseFramer {
         self.overflowed
     }
 
+    fn wanted(&self) -> bool {
+        self.event.as_deref().is_none_or(is_wanted)
+    }
+
     /// Feeds a chunk; `on_event` receives the data of each complete event worth reading.
     pub fn push(&mut self, mut chunk: &[u8], on_event: &mut dyn FnMut(&[u8])) {
         while !chunk.is_empty() {
@@ -58,22 +87,32 @@ impl SseFramer {
                 Some(i) => (&chunk[..i], Some(&chunk[i + 1..])),
                 None => (chunk, None),
             };
-            if !self.skipping {
-                self.line.extend_from_slice(part);
-                if self.should_skip_line() {
-                    self.skipping = true;
-                    self.line.clear();
+            match self.mode {
+                Line::Start => {
+                    // Only the field name is collected here; a data value streams on.
+                    let named = memchr::memchr(b':', &self.line).is_some();
+                    let take = match memchr::memchr(b':', part) {
+                        Some(i) if !named => i + 1,
+                        _ => part.len(),
+                    };
+                    self.line.extend_from_slice(&part[..take]);
+                    self.classify();
+                    let value = &part[take..];
+                    match self.mode {
+                        Line::Data => self.stream_data(value, rest.is_some()),
+                        Line::Start => {
+                            self.line.extend_from_slice(value);
+                            self.classify();
+                        }
+                        Line::Skip => {}
+                    }
                 }
+                Line::Data => self.stream_data(part, rest.is_some()),
+                Line::Skip => {}
             }
             match rest {
                 Some(rest) => {
-                    if !self.skipping {
-                        let line = std::mem::take(&mut self.line);
-                        self.on_line(&line, on_event);
-                        self.line = line;
-                        self.line.clear();
-                    }
-                    self.skipping = false;
+                    self.end_line(on_event);
                     chunk = rest;
                 }
                 None => return,
@@ -81,50 +120,99 @@ impl SseFramer {
         }
     }
 
-    /// A partial line can be dropped as soon as it is known to be unwanted data, or too long.
-    fn should_skip_line(&mut self) -> bool {
-        if self.line.len() + self.data.len() > self.max_event {
+    /// Decides what the current line is once its field name is known.
+    fn classify(&mut self) {
+        let Some(colon) = memchr::memchr(b':', &self.line) else {
+            if self.line.len() > MAX_FIELD_LINE {
+                self.line.clear();
+                self.mode = Line::Skip;
+            }
+            return;
+        };
+        if &self.line[..colon] != b"data" {
+            if self.line.len() > MAX_FIELD_LINE {
+                self.line.clear();
+                self.mode = Line::Skip;
+            }
+            return;
+        }
+        if !self.wanted() {
+            self.line.clear();
+            self.mode = Line::Skip;
+            return;
+        }
+        let value = self.line.split_off(colon + 1);
+        self.line.clear();
+        self.mode = Line::Data;
+        if self.has_data {
+            self.data.push(b"\n");
+        }
+        self.has_data = true;
+        self.strip_space = true;
+        self.stream_data(&value, false);
+    }
+
+    fn stream_data(&mut self, mut part: &[u8], line_ends: bool) {
+        if self.strip_space && !part.is_empty() {
+            self.strip_space = false;
+            if part[0] == b' ' {
+                part = &part[1..];
+            }
+        }
+        if self.pending_cr {
+            self.pending_cr = false;
+            if !(line_ends && part.is_empty()) {
+                self.data.push(b"\r");
+            }
+        }
+        if let Some(stripped) = part.strip_suffix(b"\r") {
+            if line_ends {
+                part = stripped;
+            } else {
+                self.pending_cr = true;
+                part = stripped;
+            }
+        }
+        self.data.push(part);
+        if self.data.len() > self.max_event {
             self.overflowed = true;
             self.data.clear();
             self.has_data = false;
-            return true;
+            self.mode = Line::Skip;
         }
-        self.line.starts_with(b"data:") && self.event.as_deref().is_some_and(|e| !is_wanted(e))
     }
 
-    fn on_line(&mut self, line: &[u8], on_event: &mut dyn FnMut(&[u8])) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            if self.has_data && self.event.as_deref().is_none_or(is_wanted) {
-                on_event(&self.data);
+    fn end_line(&mut self, on_event: &mut dyn FnMut(&[u8])) {
+        let mode = std::mem::replace(&mut self.mode, Line::Start);
+        self.pending_cr = false;
+        self.strip_space = false;
+        if mode != Line::Start {
+            self.line.clear();
+            return;
+        }
+        let line = std::mem::take(&mut self.line);
+        let text = line.strip_suffix(b"\r").unwrap_or(&line);
+        if text.is_empty() {
+            if self.has_data && self.wanted() {
+                on_event(self.data.bytes());
             }
             self.event = None;
             self.data.clear();
             self.has_data = false;
-            return;
-        }
-        let (field, value) = match memchr::memchr(b':', line) {
-            Some(0) => return, // comment
-            Some(i) => {
-                let v = &line[i + 1..];
-                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
-            }
-            None => (line, &b""[..]),
-        };
-        match field {
-            b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
-            b"data" => {
-                if self.event.as_deref().is_some_and(|e| !is_wanted(e)) {
-                    return;
-                }
+        } else if let Some(name) = text.strip_prefix(b"event:") {
+            let name = name.strip_prefix(b" ").unwrap_or(name);
+            self.event = Some(String::from_utf8_lossy(name).into_owned());
+        } else if text == b"data" {
+            // `data` with no colon: an empty data line.
+            if self.wanted() {
                 if self.has_data {
-                    self.data.push(b'\n');
+                    self.data.push(b"\n");
                 }
-                self.data.extend_from_slice(value);
                 self.has_data = true;
             }
-            _ => {}
         }
+        self.line = line;
+        self.line.clear();
     }
 }
 
@@ -133,7 +221,7 @@ mod tests {
     use super::*;
 
     fn events(stream: &[u8], split: usize) -> Vec<String> {
-        let mut framer = SseFramer::new(1 << 20);
+        let mut framer = SseFramer::new(1 << 20, 1 << 20);
         let mut out = Vec::new();
         for chunk in stream.chunks(split.max(1)) {
             framer.push(chunk, &mut |d| {
@@ -157,8 +245,34 @@ mod tests {
     }
 
     #[test]
+    fn long_strings_in_event_data_are_dropped_as_they_stream() {
+        let image = "QUFB".repeat(100_000);
+        let stream = format!(
+            "event: response.output_item.done\ndata: {{\"item\":{{\"id\":\"ig_1\",\"result\":\"{image}\"}}}}\n\n"
+        );
+        for split in [1usize, 7, 4096, stream.len()] {
+            let mut framer = SseFramer::new(1 << 20, 1024);
+            let mut out = Vec::new();
+            for chunk in stream.as_bytes().chunks(split) {
+                framer.push(chunk, &mut |d| {
+                    out.push(String::from_utf8_lossy(d).into_owned())
+                });
+            }
+            assert_eq!(
+                out,
+                vec![r#"{"item":{"id":"ig_1","result":"\u0000rethread-elided"}}"#],
+                "{split}"
+            );
+            assert!(
+                framer.line.capacity() < 8192,
+                "the line was never buffered whole"
+            );
+        }
+    }
+
+    #[test]
     fn oversized_events_are_dropped_and_noted() {
-        let mut framer = SseFramer::new(8);
+        let mut framer = SseFramer::new(8, 1 << 20);
         let mut out = Vec::new();
         framer.push(
             b"event: response.completed\ndata: 0123456789abcdef\n\ndata: {}\n\n",

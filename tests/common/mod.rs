@@ -125,6 +125,7 @@ pub fn raw_client() -> reqwest::Client {
         .no_gzip()
         .no_brotli()
         .no_zstd()
+        .no_deflate()
         .build()
         .unwrap()
 }

@@ -1,0 +1,152 @@
+//! Keeping a JSON text small as it streams by: string values longer than a bound are dropped.
+//!
+//! Capture needs the shape of a response (types, ids, call ids, small items), never the megabytes
+//! of base64 an image result or a partial image carries. Strings are the only JSON values that
+//! can be large, and their boundaries can be found without parsing the rest, so the copy capture
+//! keeps is the body with every long string replaced by a marker: bounded memory, no second
+//! buffering of the body, and no copy of the payload.
+
+/// What a dropped string becomes; an item containing it is never kept in full.
+pub const MARKER: &[u8] = b"\"\\u0000rethread-elided\"";
+
+#[derive(Debug)]
+pub struct Eliding {
+    out: Vec<u8>,
+    max_string: usize,
+    in_string: bool,
+    escaped: bool,
+    /// Where the current string's opening quote was written.
+    string_start: usize,
+    /// Inside a string already dropped: scanning for its end without writing.
+    dropping: bool,
+}
+
+impl Eliding {
+    pub fn new(max_string: usize) -> Self {
+        Eliding {
+            out: Vec::new(),
+            max_string,
+            in_string: false,
+            escaped: false,
+            string_start: 0,
+            dropping: false,
+        }
+    }
+
+    /// The kept text so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.out
+    }
+
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.out.clear();
+        self.in_string = false;
+        self.escaped = false;
+        self.dropping = false;
+    }
+
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if !self.in_string {
+                // Outside strings everything is kept, up to the next opening quote.
+                match memchr::memchr(b'"', bytes) {
+                    Some(i) => {
+                        self.out.extend_from_slice(&bytes[..i]);
+                        self.string_start = self.out.len();
+                        self.out.push(b'"');
+                        self.in_string = true;
+                        self.escaped = false;
+                        self.dropping = false;
+                        bytes = &bytes[i + 1..];
+                    }
+                    None => {
+                        self.out.extend_from_slice(bytes);
+                        return;
+                    }
+                }
+                continue;
+            }
+            if self.escaped {
+                self.escaped = false;
+                if !self.dropping {
+                    self.out.push(bytes[0]);
+                }
+                bytes = &bytes[1..];
+                continue;
+            }
+            // Inside a string: jump to the next quote or backslash.
+            let next = memchr::memchr2(b'"', b'\\', bytes);
+            let run = next.unwrap_or(bytes.len());
+            if !self.dropping {
+                self.out.extend_from_slice(&bytes[..run]);
+                if self.out.len() - self.string_start > self.max_string {
+                    self.out.truncate(self.string_start);
+                    self.dropping = true;
+                }
+            }
+            let Some(i) = next else { return };
+            if bytes[i] == b'\\' {
+                self.escaped = true;
+                if !self.dropping {
+                    self.out.push(b'\\');
+                }
+            } else {
+                self.in_string = false;
+                if self.dropping {
+                    self.out.extend_from_slice(MARKER);
+                    self.dropping = false;
+                } else {
+                    self.out.push(b'"');
+                }
+            }
+            bytes = &bytes[i + 1..];
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn elide(text: &str, max: usize, split: usize) -> String {
+        let mut e = Eliding::new(max);
+        for chunk in text.as_bytes().chunks(split) {
+            e.push(chunk);
+        }
+        String::from_utf8(e.bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn long_strings_are_dropped_at_any_chunk_boundary() {
+        let text = r#"{"id":"ig_1","result":"QUFBQUFBQUFBQUFBQUFB","esc":"a\"b\\","n":[1,2]}"#;
+        for split in 1..text.len() {
+            let out = elide(text, 8, split);
+            assert_eq!(
+                out, r#"{"id":"ig_1","result":"\u0000rethread-elided","esc":"a\"b\\","n":[1,2]}"#,
+                "{split}"
+            );
+            assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok());
+        }
+    }
+
+    #[test]
+    fn short_texts_pass_unchanged() {
+        let text = r#"{"type":"reasoning","summary":[{"text":"é \" \\u00e9"}]}"#;
+        assert_eq!(elide(text, 1000, 3), text);
+    }
+
+    #[test]
+    fn a_long_string_full_of_escapes_is_dropped() {
+        let text = format!(r#"{{"a":"{}"}}"#, "\\\"".repeat(100));
+        assert_eq!(elide(&text, 10, 7), r#"{"a":"\u0000rethread-elided"}"#);
+    }
+}
