@@ -231,7 +231,7 @@ impl Ledger for MemoryLedger {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use crate::responses::items::tests::turn;
