@@ -275,6 +275,11 @@ fn learn(app: &App, tenant: TenantKey, capture: Result<Capture, CaptureError>, c
     if !clean {
         tracing::debug!("upstream body broke; remembering the items it completed");
     }
+    remember(app, tenant, turn);
+}
+
+/// Records a learned turn: visible to this replica at once, a remote write finished in a task.
+pub(crate) fn remember(app: &App, tenant: TenantKey, turn: super::items::Turn) {
     let items = turn.items.len();
     let write = app.ledger.record(tenant, turn);
     tokio::spawn(async move {

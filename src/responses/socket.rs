@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::capture::TurnBuilder;
-use super::create::{planned, record_repair};
+use super::create::{planned, record_repair, remember};
 use super::request;
 use crate::app::App;
 use crate::config::Mode;
@@ -122,15 +122,6 @@ fn learn(app: &App, tenant: TenantKey, builder: &mut TurnBuilder, text: &str) {
     }
     let done = std::mem::replace(builder, TurnBuilder::new(app.capture_limits().keep));
     if let Some(turn) = done.finish() {
-        let write = app.ledger.record(tenant, turn);
-        tokio::spawn(async move {
-            match write.await {
-                Ok(()) => metrics::counter!("rethread_turns_learned_total").increment(1),
-                Err(e) => {
-                    tracing::warn!(error = %e, "ledger write failed");
-                    metrics::counter!("rethread_store_errors_total", "op" => "record").increment(1);
-                }
-            }
-        });
+        remember(app, tenant, turn);
     }
 }
