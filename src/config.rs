@@ -70,7 +70,7 @@ pub struct SettingsArgs {
     /// Prefix of every key rethread writes to a shared store [default: rethread]
     #[arg(long, env = "RETHREAD_STORE_PREFIX")]
     pub store_prefix: Option<String>,
-    /// Longest wait for a shared store's lookup before a request goes on without memory [default: 10ms]
+    /// Longest wait for a shared store's lookup before a request goes on without memory [default: 20ms]
     #[arg(long, env = "RETHREAD_STORE_TIMEOUT")]
     pub store_timeout: Option<Span>,
     /// How long a turn is remembered, e.g. `30d`, `12h`, `90s` [default: 30d]
@@ -265,7 +265,7 @@ impl Settings {
             upstream,
             store,
             store_prefix: pick!(store_prefix, "rethread".to_owned()),
-            store_timeout: pick!(store_timeout, Span(Duration::from_millis(10))).0,
+            store_timeout: pick!(store_timeout, Span(Duration::from_millis(20))).0,
             retention: pick!(retention, Span(Duration::from_secs(30 * 86_400))).0,
             capacity: pick!(capacity, 1_000_000),
             body_limit: pick!(body_limit, ByteSize(64 << 20)).0 as usize,

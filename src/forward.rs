@@ -98,7 +98,7 @@ impl Upstream {
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
         let response = self.send_raw(request).await?;
         let idle = self.idle_timeout;
-        Ok(response.map(|body| Body::new(IdleTimeout::new(body, idle))))
+        Ok(response.map(|body| Body::new(Coalesce::new(IdleTimeout::new(body, idle)))))
     }
 
     /// Sends a prepared request and returns the upstream's response as it came (for upgrades,
@@ -308,6 +308,103 @@ impl HttpBody for ChunksBody {
     }
 }
 
+/// Largest chunk `Coalesce` builds from small frames.
+const COALESCE_MAX: usize = 16 * 1024;
+
+pin_project_lite::pin_project! {
+    /// Hands on, as one chunk, the data frames the upstream has already delivered, so a burst of
+    /// small SSE events costs one write to the client instead of one per event. It never waits:
+    /// what is there goes on at once.
+    pub struct Coalesce<B: HttpBody> {
+        #[pin]
+        inner: B,
+        held: Option<Result<Frame<Bytes>, B::Error>>,
+        ended: bool,
+    }
+}
+
+impl<B: HttpBody<Data = Bytes>> Coalesce<B> {
+    pub fn new(inner: B) -> Self {
+        Coalesce {
+            inner,
+            held: None,
+            ended: false,
+        }
+    }
+}
+
+impl<B: HttpBody<Data = Bytes>> HttpBody for Coalesce<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        if let Some(held) = this.held.take() {
+            return Poll::Ready(Some(held));
+        }
+        if *this.ended {
+            return Poll::Ready(None);
+        }
+        let first = match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(None) => {
+                *this.ended = true;
+                return Poll::Ready(None);
+            }
+            other => return other,
+        };
+        let first = match first.into_data() {
+            Ok(data) if data.len() < COALESCE_MAX => data,
+            Ok(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+            Err(frame) => return Poll::Ready(Some(Ok(frame))),
+        };
+        let mut batch: Option<bytes::BytesMut> = None;
+        while !this.inner.is_end_stream() {
+            match this.inner.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        let buf = batch.get_or_insert_with(|| bytes::BytesMut::from(&first[..]));
+                        if buf.len() + data.len() > COALESCE_MAX {
+                            *this.held = Some(Ok(Frame::data(data)));
+                            break;
+                        }
+                        buf.extend_from_slice(&data);
+                    }
+                    Err(frame) => {
+                        *this.held = Some(Ok(frame));
+                        break;
+                    }
+                },
+                Poll::Ready(Some(Err(e))) => {
+                    *this.held = Some(Err(e));
+                    break;
+                }
+                Poll::Ready(None) => {
+                    *this.ended = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        let data = batch.map_or(first, bytes::BytesMut::freeze);
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.held.is_none() && (self.ended || self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.held.is_some() {
+            return SizeHint::default();
+        }
+        self.inner.size_hint()
+    }
+}
+
 pin_project_lite::pin_project! {
     /// Bytes already read from a body, then the rest of it.
     pub struct Prefixed<B> {
@@ -377,6 +474,25 @@ mod tests {
             .to_str()
             .unwrap()
             .eq_ignore_ascii_case("upgrade"));
+    }
+
+    #[tokio::test]
+    async fn ready_small_frames_go_on_as_one_chunk_and_large_ones_as_they_are() {
+        use http_body_util::BodyExt;
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"a"))),
+            Ok(Frame::data(Bytes::from_static(b"b"))),
+            Ok(Frame::data(Bytes::from(vec![b'c'; COALESCE_MAX]))),
+            Ok(Frame::data(Bytes::from_static(b"d"))),
+        ];
+        let mut body = Coalesce::new(http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames,
+        )));
+        let mut chunks = Vec::new();
+        while let Some(frame) = body.frame().await {
+            chunks.push(frame.unwrap().into_data().unwrap().len());
+        }
+        assert_eq!(chunks, vec![2, COALESCE_MAX, 1]);
     }
 
     #[test]

@@ -158,6 +158,11 @@ async fn run(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new().fallback(dispatch).with_state(shared);
+    // Streams are written one small event at a time: without TCP_NODELAY each would wait for
+    // the peer's delayed ACK, and benchmarks would measure that stall.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await

@@ -61,7 +61,13 @@ pub struct Tenant {
     pub item_index: HashMap<String, String>,
     /// call_id → item id
     pub call_index: HashMap<String, String>,
+    /// Response ids, oldest first, to forget beyond `MAX_TURNS_PER_TENANT`.
+    pub order: std::collections::VecDeque<String>,
 }
+
+/// Turns one tenant's memory holds; older ones are forgotten (their ids then get E3b), so a
+/// benchmark's long run does not grow the fake without bound.
+pub const MAX_TURNS_PER_TENANT: usize = 20_000;
 
 impl Tenant {
     /// The remembered item with this id and the turn it belongs to.
@@ -107,7 +113,25 @@ impl Tenant {
                 self.call_index.insert(call_id.clone(), rec.id.clone());
             }
         }
+        self.order.push_back(id.clone());
         self.turns.insert(id, turn);
+        while self.order.len() > MAX_TURNS_PER_TENANT {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(turn) = self.turns.remove(&old) {
+                for rec in &turn.items {
+                    if self.item_index.get(&rec.id) == Some(&old) {
+                        self.item_index.remove(&rec.id);
+                    }
+                    if let Some(call_id) = &rec.call_id {
+                        if self.call_index.get(call_id) == Some(&rec.id) {
+                            self.call_index.remove(call_id);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
