@@ -1,6 +1,11 @@
 //! Hostile input: no panic, no 5xx of rethread's own making, bounded memory, and the next request
 //! succeeds. A body rethread cannot read is forwarded unchanged for the upstream to judge.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

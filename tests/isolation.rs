@@ -1,6 +1,11 @@
 //! Many tenants at once: every follow-up is repaired with its own tenant's items, none with
 //! another's.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

@@ -2,7 +2,12 @@
 //! input built from them, rethread never drops, reorders or duplicates a client item, every
 //! request it changes is accepted by the strict fake, and every input that is repairable by
 //! construction ends in a 200.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

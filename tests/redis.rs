@@ -1,6 +1,11 @@
 //! The shared ledger against a real `redis-server`, started by the tests on a free port.
 //! Without `redis-server` these tests skip with a reason, except under `CI=true`, where they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

@@ -5,7 +5,12 @@
 //! The programs' dependencies are installed by `scripts/install-sdk-deps.sh` (`node_modules` and
 //! the `.venv` in `tests/sdk/`). Without them the tests print why and skip, except under
 //! `CI=true`, where they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

@@ -1,5 +1,10 @@
 //! `store: false` (and ZDR) turns replayed in full, and Azure OpenAI's paths and `api-key`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

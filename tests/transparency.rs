@@ -1,5 +1,10 @@
 //! Passthrough is transparent: one test per HTTP/1.1 edge case, as linkerd2-proxy does.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

@@ -1,6 +1,11 @@
 //! The Responses API's WebSocket mode through rethread: `response.create` frames repaired, server
 //! events learned, everything else relayed.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

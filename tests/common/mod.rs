@@ -1,5 +1,11 @@
 //! Test harness: the real `rethread` binary on port 0, in front of the project's strict fake.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
