@@ -67,7 +67,7 @@ pub struct Tenant {
 
 /// Turns one tenant's memory holds; older ones are forgotten (their ids then get E3b), so a
 /// benchmark's long run does not grow the fake without bound.
-pub const MAX_TURNS_PER_TENANT: usize = 20_000;
+pub const MAX_TURNS_PER_TENANT: usize = 1_000_000;
 
 impl Tenant {
     /// The remembered item with this id and the turn it belongs to.
