@@ -402,6 +402,12 @@ fn python_async_image_streamed_with_stream_helper_fails_direct_and_passes_throug
 }
 
 #[test]
+fn python_websocket_image_program_fails_direct_and_passes_through_rethread() {
+    // `client.responses.connect()`: the Responses API's WebSocket mode, `response.create` frames.
+    fails_direct_and_passes_through_rethread(Runtime::Python, "ws_image.py", &[]);
+}
+
+#[test]
 fn python_function_loop_without_reasoning_fails_direct_and_passes_through_rethread() {
     fails_direct_and_passes_through_rethread(Runtime::Python, "function_loop.py", &[]);
 }
