@@ -298,3 +298,80 @@ async fn a_client_too_slow_with_its_headers_is_cut_off() {
     );
     still_serves(&proxy).await;
 }
+
+#[tokio::test]
+async fn an_sse_stream_cut_mid_event_reaches_the_client_cut_and_teaches_what_completed() {
+    let events = "event: response.output_item.done\ndata: {\"type\":\"response.output_item.done\",\"output_index\":0,\"item\":{\"id\":\"rs_cut\",\"type\":\"reasoning\",\"summary\":[]}}\n\nevent: response.output_item.done\ndata: {\"type\":\"response.output_item.done\",\"output_index\":1,\"item\":{\"id\":\"ig_cu";
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{events}\r\n",
+        events.len()
+    );
+    let proxy = Rethread::start(&scripted_upstream(answer.into_bytes()), &[]);
+    let mut request = image_request();
+    request["stream"] = json!(true);
+    let resp = client()
+        .post(proxy.url("/v1/responses"))
+        .header("authorization", KEY)
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut received = Vec::new();
+    let mut stream = resp;
+    let broke = loop {
+        match stream.chunk().await {
+            Ok(Some(c)) => received.extend_from_slice(&c),
+            Ok(None) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(broke, "the client must see the stream break");
+    assert!(
+        String::from_utf8_lossy(&received).contains("rs_cut"),
+        "bytes before the cut arrived"
+    );
+    proxy.wait_for_log("upstream body broke; remembering the items it completed");
+    still_serves(&proxy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_mid_request_leaves_the_proxy_serving() {
+    let fake = fake().await;
+    let proxy = Rethread::start(&fake.url(), &[]);
+    let mut stream = TcpStream::connect(&proxy.addr).unwrap();
+    stream
+        .write_all(b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"model\":\"gpt-5\",\"input\":\"")
+        .unwrap();
+    drop(stream);
+    let before = fake.responses_posts();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        fake.responses_posts(),
+        before,
+        "a half-sent request is never forwarded"
+    );
+    let answer = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[]).await;
+    assert_eq!(answer.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_pass_through() {
+    let upstream = scripted_upstream(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: abc123\r\n\r\n".to_vec(),
+    );
+    let proxy = Rethread::start(&upstream, &[]);
+    let mut stream = TcpStream::connect(&proxy.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(b"GET /v1/files/x/content HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("hello"), "{text}");
+    assert!(
+        text.contains("x-checksum: abc123"),
+        "the trailer arrived: {text}"
+    );
+}

@@ -121,3 +121,37 @@ async fn a_turn_learned_over_http_repairs_a_websocket_followup_and_back() {
     assert_eq!(answer.status, 200, "{}", answer.text);
     assert_eq!(answer.inserted(), Some(2));
 }
+
+#[tokio::test]
+async fn a_websocket_on_another_path_passes_through_both_ways() {
+    // A bare WebSocket echo upstream (Realtime-like), reached through rethread unchanged.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut socket = tokio_tungstenite::accept_async(stream).await.unwrap();
+        while let Some(Ok(message)) = socket.next().await {
+            if message.is_text() || message.is_binary() {
+                socket.send(message).await.unwrap();
+            }
+        }
+    });
+    let proxy = Rethread::start(&upstream, &[]);
+    let mut socket = connect(&format!("ws://{}/v1/realtime?model=x", proxy.addr), KEY).await;
+    socket
+        .send(Message::Text("{\"type\":\"session.update\"}".into()))
+        .await
+        .unwrap();
+    socket
+        .send(Message::Binary(vec![0u8, 1, 2, 255].into()))
+        .await
+        .unwrap();
+    let Some(Ok(Message::Text(text))) = socket.next().await else {
+        panic!("no text echo")
+    };
+    assert_eq!(text.as_str(), "{\"type\":\"session.update\"}");
+    let Some(Ok(Message::Binary(bytes))) = socket.next().await else {
+        panic!("no binary echo")
+    };
+    assert_eq!(&bytes[..], &[0u8, 1, 2, 255]);
+}
