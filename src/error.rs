@@ -18,6 +18,8 @@ pub enum ProxyError {
     BodyTooLarge { limit: usize },
     #[error("the request body could not be read: {0}")]
     ClientBody(String),
+    #[error("the client sent nothing of its request body for {0:?}")]
+    ClientTimeout(std::time::Duration),
     #[error("rethread forwards only origin-form requests to its configured upstream")]
     NotForwardable,
 }
@@ -44,6 +46,11 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 "unreadable_body",
+            ),
+            Self::ClientTimeout(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "request_timeout",
             ),
             Self::NotForwardable => (
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -226,9 +226,9 @@ impl<B> IdleTimeout<B> {
     }
 }
 
-/// The upstream went silent for longer than the idle timeout.
+/// The peer went silent for longer than the idle timeout.
 #[derive(Debug, thiserror::Error)]
-#[error("upstream was silent for {0:?}")]
+#[error("no data for {0:?}")]
 pub struct IdleTimedOut(Duration);
 
 impl<B> HttpBody for IdleTimeout<B>

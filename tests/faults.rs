@@ -375,3 +375,24 @@ async fn trailers_pass_through() {
         "the trailer arrived: {text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_too_slow_with_its_body_gets_a_408() {
+    let fake = fake().await;
+    let proxy = Rethread::start(&fake.url(), &["--header-timeout", "500ms"]);
+    let mut stream = TcpStream::connect(&proxy.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"model\":")
+        .unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    still_serves(&proxy).await;
+}

@@ -33,7 +33,10 @@ pub async fn handle(
 ) -> Result<(Response<Body>, Note), ProxyError> {
     let (mut parts, body) = request.into_parts();
     let tenant = app.tenants.key_for(&parts.headers);
-    let bytes = read_body(body, &parts.headers, app.settings.body_limit).await?;
+    // A client that stops sending its body is cut off like one that stops sending its headers.
+    let idle = app.settings.header_timeout;
+    let body = Body::new(crate::forward::IdleTimeout::new(body, idle));
+    let bytes = read_body(body, &parts.headers, app.settings.body_limit, idle).await?;
     app.upstream.prepare(&mut parts)?;
     let mut note = Note::default();
 
@@ -300,6 +303,7 @@ async fn read_body(
     body: Body,
     headers: &http::HeaderMap,
     limit: usize,
+    idle: std::time::Duration,
 ) -> Result<Bytes, ProxyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -313,8 +317,21 @@ async fn read_body(
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ProxyError::BodyTooLarge { limit })
         }
+        Err(e) if silent(&*e) => Err(ProxyError::ClientTimeout(idle)),
         Err(e) => Err(ProxyError::ClientBody(e.to_string())),
     }
+}
+
+/// Whether a body error is the idle timeout, however deep it is wrapped.
+fn silent(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<crate::forward::IdleTimedOut>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// An error body decoded for reading (the client still gets the original bytes).
