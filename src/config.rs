@@ -97,7 +97,7 @@ pub struct SettingsArgs {
     /// Longest silence from the upstream, before its headers or between body chunks [default: 10m]
     #[arg(long, env = "RETHREAD_IDLE_TIMEOUT")]
     pub idle_timeout: Option<Span>,
-    /// Time a client has to send its request headers [default: 30s]
+    /// Time a client has to send its request headers, and longest pause in a Responses request body [default: 30s]
     #[arg(long, env = "RETHREAD_HEADER_TIMEOUT")]
     pub header_timeout: Option<Span>,
     /// How much of a group to restore: `group` or `minimal` [default: group]
