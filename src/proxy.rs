@@ -75,7 +75,7 @@ pub async fn handle(State(app): State<Arc<App>>, request: Request<Body>) -> Resp
         RouteClass::ResponsesRetrieve => retrieve(&app, request).await,
         RouteClass::Upgrade => upgrade(&app, request).await,
         RouteClass::ResponsesSocket => upgrade(&app, request).await,
-        RouteClass::Passthrough => passthrough(&app, request).await,
+        RouteClass::Passthrough => forward(&app, request).await,
     };
     let (mut response, note, error) = match outcome {
         Ok((response, note)) => (response, note, None),
@@ -137,13 +137,6 @@ async fn forward(app: &App, request: Request<Body>) -> Result<(Response<Body>, N
             upstream: sent.elapsed(),
         },
     ))
-}
-
-async fn passthrough(
-    app: &App,
-    request: Request<Body>,
-) -> Result<(Response<Body>, Note), ProxyError> {
-    forward(app, request).await
 }
 
 /// `GET …/responses/{id}`: background mode and retrieval teach the same turns as creation.

@@ -150,8 +150,9 @@ impl TurnBuilder {
         }
     }
 
-    /// Reads one event's data. Unknown events are ignored.
-    pub fn on_event(&mut self, data: &[u8]) -> Result<(), CaptureError> {
+    /// Reads one event's data; says whether it was a terminal event (the response is over).
+    /// Unknown events are ignored.
+    pub fn on_event(&mut self, data: &[u8]) -> Result<bool, CaptureError> {
         let event: EventFields<'_> = serde_json::from_slice(data)?;
         match event.ty.as_deref() {
             Some("response.created" | "response.in_progress" | "response.queued") => {
@@ -171,10 +172,11 @@ impl TurnBuilder {
                 if let Some(response) = event.response {
                     self.terminal = turn_from_response(response.get().as_bytes(), self.keep)?;
                 }
+                return Ok(true);
             }
             _ => {}
         }
-        Ok(())
+        Ok(false)
     }
 
     /// The turn: the terminal event's output, or else the items completed before the stream
@@ -246,19 +248,29 @@ impl Capture {
 
     /// Reads one chunk of the body as the client receives it.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<(), CaptureError> {
+        self.pump(Some(chunk))
+    }
+
+    /// Runs the decoder over `chunk` (or flushes it, at the end) and reads what it yields.
+    fn pump(&mut self, chunk: Option<&[u8]>) -> Result<(), CaptureError> {
         let Capture {
             decoder,
             format,
             limits,
         } = self;
         let mut failure = None;
-        decoder
-            .feed(chunk, &mut |decoded| {
+        {
+            let mut read = |decoded: &[u8]| {
                 if failure.is_none() {
                     failure = Self::consume(format, limits, decoded).err();
                 }
-            })
+            };
+            match chunk {
+                Some(chunk) => decoder.feed(chunk, &mut read),
+                None => decoder.finish(&mut read),
+            }
             .map_err(CaptureError::Decode)?;
+        }
         failure.map_or(Ok(()), Err)
     }
 
@@ -292,22 +304,7 @@ impl Capture {
 
     /// The turn the body held, once it has ended.
     pub fn finish(mut self) -> Result<Option<Turn>, CaptureError> {
-        let mut failure = None;
-        let Capture {
-            decoder,
-            format,
-            limits,
-        } = &mut self;
-        decoder
-            .finish(&mut |decoded| {
-                if failure.is_none() {
-                    failure = Self::consume(format, limits, decoded).err();
-                }
-            })
-            .map_err(CaptureError::Decode)?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
+        self.pump(None)?;
         match self.format {
             Format::Json(kept) => turn_from_response(kept.bytes(), self.limits.keep),
             Format::Sse(_, builder, unreadable) => match (builder.finish(), unreadable) {

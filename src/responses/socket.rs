@@ -109,16 +109,13 @@ async fn repaired(app: &App, tenant: TenantKey, text: &str) -> String {
 
 /// Feeds a server event to the turn being built; a terminal event records the turn.
 fn learn(app: &App, tenant: TenantKey, builder: &mut TurnBuilder, text: &str) {
-    if let Err(e) = builder.on_event(text.as_bytes()) {
-        tracing::debug!(error = %e, "websocket event not understood");
-        return;
-    }
-    let terminal = matches!(
-        frame_type(text).as_deref(),
-        Some("response.completed" | "response.incomplete" | "response.failed")
-    );
-    if !terminal {
-        return;
+    match builder.on_event(text.as_bytes()) {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket event not understood");
+            return;
+        }
     }
     let done = std::mem::replace(builder, TurnBuilder::new(app.capture_limits().keep));
     if let Some(turn) = done.finish() {

@@ -122,20 +122,15 @@ impl SseFramer {
 
     /// Decides what the current line is once its field name is known.
     fn classify(&mut self) {
-        let Some(colon) = memchr::memchr(b':', &self.line) else {
+        let data_colon = memchr::memchr(b':', &self.line).filter(|&c| &self.line[..c] == b"data");
+        let Some(colon) = data_colon else {
+            // Not (yet) a data line: kept whole, unless it grows past any real field line.
             if self.line.len() > MAX_FIELD_LINE {
                 self.line.clear();
                 self.mode = Line::Skip;
             }
             return;
         };
-        if &self.line[..colon] != b"data" {
-            if self.line.len() > MAX_FIELD_LINE {
-                self.line.clear();
-                self.mode = Line::Skip;
-            }
-            return;
-        }
         if !self.wanted() {
             self.line.clear();
             self.mode = Line::Skip;
