@@ -157,14 +157,7 @@ async fn a_failed_stream_passes_through_and_teaches_its_completed_items() {
     )
     .await;
     assert!(answer.text.contains("response.failed"));
-    let items = streamed_items(&answer.text);
-    let ig = items
-        .iter()
-        .find(|i| i["type"] == "image_generation_call")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ig = streamed_id(&answer.text, "image_generation_call");
     let followup = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
     assert!(followup.inserted().unwrap_or(0) >= 1, "{}", followup.text);
 }

@@ -115,14 +115,7 @@ async fn a_streamed_compressed_turn_teaches_the_followup() {
             "the client gets the original encoding"
         );
         let text = String::from_utf8(decode(encoding, &first.bytes().await.unwrap())).unwrap();
-        let items = streamed_items(&text);
-        let ig = items
-            .iter()
-            .find(|i| i["type"] == "image_generation_call")
-            .unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let ig = streamed_id(&text, "image_generation_call");
         let followup = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
         assert_eq!(followup.status, 200, "{encoding}: {}", followup.text);
         assert_eq!(followup.inserted(), Some(2), "{encoding}");
@@ -164,14 +157,7 @@ async fn rotating_stream_ids_are_learned_by_output_index() {
         &[("x-fake-rotate-ids", "1")],
     )
     .await;
-    let items = streamed_items(&first.text);
-    let ig = items
-        .iter()
-        .find(|i| i["type"] == "image_generation_call")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ig = streamed_id(&first.text, "image_generation_call");
     let followup = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
     assert_eq!(followup.status, 200, "{}", followup.text);
 }

@@ -204,6 +204,17 @@ pub fn output_id(response: &Value, ty: &str) -> String {
         .to_owned()
 }
 
+/// The id of the first streamed item of `ty`, as an SDK collects it from `output_item.done`.
+pub fn streamed_id(sse: &str, ty: &str) -> String {
+    streamed_items(sse)
+        .iter()
+        .find(|i| i["type"] == ty)
+        .unwrap_or_else(|| panic!("no streamed {ty}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Collects a streamed response's completed output like the SDKs do, from `output_item.done`.
 pub fn streamed_items(sse: &str) -> Vec<Value> {
     sse.lines()
