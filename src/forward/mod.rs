@@ -22,6 +22,8 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::error::ProxyError;
 
+mod inline;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The configured upstream and a pooled client for it.
@@ -31,6 +33,8 @@ pub struct Upstream {
     authority: http::uri::Authority,
     prefix: String,
     client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// Connections driven in the request's own task, for a plain-HTTP upstream.
+    inline: Option<std::sync::Arc<inline::InlinePool>>,
     idle_timeout: Duration,
 }
 
@@ -72,11 +76,14 @@ impl Upstream {
         else {
             return Err(std::io::Error::other("upstream must be an absolute URL"));
         };
+        let inline = (scheme == http::uri::Scheme::HTTP)
+            .then(|| std::sync::Arc::new(inline::InlinePool::new(&authority, connect_timeout)));
         Ok(Upstream {
             scheme,
             authority,
             prefix: base.path().trim_end_matches('/').to_owned(),
             client,
+            inline,
             idle_timeout,
         })
     }
@@ -96,9 +103,21 @@ impl Upstream {
 
     /// Sends a prepared request; the response body is guarded by the idle timeout.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
-        let response = self.send_raw(request).await?;
         let idle = self.idle_timeout;
-        Ok(response.map(|body| Body::new(Coalesce::new(IdleTimeout::new(body, idle)))))
+        match &self.inline {
+            Some(pool) if !is_upgrade(request.headers()) => {
+                let response = match tokio::time::timeout(idle, pool.send(request)).await {
+                    Err(_) => return Err(ProxyError::Timeout(idle)),
+                    Ok(Err(e)) => return Err(ProxyError::Unreachable(describe(&e))),
+                    Ok(Ok(r)) => r,
+                };
+                Ok(response.map(|body| Body::new(Coalesce::new(IdleTimeout::new(body, idle)))))
+            }
+            _ => {
+                let response = self.send_raw(request).await?;
+                Ok(response.map(|body| Body::new(Coalesce::new(IdleTimeout::new(body, idle)))))
+            }
+        }
     }
 
     /// Sends a prepared request and returns the upstream's response as it came (for upgrades,
@@ -109,7 +128,14 @@ impl Upstream {
     ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
         match tokio::time::timeout(self.idle_timeout, self.client.request(request)).await {
             Err(_) => Err(ProxyError::Timeout(self.idle_timeout)),
-            Ok(Err(e)) => Err(ProxyError::Unreachable(describe(&e))),
+            Ok(Err(e)) if e.is_connect() => Err(ProxyError::Unreachable(format!(
+                "connection failed{}",
+                causes(&e)
+            ))),
+            Ok(Err(e)) => Err(ProxyError::Unreachable(format!(
+                "request failed{}",
+                causes(&e)
+            ))),
             Ok(Ok(r)) => Ok(r),
         }
     }
@@ -135,14 +161,15 @@ impl Upstream {
     }
 }
 
-/// The cause chain of a client error, without the request (it may hold credentials).
-fn describe(error: &hyper_util::client::legacy::Error) -> String {
-    let mut text = if error.is_connect() {
-        "connection failed".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
-    let mut source = std::error::Error::source(error);
+/// An error and its causes, without the request (it may hold credentials).
+fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    format!("{error}{}", causes(error))
+}
+
+/// The causes of an error, each after a colon.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut source = error.source();
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());
@@ -315,11 +342,18 @@ pin_project_lite::pin_project! {
     /// Hands on, as one chunk, the data frames the upstream has already delivered, so a burst of
     /// small SSE events costs one write to the client instead of one per event. It never waits:
     /// what is there goes on at once.
+    ///
+    /// A failure that follows data is held back for one poll. hyper buffers a body's frames and
+    /// writes them out only once the body has nothing ready, and drops that buffer when the body
+    /// fails; an upstream that sends its last bytes and breaks in one read would otherwise lose
+    /// those bytes (and the response head) on the way to the client.
     pub struct Coalesce<B: HttpBody> {
         #[pin]
         inner: B,
         held: Option<Result<Frame<Bytes>, B::Error>>,
         ended: bool,
+        delivered: bool,
+        paused: bool,
     }
 }
 
@@ -329,6 +363,8 @@ impl<B: HttpBody<Data = Bytes>> Coalesce<B> {
             inner,
             held: None,
             ended: false,
+            delivered: false,
+            paused: false,
         }
     }
 }
@@ -342,24 +378,34 @@ impl<B: HttpBody<Data = Bytes>> HttpBody for Coalesce<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let mut this = self.project();
-        if let Some(held) = this.held.take() {
-            return Poll::Ready(Some(held));
-        }
-        if *this.ended {
-            return Poll::Ready(None);
-        }
-        let first = match this.inner.as_mut().poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => frame,
-            Poll::Ready(None) => {
-                *this.ended = true;
-                return Poll::Ready(None);
-            }
-            other => return other,
+        let next = match this.held.take() {
+            Some(held) => held,
+            None if *this.ended => return Poll::Ready(None),
+            None => match std::task::ready!(this.inner.as_mut().poll_frame(cx)) {
+                Some(next) => next,
+                None => {
+                    *this.ended = true;
+                    return Poll::Ready(None);
+                }
+            },
         };
-        let first = match first.into_data() {
-            Ok(data) if data.len() < COALESCE_MAX => data,
-            Ok(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-            Err(frame) => return Poll::Ready(Some(Ok(frame))),
+        let first = match next {
+            Err(e) if *this.delivered && !*this.paused => {
+                // Let hyper write out what it holds before it sees the failure.
+                *this.paused = true;
+                *this.held = Some(Err(e));
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Err(e) => return Poll::Ready(Some(Err(e))),
+            Ok(frame) => match frame.into_data() {
+                Ok(data) if data.len() < COALESCE_MAX => data,
+                Ok(data) => {
+                    *this.delivered = true;
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Err(frame) => return Poll::Ready(Some(Ok(frame))),
+            },
         };
         let mut batch: Option<bytes::BytesMut> = None;
         while !this.inner.is_end_stream() {
@@ -390,6 +436,7 @@ impl<B: HttpBody<Data = Bytes>> HttpBody for Coalesce<B> {
             }
         }
         let data = batch.map_or(first, bytes::BytesMut::freeze);
+        *this.delivered = true;
         Poll::Ready(Some(Ok(Frame::data(data))))
     }
 
@@ -493,6 +540,24 @@ mod tests {
             chunks.push(frame.unwrap().into_data().unwrap().len());
         }
         assert_eq!(chunks, vec![2, COALESCE_MAX, 1]);
+    }
+
+    #[test]
+    fn a_failure_after_data_waits_one_poll_so_the_data_is_written_first() {
+        let frames: Vec<Result<Frame<Bytes>, &str>> =
+            vec![Ok(Frame::data(Bytes::from_static(b"a"))), Err("cut")];
+        let body = Coalesce::new(http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames,
+        )));
+        let mut body = std::pin::pin!(body);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let first = body.as_mut().poll_frame(&mut cx);
+        assert!(matches!(first, Poll::Ready(Some(Ok(f))) if f.data_ref().unwrap() == "a"));
+        assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+        assert!(matches!(
+            body.as_mut().poll_frame(&mut cx),
+            Poll::Ready(Some(Err("cut")))
+        ));
     }
 
     #[test]
