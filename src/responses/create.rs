@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
@@ -20,6 +21,7 @@ use crate::app::App;
 use crate::config::Mode;
 use crate::error::ProxyError;
 use crate::forward::{ChunksBody, Prefixed};
+use crate::ledger::LedgerError;
 use crate::metrics::item_type_label;
 use crate::proxy::Note;
 use crate::tenant::TenantKey;
@@ -282,21 +284,30 @@ fn learn(app: &App, tenant: TenantKey, capture: Result<Capture, CaptureError>, c
 }
 
 /// Records a learned turn: visible to this replica at once, a remote write finished in a task.
+/// The memory store's write is already done when `record` returns, so it costs no task (a
+/// spawn per turn would wake a parked runtime worker for nothing).
 pub(crate) fn remember(app: &App, tenant: TenantKey, turn: super::items::Turn) {
     let items = turn.items.len();
-    let write = app.ledger.record(tenant, turn);
-    tokio::spawn(async move {
-        match write.await {
-            Ok(()) => {
-                metrics::counter!("rethread_turns_learned_total").increment(1);
-                tracing::debug!(items, "turn learned");
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "ledger write failed");
-                metrics::counter!("rethread_store_errors_total", "op" => "record").increment(1);
-            }
+    let mut write = app.ledger.record(tenant, turn);
+    match (&mut write).now_or_never() {
+        Some(done) => report_write(done, items),
+        None => {
+            tokio::spawn(async move { report_write(write.await, items) });
         }
-    });
+    }
+}
+
+fn report_write(done: Result<(), LedgerError>, items: usize) {
+    match done {
+        Ok(()) => {
+            metrics::counter!("rethread_turns_learned_total").increment(1);
+            tracing::debug!(items, "turn learned");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "ledger write failed");
+            metrics::counter!("rethread_store_errors_total", "op" => "record").increment(1);
+        }
+    }
 }
 
 async fn read_body(
