@@ -1,8 +1,9 @@
 //! A response body that lets capture read each chunk on its way to the client.
 //!
-//! The chunk is handed to the client unchanged right after capture has looked at it; finishing
-//! the capture (parsing a JSON body, writing the ledger) happens in a task of its own once the
-//! body has ended. A body dropped before its end (the client went away) captures nothing.
+//! The chunk is handed to the client unchanged right after capture has looked at it. The capture
+//! is finished (a JSON body parsed, the turn recorded) as the body ends, before its last chunk is
+//! handed on, so a follow-up can never outrun it; only a remote ledger write goes on in a task.
+//! A body dropped before its end (the client went away) captures nothing.
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
