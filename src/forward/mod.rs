@@ -412,7 +412,12 @@ impl<B: HttpBody<Data = Bytes>> HttpBody for Coalesce<B> {
             match this.inner.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
-                        let buf = batch.get_or_insert_with(|| bytes::BytesMut::from(&first[..]));
+                        // Sized for the whole batch at once: no reallocation as frames join.
+                        let buf = batch.get_or_insert_with(|| {
+                            let mut buf = bytes::BytesMut::with_capacity(COALESCE_MAX);
+                            buf.extend_from_slice(&first);
+                            buf
+                        });
                         if buf.len() + data.len() > COALESCE_MAX {
                             *this.held = Some(Ok(Frame::data(data)));
                             break;

@@ -13,7 +13,9 @@ pub struct SseFramer {
     /// The current line, while it is not a data line being streamed.
     line: Vec<u8>,
     mode: Line,
-    event: Option<String>,
+    /// Whether the current event's name (its `event:` line) is one capture reads; `None`
+    /// until a name is given (an unnamed event is read).
+    named_wanted: Option<bool>,
     /// The current event's data, with long strings dropped as they stream by.
     data: Eliding,
     has_data: bool,
@@ -60,7 +62,7 @@ impl SseFramer {
         SseFramer {
             line: Vec::new(),
             mode: Line::Start,
-            event: None,
+            named_wanted: None,
             data: Eliding::new(max_string),
             has_data: false,
             strip_space: false,
@@ -76,7 +78,7 @@ impl SseFramer {
     }
 
     fn wanted(&self) -> bool {
-        self.event.as_deref().is_none_or(is_wanted)
+        self.named_wanted.unwrap_or(true)
     }
 
     /// Feeds a chunk; `on_event` receives the data of each complete event worth reading.
@@ -191,12 +193,13 @@ impl SseFramer {
             if self.has_data && self.wanted() {
                 on_event(self.data.bytes());
             }
-            self.event = None;
+            self.named_wanted = None;
             self.data.clear();
             self.has_data = false;
         } else if let Some(name) = text.strip_prefix(b"event:") {
             let name = name.strip_prefix(b" ").unwrap_or(name);
-            self.event = Some(String::from_utf8_lossy(name).into_owned());
+            // The wanted names are ASCII: a name that is not UTF-8 is not one of them.
+            self.named_wanted = Some(std::str::from_utf8(name).is_ok_and(is_wanted));
         } else if text == b"data" {
             // `data` with no colon: an empty data line.
             if self.wanted() {
