@@ -85,7 +85,9 @@ note() { python3 "$REPORT" note "$NOTES" "$1" "$2"; }
 note date "$(date -u '+%Y-%m-%d %H:%M UTC')"
 note machine "$(machine_line)"
 note git "$(git_line)"
-note settings "FAKE_MEM_LIMIT_MB=$FAKE_MEM_LIMIT_MB ROUNDS=$ROUNDS DURATION=${DURATION}s WARMUP=${WARMUP}s WORKLOADS='$WORKLOADS' PREFILL=$PREFILL PREFILL_MAX_SECONDS=$PREFILL_MAX_SECONDS W5_IDS=$W5_IDS W4_DIRECT=$W4_DIRECT W5_DIRECT=$W5_DIRECT"
+# rethread reads RETHREAD_* settings from the environment (e.g. RETHREAD_WORKERS=1): name them.
+rethread_env="$(env | grep -E '^RETHREAD_' | grep -v '^RETHREAD_TENANT_SECRET=' | sort | tr '\n' ' ' || true)"
+note settings "FAKE_MEM_LIMIT_MB=$FAKE_MEM_LIMIT_MB ROUNDS=$ROUNDS DURATION=${DURATION}s WARMUP=${WARMUP}s WORKLOADS='$WORKLOADS' PREFILL=$PREFILL PREFILL_MAX_SECONDS=$PREFILL_MAX_SECONDS W5_IDS=$W5_IDS W4_DIRECT=$W4_DIRECT W5_DIRECT=$W5_DIRECT${rethread_env:+ rethread env: ${rethread_env% }}"
 [[ "$QUICK" == 1 ]] && note mode "QUICK mode (2 rounds × 3 s): a trial of the harness, not the reference run"
 
 # ---------------------------------------------------------------------------------------------

@@ -124,6 +124,9 @@ pub struct SettingsArgs {
     /// Time in-flight requests and streams get to finish on shutdown [default: 30s]
     #[arg(long, env = "RETHREAD_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<Span>,
+    /// Threads serving requests; `0` is one per CPU core [default: 0]
+    #[arg(long, env = "RETHREAD_WORKERS")]
+    pub workers: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, ValueEnum)]
@@ -184,6 +187,8 @@ pub struct Settings {
     pub log: String,
     pub tenant_secret: Option<Secret>,
     pub drain_timeout: Duration,
+    /// Runtime worker threads; `0`: one per CPU core.
+    pub workers: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -288,6 +293,7 @@ impl Settings {
                 .unwrap_or_else(|| "info".to_owned()),
             tenant_secret,
             drain_timeout: pick!(drain_timeout, Span(Duration::from_secs(30))).0,
+            workers: pick!(workers, 0),
         })
     }
 
@@ -299,11 +305,11 @@ impl Settings {
             "(random per process)"
         };
         format!(
-            "listen = {}\nupstream = {}\nstore = {:?}\nstore_prefix = {}\nstore_timeout = {:?}\nretention = {:?}\ncapacity = {}\nbody_limit = {}\nfull_item_max = {}\nfull_items_budget = {}\ntenant_full_items_budget = {}\nconnect_timeout = {:?}\nidle_timeout = {:?}\nheader_timeout = {:?}\nrepair = {:?}\nmode = {:?}\nfallback_retries = {}\nstateless_include = {}\nlog_format = {:?}\nlog = {}\ntenant_secret = {}\ndrain_timeout = {:?}\n",
+            "listen = {}\nupstream = {}\nstore = {:?}\nstore_prefix = {}\nstore_timeout = {:?}\nretention = {:?}\ncapacity = {}\nbody_limit = {}\nfull_item_max = {}\nfull_items_budget = {}\ntenant_full_items_budget = {}\nconnect_timeout = {:?}\nidle_timeout = {:?}\nheader_timeout = {:?}\nrepair = {:?}\nmode = {:?}\nfallback_retries = {}\nstateless_include = {}\nlog_format = {:?}\nlog = {}\ntenant_secret = {}\ndrain_timeout = {:?}\nworkers = {}\n",
             self.listen, self.upstream, self.store, self.store_prefix, self.store_timeout, self.retention, self.capacity, self.body_limit,
             self.full_item_max, self.full_items_budget, self.tenant_full_items_budget, self.connect_timeout, self.idle_timeout, self.header_timeout,
             self.repair, self.mode, self.fallback_retries, self.stateless_include, self.log_format, self.log, secret,
-            self.drain_timeout
+            self.drain_timeout, self.workers
         )
     }
 }

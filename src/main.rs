@@ -14,10 +14,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if settings.workers > 0 {
+        builder.worker_threads(settings.workers);
+    }
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rethread: cannot start the runtime: {e}");
@@ -60,7 +62,11 @@ async fn serve(settings: Settings) -> ExitCode {
         }
     };
     match server.local_addr() {
-        Ok(addr) => tracing::info!(upstream = %upstream, "listening on http://{addr}"),
+        Ok(addr) => tracing::info!(
+            upstream = %upstream,
+            workers = tokio::runtime::Handle::current().metrics().num_workers(),
+            "listening on http://{addr}"
+        ),
         Err(e) => tracing::warn!(error = %e, "listening (address unknown)"),
     }
     server.serve(shutdown_signal()).await;

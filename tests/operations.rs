@@ -109,6 +109,19 @@ fn settings_come_from_flags_then_env_then_file_then_defaults() {
 }
 
 #[test]
+fn workers_sets_how_many_threads_serve_requests() {
+    // The upstream is never reached: rethread connects on the first request.
+    let upstream = "http://127.0.0.1:9";
+    let one = Rethread::start(upstream, &["--workers", "1"]);
+    one.wait_for_log("workers=1");
+    let three = Rethread::start_env(upstream, &[], &[("RETHREAD_WORKERS", "3")]);
+    three.wait_for_log("workers=3");
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let default = Rethread::start(upstream, &[]);
+    default.wait_for_log(&format!("workers={cores}"));
+}
+
+#[test]
 fn an_unknown_config_key_is_an_error_naming_it() {
     let path = std::env::temp_dir().join(format!("rethread-bad-{}.toml", std::process::id()));
     std::fs::write(&path, "capacity = 1\nretension = \"3s\"\n").unwrap();
