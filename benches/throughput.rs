@@ -100,7 +100,7 @@ fn repair(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| {
             b.iter(|| {
                 let view = parse(body).unwrap();
-                let planned = plan(&view, &turns, RestorePolicy::Group);
+                let planned = plan(&view, &turns, RestorePolicy::Group, true);
                 assert_eq!(planned.insertions.len(), 2);
                 splice(
                     body,

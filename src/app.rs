@@ -7,6 +7,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::config::Settings;
 use crate::forward::Upstream;
 use crate::ledger::Ledger;
+use crate::models::Models;
 use crate::responses::capture::{CaptureLimits, KeepPolicy};
 use crate::tenant::Tenants;
 
@@ -15,6 +16,8 @@ pub struct App {
     pub upstream: Upstream,
     pub ledger: Arc<dyn Ledger>,
     pub tenants: Tenants,
+    /// Which models reason, as configured and as traffic shows.
+    pub models: Models,
     pub metrics: Option<PrometheusHandle>,
 }
 

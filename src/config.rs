@@ -109,6 +109,9 @@ pub struct SettingsArgs {
     /// Add `reasoning.encrypted_content` to `include` of `store: false` requests that lack it, so their turns can be replayed [default: true]
     #[arg(long, env = "RETHREAD_STATELESS_INCLUDE")]
     pub stateless_include: Option<bool>,
+    /// Models that do not reason, as comma-separated patterns (`*` matches any text; case is ignored): rethread neither adds `include` nor inserts reasoning for them. Learned traffic overrides it [default: gpt-4*,gpt-3.5*,chatgpt-*,*-chat*]
+    #[arg(long, env = "RETHREAD_NON_REASONING_MODELS")]
+    pub non_reasoning_models: Option<ModelPatterns>,
     /// Retries after an upstream error naming a missing reasoning item rethread did not know [default: 2]
     #[arg(long, env = "RETHREAD_FALLBACK_RETRIES")]
     pub fallback_retries: Option<u32>,
@@ -183,6 +186,7 @@ pub struct Settings {
     pub mode: Mode,
     pub fallback_retries: u32,
     pub stateless_include: bool,
+    pub non_reasoning_models: ModelPatterns,
     pub log_format: LogFormat,
     pub log: String,
     pub tenant_secret: Option<Secret>,
@@ -285,6 +289,7 @@ impl Settings {
             mode: pick!(mode, Mode::Repair),
             fallback_retries: pick!(fallback_retries, 2),
             stateless_include: pick!(stateless_include, true),
+            non_reasoning_models: pick!(non_reasoning_models, ModelPatterns::non_reasoning()),
             log_format: pick!(log_format, LogFormat::Pretty),
             log: top
                 .log
@@ -305,10 +310,10 @@ impl Settings {
             "(random per process)"
         };
         format!(
-            "listen = {}\nupstream = {}\nstore = {:?}\nstore_prefix = {}\nstore_timeout = {:?}\nretention = {:?}\ncapacity = {}\nbody_limit = {}\nfull_item_max = {}\nfull_items_budget = {}\ntenant_full_items_budget = {}\nconnect_timeout = {:?}\nidle_timeout = {:?}\nheader_timeout = {:?}\nrepair = {:?}\nmode = {:?}\nfallback_retries = {}\nstateless_include = {}\nlog_format = {:?}\nlog = {}\ntenant_secret = {}\ndrain_timeout = {:?}\nworkers = {}\n",
+            "listen = {}\nupstream = {}\nstore = {:?}\nstore_prefix = {}\nstore_timeout = {:?}\nretention = {:?}\ncapacity = {}\nbody_limit = {}\nfull_item_max = {}\nfull_items_budget = {}\ntenant_full_items_budget = {}\nconnect_timeout = {:?}\nidle_timeout = {:?}\nheader_timeout = {:?}\nrepair = {:?}\nmode = {:?}\nfallback_retries = {}\nstateless_include = {}\nnon_reasoning_models = {}\nlog_format = {:?}\nlog = {}\ntenant_secret = {}\ndrain_timeout = {:?}\nworkers = {}\n",
             self.listen, self.upstream, self.store, self.store_prefix, self.store_timeout, self.retention, self.capacity, self.body_limit,
             self.full_item_max, self.full_items_budget, self.tenant_full_items_budget, self.connect_timeout, self.idle_timeout, self.header_timeout,
-            self.repair, self.mode, self.fallback_retries, self.stateless_include, self.log_format, self.log, secret,
+            self.repair, self.mode, self.fallback_retries, self.stateless_include, self.non_reasoning_models, self.log_format, self.log, secret,
             self.drain_timeout, self.workers
         )
     }
@@ -382,6 +387,85 @@ impl FromStr for ByteSize {
             _ => return Err(format!("unknown unit in {s:?}; use B, KiB, MiB or GiB")),
         };
         Ok(ByteSize(n.saturating_mul(mul)))
+    }
+}
+
+/// Model names as patterns: `*` matches any run of characters, case is ignored. Written as a
+/// comma-separated list on the command line, as a list (or the same string) in the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelPatterns(Vec<String>);
+
+impl ModelPatterns {
+    /// The families that do not reason: they refuse reasoning items and encrypted reasoning.
+    pub fn non_reasoning() -> Self {
+        Self(
+            ["gpt-4*", "gpt-3.5*", "chatgpt-*", "*-chat*"]
+                .map(String::from)
+                .to_vec(),
+        )
+    }
+
+    /// Whether `model` matches one of the patterns.
+    pub fn matches(&self, model: &str) -> bool {
+        let model = model.to_ascii_lowercase();
+        self.0.iter().any(|p| glob(p.as_bytes(), model.as_bytes()))
+    }
+}
+
+/// `*`-only wildcard matching, without recursion blow-up (greedy with backtracking to the last
+/// star).
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p].eq_ignore_ascii_case(&text[t]) {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+impl fmt::Display for ModelPatterns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+impl FromStr for ModelPatterns {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(Self(
+            s.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelPatterns {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            List(Vec<String>),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::List(list) => Ok(Self(list)),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
     }
 }
 
@@ -531,6 +615,36 @@ mod tests {
             redact_url("redis://u:pw@h:6379/0"),
             "redis://u:*****@h:6379/0"
         );
+    }
+
+    #[test]
+    fn model_patterns_match_whole_names_with_stars() {
+        let p = ModelPatterns::non_reasoning();
+        for model in [
+            "gpt-4.1",
+            "GPT-4o-mini",
+            "gpt-3.5-turbo",
+            "chatgpt-4o-latest",
+            "gpt-5-chat-latest",
+        ] {
+            assert!(p.matches(model), "{model}");
+        }
+        for model in [
+            "gpt-5",
+            "o4-mini",
+            "gpt-5.1-codex",
+            "o3",
+            "my-gpt4-deployment",
+            "",
+        ] {
+            assert!(!p.matches(model), "{model}");
+        }
+        let file: SettingsArgs =
+            toml::from_str("non_reasoning_models = [\"my-*\", \"x\"]").unwrap();
+        assert!(file.non_reasoning_models.unwrap().matches("my-deployment"));
+        let flag = args(&["--non-reasoning-models", "a*, b"]);
+        assert_eq!(flag.non_reasoning_models.unwrap().to_string(), "a*,b");
+        assert!(!"".parse::<ModelPatterns>().unwrap().matches("gpt-4"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod error;
 pub mod forward;
 pub mod ledger;
 pub mod metrics;
+pub mod models;
 pub mod proxy;
 pub mod responses;
 pub mod server;

@@ -61,6 +61,10 @@ fn describe() {
         "Retries after an upstream error named a missing reasoning item, by outcome."
     );
     describe_counter!(
+        "rethread_reverts_total",
+        "Changed requests the upstream refused for their content, resent as the client sent them, by the refusal's kind."
+    );
+    describe_counter!(
         "rethread_turns_learned_total",
         "Turns captured from responses."
     );

@@ -149,7 +149,10 @@ async fn retrieve(
     if !response.status().is_success() {
         return Ok((response, note));
     }
-    Ok((responses::create::captured(app, tenant, response), note))
+    Ok((
+        responses::create::captured(app, tenant, None, response),
+        note,
+    ))
 }
 
 /// A protocol switch (WebSocket): forwarded, then bytes are copied both ways until either side

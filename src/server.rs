@@ -90,7 +90,9 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
             (Arc::new(redis), None)
         }
     };
+    let models = crate::models::Models::new(settings.non_reasoning_models.clone());
     let app = Arc::new(App {
+        models,
         settings,
         upstream,
         ledger,

@@ -13,7 +13,8 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::Settings;
 use crate::responses::capture::{Capture, CaptureLimits, KeepPolicy};
-use crate::responses::{repair, request, splice};
+use crate::responses::change::{self, Rules};
+use crate::responses::{request, splice};
 
 /// The address a local client should use for `listen` (a wildcard means this host).
 fn local_url(settings: &Settings) -> String {
@@ -177,12 +178,33 @@ fn explain_text(
     );
     let view = request::parse(&body)
         .map_err(|e| format!("the request would be forwarded unchanged: {e}"))?;
-    let plan = repair::plan(&view, &turns, settings.repair);
+    // The same decision and splice as the proxy's; offline, only the configured patterns say
+    // which models do not reason.
+    let rules = Rules {
+        policy: settings.repair,
+        stateless_include: settings.stateless_include,
+        model_may_reason: view
+            .model
+            .as_deref()
+            .is_none_or(|m| !settings.non_reasoning_models.matches(m)),
+    };
+    let (change, unrepairable) = change::decide(&body, &view, &turns, rules);
     let mut out = String::new();
-    if let Some(why) = &plan.unrepairable {
-        out.push_str(&format!("# unchanged: {} ({why:?})\n", why.reason()));
+    if let Some(why) = &unrepairable {
+        out.push_str(&format!("# not repaired: {} ({why:?})\n", why.reason()));
     }
-    for rep in &plan.replacements {
+    if change.is_empty() {
+        out.push_str("# unchanged\n");
+        out.push_str(&String::from_utf8_lossy(&body));
+        return Ok(out);
+    }
+    if change.include {
+        out.push_str("# add \"reasoning.encrypted_content\" to include\n");
+    }
+    if change.flatten {
+        out.push_str("# flatten the nested input into one list\n");
+    }
+    for rep in &change.replacements {
         out.push_str(&format!(
             "# replace input item {} with the full recorded {} ({})\n",
             rep.index,
@@ -190,14 +212,7 @@ fn explain_text(
             rep.ty.as_str()
         ));
     }
-    if plan.insertions.is_empty() && plan.replacements.is_empty() {
-        if plan.unrepairable.is_none() {
-            out.push_str("# unchanged: nothing to insert\n");
-        }
-        out.push_str(&String::from_utf8_lossy(&body));
-        return Ok(out);
-    }
-    for ins in &plan.insertions {
+    for ins in &change.insertions {
         out.push_str(&format!(
             "# insert {} ({}) before input item {}\n",
             ins.id,
@@ -205,15 +220,7 @@ fn explain_text(
             ins.gap
         ));
     }
-    let Some(input) = &view.input else {
-        return Err("no input list".into());
-    };
-    let spliced = splice::concat(&splice::splice(
-        &body,
-        input,
-        &plan.insertions,
-        &plan.replacements,
-    ));
-    out.push_str(&String::from_utf8_lossy(&spliced));
+    let sent = splice::concat(&change.apply(&body, &view));
+    out.push_str(&String::from_utf8_lossy(&sent));
     Ok(out)
 }

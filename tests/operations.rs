@@ -157,14 +157,7 @@ async fn metrics_move_after_a_repaired_request() {
     let ig = output_id(&first.body, "image_generation_call");
     let answer = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
     assert_eq!(answer.inserted(), Some(2));
-    let metrics = client()
-        .get(proxy.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&proxy).await;
     for family in [
         "rethread_requests_total{route=\"responses_create\",status=\"2xx\"} 2",
         "rethread_repairs_total{item_type=\"reasoning\"} 1",
@@ -222,14 +215,7 @@ async fn no_api_key_ever_reaches_logs_metrics_or_errors() {
         .send()
         .await
         .unwrap();
-    let metrics = client()
-        .get(proxy.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&proxy).await;
     let dead = Rethread::start_env("http://127.0.0.1:9", &["--log", "trace"], &[]);
     let failed = post(&dead.url("/v1/responses"), KEY, &image_request(), &[]).await;
     assert_eq!(failed.status, 502);

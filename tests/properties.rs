@@ -67,6 +67,8 @@ fn form(item: &Value, form: u8) -> Value {
         };
     }
     match form {
+        // A full reasoning item needs its `summary` (E16); the bare form of others is {type, id}.
+        0 if item["type"] == "reasoning" => json!({"type": "reasoning", "id": id, "summary": []}),
         0 => json!({"type": item["type"], "id": id}),
         1 => json!({"type": "item_reference", "id": id}),
         _ => item.clone(),
@@ -83,8 +85,9 @@ fn repairable(output: &[Value], plan: &TurnPlan) -> bool {
         if members.iter().any(|&m| plan.picks[m]) {
             continue;
         }
+        // A reasoning item whose group holds nothing else can never be replayed (E12, E13).
         let ok = if members.is_empty() {
-            r + 1 >= output.len() || plan.picks[r + 1]
+            false
         } else {
             members
                 .iter()

@@ -196,14 +196,7 @@ async fn redis_going_down_never_fails_a_client_and_repair_resumes_when_it_is_bac
         let followup = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
         assert_eq!(followup.status, 200, "{}", followup.text);
     }
-    let metrics = client()
-        .get(proxy.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&proxy).await;
     assert!(metrics.contains("rethread_store_errors_total"), "{metrics}");
     let back = RedisServer::start_on(port).unwrap();
     wait_ready(&proxy, 200).await;

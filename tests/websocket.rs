@@ -11,48 +11,8 @@ mod common;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(url: &str, key: &str) -> Socket {
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", key.parse().unwrap());
-    let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
-    assert_eq!(response.status(), 101);
-    socket
-}
-
-/// Sends a `response.create` and returns the events up to the terminal one (or an error).
-async fn create(socket: &mut Socket, body: Value) -> Vec<Value> {
-    let mut frame = body;
-    frame["type"] = json!("response.create");
-    socket
-        .send(Message::Text(frame.to_string().into()))
-        .await
-        .unwrap();
-    let mut events = Vec::new();
-    while let Some(message) = socket.next().await {
-        let Message::Text(text) = message.unwrap() else {
-            continue;
-        };
-        let event: Value = serde_json::from_str(text.as_str()).unwrap();
-        let ty = event["type"].as_str().unwrap_or("").to_owned();
-        events.push(event);
-        if matches!(
-            ty.as_str(),
-            "response.completed" | "response.failed" | "error"
-        ) {
-            break;
-        }
-    }
-    events
-}
 
 fn image_id(events: &[Value]) -> String {
     events
@@ -69,9 +29,9 @@ fn image_id(events: &[Value]) -> String {
 async fn a_websocket_image_followup_is_repaired() {
     let fake = fake().await;
     let direct_url = format!("{}/v1/responses", fake.url().replace("http://", "ws://"));
-    let mut direct = connect(&direct_url, KEY).await;
-    let events = create(&mut direct, image_request()).await;
-    let failed = create(&mut direct, image_followup(&image_id(&events))).await;
+    let mut direct = ws_connect(&direct_url, KEY).await;
+    let events = ws_create(&mut direct, image_request()).await;
+    let failed = ws_create(&mut direct, image_followup(&image_id(&events))).await;
     assert_eq!(
         failed.last().unwrap()["type"],
         "error",
@@ -79,10 +39,10 @@ async fn a_websocket_image_followup_is_repaired() {
     );
 
     let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
-    let mut socket = connect(&format!("ws://{}/v1/responses", proxy.addr), KEY).await;
-    let events = create(&mut socket, image_request()).await;
+    let mut socket = ws_connect(&format!("ws://{}/v1/responses", proxy.addr), KEY).await;
+    let events = ws_create(&mut socket, image_request()).await;
     assert_eq!(events.last().unwrap()["type"], "response.completed");
-    let followup = create(&mut socket, image_followup(&image_id(&events))).await;
+    let followup = ws_create(&mut socket, image_followup(&image_id(&events))).await;
     assert_eq!(
         followup.last().unwrap()["type"],
         "response.completed",
@@ -92,7 +52,7 @@ async fn a_websocket_image_followup_is_repaired() {
     assert_eq!(sent["input"][1]["type"], "item_reference");
     // A frame that is not understood passes unchanged, and the socket stays usable.
     socket.send(Message::Text("not json".into())).await.unwrap();
-    let third = create(&mut socket, image_request()).await;
+    let third = ws_create(&mut socket, image_request()).await;
     assert!(third
         .iter()
         .any(|e| e["type"] == "response.completed" || e["type"] == "error"));
@@ -103,14 +63,14 @@ async fn a_turn_learned_over_http_repairs_a_websocket_followup_and_back() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
     let first = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[]).await;
-    let mut socket = connect(&format!("ws://{}/v1/responses", proxy.addr), KEY).await;
-    let followup = create(
+    let mut socket = ws_connect(&format!("ws://{}/v1/responses", proxy.addr), KEY).await;
+    let followup = ws_create(
         &mut socket,
         image_followup(&output_id(&first.body, "image_generation_call")),
     )
     .await;
     assert_eq!(followup.last().unwrap()["type"], "response.completed");
-    let events = create(&mut socket, image_request()).await;
+    let events = ws_create(&mut socket, image_request()).await;
     let answer = post(
         &proxy.url("/v1/responses"),
         KEY,
@@ -137,7 +97,7 @@ async fn a_websocket_on_another_path_passes_through_both_ways() {
         }
     });
     let proxy = Rethread::start(&upstream, &[]);
-    let mut socket = connect(&format!("ws://{}/v1/realtime?model=x", proxy.addr), KEY).await;
+    let mut socket = ws_connect(&format!("ws://{}/v1/realtime?model=x", proxy.addr), KEY).await;
     socket
         .send(Message::Text("{\"type\":\"session.update\"}".into()))
         .await

@@ -120,6 +120,16 @@ impl ApiError {
         )
     }
 
+    /// E1b: E1 in Azure's wording (no trailing period, names no reasoning item).
+    pub fn missing_preceding_reasoning(id: &str, kind: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("Item '{id}' of type '{kind}' was provided without its required preceding item of type 'reasoning'"),
+            Some("input"),
+            None,
+        )
+    }
+
     /// E2
     pub fn missing_follower(rs: &str) -> Self {
         Self::new(
@@ -210,6 +220,36 @@ impl ApiError {
             format!("The encrypted content for item {rs} could not be verified. Reason: Encrypted content could not be decrypted or parsed."),
             None,
             Some("invalid_encrypted_content"),
+        )
+    }
+
+    /// E14
+    pub fn encrypted_unsupported() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "Encrypted content is not supported with this model.".into(),
+            Some("include"),
+            None,
+        )
+    }
+
+    /// E15
+    pub fn reasoning_unsupported() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "Reasoning input items can only be provided to a reasoning or computer use model. Remove reasoning items from your input and try again.".into(),
+            Some("input"),
+            None,
+        )
+    }
+
+    /// E16; `param` is e.g. `input[3].summary`.
+    pub fn missing_parameter(param: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("Missing required parameter: '{param}'."),
+            Some(param),
+            Some("missing_required_parameter"),
         )
     }
 

@@ -32,16 +32,19 @@ impl TurnRequest<'_> {
             .unwrap_or(true)
     }
 
-    fn wants_encrypted(&self) -> bool {
-        let included = self
-            .body
+    /// Whether `include` asks for `reasoning.encrypted_content`.
+    pub fn includes_encrypted(&self) -> bool {
+        self.body
             .get("include")
             .and_then(Value::as_array)
             .is_some_and(|a| {
                 a.iter()
                     .any(|v| v.as_str() == Some("reasoning.encrypted_content"))
-            });
-        included || !self.store()
+            })
+    }
+
+    fn wants_encrypted(&self) -> bool {
+        self.includes_encrypted() || !self.store()
     }
 
     fn tools(&self) -> &[Value] {
@@ -82,6 +85,20 @@ pub fn default_shape(req: &TurnRequest<'_>, last_input_type: Option<&str>) -> Ve
         &["rs", "msg"]
     };
     codes.iter().filter_map(|c| kinds::by_code(c)).collect()
+}
+
+/// `shape` as a model that does not reason produces it: without reasoning items, and a message
+/// when nothing else is left.
+pub fn without_reasoning(shape: Vec<Kind>) -> Vec<Kind> {
+    let rest: Vec<Kind> = shape
+        .into_iter()
+        .filter(|k| *k != kinds::REASONING)
+        .collect();
+    if rest.is_empty() {
+        vec![kinds::MESSAGE]
+    } else {
+        rest
+    }
 }
 
 /// Raw bytes of the fake image: a PNG signature followed by a pattern.

@@ -9,6 +9,11 @@
 //! Test knobs are request headers on `POST …/responses`: `x-fake-shape` (output kinds, e.g.
 //! `rs,ig,msg`), `x-fake-rotate-ids: 1`, `x-fake-fail-stream: 1`, `x-fake-delay-ms: N` and
 //! `x-fake-encoding: gzip|br|zstd|deflate|identity`.
+//!
+//! The request's `model` matters in two ways: a model that does not reason (see
+//! [`model_reasons`] and [`FakeOptions::non_reasoning_models`]) returns no reasoning items and
+//! refuses reasoning input and encrypted content; a model listed in
+//! [`FakeOptions::azure_wording_models`] answers E1 in Azure's wording.
 
 mod encoding;
 mod encrypted;
@@ -18,6 +23,7 @@ mod generate;
 mod ids;
 mod input;
 mod kinds;
+mod models;
 mod passthrough;
 mod query;
 mod reply;
@@ -45,6 +51,7 @@ use crate::query::Query;
 use crate::state::Shared;
 
 pub use crate::encrypted::issue as issue_encrypted_content;
+pub use crate::models::reasons as model_reasons;
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -53,6 +60,12 @@ pub struct FakeOptions {
     pub compress: bool,
     /// Raw bytes of a generated image before base64 (default 2048).
     pub image_bytes: usize,
+    /// Exact `model` values that do not reason, besides the names [`model_reasons`] already
+    /// refuses (e.g. an Azure deployment of gpt-4.1). Default empty.
+    pub non_reasoning_models: Vec<String>,
+    /// Exact `model` values (Azure deployments) answered with Azure's wording of E1 (E1b), which
+    /// names no reasoning id. Default empty.
+    pub azure_wording_models: Vec<String>,
 }
 
 impl Default for FakeOptions {
@@ -60,7 +73,21 @@ impl Default for FakeOptions {
         FakeOptions {
             compress: true,
             image_bytes: 2048,
+            non_reasoning_models: Vec::new(),
+            azure_wording_models: Vec::new(),
         }
+    }
+}
+
+impl FakeOptions {
+    /// Whether `model` reasons: [`model_reasons`] and not listed in `non_reasoning_models`.
+    pub fn reasons(&self, model: &str) -> bool {
+        model_reasons(model) && !self.non_reasoning_models.iter().any(|m| m == model)
+    }
+
+    /// Whether `model` answers E1 in Azure's wording (listed in `azure_wording_models`).
+    pub fn azure_wording(&self, model: &str) -> bool {
+        self.azure_wording_models.iter().any(|m| m == model)
     }
 }
 

@@ -1,9 +1,25 @@
 //! `rethread-fake`: the strict fake Responses API as a standalone server, for manual runs,
 //! examples and benchmarks. Prints `listening on http://IP:PORT` first, then serves until killed.
+//! `--help` lists the options (the `FakeOptions` fields).
 
 use std::io::Write;
 
 use rethread_fake::FakeOptions;
+
+const USAGE: &str = "usage: rethread-fake [--listen ADDR] [--image-bytes N] [--no-compress] \
+[--non-reasoning-model NAME[,NAME…]]… [--azure-wording-model NAME[,NAME…]]…
+
+  --non-reasoning-model  exact model (deployment) names that do not reason, besides gpt-4*,
+                         gpt-3.5*, chatgpt-* and *-chat*: no reasoning items, E14/E15
+  --azure-wording-model  exact model (deployment) names that answer E1 in Azure's wording";
+
+/// The names of a comma-separated list, trimmed, empty ones dropped.
+fn names(list: &str) -> impl Iterator<Item = String> + '_ {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
 
 struct Args {
     listen: String,
@@ -24,11 +40,19 @@ fn parse_args() -> Result<Args, String> {
                 args.opts.image_bytes = v.parse().map_err(|_| format!("bad --image-bytes: {v}"))?;
             }
             "--no-compress" => args.opts.compress = false,
-            "-h" | "--help" => {
-                return Err(
-                    "usage: rethread-fake [--listen ADDR] [--image-bytes N] [--no-compress]".into(),
-                )
+            "--non-reasoning-model" => {
+                let v = it
+                    .next()
+                    .ok_or("--non-reasoning-model needs NAME[,NAME…]")?;
+                args.opts.non_reasoning_models.extend(names(&v));
             }
+            "--azure-wording-model" => {
+                let v = it
+                    .next()
+                    .ok_or("--azure-wording-model needs NAME[,NAME…]")?;
+                args.opts.azure_wording_models.extend(names(&v));
+            }
+            "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument: {other}")),
         }
     }

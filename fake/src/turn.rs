@@ -2,6 +2,7 @@
 //!
 //! Shared by `POST …/responses` and WebSocket mode, so both are exactly as strict. The turn is
 //! recorded before anything is sent, so a follow-up racing the end of a stream still finds it.
+//! A model that does not reason (`FakeOptions::reasons`) gets its shape without reasoning items.
 
 use axum::http::HeaderMap;
 use serde_json::{json, Value};
@@ -111,6 +112,12 @@ pub fn create(
             generate::default_shape(&req, last)
         }
     };
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    let reasons = shared.opts.reasons(model);
+    let shape = match reasons {
+        true => shape,
+        false => generate::without_reasoning(shape),
+    };
     let stream_opts = StreamOptions {
         rotate_ids: header_flag(headers, "x-fake-rotate-ids"),
         fail: header_flag(headers, "x-fake-fail-stream"),
@@ -125,6 +132,9 @@ pub fn create(
             tenant_key: tenant,
             previous_response_id: previous,
             store: req.store(),
+            reasons,
+            include_encrypted: req.includes_encrypted(),
+            azure_wording: shared.opts.azure_wording(model),
         };
         validate::validate(&vreq, &items, state)?;
     }

@@ -157,6 +157,10 @@ async fn binary_prints_its_address() {
             "--image-bytes",
             "10",
             "--no-compress",
+            "--non-reasoning-model",
+            "dep-a, dep-b",
+            "--azure-wording-model",
+            "dep-az",
         ])
         .stdout(Stdio::piped())
         .spawn()
@@ -176,8 +180,20 @@ async fn binary_prints_its_address() {
         .json(&json!({"input": "x", "tools": [{"type": "image_generation"}]}))
         .send()
         .await;
+    let refused = reqwest::Client::new()
+        .post(format!("{url}/v1/responses"))
+        .header("authorization", KEY)
+        .json(&json!({"model": "dep-b", "input": "x", "include": ["reasoning.encrypted_content"]}))
+        .send()
+        .await;
     child.kill().unwrap();
     let _ = child.wait();
     let body: Value = result.unwrap().json().await.unwrap();
     assert_eq!(body["output"][1]["result"].as_str().unwrap().len(), 16);
+    let refused = refused.unwrap();
+    assert_eq!(refused.status(), 400);
+    assert_eq!(
+        refused.text().await.unwrap(),
+        r#"{"error":{"message":"Encrypted content is not supported with this model.","type":"invalid_request_error","param":"include","code":null}}"#
+    );
 }

@@ -299,6 +299,7 @@ async fn every_coding_round_trips() {
     let no_compress = start_with(rethread_fake::FakeOptions {
         compress: false,
         image_bytes: 16,
+        ..rethread_fake::FakeOptions::default()
     })
     .await;
     let resp = raw_client()
@@ -365,4 +366,81 @@ async fn websocket_mode() {
     // Without credentials the upgrade is refused.
     let unauth = format!("ws://{}/v1/responses", fake.handle.addr());
     assert!(tokio_tungstenite::connect_async(unauth).await.is_err());
+}
+
+#[tokio::test]
+async fn websocket_mode_refuses_the_new_rules_like_http() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let fake = start_with(rethread_fake::FakeOptions {
+        azure_wording_models: vec!["my-gpt5-deployment".into()],
+        ..rethread_fake::FakeOptions::default()
+    })
+    .await;
+    let first = fake
+        .turn(
+            json!({"model": "my-gpt5-deployment", "input": "x"}),
+            &[("x-fake-shape", "rs,rs,msg")],
+        )
+        .await;
+    let [rs1, rs2, msg] = &ids(&first)[..] else {
+        panic!()
+    };
+    let url = format!("ws://{}/v1/responses", fake.handle.addr());
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", KEY.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let frame = |body: Value, message: &str, param: &str, code: &str| {
+        (
+            body,
+            format!(
+                r#"{{"type":"error","status":400,"error":{{"message":"{message}","type":"invalid_request_error","param":"{param}","code":{code}}}}}"#
+            ),
+        )
+    };
+    let cases = [
+        frame(
+            json!({"model": "gpt-4o", "include": ["reasoning.encrypted_content"], "input": "x"}),
+            "Encrypted content is not supported with this model.",
+            "include",
+            "null",
+        ),
+        frame(
+            json!({"model": "gpt-4.1", "input": [item_ref(rs2), item_ref(msg)]}),
+            "Reasoning input items can only be provided to a reasoning or computer use model. Remove reasoning items from your input and try again.",
+            "input",
+            "null",
+        ),
+        frame(
+            json!({"model": "gpt-5", "input": [{"type": "reasoning", "id": rs1}]}),
+            "Missing required parameter: 'input[0].summary'.",
+            "input[0].summary",
+            r#""missing_required_parameter""#,
+        ),
+        frame(
+            json!({"model": "gpt-5", "input": [item_ref(rs1), item_ref(rs2), item_ref(msg)]}),
+            &format!("Item '{rs1}' of type 'reasoning' was provided without its required following item."),
+            "input",
+            "null",
+        ),
+        frame(
+            json!({"model": "my-gpt5-deployment", "input": [item_ref(msg)]}),
+            &format!("Item '{msg}' of type 'message' was provided without its required preceding item of type 'reasoning'"),
+            "input",
+            "null",
+        ),
+    ];
+    for (mut body, expected) in cases {
+        body["type"] = json!("response.create");
+        socket
+            .send(Message::Text(body.to_string().into()))
+            .await
+            .unwrap();
+        let Some(Ok(Message::Text(text))) = socket.next().await else {
+            panic!("no error frame")
+        };
+        assert_eq!(text.as_str(), expected);
+    }
+    socket.close(None).await.unwrap();
 }

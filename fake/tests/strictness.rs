@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use rethread_fake::FakeOptions;
 use serde_json::{json, Value};
 
 fn image_turn() -> Value {
@@ -481,16 +482,21 @@ async fn back_to_back_reasoning_and_leading_items() {
     };
     let call_id = out[2]["call_id"].as_str().unwrap();
     let fco = json!({"type": "function_call_output", "call_id": call_id, "output": "1"});
-    fake.turn(
-        json!({"input": [item_ref(rs1), item_ref(rs2), out[2], fco]}),
-        &[],
-    )
-    .await;
-    fake.turn(json!({"input": [item_ref(rs2), out[2], fco]}), &[])
-        .await;
     let text = format!(
         "Item '{rs1}' of type 'reasoning' was provided without its required following item."
     );
+    // E12: the verbatim replay is refused on rs1, which has no follower of its own.
+    assert_input_error(
+        fake.post(
+            json!({"input": [item_ref(rs1), item_ref(rs2), out[2], fco]}),
+            &[],
+        )
+        .await,
+        400,
+        &text,
+    );
+    fake.turn(json!({"input": [item_ref(rs2), out[2], fco]}), &[])
+        .await;
     assert_input_error(
         fake.post(json!({"input": [item_ref(rs1), user("x")]}), &[])
             .await,
@@ -532,4 +538,390 @@ async fn back_to_back_reasoning_and_leading_items() {
         &[],
     )
     .await;
+}
+
+fn e2(rs: &str) -> String {
+    format!("Item '{rs}' of type 'reasoning' was provided without its required following item.")
+}
+
+const E14: &str = "Encrypted content is not supported with this model.";
+const E15: &str = "Reasoning input items can only be provided to a reasoning or computer use model. Remove reasoning items from your input and try again.";
+
+fn assert_e14(got: (u16, Value)) {
+    assert_error(got, 400, E14, json!("include"), Value::Null);
+}
+
+/// The types of a response's output items.
+fn types(resp: &Value) -> Vec<String> {
+    resp["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn back_to_back_reasoning_is_refused_on_the_first() {
+    let fake = start().await;
+    let tools = json!([{"type": "function", "name": "f"}]);
+    let first = fake
+        .turn(
+            json!({"model": "o4-mini", "input": "x", "tools": tools}),
+            &[("x-fake-shape", "rs,rs,fc")],
+        )
+        .await;
+    let out = first["output"].as_array().unwrap().clone();
+    let [rs1, rs2, _fc] = &ids(&first)[..] else {
+        panic!()
+    };
+    let fco = json!({"type": "function_call_output", "call_id": out[2]["call_id"], "output": "1"});
+    let typed = json!({"type": "reasoning", "id": rs1, "summary": []});
+    // Whatever follows rs1, and in whatever form it is replayed, it has no follower of its own.
+    for input in [
+        json!([user("x"), item_ref(rs1), item_ref(rs2), out[2], fco]),
+        json!([user("x"), typed, item_ref(rs2), out[2], fco]),
+        json!([user("x"), {"id": rs1}, {"id": rs2}, out[2], fco]),
+        json!([user("x"), item_ref(rs1), user("y")]),
+        json!([user("x"), item_ref(rs1)]),
+    ] {
+        let body = json!({"model": "o4-mini", "tools": tools, "input": input});
+        assert_input_error(fake.post(body, &[]).await, 400, &e2(rs1));
+    }
+    // Without rs1 the turn replays.
+    let body = json!({"model": "o4-mini", "tools": tools, "input": [user("x"), item_ref(rs2), out[2], fco]});
+    fake.turn(body, &[]).await;
+
+    // store:false: full items with encrypted content; rs1 is still followed by a reasoning item.
+    let unstored = fake
+        .turn(
+            json!({"model": "o4-mini", "input": "x", "tools": tools, "store": false}),
+            &[("x-fake-shape", "rs,rs,fc")],
+        )
+        .await;
+    let out = unstored["output"].as_array().unwrap().clone();
+    let fco = json!({"type": "function_call_output", "call_id": out[2]["call_id"], "output": "1"});
+    let rs1 = out[0]["id"].as_str().unwrap();
+    let body = json!({"model": "o4-mini", "store": false, "tools": tools, "input": [user("x"), out[0], out[1], out[2], fco]});
+    assert_input_error(fake.post(body, &[]).await, 400, &e2(rs1));
+    let body = json!({"model": "o4-mini", "store": false, "tools": tools, "input": [user("x"), out[1], out[2], fco]});
+    fake.turn(body, &[]).await;
+}
+
+#[tokio::test]
+async fn a_reasoning_only_turn_cannot_be_replayed() {
+    let fake = start().await;
+    let only = fake
+        .turn(
+            json!({"model": "gpt-5", "input": "x"}),
+            &[("x-fake-shape", "rs")],
+        )
+        .await;
+    let [rs] = &ids(&only)[..] else { panic!() };
+    for input in [
+        json!([user("x"), item_ref(rs), user("again")]),
+        json!([user("x"), {"type": "reasoning", "id": rs, "summary": []}, user("again")]),
+        json!([user("x"), item_ref(rs)]),
+    ] {
+        let body = json!({"model": "gpt-5", "input": input});
+        assert_input_error(fake.post(body, &[]).await, 400, &e2(rs));
+    }
+
+    // A reasoning item last in its turn has nothing after it either.
+    let trailing = fake
+        .turn(
+            json!({"model": "gpt-5", "input": "x"}),
+            &[("x-fake-shape", "rs,msg,rs")],
+        )
+        .await;
+    let [rs1, msg, rs2] = &ids(&trailing)[..] else {
+        panic!()
+    };
+    for input in [
+        json!([item_ref(rs1), item_ref(msg), item_ref(rs2), user("again")]),
+        json!([item_ref(rs1), item_ref(msg), item_ref(rs2)]),
+    ] {
+        let body = json!({"model": "gpt-5", "input": input});
+        assert_input_error(fake.post(body, &[]).await, 400, &e2(rs2));
+    }
+    let body = json!({"model": "gpt-5", "input": [item_ref(rs1), item_ref(msg), user("again")]});
+    fake.turn(body, &[]).await;
+}
+
+#[tokio::test]
+async fn encrypted_content_is_refused_for_a_model_that_does_not_reason() {
+    let fake = start_with(FakeOptions {
+        non_reasoning_models: vec!["my-gpt41-deployment".into()],
+        ..FakeOptions::default()
+    })
+    .await;
+    let include = json!(["reasoning.encrypted_content"]);
+    for model in [
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-4.1",
+        "gpt-3.5-turbo",
+        "chatgpt-4o-latest",
+        "gpt-5-chat-latest",
+        "my-gpt41-deployment",
+    ] {
+        for store in [false, true] {
+            let body = json!({"model": model, "store": store, "include": include, "input": "hi"});
+            assert_e14(fake.post(body, &[]).await);
+        }
+        // The same request without the include is fine.
+        let body = json!({"model": model, "store": false, "input": "hi"});
+        fake.turn(body, &[]).await;
+    }
+    let body = json!({"model": "gpt-5", "store": false, "include": include, "input": "hi"});
+    fake.turn(body, &[]).await;
+    // Names are exact: another deployment reasons.
+    let body = json!({"model": "my-gpt5-deployment", "include": include, "input": "hi"});
+    fake.turn(body, &[]).await;
+}
+
+#[tokio::test]
+async fn reasoning_items_are_refused_for_a_model_that_does_not_reason() {
+    let fake = start().await;
+    let tools = json!([{"type": "function", "name": "f"}]);
+    let first = fake
+        .turn(
+            json!({"model": "gpt-5", "input": "hi", "include": ["reasoning.encrypted_content"]}),
+            &[],
+        )
+        .await;
+    let out = first["output"].as_array().unwrap().clone();
+    let [rs, msg] = &ids(&first)[..] else {
+        panic!()
+    };
+    let mut idless = out[0].clone();
+    idless.as_object_mut().unwrap().remove("id");
+    for input in [
+        json!([user("hi"), item_ref(rs), item_ref(msg), user("more")]),
+        json!([user("hi"), {"id": rs}, item_ref(msg), user("more")]),
+        json!([user("hi"), out[0], out[1], user("more")]),
+        json!([user("hi"), idless, out[1], user("more")]),
+        json!([user("hi"), {"type": "reasoning", "id": rs, "summary": []}, user("more")]),
+    ] {
+        let body = json!({"model": "gpt-4.1", "input": input});
+        assert_input_error(fake.post(body, &[]).await, 400, E15);
+    }
+
+    // The model-switch fix (reasoning stripped, ids kept) is accepted: no pairing without reasoning.
+    let body = json!({"model": "gpt-4.1", "input": [user("hi"), item_ref(msg), user("more")]});
+    fake.turn(body, &[]).await;
+    let body = json!({"model": "gpt-4.1", "input": [user("hi"), out[1], user("more")]});
+    fake.turn(body, &[]).await;
+    let calls = fake
+        .turn(
+            json!({"model": "gpt-5", "input": "go", "tools": tools}),
+            &[],
+        )
+        .await;
+    let fc = calls["output"][1].clone();
+    let fco = json!({"type": "function_call_output", "call_id": fc["call_id"], "output": "1"});
+    let body = json!({"model": "gpt-4o", "tools": tools, "input": [user("go"), fc, fco]});
+    fake.turn(body, &[]).await;
+    // The other checks still apply.
+    let body = json!({"model": "gpt-4o", "tools": tools, "input": [user("go"), fc]});
+    let text = format!(
+        "No tool output found for function call {}.",
+        fc["call_id"].as_str().unwrap()
+    );
+    assert_input_error(fake.post(body, &[]).await, 400, &text);
+}
+
+#[tokio::test]
+async fn a_full_reasoning_item_needs_its_summary() {
+    let fake = start().await;
+    let first = fake
+        .turn(
+            json!({"model": "gpt-5", "input": "hi", "include": ["reasoning.encrypted_content"]}),
+            &[],
+        )
+        .await;
+    let out = first["output"].as_array().unwrap().clone();
+    let rs = out[0]["id"].as_str().unwrap();
+    let mut no_summary = out[0].clone();
+    no_summary.as_object_mut().unwrap().remove("summary");
+    for (input, n) in [
+        (json!([user("hi"), no_summary, out[1], user("more")]), 1),
+        (
+            json!([[user("hi"), user("again")], {"type": "reasoning", "id": rs}, out[1]]),
+            2,
+        ),
+        (
+            json!([{"type": "reasoning", "encrypted_content": out[0]["encrypted_content"]}, out[1]]),
+            0,
+        ),
+    ] {
+        let param = format!("input[{n}].summary");
+        let body = json!({"model": "gpt-5", "input": input});
+        assert_error(
+            fake.post(body, &[]).await,
+            400,
+            &format!("Missing required parameter: '{param}'."),
+            json!(param),
+            json!("missing_required_parameter"),
+        );
+    }
+    // A reference needs no summary.
+    let body = json!({"model": "gpt-5", "input": [user("hi"), item_ref(rs), out[1], user("more")]});
+    fake.turn(body, &[]).await;
+}
+
+#[tokio::test]
+async fn azure_deployment_answers_e1_in_its_own_wording() {
+    let fake = start_with(FakeOptions {
+        azure_wording_models: vec!["my-gpt5-deployment".into()],
+        ..FakeOptions::default()
+    })
+    .await;
+    let tools = json!([{"type": "image_generation"}]);
+    let first = fake
+        .turn(
+            json!({"model": "my-gpt5-deployment", "input": "Draw a cat", "tools": tools}),
+            &[],
+        )
+        .await;
+    let [rs, ig, msg] = &ids(&first)[..] else {
+        panic!()
+    };
+    let input = json!([user("Draw a cat"), {"type": "image_generation_call", "id": ig}]);
+    let body = json!({"model": "my-gpt5-deployment", "tools": tools, "input": input});
+    let text = format!("Item '{ig}' of type 'image_generation_call' was provided without its required preceding item of type 'reasoning'");
+    assert_input_error(fake.post(body, &[]).await, 400, &text);
+    let body = json!({"model": "my-gpt5-deployment", "input": [user("hi"), item_ref(msg)]});
+    let text = format!("Item '{msg}' of type 'message' was provided without its required preceding item of type 'reasoning'");
+    assert_input_error(fake.post(body, &[]).await, 400, &text);
+    // Another model gets the usual wording for the same input.
+    let body = json!({"model": "gpt-5", "tools": tools, "input": input});
+    let text = format!("Item '{ig}' of type 'image_generation_call' was provided without its required 'reasoning' item: '{rs}'.");
+    assert_input_error(fake.post(body, &[]).await, 400, &text);
+    // E2 keeps its wording.
+    let body = json!({"model": "my-gpt5-deployment", "input": [user("hi"), item_ref(rs)]});
+    assert_input_error(fake.post(body, &[]).await, 400, &e2(rs));
+}
+
+#[tokio::test]
+async fn store_false_full_reasoning_is_accepted_before_any_non_reasoning_item() {
+    let fake = start().await;
+    let tools = json!([{"type": "function", "name": "get_weather"}]);
+    let include = json!(["reasoning.encrypted_content"]);
+    let first = fake
+        .turn(
+            json!({"model": "gpt-5", "store": false, "include": include, "input": "weather?", "tools": tools}),
+            &[],
+        )
+        .await;
+    let out = first["output"].as_array().unwrap().clone();
+    let [rs, fc] = &ids(&first)[..] else { panic!() };
+    // The recorded 200 (tidyverse/ellmer): the call comes back without id, its call_id being the
+    // server's item id, so it is not the reasoning's recorded follower.
+    let call =
+        json!({"type": "function_call", "call_id": fc, "name": "get_weather", "arguments": "{}"});
+    let output = json!({"type": "function_call_output", "call_id": fc, "output": "sunny"});
+    let body = json!({"model": "gpt-5", "store": false, "include": include, "tools": tools,
+        "input": [user("weather?"), out[0], call, output]});
+    fake.turn(body, &[]).await;
+    let body = json!({"model": "gpt-5", "store": false, "input": [user("weather?"), out[0], user("again")]});
+    fake.turn(body, &[]).await;
+    // Still refused: nothing after it, and the same request with store:true.
+    let body = json!({"model": "gpt-5", "store": false, "input": [user("weather?"), out[0]]});
+    assert_input_error(fake.post(body, &[]).await, 400, &e2(rs));
+    let stored = fake
+        .turn(
+            json!({"model": "gpt-5", "include": include, "input": "weather?", "tools": tools}),
+            &[],
+        )
+        .await;
+    let srs = stored["output"][0]["id"].as_str().unwrap();
+    let body = json!({"model": "gpt-5", "tools": tools,
+        "input": [user("weather?"), stored["output"][0], call, output]});
+    assert_input_error(fake.post(body, &[]).await, 400, &e2(srs));
+    let body = json!({"model": "gpt-5", "store": false, "input": [user("weather?"), stored["output"][0], user("again")]});
+    fake.turn(body, &[]).await;
+}
+
+#[tokio::test]
+async fn non_reasoning_models_return_no_reasoning_items() {
+    let fake = start_with(FakeOptions {
+        non_reasoning_models: vec!["my-gpt41-deployment".into()],
+        ..FakeOptions::default()
+    })
+    .await;
+    let image = json!([{"type": "image_generation"}]);
+    let search = json!([{"type": "web_search"}]);
+    let function = json!([{"type": "function", "name": "f"}]);
+    for (model, tools, shape, expected) in [
+        ("gpt-4o", json!([]), None, vec!["message"]),
+        (
+            "gpt-4.1",
+            image.clone(),
+            None,
+            vec!["image_generation_call", "message"],
+        ),
+        (
+            "gpt-5-chat-latest",
+            search,
+            None,
+            vec!["web_search_call", "message"],
+        ),
+        ("chatgpt-4o-latest", function, None, vec!["function_call"]),
+        (
+            "my-gpt41-deployment",
+            json!([]),
+            Some("rs"),
+            vec!["message"],
+        ),
+        (
+            "gpt-4o-mini",
+            json!([]),
+            Some("rs,fc,rs,msg"),
+            vec!["function_call", "message"],
+        ),
+        (
+            "gpt-5",
+            image,
+            None,
+            vec!["reasoning", "image_generation_call", "message"],
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> = shape.iter().map(|s| ("x-fake-shape", *s)).collect();
+        let body = json!({"model": model, "store": false, "tools": tools, "input": "go"});
+        let resp = fake.turn(body, &headers).await;
+        assert_eq!(types(&resp), expected, "{model}");
+    }
+}
+
+#[tokio::test]
+async fn checks_run_in_the_documented_order() {
+    let fake = start().await;
+    let include = json!(["reasoning.encrypted_content"]);
+    // E16 before E14.
+    let body = json!({"model": "gpt-4o", "include": include, "input": [{"type": "reasoning", "id": "rs_1"}]});
+    assert_error(
+        fake.post(body, &[]).await,
+        400,
+        "Missing required parameter: 'input[0].summary'.",
+        json!("input[0].summary"),
+        json!("missing_required_parameter"),
+    );
+    // E14 before E9.
+    let body = json!({"model": "gpt-4o", "include": include, "previous_response_id": "resp_nope", "input": "x"});
+    assert_e14(fake.post(body, &[]).await);
+    // E4 before E15, E15 before E3b.
+    let rs = json!({"type": "reasoning", "id": "rs_1", "summary": []});
+    let body = json!({"model": "gpt-4o", "input": [rs, rs]});
+    let text =
+        "Duplicate item found with id rs_1. Remove duplicate items from your input and try again.";
+    assert_input_error(fake.post(body, &[]).await, 400, text);
+    let body = json!({"model": "gpt-4o", "input": [rs, item_ref("msg_1")]});
+    assert_input_error(fake.post(body, &[]).await, 400, E15);
+    let body = json!({"model": "gpt-5", "input": [rs, item_ref("msg_1")]});
+    assert_input_error(
+        fake.post(body, &[]).await,
+        404,
+        "Item with id 'rs_1' not found.",
+    );
 }

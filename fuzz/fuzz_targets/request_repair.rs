@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
     let body = Bytes::copy_from_slice(data);
     let Ok(view) = parse(&body) else { return };
     for policy in [RestorePolicy::Group, RestorePolicy::Minimal] {
-        let planned = plan(&view, &turns, policy);
+        let planned = plan(&view, &turns, policy, true);
         let Some(input) = &view.input else { continue };
         if planned.insertions.is_empty() && planned.replacements.is_empty() {
             continue;

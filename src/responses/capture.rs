@@ -82,6 +82,8 @@ struct ItemFields<'a> {
     id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     call_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    encrypted_content: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -107,7 +109,10 @@ fn read_item(
     };
     let ty = ItemType::parse(&ty);
     let elided = memchr::memmem::find(raw.get().as_bytes(), MARKER).is_some();
-    let full = (!elided && keep.keeps(&ty, stored, raw.get().len()))
+    // A reasoning item is only ever inserted in full where nothing can be looked up, and there
+    // it is refused without its encrypted content: such a copy is worth nothing.
+    let replayable = ty != ItemType::Reasoning || fields.encrypted_content.is_some();
+    let full = (!elided && replayable && keep.keeps(&ty, stored, raw.get().len()))
         .then(|| Bytes::copy_from_slice(raw.get().as_bytes()));
     Ok(Some(TurnItem {
         id: id.into(),

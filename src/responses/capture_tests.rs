@@ -111,6 +111,21 @@ fn unstored_turns_keep_full_items_but_never_images() {
 }
 
 #[test]
+fn a_stateless_reasoning_item_without_its_encrypted_content_is_not_kept_to_be_inserted() {
+    // Inserted under store:false, it would draw the API's 404 (E3): rethread must insert nothing.
+    for rs in [
+        r#"{"id":"rs_D","type":"reasoning","summary":[]}"#,
+        r#"{"id":"rs_D","type":"reasoning","summary":[],"encrypted_content":null}"#,
+    ] {
+        let body =
+            format!(r#"{{"store":false,"output":[{rs},{{"id":"msg_D","type":"message"}}]}}"#);
+        let turn = capture("application/json", None, body.as_bytes(), 7).unwrap();
+        assert!(turn.items[0].full.is_none(), "{rs}");
+        assert!(turn.items[1].full.is_some());
+    }
+}
+
+#[test]
 fn compressed_bodies_are_decoded_for_capture() {
     let body = r#"{"store":true,"output":[{"id":"rs_C","type":"reasoning","summary":[]},{"id":"msg_C","type":"message"}]}"#;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

@@ -1,5 +1,6 @@
 //! `POST …/responses`: read the body (bounded), repair it from memory, forward it, retry once
-//! per missing reasoning item the upstream names, and capture the answer.
+//! per missing reasoning item the upstream names, send the client's own bytes when the upstream
+//! refuses a changed request, and capture the answer.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,12 +12,13 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
 use super::capture::{Capture, CaptureError};
+use super::change::{self, Change, Rules};
 use super::decode::Decoder;
-use super::repair::{self, Insertion, Plan, Replacement};
+use super::items::ItemType;
+use super::repair;
 use super::request::{self, RequestView};
-use super::splice::{apply, include_edit, input_edits};
 use super::tee::Tee;
-use super::upstream_error::missing_reasoning;
+use super::upstream_error::{self, Refusal, UpstreamError};
 use crate::app::App;
 use crate::config::Mode;
 use crate::error::ProxyError;
@@ -26,7 +28,7 @@ use crate::metrics::item_type_label;
 use crate::proxy::Note;
 use crate::tenant::TenantKey;
 
-/// Largest upstream error body read to look for a missing reasoning item.
+/// Largest upstream error body read to see what the refusal was.
 const ERROR_BODY_LIMIT: usize = 64 << 10;
 
 pub async fn handle(
@@ -50,6 +52,9 @@ pub async fn handle(
             None
         }
     };
+    let model: Option<Box<str>> = view
+        .as_ref()
+        .and_then(|v| v.model.as_deref().map(Into::into));
     let mut change = match &view {
         Some(view) => planned(app, tenant, &bytes, view).await,
         None => Change::default(),
@@ -61,6 +66,7 @@ pub async fn handle(
     }
 
     let mut retries = 0;
+    let mut reverted: Option<&'static str> = None;
     let response = loop {
         let body = match (&view, change.is_empty()) {
             (Some(view), false) => Body::new(ChunksBody::new(change.apply(&bytes, view))),
@@ -77,49 +83,96 @@ pub async fn handle(
         let response = app.upstream.send(upstream_request).await?;
         note.upstream += sent.elapsed();
 
-        let may_retry = app.settings.mode == Mode::Repair
+        // Only a refusal of the request's content is worth reading: of a request rethread
+        // changed (it may be rethread's doing), or of a missing reasoning item memory lacked.
+        let status = response.status();
+        let changed = !change.is_empty();
+        let cold_possible = app.settings.mode == Mode::Repair
             && retries < app.settings.fallback_retries
-            && response.status() == StatusCode::BAD_REQUEST;
-        let Some(view) = view.as_ref().filter(|_| may_retry) else {
+            && status == StatusCode::BAD_REQUEST;
+        let worth_reading = upstream_error::is_content_refusal(status.as_u16())
+            && reverted.is_none()
+            && (changed || cold_possible);
+        let Some(view) = view.as_ref().filter(|_| worth_reading) else {
             break response;
         };
         let (head, body) = response.into_parts();
-        let error = match read_error_body(body).await {
-            Ok(error) => error,
-            // Too large to be the error rethread looks for: pass it on whole.
-            Err(body) => break Response::from_parts(head, body),
-        };
-        let encoding = head
-            .headers
-            .get(header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok());
-        let cold = decoded(&error, encoding)
-            .and_then(|text| missing_reasoning(&text))
-            .and_then(|(item, rs)| repair::cold_insertion(view, &change.insertions, &item, &rs));
-        match cold {
-            Some(extra) => {
-                tracing::debug!(id = %extra.id, "upstream named a missing reasoning item; retrying with it");
-                metrics::counter!("rethread_fallback_retries_total", "outcome" => "retried")
-                    .increment(1);
-                change.insertions =
-                    repair::with_insertion(std::mem::take(&mut change.insertions), extra);
-                retries += 1;
+        let (error, body) = match read_error_body(body).await {
+            Ok(error) => {
+                let encoding = head
+                    .headers
+                    .get(header::CONTENT_ENCODING)
+                    .and_then(|v| v.to_str().ok());
+                let read = decoded(&error, encoding).map(|text| upstream_error::read(&text));
+                (read, Body::from(error))
             }
-            None => {
-                if retries > 0 {
-                    metrics::counter!("rethread_fallback_retries_total", "outcome" => "still_failed").increment(1);
-                }
-                break Response::from_parts(head, Body::from(error));
+            // Too large to be one of the API's refusals: it cannot be read, only relayed.
+            Err(body) => (None, body),
+        };
+        let error = error.unwrap_or(UpstreamError {
+            refusal: Refusal::Other,
+            code: None,
+            param: None,
+        });
+        if error.refusal.model_does_not_reason() {
+            if let Some(model) = &model {
+                app.models.learn(tenant, model, false);
             }
         }
+        match further_repair(view, &change, &error.refusal, cold_possible) {
+            Some(Further::Cold(next)) => {
+                tracing::debug!(ids = ?next.ids(), "upstream named a missing reasoning item; retrying with it");
+                metrics::counter!("rethread_fallback_retries_total", "outcome" => "retried")
+                    .increment(1);
+                change = next;
+                retries += 1;
+                continue;
+            }
+            Some(Further::WithoutInclude(next)) => {
+                tracing::info!(
+                    reason = error.refusal.label(),
+                    "upstream refused encrypted reasoning for this model; retrying without adding it"
+                );
+                metrics::counter!("rethread_reverts_total", "reason" => error.refusal.label())
+                    .increment(1);
+                change = next;
+                continue;
+            }
+            None => {}
+        }
+        if retries > 0 {
+            metrics::counter!("rethread_fallback_retries_total", "outcome" => "still_failed")
+                .increment(1);
+        }
+        if !changed {
+            break Response::from_parts(head, body);
+        }
+        // Never worse than no proxy: the upstream refused what rethread sent and rethread has
+        // nothing better, so the client's own request gets its chance, once.
+        tracing::info!(
+            status = status.as_u16(),
+            reason = error.refusal.label(),
+            code = error.code.as_deref().unwrap_or(""),
+            param = error.param.as_deref().unwrap_or(""),
+            ids = ?change.ids(),
+            "upstream refused a changed request; sending the client's own"
+        );
+        metrics::counter!("rethread_reverts_total", "reason" => error.refusal.label()).increment(1);
+        reverted = Some(error.refusal.label());
+        change = Change::default();
     };
 
     note.inserted = change.items();
     if !change.is_empty() {
         record_repair(&change);
     }
+    if response.status().is_success() && view.as_ref().is_some_and(|v| v.reasoning_param) {
+        if let Some(model) = &model {
+            app.models.learn(tenant, model, true);
+        }
+    }
     let mut response = if response.status().is_success() {
-        captured(app, tenant, response)
+        captured(app, tenant, model, response)
     } else {
         response
     };
@@ -128,64 +181,85 @@ pub async fn handle(
             .headers_mut()
             .insert("x-rethread-inserted", HeaderValue::from(note.inserted));
     }
+    if let Some(reason) = reverted {
+        response
+            .headers_mut()
+            .insert("x-rethread-reverted", HeaderValue::from_static(reason));
+    }
     Ok((response, note))
 }
 
-/// What rethread changes in a request.
-#[derive(Debug, Default)]
-pub(crate) struct Change {
-    insertions: Vec<Insertion>,
-    replacements: Vec<Replacement>,
-    /// Add `reasoning.encrypted_content` to `include` (a stateless request that lacks it).
-    include: bool,
+/// What rethread can still do about a refusal before giving up its change.
+enum Further {
+    /// Insert the reasoning item the upstream named (memory did not know it).
+    Cold(Change),
+    /// The same change without the `include` edit the model refused.
+    WithoutInclude(Change),
 }
 
-impl Change {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.insertions.is_empty() && self.replacements.is_empty() && !self.include
-    }
-
-    /// Items placed into the input: inserted, or rehydrated in full.
-    pub(crate) fn items(&self) -> usize {
-        self.insertions.len() + self.replacements.len()
-    }
-
-    pub(crate) fn ids(&self) -> Vec<&str> {
-        let inserted = self.insertions.iter().map(|i| &*i.id);
-        inserted
-            .chain(self.replacements.iter().map(|r| &*r.id))
-            .collect()
-    }
-
-    pub(crate) fn apply(&self, body: &Bytes, view: &RequestView<'_>) -> Vec<Bytes> {
-        let mut edits = match &view.input {
-            Some(input) => input_edits(body, input, &self.insertions, &self.replacements),
-            None => Vec::new(),
-        };
-        if self.include {
-            edits.extend(include_edit(body, view));
+/// The next change to try after `refusal`, if any.
+fn further_repair(
+    view: &RequestView<'_>,
+    change: &Change,
+    refusal: &Refusal,
+    cold_possible: bool,
+) -> Option<Further> {
+    match refusal {
+        Refusal::MissingReasoning { item, reasoning } if cold_possible => {
+            let extra = repair::cold_insertion(view, &change.insertions, item, reasoning)?;
+            let mut next = change.clone();
+            next.insertions = repair::with_insertion(next.insertions, extra);
+            Some(Further::Cold(next))
         }
-        apply(body, edits)
+        Refusal::EncryptedUnsupported if change.include => {
+            let next = Change {
+                include: false,
+                ..change.clone()
+            };
+            // Nothing else changed: the revert that follows sends the same bytes.
+            (!next.is_empty() && !next.places_reasoning()).then_some(Further::WithoutInclude(next))
+        }
+        _ => None,
     }
 }
 
-/// What memory says to change.
+/// What memory and model knowledge say to change.
 pub(crate) async fn planned(
     app: &App,
     tenant: TenantKey,
     body: &[u8],
     view: &RequestView<'_>,
 ) -> Change {
-    let include = !view.store
-        && app.settings.stateless_include
-        && !view.includes_encrypted_reasoning
-        && include_edit(body, view).is_some();
-    let mut change = Change {
-        include,
-        ..Change::default()
+    let rules = Rules {
+        policy: app.settings.repair,
+        stateless_include: app.settings.stateless_include,
+        model_may_reason: app.models.may_reason(tenant, view.model.as_deref()),
     };
+    let keys = lookup_keys(view);
+    let turns = if keys.is_empty() {
+        Vec::new()
+    } else {
+        match app.ledger.lookup(tenant, &keys).await {
+            Ok(turns) => turns,
+            Err(e) => {
+                tracing::warn!(error = %e, "ledger lookup failed; forwarding without memory");
+                metrics::counter!("rethread_store_errors_total", "op" => "lookup").increment(1);
+                Vec::new()
+            }
+        }
+    };
+    let (change, unrepairable) = change::decide(body, view, &turns, rules);
+    if let Some(why) = unrepairable {
+        tracing::info!(reason = why.reason(), detail = ?why, "request names remembered items but cannot be repaired; forwarding unchanged");
+        metrics::counter!("rethread_unrepairable_total", "reason" => why.reason()).increment(1);
+    }
+    change
+}
+
+/// The ids and call ids of a request's input, as memory is asked for them.
+fn lookup_keys<'v>(view: &'v RequestView<'_>) -> Vec<&'v str> {
     let Some(input) = &view.input else {
-        return change;
+        return Vec::new();
     };
     let mut keys: Vec<&str> = input
         .items
@@ -197,29 +271,7 @@ pub(crate) async fn planned(
     keys.sort_unstable();
     keys.dedup();
     keys.truncate(MAX_LOOKUP_KEYS);
-    if keys.is_empty() {
-        return change;
-    }
-    let turns = match app.ledger.lookup(tenant, &keys).await {
-        Ok(turns) => turns,
-        Err(e) => {
-            tracing::warn!(error = %e, "ledger lookup failed; forwarding without memory");
-            metrics::counter!("rethread_store_errors_total", "op" => "lookup").increment(1);
-            return change;
-        }
-    };
-    let Plan {
-        insertions,
-        replacements,
-        unrepairable,
-    } = repair::plan(view, &turns, app.settings.repair);
-    if let Some(why) = unrepairable {
-        tracing::info!(reason = why.reason(), detail = ?why, "request names remembered items but cannot be repaired; forwarding unchanged");
-        metrics::counter!("rethread_unrepairable_total", "reason" => why.reason()).increment(1);
-    }
-    change.insertions = insertions;
-    change.replacements = replacements;
-    change
+    keys
 }
 
 /// Ids longer than this are not the API's; they are never looked up.
@@ -230,19 +282,20 @@ const MAX_LOOKUP_KEYS: usize = 4096;
 pub(crate) fn record_repair(change: &Change) {
     tracing::debug!(ids = ?change.ids(), include = change.include, "repaired request");
     metrics::counter!("rethread_repaired_requests_total").increment(1);
-    let types = change
-        .insertions
-        .iter()
-        .map(|i| &i.ty)
-        .chain(change.replacements.iter().map(|r| &r.ty));
-    for ty in types {
+    for ty in change.item_types() {
         metrics::counter!("rethread_repairs_total", "item_type" => item_type_label(ty))
             .increment(1);
     }
 }
 
 /// Wraps a successful response so its turn is learned as it streams to the client.
-pub fn captured(app: &Arc<App>, tenant: TenantKey, response: Response<Body>) -> Response<Body> {
+/// `model` is the request's, so a turn with reasoning items teaches that the model reasons.
+pub fn captured(
+    app: &Arc<App>,
+    tenant: TenantKey,
+    model: Option<Box<str>>,
+    response: Response<Body>,
+) -> Response<Body> {
     let header = |name| {
         response
             .headers()
@@ -259,14 +312,20 @@ pub fn captured(app: &Arc<App>, tenant: TenantKey, response: Response<Body>) -> 
         Body::new(Tee::new(
             body,
             capture,
-            Box::new(move |capture, clean| learn(&app, tenant, capture, clean)),
+            Box::new(move |capture, clean| learn(&app, tenant, model.as_deref(), capture, clean)),
         ))
     })
 }
 
 /// Finishes a capture and records its turn. Runs as the last chunk leaves, so the turn is
 /// remembered before the client can send a follow-up; a remote write completes in a task.
-fn learn(app: &App, tenant: TenantKey, capture: Result<Capture, CaptureError>, clean: bool) {
+fn learn(
+    app: &App,
+    tenant: TenantKey,
+    model: Option<&str>,
+    capture: Result<Capture, CaptureError>,
+    clean: bool,
+) {
     let turn = match capture.and_then(Capture::finish) {
         Ok(Some(turn)) => turn,
         Ok(None) => return,
@@ -280,13 +339,23 @@ fn learn(app: &App, tenant: TenantKey, capture: Result<Capture, CaptureError>, c
     if !clean {
         tracing::debug!("upstream body broke; remembering the items it completed");
     }
-    remember(app, tenant, turn);
+    remember(app, tenant, model, turn);
 }
 
 /// Records a learned turn: visible to this replica at once, a remote write finished in a task.
 /// The memory store's write is already done when `record` returns, so it costs no task (a
 /// spawn per turn would wake a parked runtime worker for nothing).
-pub(crate) fn remember(app: &App, tenant: TenantKey, turn: super::items::Turn) {
+pub(crate) fn remember(
+    app: &App,
+    tenant: TenantKey,
+    model: Option<&str>,
+    turn: super::items::Turn,
+) {
+    if let Some(model) = model {
+        if turn.items.iter().any(|i| i.ty == ItemType::Reasoning) {
+            app.models.learn(tenant, model, true);
+        }
+    }
     let items = turn.items.len();
     let mut write = app.ledger.record(tenant, turn);
     match (&mut write).now_or_never() {

@@ -2,6 +2,7 @@
 //! repaired, and how responses teach rethread new turns.
 
 pub mod capture;
+pub mod change;
 pub mod create;
 pub mod decode;
 pub mod elide;

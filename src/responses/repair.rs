@@ -3,9 +3,11 @@
 //! This is the heart of rethread and it does no I/O: the ledger lookup happens before, the
 //! splice after. The rules it enforces are the API's, as `ARCHITECTURE.md` states them:
 //! a group's reasoning item stands directly before the group's items, a reasoning item is followed
-//! by an item of its own group, nothing the client sent is removed or reordered, no id is sent
-//! twice, and no client call is inserted without its output. When the client's own order makes a
-//! valid request impossible, the plan says why and inserts nothing.
+//! by an item of its own group (so never by another reasoning item: a reasoning item whose group
+//! holds nothing else can never be replayed), nothing the client sent is removed or reordered, no
+//! id is sent twice, and no client call is inserted without its output. For a model that does
+//! not reason, no reasoning item is placed at all. When the client's own order makes a valid
+//! request impossible, the plan says why and inserts nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -186,7 +188,14 @@ impl<'a> Present<'a> {
 }
 
 /// Decides what to insert into `view`'s input, given the remembered `turns` its items name.
-pub fn plan(view: &RequestView<'_>, turns: &[Arc<Turn>], policy: RestorePolicy) -> Plan {
+/// `model_may_reason` is false for a model known not to reason: the API neither pairs items with
+/// reasoning for it nor accepts reasoning items, so only calls that outputs need are restored.
+pub fn plan(
+    view: &RequestView<'_>,
+    turns: &[Arc<Turn>],
+    policy: RestorePolicy,
+    model_may_reason: bool,
+) -> Plan {
     let Some(input) = &view.input else {
         return Plan::default();
     };
@@ -213,7 +222,8 @@ pub fn plan(view: &RequestView<'_>, turns: &[Arc<Turn>], policy: RestorePolicy) 
 
     let mut chosen_ids: HashSet<Box<str>> = HashSet::new();
     let mut insertions = Vec::new();
-    for (t, members) in &groups {
+    let reasoning_groups = if model_may_reason { &groups[..] } else { &[] };
+    for (t, members) in reasoning_groups {
         match plan_group(view.store, &turns[*t], members, &present, policy) {
             Ok(group_insertions) => {
                 for ins in group_insertions {
@@ -232,14 +242,17 @@ pub fn plan(view: &RequestView<'_>, turns: &[Arc<Turn>], policy: RestorePolicy) 
         turns,
         &slot,
         &present,
-        policy,
+        Restore {
+            policy,
+            reasoning: model_may_reason,
+        },
     ) {
         if chosen_ids.insert(ins.id.clone()) {
             insertions.push(ins);
         }
     }
     insertions.sort_by_key(|i| (i.gap, i.order));
-    if !insertions.is_empty() {
+    if model_may_reason && !insertions.is_empty() {
         let sequence = final_sequence(&input.items, &locs, &insertions, &index);
         if let Some(id) = first_violation(&sequence, turns) {
             // The repaired request would still break a pairing rule (a reasoning item whose
@@ -250,7 +263,7 @@ pub fn plan(view: &RequestView<'_>, turns: &[Arc<Turn>], policy: RestorePolicy) 
     let replacements = if view.store {
         Vec::new()
     } else {
-        rehydrations(&input.items, &locs, turns)
+        rehydrations(&input.items, &locs, turns, model_may_reason)
     };
     if insertions.is_empty() && replacements.is_empty() {
         return Plan::default();
@@ -265,6 +278,14 @@ pub fn plan(view: &RequestView<'_>, turns: &[Arc<Turn>], policy: RestorePolicy) 
     }
 }
 
+/// What a group is restored with: its other items as `policy` says, and its reasoning item only
+/// for a model that may reason.
+#[derive(Clone, Copy)]
+struct Restore {
+    policy: RestorePolicy,
+    reasoning: bool,
+}
+
 /// Calls whose outputs the client sent without the calls themselves (and without any other item
 /// of their group): the group is restored right before the first such output — its reasoning
 /// item, the answered calls, and with `RestorePolicy::Group` its other items — as the API needs a
@@ -276,7 +297,7 @@ fn orphan_outputs(
     turns: &[Arc<Turn>],
     touched: &HashMap<(usize, usize), usize>,
     present: &Present<'_>,
-    policy: RestorePolicy,
+    restore: Restore,
 ) -> Vec<Insertion> {
     let mut first_output: Vec<((usize, usize), usize)> = Vec::new();
     for (n, item) in items.iter().enumerate() {
@@ -306,9 +327,14 @@ fn orphan_outputs(
         let wanted = group.start..group.end;
         for pos in wanted {
             let item = &turn.items[pos];
-            let needed = Some(pos) == group.reasoning
-                || item.ty.is_client_call()
-                || policy == RestorePolicy::Group;
+            let needed = if restore.reasoning {
+                Some(pos) == group.reasoning
+                    || item.ty.is_client_call()
+                    || restore.policy == RestorePolicy::Group
+            } else {
+                // No pairing rules for this model, and no reasoning allowed: the calls only.
+                item.ty.is_client_call()
+            };
             if !needed {
                 continue;
             }
@@ -320,7 +346,7 @@ fn orphan_outputs(
                     text,
                     order: (1, pos),
                 }),
-                None if Some(pos) == group.reasoning => {
+                None if restore.reasoning && Some(pos) == group.reasoning => {
                     restored.clear();
                     break;
                 }
@@ -369,7 +395,7 @@ fn final_sequence(
 
 /// The id of the first remembered item whose pairing the API would refuse in `sequence`:
 /// an item not attached to its group's reasoning item, or a reasoning item not followed by an
-/// item of its group (or, for an empty group, by its successor in the turn).
+/// item of its group (an empty group's reasoning item never is).
 fn first_violation(sequence: &[Slot], turns: &[Arc<Turn>]) -> Option<String> {
     for (k, slot) in sequence.iter().enumerate() {
         let Some(loc) = slot.loc else { continue };
@@ -383,18 +409,12 @@ fn first_violation(sequence: &[Slot], turns: &[Arc<Turn>]) -> Option<String> {
                 .is_some_and(|l| l.turn == loc.turn && group.members().contains(&l.pos))
         };
         if loc.pos == reasoning {
-            let followers = if group.members().is_empty() {
-                (reasoning + 1..turn.items.len().min(reasoning + 2)).collect::<Vec<_>>()
-            } else {
-                group.members().collect()
-            };
-            if followers.is_empty() {
-                continue;
-            }
+            // A reasoning item whose group holds nothing else (another reasoning item came
+            // next, or the turn ended) has no follower it could ever be given.
             let followed = sequence
                 .get(k + 1)
                 .and_then(|s| s.loc)
-                .is_some_and(|l| l.turn == loc.turn && followers.contains(&l.pos));
+                .is_some_and(|l| l.turn == loc.turn && group.members().contains(&l.pos));
             if !followed {
                 return Some(turn.items[loc.pos].id.to_string());
             }
@@ -417,6 +437,7 @@ fn rehydrations(
     items: &[InputItem<'_>],
     locs: &[Option<Loc>],
     turns: &[Arc<Turn>],
+    model_may_reason: bool,
 ) -> Vec<Replacement> {
     items
         .iter()
@@ -426,6 +447,9 @@ fn rehydrations(
         .filter_map(|(index, (_, loc))| {
             let loc = (*loc)?;
             let recorded = &turns[loc.turn].items[loc.pos];
+            if !model_may_reason && recorded.ty == ItemType::Reasoning {
+                return None;
+            }
             Some(Replacement {
                 index,
                 id: recorded.id.clone(),

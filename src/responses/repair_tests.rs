@@ -44,7 +44,7 @@ fn run_with(
     ));
     let view = parse(&body).unwrap();
     let turns: Vec<Arc<Turn>> = turns.iter().cloned().map(Arc::new).collect();
-    let plan = plan(&view, &turns, policy);
+    let plan = plan(&view, &turns, policy, true);
     let out = concat(&splice(
         &body,
         view.input.as_ref().unwrap(),
@@ -486,7 +486,7 @@ fn splicing_keeps_every_original_byte() {
     ));
     let view = parse(&body).unwrap();
     let turns: Vec<Arc<Turn>> = t.iter().cloned().map(Arc::new).collect();
-    let plan = plan(&view, &turns, RestorePolicy::Group);
+    let plan = plan(&view, &turns, RestorePolicy::Group, true);
     let out = String::from_utf8(concat(&splice(
         &body,
         view.input.as_ref().unwrap(),
@@ -576,8 +576,9 @@ fn nested_input_with_a_rehydration_flattens_in_order() {
 }
 
 #[test]
-fn a_lone_reasoning_item_of_an_empty_group_is_left_to_the_api() {
-    // [rs0, rs1, fc2]: rs0's only valid follower is rs1, a group the client did not send.
+fn a_reasoning_item_is_never_placed_directly_before_another() {
+    // [rs0, rs1, fc2]: rs0's group holds nothing else, so no follower can ever be given to it
+    // (the API refuses it even when rs1 follows: E12).
     let t = [turn("rs rs fc", true)];
     let input = [
         reference("rs_0"),
@@ -588,11 +589,51 @@ fn a_lone_reasoning_item_of_an_empty_group_is_left_to_the_api() {
     let (plan, out) = run_with(&t, &input, "", RestorePolicy::Group);
     assert_eq!(out, s(&["ref:rs_0", "user", "fc_2", "out:call_fc_2"]));
     assert_eq!(plan.unrepairable.unwrap().reason(), "no_follower");
-    // Sent with its successor right after, it is whole and the rest is repaired.
+    // The client's [rs0, fc2, out] must not become [rs0, rs1, fc2, out], which the API refuses
+    // on rs0: it is left as it is.
     let input = [reference("rs_0"), call("fc_2"), output("call_fc_2")];
+    let (plan, out) = run_with(&t, &input, "", RestorePolicy::Group);
+    assert_eq!(out, s(&["ref:rs_0", "fc_2", "out:call_fc_2"]));
+    assert!(plan.unrepairable.is_some());
+    // Without rs0, rs1 is inserted before its call as usual.
+    let input = [call("fc_2"), output("call_fc_2")];
+    assert_eq!(run(&t, &input), s(&["ref:rs_1", "fc_2", "out:call_fc_2"]));
+}
+
+#[test]
+fn the_reasoning_of_a_reasoning_only_turn_is_never_given_a_follower_from_elsewhere() {
+    // A turn that ended after its reasoning (max_output_tokens spent): the item can never be
+    // replayed (E13), so a request sending it is not made "whole" around it.
+    let t = [turn("msg rs", true), turn("rs ig msg", true)];
+    let input = [
+        reference("rs_1"),
+        USER.to_owned(),
+        bare("image_generation_call", "ig_1"),
+    ];
+    let (plan, out) = run_with(&t, &input, "", RestorePolicy::Group);
+    assert!(plan.unrepairable.is_some());
+    assert_eq!(out, s(&["ref:rs_1", "user", "ig_1"]));
+}
+
+#[test]
+fn a_model_that_does_not_reason_gets_no_reasoning_items() {
+    let t = [turn("rs fc msg", true)];
+    let input = [USER.to_owned(), output("call_fc_1")];
+    let body = Bytes::from(format!(
+        r#"{{"model":"gpt-4.1","input":[{}]}}"#,
+        input.join(",")
+    ));
+    let view = parse(&body).unwrap();
+    let turns: Vec<Arc<Turn>> = t.iter().cloned().map(Arc::new).collect();
+    let planned = plan(&view, &turns, RestorePolicy::Group, false);
+    let ids: Vec<&str> = planned.insertions.iter().map(|i| &*i.id).collect();
+    assert_eq!(ids, ["fc_1"]);
+    // A lone message of a reasoning turn is not paired for such a model: nothing to do.
+    let body = Bytes::from(r#"{"model":"gpt-4.1","input":[{"type":"message","id":"msg_2"}]}"#);
+    let view = parse(&body).unwrap();
     assert_eq!(
-        run(&t, &input),
-        s(&["ref:rs_0", "ref:rs_1", "fc_2", "out:call_fc_2"])
+        plan(&view, &turns, RestorePolicy::Group, false),
+        Plan::default()
     );
 }
 

@@ -20,8 +20,13 @@ pub struct RequestView<'a> {
     pub chained: bool,
     /// `include` already asks for `reasoning.encrypted_content`.
     pub includes_encrypted_reasoning: bool,
-    /// Byte range of the `include` value, when present.
+    /// Byte range of the `include` value, when present (`null` included: it is replaced, never
+    /// written beside).
     pub include_span: Option<Range<usize>>,
+    /// `model`, when it is a string.
+    pub model: Option<Cow<'a, str>>,
+    /// The request sets `reasoning` (only a model that reasons accepts it).
+    pub reasoning_param: bool,
     /// `input` when it is a list of items; `None` for a string input or none at all.
     pub input: Option<InputList<'a>>,
 }
@@ -100,8 +105,20 @@ struct Fields<'a> {
     previous_response_id: Option<&'a RawValue>,
     #[serde(borrow, default)]
     conversation: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "raw_even_null")]
     include: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    reasoning: Option<&'a RawValue>,
+}
+
+/// A present value as it is, `null` included (serde's `Option` would turn `null` into `None`,
+/// hiding the bytes an edit must replace).
+fn raw_even_null<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
 }
 
 /// An item's identifying fields, read key by key: values of other keys are skipped unread
@@ -193,11 +210,16 @@ pub fn parse(body: &[u8]) -> Result<RequestView<'_>, ParseError> {
         }
         _ => None,
     };
+    let model = fields
+        .model
+        .and_then(|raw| serde_json::from_str::<Cow<'_, str>>(raw.get()).ok());
     Ok(RequestView {
         store: fields.store.is_none_or(|s| s.get() != "false"),
         chained: fields.previous_response_id.is_some() || fields.conversation.is_some(),
         includes_encrypted_reasoning,
         include_span,
+        model,
+        reasoning_param: fields.reasoning.is_some(),
         input,
     })
 }
@@ -303,6 +325,20 @@ mod tests {
             &body[view.include_span.unwrap()],
             br#"["reasoning.encrypted_content"]"#
         );
+    }
+
+    #[test]
+    fn a_null_include_is_located_so_it_can_be_replaced() {
+        let body =
+            br#"{"store":false,"include":null,"model":"gpt-5","reasoning":{"effort":"low"}}"#;
+        let view = parse(body).unwrap();
+        assert_eq!(&body[view.include_span.unwrap()], b"null");
+        assert!(!view.includes_encrypted_reasoning);
+        assert_eq!(view.model.as_deref(), Some("gpt-5"));
+        assert!(view.reasoning_param);
+        let view = parse(br#"{"model":null,"reasoning":null}"#).unwrap();
+        assert_eq!(view.model, None);
+        assert!(!view.reasoning_param);
     }
 
     #[test]

@@ -1,27 +1,44 @@
 //! The Responses API's WebSocket mode: `response.create` frames repaired, server events learned.
 //!
 //! After the upgrade, rethread speaks WebSocket to both sides and relays every message. A client
-//! text frame that is a `response.create` goes through the same plan and splice as an HTTP body;
-//! server text frames are the same events as the SSE stream and teach the same turns, one turn per
-//! terminal event. Anything else (binary, ping, frames that are not understood) passes unchanged.
+//! text frame that is a `response.create` goes through the same decision and splice as an HTTP
+//! body; server text frames are the same events as the SSE stream and teach the same turns, one
+//! turn per terminal event. Anything else (binary, ping, frames that are not understood) passes
+//! unchanged.
+//!
+//! The guarantees of HTTP hold here too. A `response.create` waits in a queue until its response
+//! starts (`response.created`). An `error` event that arrives before that is the upstream's
+//! refusal of it: if memory lacked a reasoning item the error names, the frame is sent again with
+//! it; if rethread had changed the frame, the client's own frame is sent once; only then does the
+//! client see the error. The upstream answers one `response.create` at a time, in order.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::capture::TurnBuilder;
+use super::change::Change;
 use super::create::{planned, record_repair, remember};
+use super::repair;
 use super::request;
+use super::upstream_error::{self, Refusal};
 use crate::app::App;
 use crate::config::Mode;
 use crate::tenant::TenantKey;
+
+/// How long the other direction may go on after one side closed, so the close handshake and the
+/// last events still get through.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Deserialize)]
 struct FrameType<'a> {
@@ -35,23 +52,59 @@ fn frame_type(text: &str) -> Option<String> {
         .and_then(|f| f.ty.map(|t| t.into_owned()))
 }
 
-/// Relays messages between the upgraded client and upstream connections until either closes.
+/// A `response.create` sent upstream whose response has not started yet.
+struct Pending {
+    /// The client's own frame.
+    original: Bytes,
+    /// What rethread changed in it, as sent.
+    change: Change,
+    model: Option<Box<str>>,
+    retries: u32,
+    reverted: bool,
+}
+
+/// State shared by the two directions of one socket.
+struct Session {
+    app: Arc<App>,
+    tenant: TenantKey,
+    pending: Mutex<VecDeque<Pending>>,
+}
+
+impl Session {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Relays messages between the upgraded client and upstream connections until both close (or
+/// one has closed and the other has had `CLOSE_GRACE` to follow).
 pub async fn relay(app: Arc<App>, tenant: TenantKey, client: Upgraded, upstream: Upgraded) {
     let client = WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, None).await;
     let upstream =
         WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, None).await;
     let (mut client_tx, mut client_rx) = client.split();
     let (mut upstream_tx, mut upstream_rx) = upstream.split();
+    let session = Arc::new(Session {
+        app,
+        tenant,
+        pending: Mutex::new(VecDeque::new()),
+    });
+    // Frames the inbound side wants sent again (a retry or the client's own), in order.
+    let (resend, mut resends) = mpsc::unbounded_channel::<String>();
 
     let outbound = {
-        let app = app.clone();
+        let session = session.clone();
         async move {
-            while let Some(Ok(message)) = client_rx.next().await {
-                let message = match message {
-                    Message::Text(text) => {
-                        Message::Text(repaired(&app, tenant, text.as_str()).await.into())
-                    }
-                    other => other,
+            loop {
+                let message = tokio::select! {
+                    message = client_rx.next() => match message {
+                        Some(Ok(Message::Text(text))) => {
+                            Message::Text(outgoing(&session, text.as_str()).await.into())
+                        }
+                        Some(Ok(other)) => other,
+                        _ => break,
+                    },
+                    Some(text) = resends.recv() => Message::Text(text.into()),
                 };
                 let closing = matches!(message, Message::Close(_));
                 if upstream_tx.send(message).await.is_err() || closing {
@@ -61,54 +114,174 @@ pub async fn relay(app: Arc<App>, tenant: TenantKey, client: Upgraded, upstream:
             let _ = upstream_tx.close().await;
         }
     };
-    let inbound = async move {
-        let mut builder = TurnBuilder::new(app.capture_limits().keep);
-        while let Some(Ok(message)) = upstream_rx.next().await {
-            if let Message::Text(text) = &message {
-                learn(&app, tenant, &mut builder, text.as_str());
+    let inbound = {
+        let session = session.clone();
+        async move {
+            let mut builder = TurnBuilder::new(session.app.capture_limits().keep);
+            let mut model: Option<Box<str>> = None;
+            while let Some(Ok(message)) = upstream_rx.next().await {
+                if let Message::Text(text) = &message {
+                    match incoming(&session, text.as_str(), &mut model) {
+                        Incoming::Relay => {
+                            learn(&session, &mut builder, model.as_deref(), text.as_str())
+                        }
+                        Incoming::Resend(frame) => {
+                            if resend.send(frame).is_ok() {
+                                continue; // the client never sees this refusal
+                            }
+                        }
+                    }
+                }
+                let closing = matches!(message, Message::Close(_));
+                if client_tx.send(message).await.is_err() || closing {
+                    break;
+                }
             }
-            let closing = matches!(message, Message::Close(_));
-            if client_tx.send(message).await.is_err() || closing {
-                break;
-            }
+            let _ = client_tx.close().await;
         }
-        let _ = client_tx.close().await;
     };
-    // Either side closing ends the session; the other direction is dropped with it.
+    tokio::pin!(outbound, inbound);
     tokio::select! {
-        () = outbound => {},
-        () = inbound => {},
+        () = &mut outbound => { let _ = tokio::time::timeout(CLOSE_GRACE, inbound).await; }
+        () = &mut inbound => { let _ = tokio::time::timeout(CLOSE_GRACE, outbound).await; }
     }
 }
 
-/// The frame to send upstream: repaired when it is a `response.create` rethread can improve.
-async fn repaired(app: &App, tenant: TenantKey, text: &str) -> String {
+/// The frame to send upstream for a client's text frame: repaired when it is a `response.create`
+/// rethread can improve. Every `response.create` is queued until its response starts.
+async fn outgoing(session: &Session, text: &str) -> String {
     if frame_type(text).as_deref() != Some("response.create") {
         return text.to_owned();
     }
+    let app = &session.app;
     let bytes = Bytes::copy_from_slice(text.as_bytes());
-    let Ok(view) = request::parse(&bytes) else {
-        return text.to_owned();
+    let (change, model) = match request::parse(&bytes) {
+        Ok(view) => {
+            let model = view.model.as_deref().map(Into::into);
+            let mut change = planned(app, session.tenant, &bytes, &view).await;
+            if app.settings.mode == Mode::Observe && !change.is_empty() {
+                metrics::counter!("rethread_would_insert_total").increment(change.items() as u64);
+                tracing::info!(ids = ?change.ids(), "observe mode: would insert (websocket)");
+                change = Change::default();
+            }
+            (change, model)
+        }
+        Err(e) => {
+            tracing::debug!(reason = %e, "response.create not understood; forwarding unchanged");
+            metrics::counter!("rethread_unparsed_requests_total").increment(1);
+            (Change::default(), None)
+        }
     };
-    let change = planned(app, tenant, &bytes, &view).await;
+    let frame = framed(&bytes, &change).unwrap_or_else(|| text.to_owned());
+    if !change.is_empty() {
+        record_repair(&change);
+        tracing::info!(
+            inserted = change.items(),
+            "repaired a websocket response.create"
+        );
+    }
+    session.queue().push_back(Pending {
+        original: bytes,
+        change,
+        model,
+        retries: 0,
+        reverted: false,
+    });
+    frame
+}
+
+/// `original` with `change` applied, as text; `None` when nothing changes.
+fn framed(original: &Bytes, change: &Change) -> Option<String> {
     if change.is_empty() {
-        return text.to_owned();
+        return None;
     }
-    if app.settings.mode == Mode::Observe {
-        tracing::info!(ids = ?change.ids(), "observe mode: would insert (websocket)");
-        return text.to_owned();
+    let view = request::parse(original).ok()?;
+    String::from_utf8(super::splice::concat(&change.apply(original, &view))).ok()
+}
+
+enum Incoming {
+    /// Pass the event to the client.
+    Relay,
+    /// Swallow the event and send this frame upstream instead.
+    Resend(String),
+}
+
+/// What to do with a server event, given the `response.create` frames waiting for theirs.
+fn incoming(session: &Session, text: &str, model: &mut Option<Box<str>>) -> Incoming {
+    let ty = frame_type(text);
+    let mut queue = session.queue();
+    match ty.as_deref() {
+        Some("response.created") => {
+            if let Some(started) = queue.pop_front() {
+                *model = started.model;
+            }
+            Incoming::Relay
+        }
+        Some("error") => {
+            let Some(front) = queue.front_mut() else {
+                return Incoming::Relay;
+            };
+            match after_refusal(session, front, text.as_bytes()) {
+                Some(frame) => Incoming::Resend(frame),
+                None => {
+                    queue.pop_front();
+                    Incoming::Relay
+                }
+            }
+        }
+        _ => Incoming::Relay,
     }
-    record_repair(&change);
+}
+
+/// The frame to send after the upstream refused `pending`'s: with the reasoning item it named,
+/// or the client's own; `None` to let the client see the refusal.
+fn after_refusal(session: &Session, pending: &mut Pending, event: &[u8]) -> Option<String> {
+    let app = &session.app;
+    let error = upstream_error::read(event);
+    if error.refusal.model_does_not_reason() {
+        if let Some(model) = &pending.model {
+            app.models.learn(session.tenant, model, false);
+        }
+    }
+    if pending.reverted {
+        return None;
+    }
+    if let Refusal::MissingReasoning { item, reasoning } = &error.refusal {
+        if app.settings.mode == Mode::Repair && pending.retries < app.settings.fallback_retries {
+            let view = request::parse(&pending.original).ok()?;
+            if let Some(extra) =
+                repair::cold_insertion(&view, &pending.change.insertions, item, reasoning)
+            {
+                let mut next = pending.change.clone();
+                next.insertions = repair::with_insertion(next.insertions, extra);
+                let frame = framed(&pending.original, &next)?;
+                metrics::counter!("rethread_fallback_retries_total", "outcome" => "retried")
+                    .increment(1);
+                tracing::debug!(ids = ?next.ids(), "upstream named a missing reasoning item (websocket); retrying with it");
+                pending.change = next;
+                pending.retries += 1;
+                return Some(frame);
+            }
+        }
+    }
+    if pending.change.is_empty() {
+        return None;
+    }
     tracing::info!(
-        inserted = change.items(),
-        "repaired a websocket response.create"
+        reason = error.refusal.label(),
+        code = error.code.as_deref().unwrap_or(""),
+        param = error.param.as_deref().unwrap_or(""),
+        ids = ?pending.change.ids(),
+        "upstream refused a changed response.create; sending the client's own (websocket)"
     );
-    let spliced = super::splice::concat(&change.apply(&bytes, &view));
-    String::from_utf8(spliced).unwrap_or_else(|_| text.to_owned())
+    metrics::counter!("rethread_reverts_total", "reason" => error.refusal.label()).increment(1);
+    pending.reverted = true;
+    pending.change = Change::default();
+    String::from_utf8(pending.original.to_vec()).ok()
 }
 
 /// Feeds a server event to the turn being built; a terminal event records the turn.
-fn learn(app: &App, tenant: TenantKey, builder: &mut TurnBuilder, text: &str) {
+fn learn(session: &Session, builder: &mut TurnBuilder, model: Option<&str>, text: &str) {
     match builder.on_event(text.as_bytes()) {
         Ok(true) => {}
         Ok(false) => return,
@@ -117,8 +290,9 @@ fn learn(app: &App, tenant: TenantKey, builder: &mut TurnBuilder, text: &str) {
             return;
         }
     }
-    let done = std::mem::replace(builder, TurnBuilder::new(app.capture_limits().keep));
+    let keep = session.app.capture_limits().keep;
+    let done = std::mem::replace(builder, TurnBuilder::new(keep));
     if let Some(turn) = done.finish() {
-        remember(app, tenant, turn);
+        remember(&session.app, session.tenant, model, turn);
     }
 }

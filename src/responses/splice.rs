@@ -119,12 +119,25 @@ fn flattened(
 }
 
 /// Adds `"reasoning.encrypted_content"` to `include`, so a stateless turn comes back with what a
-/// later turn needs to replay it. `None` when `include` is there but not a list.
+/// later turn needs to replay it. An `include` of `null` is replaced in place, so the key is
+/// never written twice. `None` when `include` is there but neither a list nor `null`.
 pub fn include_edit(body: &[u8], view: &RequestView<'_>) -> Option<Edit> {
     const ITEM: &[u8] = b"\"reasoning.encrypted_content\"";
     match &view.include_span {
         Some(span) => {
             let list = body.get(span.clone())?;
+            if list == b"null" {
+                return Some(Edit {
+                    at: span.start,
+                    until: span.end,
+                    order: 0,
+                    text: vec![
+                        Bytes::from_static(b"["),
+                        Bytes::from_static(ITEM),
+                        Bytes::from_static(b"]"),
+                    ],
+                });
+            }
             if list.first() != Some(&b'[') {
                 return None;
             }
@@ -226,6 +239,10 @@ mod tests {
             r#"{"include":["reasoning.encrypted_content","file_search_call.results"]}"#
         );
         assert_eq!(with_include(r#"{"include":"odd"}"#), None);
+        assert_eq!(
+            with_include(r#"{"store":false,"include":null,"input":[]}"#).unwrap(),
+            r#"{"store":false,"include":["reasoning.encrypted_content"],"input":[]}"#
+        );
         for body in [
             r#" {"store":false}"#,
             "{}",

@@ -1,24 +1,154 @@
-//! Reading the one upstream error rethread acts on: a missing reasoning item (E1).
+//! Reading an upstream refusal: which of the API's errors it is, and what it names.
+//!
+//! The texts are the API's own (`fake/src/errors.rs` reproduces them; the E-numbers follow the
+//! project's reference of the API's errors). rethread acts on a few of them: a missing reasoning
+//! item it can insert (E1), and a refusal of a request it changed, which it answers by sending
+//! the client's own bytes (see `create.rs`). The kind is a fixed label for logs and metrics;
+//! nothing of the message itself becomes a label.
+
+use std::borrow::Cow;
 
 use serde::Deserialize;
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorFields,
+/// Statuses by which the upstream refuses a request for its content: a changed request refused
+/// so may be one rethread broke. Others (401, 403, 429, 5xx) say nothing about the content.
+pub fn is_content_refusal(status: u16) -> bool {
+    matches!(status, 400 | 404 | 409 | 413 | 422)
+}
+
+/// Which refusal an error is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// E1: `item` was sent without its reasoning item `reasoning`.
+    MissingReasoning { item: String, reasoning: String },
+    /// E1b: the same in the wording that names no reasoning item (Azure, newer models).
+    MissingReasoningUnnamed,
+    /// E2 (and E12, E13): a reasoning item without its following item.
+    MissingFollower,
+    /// E3 / E3b: an item the server could not find.
+    NotFound,
+    /// E4: an id sent twice.
+    Duplicate,
+    /// E5 / E6: a call without its output or an output without its call.
+    CallPairing,
+    /// E14: `include` asked for encrypted reasoning from a model that does not reason.
+    EncryptedUnsupported,
+    /// E15: reasoning items sent to a model that does not reason.
+    ReasoningUnsupported,
+    /// E16: a reasoning item without `summary`.
+    MissingSummary,
+    /// Anything else, or a body that is not the API's error.
+    Other,
+}
+
+impl Refusal {
+    /// A fixed label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::MissingReasoning { .. } => "missing_reasoning",
+            Self::MissingReasoningUnnamed => "missing_reasoning_unnamed",
+            Self::MissingFollower => "missing_follower",
+            Self::NotFound => "not_found",
+            Self::Duplicate => "duplicate",
+            Self::CallPairing => "call_pairing",
+            Self::EncryptedUnsupported => "encrypted_unsupported",
+            Self::ReasoningUnsupported => "reasoning_unsupported",
+            Self::MissingSummary => "missing_summary",
+            Self::Other => "other",
+        }
+    }
+
+    /// Whether the refusal says the request's model does not reason.
+    pub fn model_does_not_reason(&self) -> bool {
+        matches!(
+            self,
+            Self::EncryptedUnsupported | Self::ReasoningUnsupported
+        )
+    }
+}
+
+/// An upstream error as rethread reads it: what it is, and its `code` and `param` for the log
+/// (never its message, which may quote the request).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamError {
+    pub refusal: Refusal,
+    pub code: Option<String>,
+    pub param: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct ErrorFields {
-    message: String,
+struct Fields<'a> {
+    #[serde(borrow, default)]
+    message: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    param: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    code: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Body<'a> {
+    /// `{"error":{…}}` (HTTP bodies and the real stream's `error` event); absent in the
+    /// SPEC's flat `error` event, whose fields are then at the top.
+    #[serde(borrow, default)]
+    error: Option<Fields<'a>>,
+    #[serde(flatten, borrow)]
+    flat: Fields<'a>,
+}
+
+/// Reads an error body (HTTP) or an `error` event (WebSocket, SSE). Never fails: what is not
+/// the API's error is `Refusal::Other`.
+pub fn read(body: &[u8]) -> UpstreamError {
+    let Ok(parsed) = serde_json::from_slice::<Body<'_>>(body) else {
+        return UpstreamError {
+            refusal: Refusal::Other,
+            code: None,
+            param: None,
+        };
+    };
+    let fields = parsed.error.unwrap_or(parsed.flat);
+    UpstreamError {
+        refusal: fields.message.as_deref().map_or(Refusal::Other, classify),
+        code: fields.code.map(Cow::into_owned),
+        param: fields.param.map(Cow::into_owned),
+    }
+}
+
+fn classify(message: &str) -> Refusal {
+    if let Some((item, reasoning)) = missing_reasoning(message) {
+        return Refusal::MissingReasoning { item, reasoning };
+    }
+    let has = |needle: &str| message.contains(needle);
+    if message.starts_with("Item '")
+        && has("was provided without its required preceding item of type 'reasoning'")
+    {
+        Refusal::MissingReasoningUnnamed
+    } else if message.starts_with("Item '")
+        && has("was provided without its required following item")
+    {
+        Refusal::MissingFollower
+    } else if message.starts_with("Item with id '") && has("not found") {
+        Refusal::NotFound
+    } else if message.starts_with("Duplicate item found with id ") {
+        Refusal::Duplicate
+    } else if message.starts_with("No tool output found for ")
+        || message.starts_with("No tool call found for ")
+    {
+        Refusal::CallPairing
+    } else if message.starts_with("Encrypted content is not supported with this model") {
+        Refusal::EncryptedUnsupported
+    } else if message.starts_with("Reasoning input items can only be provided to a reasoning") {
+        Refusal::ReasoningUnsupported
+    } else if message.starts_with("Missing required parameter: 'input[") && has("].summary'") {
+        Refusal::MissingSummary
+    } else {
+        Refusal::Other
+    }
 }
 
 /// The item and reasoning ids named by
 /// `Item '<id>' of type '<type>' was provided without its required 'reasoning' item: '<rs>'.`
-pub fn missing_reasoning(body: &[u8]) -> Option<(String, String)> {
-    let message = serde_json::from_slice::<ErrorBody>(body)
-        .ok()?
-        .error
-        .message;
+fn missing_reasoning(message: &str) -> Option<(String, String)> {
     let rest = message.strip_prefix("Item '")?;
     let (item, rest) = rest.split_once("' of type '")?;
     let (_, rest) = rest.split_once("' was provided without its required 'reasoning' item: '")?;
@@ -32,23 +162,54 @@ pub fn missing_reasoning(body: &[u8]) -> Option<(String, String)> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_missing_reasoning_error_is_read() {
-        let body = br#"{"error":{"message":"Item 'ig_1' of type 'image_generation_call' was provided without its required 'reasoning' item: 'rs_1'.","type":"invalid_request_error","param":"input","code":null}}"#;
-        assert_eq!(
-            missing_reasoning(body),
-            Some(("ig_1".into(), "rs_1".into()))
-        );
+    fn refusal(message: &str) -> Refusal {
+        let body = serde_json::json!({"error": {"message": message, "type": "invalid_request_error", "param": "input", "code": null}});
+        read(body.to_string().as_bytes()).refusal
     }
 
     #[test]
-    fn other_errors_are_not() {
-        for body in [
-            &br#"{"error":{"message":"Item 'rs_1' of type 'reasoning' was provided without its required following item."}}"#[..],
-            br#"{"error":{"message":"No tool output found for function call call_1."}}"#,
-            b"not json",
-        ] {
-            assert_eq!(missing_reasoning(body), None);
+    fn the_missing_reasoning_error_is_read() {
+        let body = br#"{"error":{"message":"Item 'ig_1' of type 'image_generation_call' was provided without its required 'reasoning' item: 'rs_1'.","type":"invalid_request_error","param":"input","code":null}}"#;
+        let error = read(body);
+        assert_eq!(
+            error.refusal,
+            Refusal::MissingReasoning {
+                item: "ig_1".into(),
+                reasoning: "rs_1".into()
+            }
+        );
+        assert_eq!(error.param.as_deref(), Some("input"));
+        assert_eq!(error.code, None);
+    }
+
+    #[test]
+    fn every_error_of_the_catalogue_has_its_kind() {
+        let cases = [
+            ("Item 'rs_1' of type 'reasoning' was provided without its required following item.", "missing_follower"),
+            ("Item 'msg_1' of type 'message' was provided without its required preceding item of type 'reasoning'", "missing_reasoning_unnamed"),
+            ("Item with id 'rs_1' not found. Items are not persisted when `store` is set to false. Try again with `store` set to true, or remove this item from your input.", "not_found"),
+            ("Item with id 'rs_1' not found.", "not_found"),
+            ("Duplicate item found with id rs_1. Remove duplicate items from your input and try again.", "duplicate"),
+            ("No tool output found for function call call_1.", "call_pairing"),
+            ("No tool call found for function call output with call_id call_1.", "call_pairing"),
+            ("Encrypted content is not supported with this model.", "encrypted_unsupported"),
+            ("Reasoning input items can only be provided to a reasoning or computer use model. Remove reasoning items from your input and try again.", "reasoning_unsupported"),
+            ("Missing required parameter: 'input[3].summary'.", "missing_summary"),
+            ("Rate limit reached", "other"),
+        ];
+        for (message, label) in cases {
+            assert_eq!(refusal(message).label(), label, "{message}");
+        }
+    }
+
+    #[test]
+    fn flat_error_events_and_odd_bodies_are_read() {
+        let event = br#"{"type":"error","code":"invalid_request_error","message":"Encrypted content is not supported with this model.","param":"include"}"#;
+        let error = read(event);
+        assert_eq!(error.refusal, Refusal::EncryptedUnsupported);
+        assert_eq!(error.param.as_deref(), Some("include"));
+        for body in [&b"not json"[..], b"{}", b"[1]", br#"{"error":"text"}"#] {
+            assert_eq!(read(body).refusal, Refusal::Other);
         }
     }
 }

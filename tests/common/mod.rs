@@ -224,3 +224,60 @@ pub fn streamed_items(sse: &str) -> Vec<Value> {
         .map(|e| e["item"].clone())
         .collect()
 }
+
+/// rethread's `/metrics` page.
+pub async fn metrics_text(proxy: &Rethread) -> String {
+    client()
+        .get(proxy.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A WebSocket-mode client connection.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the Responses API's WebSocket mode at `url` with credentials `key`.
+pub async fn ws_connect(url: &str, key: &str) -> Socket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", key.parse().unwrap());
+    let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.status(), 101);
+    socket
+}
+
+/// Sends `body` as a `response.create` and returns the events up to the terminal one (or an
+/// error).
+pub async fn ws_create(socket: &mut Socket, body: Value) -> Vec<Value> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut frame = body;
+    frame["type"] = json!("response.create");
+    socket
+        .send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    while let Some(message) = socket.next().await {
+        let Message::Text(text) = message.unwrap() else {
+            continue;
+        };
+        let event: Value = serde_json::from_str(text.as_str()).unwrap();
+        let done = matches!(
+            event["type"].as_str(),
+            Some("response.completed" | "response.failed" | "error")
+        );
+        events.push(event);
+        if done {
+            break;
+        }
+    }
+    events
+}
