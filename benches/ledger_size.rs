@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rethread::ledger::memory::{FullItemBudget, MemoryLedger};
 use rethread::ledger::Ledger;
-use rethread::responses::items::{ItemType, Turn, TurnItem};
+use rethread::repair::items::{ItemType, Turn, TurnItem};
 use rethread::tenant::TenantKey;
 
 struct Counting;

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use rethread::responses::capture::{Capture, CaptureLimits, KeepPolicy};
-use rethread::responses::items::{ItemType, Turn, TurnItem};
-use rethread::responses::repair::{plan, RestorePolicy};
-use rethread::responses::request::parse;
-use rethread::responses::splice::splice;
+use rethread::capture::{Capture, CaptureLimits, KeepPolicy};
+use rethread::repair::items::{ItemType, Turn, TurnItem};
+use rethread::repair::plan::{plan, RestorePolicy};
+use rethread::repair::request::parse;
+use rethread::repair::splice::splice;
 
 const LIMITS: CaptureLimits = CaptureLimits {
     max_body: 64 << 20,

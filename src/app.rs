@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::capture::{CaptureLimits, KeepPolicy};
 use crate::config::Settings;
 use crate::forward::Upstream;
 use crate::ledger::Ledger;
 use crate::models::Models;
-use crate::responses::capture::{CaptureLimits, KeepPolicy};
 use crate::tenant::Tenants;
 
 pub struct App {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
-use crate::responses::repair::RestorePolicy;
+use crate::repair::plan::RestorePolicy;
 
 #[derive(Parser, Debug)]
 #[command(

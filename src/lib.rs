@@ -2,6 +2,7 @@
 //! request left out. See `ARCHITECTURE.md` for the map.
 
 pub mod app;
+pub mod capture;
 pub mod config;
 pub mod error;
 pub mod forward;
@@ -9,7 +10,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod models;
 pub mod proxy;
-pub mod responses;
+pub mod repair;
 pub mod server;
 pub mod tenant;
 pub mod tools;

@@ -101,29 +101,3 @@ pub fn status_class(status: u16) -> &'static str {
         _ => "5xx",
     }
 }
-
-/// An item type as a label: one the API defines, or `other`.
-pub fn item_type_label(ty: &crate::responses::items::ItemType) -> &'static str {
-    use crate::responses::items::ItemType as T;
-    match ty {
-        T::Reasoning => "reasoning",
-        T::Message => "message",
-        T::FunctionCall => "function_call",
-        T::CustomToolCall => "custom_tool_call",
-        T::ComputerCall => "computer_call",
-        T::LocalShellCall => "local_shell_call",
-        T::ShellCall => "shell_call",
-        T::ApplyPatchCall => "apply_patch_call",
-        T::ImageGenerationCall => "image_generation_call",
-        T::WebSearchCall => "web_search_call",
-        T::FileSearchCall => "file_search_call",
-        T::CodeInterpreterCall => "code_interpreter_call",
-        T::McpListTools => "mcp_list_tools",
-        T::McpCall => "mcp_call",
-        T::McpApprovalRequest => "mcp_approval_request",
-        T::ToolSearchCall => "tool_search_call",
-        T::ToolSearchOutput => "tool_search_output",
-        T::Compaction => "compaction",
-        T::Other(_) => "other",
-    }
-}

@@ -11,10 +11,10 @@ use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::capture::{Capture, CaptureLimits, KeepPolicy};
 use crate::config::Settings;
-use crate::responses::capture::{Capture, CaptureLimits, KeepPolicy};
-use crate::responses::change::{self, Rules};
-use crate::responses::{request, splice};
+use crate::repair::change::{self, Rules};
+use crate::repair::{request, splice};
 
 /// The address a local client should use for `listen` (a wildcard means this host).
 fn local_url(settings: &Settings) -> String {

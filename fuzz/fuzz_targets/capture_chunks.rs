@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use libfuzzer_sys::fuzz_target;
-use rethread::responses::capture::{Capture, CaptureLimits, KeepPolicy};
+use rethread::capture::{Capture, CaptureLimits, KeepPolicy};
 
 const LIMITS: CaptureLimits = CaptureLimits { max_body: 1 << 20, keep: KeepPolicy { full_item_max: 1 << 12 } };
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use rethread::responses::items::{ItemType, Turn, TurnItem};
-use rethread::responses::repair::{plan, RestorePolicy};
-use rethread::responses::request::parse;
-use rethread::responses::splice::{concat, splice};
+use rethread::repair::items::{ItemType, Turn, TurnItem};
+use rethread::repair::plan::{plan, RestorePolicy};
+use rethread::repair::request::parse;
+use rethread::repair::splice::{concat, splice};
 
 fn turn(shape: &[(&str, &str)], stored: bool) -> Arc<Turn> {
     let items = shape

@@ -10,30 +10,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::responses::items::{ItemType, Turn, TurnItem};
+use crate::repair::items::{ItemType, Turn, TurnItem};
 use crate::tenant::TenantKey;
 
-const KNOWN: [&str; 18] = [
-    "reasoning",
-    "message",
-    "function_call",
-    "custom_tool_call",
-    "computer_call",
-    "local_shell_call",
-    "shell_call",
-    "apply_patch_call",
-    "image_generation_call",
-    "web_search_call",
-    "file_search_call",
-    "code_interpreter_call",
-    "mcp_list_tools",
-    "mcp_call",
-    "mcp_approval_request",
-    "tool_search_call",
-    "tool_search_output",
-    "compaction",
-];
-/// Type byte: the low six bits are the type (an index into `KNOWN`, or `OTHER` followed by the
+/// Type byte: the low six bits are the type (an index into `ItemType::KNOWN`, or `OTHER` followed by the
 /// name), bit 6 says a call id follows the id, bit 7 that a full item follows.
 const OTHER: u8 = 63;
 const HAS_CALL_ID: u8 = 1 << 6;
@@ -51,7 +31,7 @@ const PREFIXES: [&str; 24] = [
 /// Header: tenant (16), learned-at milliseconds (8), full-item bytes (4), stored flag (1),
 /// item count (2).
 const HEADER: usize = 31;
-const _: () = assert!(KNOWN.len() < OTHER as usize);
+const _: () = assert!(ItemType::KNOWN.len() < OTHER as usize);
 
 fn put_len(out: &mut Vec<u8>, len: usize) -> Option<()> {
     out.extend_from_slice(&u16::try_from(len).ok()?.to_le_bytes());
@@ -116,7 +96,7 @@ pub fn encode(tenant: &TenantKey, at: u64, full_bytes: u32, turn: &Turn) -> Opti
         if item.full.is_some() {
             flags |= HAS_FULL;
         }
-        match KNOWN.iter().position(|k| *k == item.ty.as_str()) {
+        match ItemType::KNOWN.iter().position(|k| *k == item.ty) {
             Some(code) => out.push(code as u8 | flags),
             None => {
                 out.push(OTHER | flags);
@@ -224,7 +204,7 @@ impl Entry<'_> {
                     let len = usize::from(r.byte()?);
                     ItemType::parse(std::str::from_utf8(r.take(len)?).ok()?)
                 }
-                code => ItemType::parse(KNOWN.get(usize::from(code))?),
+                code => ItemType::KNOWN.get(usize::from(code))?.clone(),
             };
             let id = r.id()?;
             let call_id = if head & HAS_CALL_ID != 0 {
@@ -257,7 +237,7 @@ impl Entry<'_> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::responses::items::tests::turn;
+    use crate::repair::items::tests::turn;
 
     #[test]
     fn entries_round_trip_with_packed_and_odd_ids() {

@@ -17,7 +17,7 @@ use futures_util::FutureExt;
 
 use super::compact::{self, Entry};
 use super::{keys_of, turn_holds, KeyKind, Ledger, LedgerError, LedgerStats};
-use crate::responses::items::Turn;
+use crate::repair::items::Turn;
 use crate::tenant::TenantKey;
 
 /// Bounds on the memory full items (recorded JSON, encrypted reasoning) may take.
@@ -234,7 +234,7 @@ impl Ledger for MemoryLedger {
 #[allow(clippy::unwrap_used, clippy::disallowed_methods)]
 mod tests {
     use super::*;
-    use crate::responses::items::tests::turn;
+    use crate::repair::items::tests::turn;
 
     const A: TenantKey = TenantKey([1; 16]);
     const B: TenantKey = TenantKey([2; 16]);

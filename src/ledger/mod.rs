@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use crate::responses::items::Turn;
+use crate::repair::items::Turn;
 use crate::tenant::TenantKey;
 
 pub mod compact;

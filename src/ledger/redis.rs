@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{keys_of, turn_holds, KeyKind, Ledger, LedgerError, LedgerStats};
-use crate::responses::items::{ItemType, Turn, TurnItem};
+use crate::repair::items::{ItemType, Turn, TurnItem};
 use crate::tenant::TenantKey;
 
 /// Follows index keys to turns: returns, per key, the turn key and the turn (or false, false).
@@ -285,7 +285,7 @@ impl Ledger for RedisLedger {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::responses::items::tests::turn;
+    use crate::repair::items::tests::turn;
 
     #[test]
     fn turns_survive_the_round_trip_through_their_stored_form() {

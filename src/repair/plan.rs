@@ -18,7 +18,7 @@ use super::items::{is_output_of_call, ItemType, Turn};
 use super::request::{InputItem, RequestView};
 
 /// How much of a group to restore around the items a client sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RestorePolicy {
     /// The whole group, in its original order, as people who fix such requests by hand do.
@@ -26,6 +26,17 @@ pub enum RestorePolicy {
     Group,
     /// Only what the API requires: the reasoning item, or a follower for a lone reasoning item.
     Minimal,
+}
+
+impl std::str::FromStr for RestorePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "group" => Ok(Self::Group),
+            "minimal" => Ok(Self::Minimal),
+            other => Err(format!("unknown repair policy {other:?}; use `group` or `minimal`")),
+        }
+    }
 }
 
 /// One item to place before client item `gap` (`gap == items.len()` places it at the end).
@@ -623,5 +634,4 @@ pub fn with_insertion(mut insertions: Vec<Insertion>, extra: Insertion) -> Vec<I
 }
 
 #[cfg(test)]
-#[path = "repair_tests.rs"]
 mod tests;

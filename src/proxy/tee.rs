@@ -11,7 +11,7 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use super::capture::{Capture, CaptureError};
+use crate::capture::{Capture, CaptureError};
 
 /// Called once the body has ended: with the capture (to finish) or why it failed, and whether the
 /// body ended cleanly.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::items::{ItemType, Turn};
-use super::repair::{self, Insertion, Replacement, RestorePolicy, Unrepairable};
+use super::plan::{self, Insertion, Replacement, RestorePolicy, Unrepairable};
 use super::request::RequestView;
 use super::splice::{apply, include_edit, input_edits};
 
@@ -103,7 +103,7 @@ pub fn decide(
     if turns.is_empty() {
         return (change, None);
     }
-    let plan = repair::plan(view, turns, rules.policy, rules.model_may_reason);
+    let plan = plan::plan(view, turns, rules.policy, rules.model_may_reason);
     change.insertions = plan.insertions;
     change.replacements = plan.replacements;
     (change, plan.unrepairable)

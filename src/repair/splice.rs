@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use super::repair::{Insertion, Replacement};
+use super::plan::{Insertion, Replacement};
 use super::request::{InputList, RequestView};
 
 /// New bytes at `at`, replacing `at..until` (empty for a pure insertion).
@@ -211,7 +211,7 @@ pub fn concat(chunks: &[Bytes]) -> Vec<u8> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::responses::request::parse;
+    use crate::repair::request::parse;
 
     fn with_include(body: &str) -> Option<String> {
         let bytes = Bytes::from(body.to_owned());

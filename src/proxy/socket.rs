@@ -26,14 +26,15 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::capture::TurnBuilder;
-use super::change::Change;
-use super::create::{planned, record_repair, remember};
-use super::repair;
-use super::request;
-use super::upstream_error::{self, Refusal};
+use super::session::{planned, record_repair, remember};
 use crate::app::App;
+use crate::capture::TurnBuilder;
 use crate::config::Mode;
+use crate::repair;
+use crate::repair::change::Change;
+use crate::repair::request;
+use crate::repair::splice::concat;
+use crate::repair::upstream_error::{self, Refusal};
 use crate::tenant::TenantKey;
 
 /// How long the other direction may go on after one side closed, so the close handshake and the
@@ -196,7 +197,7 @@ fn framed(original: &Bytes, change: &Change) -> Option<String> {
         return None;
     }
     let view = request::parse(original).ok()?;
-    String::from_utf8(super::splice::concat(&change.apply(original, &view))).ok()
+    String::from_utf8(concat(&change.apply(original, &view))).ok()
 }
 
 enum Incoming {

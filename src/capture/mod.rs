@@ -15,10 +15,14 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::decode::Decoder;
-use super::elide::{Eliding, MARKER};
-use super::items::{ItemType, Turn, TurnItem};
-use super::sse::SseFramer;
+pub mod decode;
+mod elide;
+mod sse;
+
+use crate::repair::items::{ItemType, Turn, TurnItem};
+use decode::Decoder;
+use elide::{Eliding, MARKER};
+use sse::SseFramer;
 
 /// Which items are remembered in full, beyond their id and type.
 #[derive(Clone, Copy, Debug)]
@@ -321,5 +325,4 @@ impl Capture {
 }
 
 #[cfg(test)]
-#[path = "capture_tests.rs"]
 mod tests;

@@ -7,79 +7,71 @@
 
 use bytes::Bytes;
 
-/// The type of an output item. Known types are a byte wide so a remembered turn stays small.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ItemType {
-    Reasoning,
-    Message,
-    FunctionCall,
-    CustomToolCall,
-    ComputerCall,
-    LocalShellCall,
-    ShellCall,
-    ApplyPatchCall,
-    ImageGenerationCall,
-    WebSearchCall,
-    FileSearchCall,
-    CodeInterpreterCall,
-    McpListTools,
-    McpCall,
-    McpApprovalRequest,
-    ToolSearchCall,
-    ToolSearchOutput,
-    Compaction,
-    Other(Box<str>),
+/// One table of the item types the API defines: the enum, its names and its order all come
+/// from here (the memory ledger stores a type as its index in `ItemType::KNOWN`).
+macro_rules! item_types {
+    ($($variant:ident => $name:literal,)*) => {
+        /// The type of an output item.
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        pub enum ItemType {
+            $($variant,)*
+            /// A type this version does not know, by name.
+            Other(Box<str>),
+        }
+
+        impl ItemType {
+            /// Every known type, in a fixed order.
+            pub const KNOWN: &'static [ItemType] = &[$(ItemType::$variant,)*];
+
+            pub fn parse(ty: &str) -> Self {
+                match ty {
+                    $($name => Self::$variant,)*
+                    other => Self::Other(other.into()),
+                }
+            }
+
+            /// The API's name of the type.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $name,)*
+                    Self::Other(s) => s,
+                }
+            }
+
+            /// A metric label: the API's name, or `other` (names rethread does not know never
+            /// become labels).
+            pub fn label(&self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                    Self::Other(_) => "other",
+                }
+            }
+        }
+    };
+}
+
+item_types! {
+    Reasoning => "reasoning",
+    Message => "message",
+    FunctionCall => "function_call",
+    CustomToolCall => "custom_tool_call",
+    ComputerCall => "computer_call",
+    LocalShellCall => "local_shell_call",
+    ShellCall => "shell_call",
+    ApplyPatchCall => "apply_patch_call",
+    ImageGenerationCall => "image_generation_call",
+    WebSearchCall => "web_search_call",
+    FileSearchCall => "file_search_call",
+    CodeInterpreterCall => "code_interpreter_call",
+    McpListTools => "mcp_list_tools",
+    McpCall => "mcp_call",
+    McpApprovalRequest => "mcp_approval_request",
+    ToolSearchCall => "tool_search_call",
+    ToolSearchOutput => "tool_search_output",
+    Compaction => "compaction",
 }
 
 impl ItemType {
-    pub fn parse(ty: &str) -> Self {
-        match ty {
-            "reasoning" => Self::Reasoning,
-            "message" => Self::Message,
-            "function_call" => Self::FunctionCall,
-            "custom_tool_call" => Self::CustomToolCall,
-            "computer_call" => Self::ComputerCall,
-            "local_shell_call" => Self::LocalShellCall,
-            "shell_call" => Self::ShellCall,
-            "apply_patch_call" => Self::ApplyPatchCall,
-            "image_generation_call" => Self::ImageGenerationCall,
-            "web_search_call" => Self::WebSearchCall,
-            "file_search_call" => Self::FileSearchCall,
-            "code_interpreter_call" => Self::CodeInterpreterCall,
-            "mcp_list_tools" => Self::McpListTools,
-            "mcp_call" => Self::McpCall,
-            "mcp_approval_request" => Self::McpApprovalRequest,
-            "tool_search_call" => Self::ToolSearchCall,
-            "tool_search_output" => Self::ToolSearchOutput,
-            "compaction" => Self::Compaction,
-            other => Self::Other(other.into()),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Reasoning => "reasoning",
-            Self::Message => "message",
-            Self::FunctionCall => "function_call",
-            Self::CustomToolCall => "custom_tool_call",
-            Self::ComputerCall => "computer_call",
-            Self::LocalShellCall => "local_shell_call",
-            Self::ShellCall => "shell_call",
-            Self::ApplyPatchCall => "apply_patch_call",
-            Self::ImageGenerationCall => "image_generation_call",
-            Self::WebSearchCall => "web_search_call",
-            Self::FileSearchCall => "file_search_call",
-            Self::CodeInterpreterCall => "code_interpreter_call",
-            Self::McpListTools => "mcp_list_tools",
-            Self::McpCall => "mcp_call",
-            Self::McpApprovalRequest => "mcp_approval_request",
-            Self::ToolSearchCall => "tool_search_call",
-            Self::ToolSearchOutput => "tool_search_output",
-            Self::Compaction => "compaction",
-            Self::Other(s) => s,
-        }
-    }
-
     /// Calls the client executes and answers with a `<type>_output` item of the same `call_id`.
     /// They are identified by `call_id` as well as by id, must be replayed in full (an
     /// `item_reference` breaks the call/output pairing), and may only be inserted when their

@@ -42,10 +42,6 @@ impl Eliding {
         self.out.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.out.is_empty()
-    }
-
     pub fn clear(&mut self) {
         self.out.clear();
         self.in_string = false;

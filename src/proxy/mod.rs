@@ -4,8 +4,14 @@
 //! retrieving one (captured). Everything else, WebSocket upgrades included, passes through with
 //! bodies streamed both ways and never parsed.
 
+mod create;
+mod outcome;
+mod session;
+mod socket;
+mod tee;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -17,7 +23,7 @@ use crate::app::App;
 use crate::error::ProxyError;
 use crate::forward::{is_upgrade, remove_hop_by_hop};
 use crate::metrics::status_class;
-use crate::responses;
+use outcome::Outcome;
 
 /// What kind of request this is, as far as rethread cares; also a metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,19 +65,12 @@ impl RouteClass {
     }
 }
 
-/// What a handler reports for the request's log line and metrics.
-#[derive(Debug, Default)]
-pub struct Note {
-    pub inserted: usize,
-    pub upstream: Duration,
-}
-
 pub async fn handle(State(app): State<Arc<App>>, request: Request<Body>) -> Response<Body> {
     let started = Instant::now();
     let method = request.method().clone();
     let class = RouteClass::of(&method, request.uri().path(), is_upgrade(request.headers()));
     let outcome = match class {
-        RouteClass::ResponsesCreate => responses::create::handle(&app, request).await,
+        RouteClass::ResponsesCreate => create::handle(&app, request).await,
         RouteClass::ResponsesRetrieve => retrieve(&app, request).await,
         RouteClass::Upgrade => upgrade(&app, request).await,
         RouteClass::ResponsesSocket => upgrade(&app, request).await,
@@ -82,7 +81,7 @@ pub async fn handle(State(app): State<Arc<App>>, request: Request<Body>) -> Resp
         Err(e) => {
             let code = e.code();
             let message = e.to_string();
-            (e.into_response(), Note::default(), Some((code, message)))
+            (e.into_response(), Outcome::default(), Some((code, message)))
         }
     };
     let upgrade = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -125,14 +124,17 @@ pub async fn handle(State(app): State<Arc<App>>, request: Request<Body>) -> Resp
     response
 }
 
-async fn forward(app: &App, request: Request<Body>) -> Result<(Response<Body>, Note), ProxyError> {
+async fn forward(
+    app: &App,
+    request: Request<Body>,
+) -> Result<(Response<Body>, Outcome), ProxyError> {
     let (mut parts, body) = request.into_parts();
     app.upstream.prepare(&mut parts)?;
     let sent = Instant::now();
     let response = app.upstream.send(Request::from_parts(parts, body)).await?;
     Ok((
         response,
-        Note {
+        Outcome {
             inserted: 0,
             upstream: sent.elapsed(),
         },
@@ -143,16 +145,13 @@ async fn forward(app: &App, request: Request<Body>) -> Result<(Response<Body>, N
 async fn retrieve(
     app: &Arc<App>,
     request: Request<Body>,
-) -> Result<(Response<Body>, Note), ProxyError> {
+) -> Result<(Response<Body>, Outcome), ProxyError> {
     let tenant = app.tenants.key_for(request.headers());
     let (response, note) = forward(app, request).await?;
     if !response.status().is_success() {
         return Ok((response, note));
     }
-    Ok((
-        responses::create::captured(app, tenant, None, response),
-        note,
-    ))
+    Ok((session::captured(app, tenant, None, response), note))
 }
 
 /// A protocol switch (WebSocket): forwarded, then bytes are copied both ways until either side
@@ -160,7 +159,7 @@ async fn retrieve(
 async fn upgrade(
     app: &Arc<App>,
     mut request: Request<Body>,
-) -> Result<(Response<Body>, Note), ProxyError> {
+) -> Result<(Response<Body>, Outcome), ProxyError> {
     let class = RouteClass::of(request.method(), request.uri().path(), true);
     let tenant = app.tenants.key_for(request.headers());
     let client_side = hyper::upgrade::on(&mut request);
@@ -176,7 +175,7 @@ async fn upgrade(
         .upstream
         .send_raw(Request::from_parts(parts, body))
         .await?;
-    let note = Note {
+    let note = Outcome {
         inserted: 0,
         upstream: sent.elapsed(),
     };
@@ -186,7 +185,7 @@ async fn upgrade(
         tokio::spawn(async move {
             match tokio::try_join!(client_side, upstream_side) {
                 Ok((client, upstream)) if inspect => {
-                    responses::socket::relay(app, tenant, client, upstream).await;
+                    socket::relay(app, tenant, client, upstream).await;
                 }
                 Ok((client, upstream)) => {
                     let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));

@@ -7,9 +7,9 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::*;
-use crate::responses::items::tests::turn;
-use crate::responses::request::parse;
-use crate::responses::splice::{concat, splice};
+use crate::repair::items::tests::turn;
+use crate::repair::request::parse;
+use crate::repair::splice::{concat, splice};
 
 const USER: &str =
     r#"{"role":"user","content":[{"type":"input_text","text":"Now make it look realistic"}]}"#;

@@ -7,26 +7,20 @@ use std::time::Instant;
 
 use axum::body::Body;
 use bytes::Bytes;
-use futures_util::FutureExt;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
-use super::capture::{Capture, CaptureError};
-use super::change::{self, Change, Rules};
-use super::decode::Decoder;
-use super::items::ItemType;
-use super::repair;
-use super::request::{self, RequestView};
-use super::tee::Tee;
-use super::upstream_error::{self, Refusal, UpstreamError};
+use super::outcome::Outcome;
+use super::session::{captured, planned, record_repair};
 use crate::app::App;
+use crate::capture::decode::Decoder;
 use crate::config::Mode;
 use crate::error::ProxyError;
 use crate::forward::{ChunksBody, Prefixed};
-use crate::ledger::LedgerError;
-use crate::metrics::item_type_label;
-use crate::proxy::Note;
-use crate::tenant::TenantKey;
+use crate::repair;
+use crate::repair::change::Change;
+use crate::repair::request::{self, RequestView};
+use crate::repair::upstream_error::{self, Refusal, UpstreamError};
 
 /// Largest upstream error body read to see what the refusal was.
 const ERROR_BODY_LIMIT: usize = 64 << 10;
@@ -34,7 +28,7 @@ const ERROR_BODY_LIMIT: usize = 64 << 10;
 pub async fn handle(
     app: &Arc<App>,
     request: Request<Body>,
-) -> Result<(Response<Body>, Note), ProxyError> {
+) -> Result<(Response<Body>, Outcome), ProxyError> {
     let (mut parts, body) = request.into_parts();
     let tenant = app.tenants.key_for(&parts.headers);
     // A client that stops sending its body is cut off like one that stops sending its headers.
@@ -42,7 +36,7 @@ pub async fn handle(
     let body = Body::new(crate::forward::IdleTimeout::new(body, idle));
     let bytes = read_body(body, &parts.headers, app.settings.body_limit, idle).await?;
     app.upstream.prepare(&mut parts)?;
-    let mut note = Note::default();
+    let mut note = Outcome::default();
 
     let view = match request::parse(&bytes) {
         Ok(view) => Some(view),
@@ -220,162 +214,6 @@ fn further_repair(
             (!next.is_empty() && !next.places_reasoning()).then_some(Further::WithoutInclude(next))
         }
         _ => None,
-    }
-}
-
-/// What memory and model knowledge say to change.
-pub(crate) async fn planned(
-    app: &App,
-    tenant: TenantKey,
-    body: &[u8],
-    view: &RequestView<'_>,
-) -> Change {
-    let rules = Rules {
-        policy: app.settings.repair,
-        stateless_include: app.settings.stateless_include,
-        model_may_reason: app.models.may_reason(tenant, view.model.as_deref()),
-    };
-    let keys = lookup_keys(view);
-    let turns = if keys.is_empty() {
-        Vec::new()
-    } else {
-        match app.ledger.lookup(tenant, &keys).await {
-            Ok(turns) => turns,
-            Err(e) => {
-                tracing::warn!(error = %e, "ledger lookup failed; forwarding without memory");
-                metrics::counter!("rethread_store_errors_total", "op" => "lookup").increment(1);
-                Vec::new()
-            }
-        }
-    };
-    let (change, unrepairable) = change::decide(body, view, &turns, rules);
-    if let Some(why) = unrepairable {
-        tracing::info!(reason = why.reason(), detail = ?why, "request names remembered items but cannot be repaired; forwarding unchanged");
-        metrics::counter!("rethread_unrepairable_total", "reason" => why.reason()).increment(1);
-    }
-    change
-}
-
-/// The ids and call ids of a request's input, as memory is asked for them.
-fn lookup_keys<'v>(view: &'v RequestView<'_>) -> Vec<&'v str> {
-    let Some(input) = &view.input else {
-        return Vec::new();
-    };
-    let mut keys: Vec<&str> = input
-        .items
-        .iter()
-        .flat_map(|i| [i.id(), i.call_id()])
-        .flatten()
-        .filter(|k| !k.is_empty() && k.len() <= MAX_ID_LEN)
-        .collect();
-    keys.sort_unstable();
-    keys.dedup();
-    keys.truncate(MAX_LOOKUP_KEYS);
-    keys
-}
-
-/// Ids longer than this are not the API's; they are never looked up.
-const MAX_ID_LEN: usize = 256;
-/// At most this many distinct ids of one request are looked up.
-const MAX_LOOKUP_KEYS: usize = 4096;
-
-pub(crate) fn record_repair(change: &Change) {
-    tracing::debug!(ids = ?change.ids(), include = change.include, "repaired request");
-    metrics::counter!("rethread_repaired_requests_total").increment(1);
-    for ty in change.item_types() {
-        metrics::counter!("rethread_repairs_total", "item_type" => item_type_label(ty))
-            .increment(1);
-    }
-}
-
-/// Wraps a successful response so its turn is learned as it streams to the client.
-/// `model` is the request's, so a turn with reasoning items teaches that the model reasons.
-pub fn captured(
-    app: &Arc<App>,
-    tenant: TenantKey,
-    model: Option<Box<str>>,
-    response: Response<Body>,
-) -> Response<Body> {
-    let header = |name| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
-    let capture = Capture::new(
-        header(header::CONTENT_TYPE),
-        header(header::CONTENT_ENCODING),
-        app.capture_limits(),
-    );
-    let app = app.clone();
-    response.map(move |body| {
-        Body::new(Tee::new(
-            body,
-            capture,
-            Box::new(move |capture, clean| learn(&app, tenant, model.as_deref(), capture, clean)),
-        ))
-    })
-}
-
-/// Finishes a capture and records its turn. Runs as the last chunk leaves, so the turn is
-/// remembered before the client can send a follow-up; a remote write completes in a task.
-fn learn(
-    app: &App,
-    tenant: TenantKey,
-    model: Option<&str>,
-    capture: Result<Capture, CaptureError>,
-    clean: bool,
-) {
-    let turn = match capture.and_then(Capture::finish) {
-        Ok(Some(turn)) => turn,
-        Ok(None) => return,
-        Err(e) => {
-            tracing::debug!(reason = e.reason(), error = %e, "response taught nothing");
-            metrics::counter!("rethread_capture_failures_total", "reason" => e.reason())
-                .increment(1);
-            return;
-        }
-    };
-    if !clean {
-        tracing::debug!("upstream body broke; remembering the items it completed");
-    }
-    remember(app, tenant, model, turn);
-}
-
-/// Records a learned turn: visible to this replica at once, a remote write finished in a task.
-/// The memory store's write is already done when `record` returns, so it costs no task (a
-/// spawn per turn would wake a parked runtime worker for nothing).
-pub(crate) fn remember(
-    app: &App,
-    tenant: TenantKey,
-    model: Option<&str>,
-    turn: super::items::Turn,
-) {
-    if let Some(model) = model {
-        if turn.items.iter().any(|i| i.ty == ItemType::Reasoning) {
-            app.models.learn(tenant, model, true);
-        }
-    }
-    let items = turn.items.len();
-    let mut write = app.ledger.record(tenant, turn);
-    match (&mut write).now_or_never() {
-        Some(done) => report_write(done, items),
-        None => {
-            tokio::spawn(async move { report_write(write.await, items) });
-        }
-    }
-}
-
-fn report_write(done: Result<(), LedgerError>, items: usize) {
-    match done {
-        Ok(()) => {
-            metrics::counter!("rethread_turns_learned_total").increment(1);
-            tracing::debug!(items, "turn learned");
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "ledger write failed");
-            metrics::counter!("rethread_store_errors_total", "op" => "record").increment(1);
-        }
     }
 }
 
