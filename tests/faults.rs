@@ -117,6 +117,30 @@ async fn a_silent_upstream_times_out_but_a_live_stream_is_never_cut() {
 }
 
 #[tokio::test]
+async fn a_slow_upload_that_keeps_moving_outlives_the_idle_timeout() {
+    // The idle timeout bounds silence, not the whole exchange: an upload still sending a chunk
+    // every 200 ms for 2 s passes a 500 ms idle timeout.
+    let fake = fake().await;
+    let proxy = Rethread::start(&fake.url(), &["--idle-timeout", "500ms"]);
+    let chunks = futures_util::stream::unfold(0u32, |n| async move {
+        if n == 10 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Some((Ok::<_, std::io::Error>(vec![7u8; 1000]), n + 1))
+    });
+    let resp = client()
+        .post(proxy.url("/v1/echo"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let echoed: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(echoed["body_len"], 10_000);
+}
+
+#[tokio::test]
 async fn a_client_leaving_mid_stream_leaves_the_proxy_serving() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &[]);

@@ -1,11 +1,13 @@
-//! Body wrappers of the upstream path: an idle timeout that restarts with every frame, a body of
-//! chunks already in memory (a spliced request), and bytes already read put back in front of the
-//! rest of a body.
+//! Body wrappers of the upstream path: an idle timeout that restarts with every frame, a request
+//! body whose progress keeps the wait for the response alive, a body of chunks already in memory
+//! (a spliced request), and bytes already read put back in front of the rest of a body.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -153,3 +155,89 @@ impl<B: HttpBody<Data = Bytes>> HttpBody for Prefixed<B> {
     }
 }
 
+/// When a request body last moved, shared by the body and the wait for the response head.
+#[derive(Debug)]
+pub struct Progress {
+    start: Instant,
+    /// Milliseconds after `start` of the last frame.
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Progress {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that records its progress: an upload that is still moving is not silence.
+    pub struct Watched<B> {
+        #[pin]
+        inner: B,
+        progress: Arc<Progress>,
+    }
+}
+
+impl<B> Watched<B> {
+    pub fn new(inner: B, progress: Arc<Progress>) -> Self {
+        Watched { inner, progress }
+    }
+}
+
+impl<B: HttpBody> HttpBody for Watched<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            this.progress.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `response`, unless `idle` passes without it and without the request body moving: silence is
+/// measured from the upload's last frame, so a slow upload that is still going is never cut.
+pub async fn within_idle<F: Future>(
+    response: F,
+    idle: Duration,
+    progress: &Progress,
+) -> Option<F::Output> {
+    let mut response = std::pin::pin!(response);
+    loop {
+        let deadline = progress.last() + idle;
+        tokio::select! {
+            out = &mut response => return Some(out),
+            () = tokio::time::sleep_until(deadline.into()) => {
+                if progress.last() + idle <= Instant::now() {
+                    return None;
+                }
+            }
+        }
+    }
+}

@@ -23,6 +23,7 @@ mod headers;
 mod inline;
 
 pub use body::{ChunksBody, IdleTimedOut, IdleTimeout, Prefixed};
+use body::{within_idle, Progress, Watched};
 pub use coalesce::Coalesce;
 pub use headers::{is_upgrade, remove_hop_by_hop};
 
@@ -108,10 +109,12 @@ impl Upstream {
         let idle = self.idle_timeout;
         match &self.inline {
             Some(pool) if !is_upgrade(request.headers()) => {
-                let response = match tokio::time::timeout(idle, pool.send(request)).await {
-                    Err(_) => return Err(ProxyError::Timeout(idle)),
-                    Ok(Err(e)) => return Err(ProxyError::Unreachable(describe(&e))),
-                    Ok(Ok(r)) => r,
+                let progress = Progress::new();
+                let request = request.map(|b| Body::new(Watched::new(b, progress.clone())));
+                let response = match within_idle(pool.send(request), idle, &progress).await {
+                    None => return Err(ProxyError::Timeout(idle)),
+                    Some(Err(e)) => return Err(ProxyError::Unreachable(describe(&e))),
+                    Some(Ok(r)) => r,
                 };
                 Ok(response.map(|body| Body::new(Coalesce::new(IdleTimeout::new(body, idle)))))
             }
@@ -128,17 +131,19 @@ impl Upstream {
         &self,
         request: Request<Body>,
     ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
-        match tokio::time::timeout(self.idle_timeout, self.client.request(request)).await {
-            Err(_) => Err(ProxyError::Timeout(self.idle_timeout)),
-            Ok(Err(e)) if e.is_connect() => Err(ProxyError::Unreachable(format!(
+        let progress = Progress::new();
+        let request = request.map(|b| Body::new(Watched::new(b, progress.clone())));
+        match within_idle(self.client.request(request), self.idle_timeout, &progress).await {
+            None => Err(ProxyError::Timeout(self.idle_timeout)),
+            Some(Err(e)) if e.is_connect() => Err(ProxyError::Unreachable(format!(
                 "connection failed{}",
                 causes(&e)
             ))),
-            Ok(Err(e)) => Err(ProxyError::Unreachable(format!(
+            Some(Err(e)) => Err(ProxyError::Unreachable(format!(
                 "request failed{}",
                 causes(&e)
             ))),
-            Ok(Ok(r)) => Ok(r),
+            Some(Ok(r)) => Ok(r),
         }
     }
 

@@ -91,10 +91,19 @@ impl MemoryLedger {
             return 0;
         }
         let mut used = self.full_by_tenant.entry(tenant).or_insert(0);
-        let total = self.full_total.load(Ordering::Relaxed);
-        if *used + bytes > self.budget.per_tenant || total + bytes > self.budget.total {
+        // The tenant's share is guarded by its entry's lock; the total is reserved atomically,
+        // so concurrent turns of different tenants cannot both pass the last free bytes.
+        let within_tenant = *used + bytes <= self.budget.per_tenant;
+        let reserved = within_tenant
+            && self
+                .full_total
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
+                    (total + bytes <= self.budget.total).then_some(total + bytes)
+                })
+                .is_ok();
+        if !reserved {
             self.over_budget.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
+            tracing::debug!(
                 bytes,
                 "full items over budget; remembering this turn by id only"
             );
@@ -105,7 +114,6 @@ impl MemoryLedger {
             return 0;
         }
         *used += bytes;
-        self.full_total.fetch_add(bytes, Ordering::Relaxed);
         bytes
     }
 
@@ -319,5 +327,41 @@ mod tests {
         // Evicting A's first turn refunds its bytes.
         l.insert(B, turn("rs", true));
         assert!(l.full_by_tenant.get(&A).is_none());
+    }
+
+    #[test]
+    fn the_total_budget_holds_under_concurrent_turns_of_many_tenants() {
+        let one = turn("rs fc msg", false)
+            .items
+            .iter()
+            .filter_map(|i| i.full.as_ref())
+            .map(|f| f.len())
+            .sum::<usize>();
+        let budget = FullItemBudget {
+            total: one,
+            per_tenant: 1 << 30,
+        };
+        let l = Arc::new(MemoryLedger::new(Duration::from_secs(60), 10, budget));
+        let start = Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8u8)
+            .map(|t| {
+                let (l, start) = (l.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let mut worst = 0;
+                    for _ in 0..20_000 {
+                        let mut one = turn("rs fc msg", false);
+                        let charged = l.charge(TenantKey([t; 16]), &mut one);
+                        worst = worst.max(l.full_total.load(Ordering::Relaxed));
+                        l.refund(TenantKey([t; 16]), charged);
+                    }
+                    worst
+                })
+            })
+            .collect();
+        for thread in threads {
+            let worst = thread.join().unwrap_or(usize::MAX);
+            assert!(worst <= one, "total {worst} over the budget {one}");
+        }
     }
 }
