@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what tests/sdk.rs runs: the Node SDK (tests/sdk/node_modules, from package-lock.json)
+# Installs what tests/e2e/sdk.rs runs: the Node SDK (tests/sdk/node_modules, from package-lock.json)
 # and the Python SDK plus the Agents SDK (tests/sdk/.venv, from requirements.txt).
 # Idempotent: safe to run again; it brings both back to the pinned versions.
 # Needs node/npm (Node >= 20) and python3 (>= 3.10, with the venv module) on PATH;

@@ -12,7 +12,6 @@
     clippy::disallowed_methods
 )]
 
-mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -20,7 +19,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::Rethread;
+use crate::common::Rethread;
 
 /// The text of the API's error for an item replayed without its reasoning item.
 const MISSING_REASONING: &str = "was provided without its required 'reasoning' item";

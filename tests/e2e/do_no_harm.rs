@@ -5,7 +5,7 @@
 //! the API gives as 2xx must stay 2xx through rethread.
 //!
 //! `RETHREAD_HARM_CASES` (default 300) and `RETHREAD_HARM_SEED` choose the run; the dedicated
-//! large run is `RETHREAD_HARM_CASES=10000 cargo test --test do_no_harm -- --nocapture`.
+//! large run is `RETHREAD_HARM_CASES=10000 cargo test --test e2e do_no_harm -- --nocapture`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,13 +14,12 @@
     clippy::print_stdout
 )]
 
-mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// A deployment the fake knows does not reason, and rethread does not.

@@ -6,13 +6,12 @@
     clippy::disallowed_methods
 )]
 
-mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 async fn echo(proxy: &Rethread, req: reqwest::RequestBuilder) -> Value {

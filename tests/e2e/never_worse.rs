@@ -8,9 +8,8 @@
     clippy::disallowed_methods
 )]
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// An Azure-style deployment name that does not reason, known to the fake but not to rethread.

@@ -7,9 +7,8 @@
     clippy::disallowed_methods
 )]
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;

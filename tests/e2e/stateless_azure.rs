@@ -6,9 +6,8 @@
     clippy::disallowed_methods
 )]
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn tools() -> Value {

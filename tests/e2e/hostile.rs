@@ -7,13 +7,12 @@
     clippy::disallowed_methods
 )]
 
-mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 async fn send_raw_body(proxy: &Rethread, body: Vec<u8>) -> (u16, Vec<u8>) {

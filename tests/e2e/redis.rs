@@ -7,13 +7,12 @@
     clippy::disallowed_methods
 )]
 
-mod common;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const SECRET: &str = "shared-tenant-secret-for-tests";
 

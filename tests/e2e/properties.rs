@@ -9,9 +9,8 @@
     clippy::disallowed_methods
 )]
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 

@@ -8,7 +8,6 @@
     clippy::disallowed_methods
 )]
 
-mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -16,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// How the scripted upstream treats a connection after each answer.
 #[derive(Clone, Copy)]

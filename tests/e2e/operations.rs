@@ -6,12 +6,11 @@
     clippy::disallowed_methods
 )]
 
-mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn rethread(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {

@@ -1,0 +1,18 @@
+//! The end-to-end suites, one module each, in one test binary (one link instead of one per
+//! suite): the real `rethread` binary on port 0 in front of the project's strict fake.
+
+mod common;
+mod do_no_harm;
+mod faults;
+mod hostile;
+mod isolation;
+mod never_worse;
+mod operations;
+mod properties;
+mod redis;
+mod repair;
+mod sdk;
+mod stateless_azure;
+mod transparency;
+mod upstream_connections;
+mod websocket;
