@@ -3,8 +3,6 @@
 //! Run: `cargo bench --bench ledger_size` (TURNS and TENANTS env vars override the counts).
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rethread::ledger::memory::{FullItemBudget, MemoryLedger};
@@ -12,26 +10,8 @@ use rethread::ledger::Ledger;
 use rethread::repair::items::{ItemType, Turn, TurnItem};
 use rethread::tenant::TenantKey;
 
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: count_alloc::Counting = count_alloc::Counting;
 
 fn hex_id(prefix: &str, n: u64, salt: u64) -> Box<str> {
     format!(
@@ -75,7 +55,7 @@ fn main() {
         total: 1 << 30,
         per_tenant: 1 << 30,
     };
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = count_alloc::live();
     let ledger = MemoryLedger::new(Duration::from_secs(86_400), turns as usize, budget);
     let started = Instant::now();
     for n in 0..turns {
@@ -84,7 +64,7 @@ fn main() {
         drop(ledger.record(TenantKey(key), image_turn(n)));
     }
     let inserted = started.elapsed();
-    let bytes = LIVE.load(Ordering::Relaxed) - before;
+    let bytes = count_alloc::live() - before;
     // Lookups of existing ids, one request's worth at a time.
     let started = Instant::now();
     let probes = 200_000u64;

@@ -55,80 +55,85 @@ pub enum Command {
 #[serde(deny_unknown_fields)]
 pub struct SettingsArgs {
     /// The TOML file to read.
-    #[arg(long, env = "RETHREAD_CONFIG")]
+    #[arg(long, env = "RETHREAD_CONFIG", global = true)]
     #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Where to accept clients [default: 127.0.0.1:8080]
-    #[arg(long, env = "RETHREAD_LISTEN")]
+    #[arg(long, env = "RETHREAD_LISTEN", global = true)]
     pub listen: Option<SocketAddr>,
     /// Where to forward; the request's path and query are appended [default: https://api.openai.com]
-    #[arg(long, env = "RETHREAD_UPSTREAM")]
+    #[arg(long, env = "RETHREAD_UPSTREAM", global = true)]
     pub upstream: Option<String>,
     /// Where turns are remembered: `memory`, or `redis://[user:pass@]host:port[/db]` (`rediss://` for TLS) shared by replicas [default: memory]
-    #[arg(long, env = "RETHREAD_STORE", hide_env_values = true)]
+    #[arg(long, env = "RETHREAD_STORE", hide_env_values = true, global = true)]
     pub store: Option<Secret>,
     /// Prefix of every key rethread writes to a shared store [default: rethread]
-    #[arg(long, env = "RETHREAD_STORE_PREFIX")]
+    #[arg(long, env = "RETHREAD_STORE_PREFIX", global = true)]
     pub store_prefix: Option<String>,
     /// Longest wait for a shared store's lookup before a request goes on without memory [default: 20ms]
-    #[arg(long, env = "RETHREAD_STORE_TIMEOUT")]
+    #[arg(long, env = "RETHREAD_STORE_TIMEOUT", global = true)]
     pub store_timeout: Option<Span>,
     /// How long a turn is remembered, e.g. `30d`, `12h`, `90s` [default: 30d]
-    #[arg(long, env = "RETHREAD_RETENTION")]
+    #[arg(long, env = "RETHREAD_RETENTION", global = true)]
     pub retention: Option<Span>,
     /// How many turns are remembered before the oldest are evicted [default: 1000000]
-    #[arg(long, env = "RETHREAD_CAPACITY")]
+    #[arg(long, env = "RETHREAD_CAPACITY", global = true)]
     pub capacity: Option<usize>,
     /// Largest Responses request body read for repair, e.g. `64MiB` [default: 64MiB]
-    #[arg(long, env = "RETHREAD_BODY_LIMIT")]
+    #[arg(long, env = "RETHREAD_BODY_LIMIT", global = true)]
     pub body_limit: Option<ByteSize>,
     /// Largest item remembered in full (client calls; items of unstored responses) [default: 256KiB]
-    #[arg(long, env = "RETHREAD_FULL_ITEM_MAX")]
+    #[arg(long, env = "RETHREAD_FULL_ITEM_MAX", global = true)]
     pub full_item_max: Option<ByteSize>,
     /// Memory all remembered full items may take, in the memory store [default: 512MiB]
-    #[arg(long, env = "RETHREAD_FULL_ITEMS_BUDGET")]
+    #[arg(long, env = "RETHREAD_FULL_ITEMS_BUDGET", global = true)]
     pub full_items_budget: Option<ByteSize>,
     /// Memory one tenant's remembered full items may take, in the memory store [default: 64MiB]
-    #[arg(long, env = "RETHREAD_TENANT_FULL_ITEMS_BUDGET")]
+    #[arg(long, env = "RETHREAD_TENANT_FULL_ITEMS_BUDGET", global = true)]
     pub tenant_full_items_budget: Option<ByteSize>,
     /// Time allowed to connect to the upstream [default: 10s]
-    #[arg(long, env = "RETHREAD_CONNECT_TIMEOUT")]
+    #[arg(long, env = "RETHREAD_CONNECT_TIMEOUT", global = true)]
     pub connect_timeout: Option<Span>,
     /// Longest silence from the upstream, before its headers or between body chunks [default: 10m]
-    #[arg(long, env = "RETHREAD_IDLE_TIMEOUT")]
+    #[arg(long, env = "RETHREAD_IDLE_TIMEOUT", global = true)]
     pub idle_timeout: Option<Span>,
     /// Time a client has to send its request headers, and longest pause in a Responses request body [default: 30s]
-    #[arg(long, env = "RETHREAD_HEADER_TIMEOUT")]
+    #[arg(long, env = "RETHREAD_HEADER_TIMEOUT", global = true)]
     pub header_timeout: Option<Span>,
     /// How much of a group to restore: `group` or `minimal` [default: group]
-    #[arg(long, env = "RETHREAD_REPAIR")]
+    #[arg(long, env = "RETHREAD_REPAIR", global = true)]
     pub repair: Option<RestorePolicy>,
     /// `repair` changes requests; `observe` only learns and reports what it would insert [default: repair]
-    #[arg(long, env = "RETHREAD_MODE")]
+    #[arg(long, env = "RETHREAD_MODE", global = true)]
     pub mode: Option<Mode>,
     /// Add `reasoning.encrypted_content` to `include` of `store: false` requests that lack it, so their turns can be replayed [default: true]
-    #[arg(long, env = "RETHREAD_STATELESS_INCLUDE")]
+    #[arg(long, env = "RETHREAD_STATELESS_INCLUDE", global = true)]
     pub stateless_include: Option<bool>,
     /// Models that do not reason, as comma-separated patterns (`*` matches any text; case is ignored): rethread neither adds `include` nor inserts reasoning for them. Learned traffic overrides it [default: gpt-4*,gpt-3.5*,chatgpt-*,*-chat*]
-    #[arg(long, env = "RETHREAD_NON_REASONING_MODELS")]
+    #[arg(long, env = "RETHREAD_NON_REASONING_MODELS", global = true)]
     pub non_reasoning_models: Option<ModelPatterns>,
     /// Retries after an upstream error naming a missing reasoning item rethread did not know [default: 2]
-    #[arg(long, env = "RETHREAD_FALLBACK_RETRIES")]
+    #[arg(long, env = "RETHREAD_FALLBACK_RETRIES", global = true)]
     pub fallback_retries: Option<u32>,
     /// Log line format: `pretty` or `json` [default: pretty]
-    #[arg(long, env = "RETHREAD_LOG_FORMAT")]
+    #[arg(long, env = "RETHREAD_LOG_FORMAT", global = true)]
     pub log_format: Option<LogFormat>,
     /// Log filter in RUST_LOG syntax, e.g. `info,rethread=debug` [default: $RUST_LOG or info]
-    #[arg(long, env = "RETHREAD_LOG")]
+    #[arg(long, env = "RETHREAD_LOG", global = true)]
     pub log: Option<String>,
     /// Secret keying tenant hashes; required with a shared store [default: random per process]
-    #[arg(long, env = "RETHREAD_TENANT_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "RETHREAD_TENANT_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
     pub tenant_secret: Option<Secret>,
     /// Time in-flight requests and streams get to finish on shutdown [default: 30s]
-    #[arg(long, env = "RETHREAD_DRAIN_TIMEOUT")]
+    #[arg(long, env = "RETHREAD_DRAIN_TIMEOUT", global = true)]
     pub drain_timeout: Option<Span>,
     /// Threads serving requests; `0` is one per CPU core [default: 0]
-    #[arg(long, env = "RETHREAD_WORKERS")]
+    #[arg(long, env = "RETHREAD_WORKERS", global = true)]
     pub workers: Option<usize>,
 }
 
@@ -537,6 +542,31 @@ mod tests {
         assert_eq!(s.upstream.to_string(), "https://api.openai.com/");
         assert_eq!(s.retention, Duration::from_secs(30 * 86_400));
         assert_eq!(s.body_limit, 64 << 20);
+    }
+
+    #[test]
+    fn flags_work_on_either_side_of_a_subcommand() {
+        for argv in [
+            &["rethread", "check", "--upstream", "http://u:1"][..],
+            &["rethread", "--upstream", "http://u:1", "check"],
+            &[
+                "rethread",
+                "explain",
+                "--turn",
+                "t.json",
+                "r.json",
+                "--upstream",
+                "http://u:1",
+            ],
+        ] {
+            let cli = Cli::try_parse_from(argv).unwrap();
+            assert_eq!(
+                cli.settings.upstream.as_deref(),
+                Some("http://u:1"),
+                "{argv:?}"
+            );
+            assert!(cli.command.is_some());
+        }
     }
 
     #[test]

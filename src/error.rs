@@ -4,20 +4,51 @@
 //! rethread itself cannot do (reach the upstream, accept an oversized body, proxy a `CONNECT`)
 //! becomes an OpenAI-style error body, so SDKs show it like any other API error.
 
+use std::error::Error;
+use std::fmt;
+
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 
+pub type BoxError = Box<dyn Error + Send + Sync>;
+
+/// Where reaching the upstream failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// No connection (refused, unresolvable, TLS, connect timeout).
+    Connect,
+    /// A connection, but the request or its response head failed on it.
+    Request,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Connect => "connection failed",
+            Self::Request => "request failed",
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("rethread could not reach the upstream: {0}")]
-    Unreachable(String),
+    /// The message carries the cause chain (never the request, which may hold credentials).
+    #[error("rethread could not reach the upstream: {stage}: {source}{}", causes(&**.source))]
+    Unreachable {
+        stage: Stage,
+        #[source]
+        source: BoxError,
+    },
     #[error("the upstream did not answer within {0:?}")]
     Timeout(std::time::Duration),
     #[error("request body exceeds rethread's limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
-    #[error("the request body could not be read: {0}")]
-    ClientBody(String),
+    #[error("the request body could not be read: {source}{}", causes(&**.source))]
+    ClientBody {
+        #[source]
+        source: BoxError,
+    },
     #[error("the client sent nothing of its request body for {0:?}")]
     ClientTimeout(std::time::Duration),
     #[error("rethread forwards only origin-form requests to its configured upstream")]
@@ -27,7 +58,7 @@ pub enum ProxyError {
 impl ProxyError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            Self::Unreachable(_) => (
+            Self::Unreachable { .. } => (
                 StatusCode::BAD_GATEWAY,
                 "upstream_error",
                 "upstream_unreachable",
@@ -42,7 +73,7 @@ impl ProxyError {
                 "invalid_request_error",
                 "request_too_large",
             ),
-            Self::ClientBody(_) => (
+            Self::ClientBody { .. } => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 "unreadable_body",
@@ -64,6 +95,30 @@ impl ProxyError {
     pub fn code(&self) -> &'static str {
         self.parts().2
     }
+}
+
+/// The causes of an error, each after a colon.
+pub fn causes(error: &(dyn Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether `E` is `error` or one of its causes, however deep.
+pub fn is_caused_by<E: Error + 'static>(error: &(dyn Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<E>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 impl IntoResponse for ProxyError {

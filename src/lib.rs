@@ -1,15 +1,18 @@
 //! rethread: a reverse proxy for the OpenAI Responses API that restores the items a follow-up
 //! request left out. See `ARCHITECTURE.md` for the map.
+//!
+//! Public modules are what the binary, the fuzz targets and the benches use; the request glue
+//! and the shared state stay private.
 
-pub mod app;
+mod app;
 pub mod capture;
 pub mod config;
-pub mod error;
-pub mod forward;
+mod error;
+mod forward;
 pub mod ledger;
-pub mod metrics;
-pub mod models;
-pub mod proxy;
+mod metrics;
+mod models;
+mod proxy;
 pub mod repair;
 pub mod server;
 pub mod tenant;

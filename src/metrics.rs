@@ -30,66 +30,98 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// The metric families, by name: every counter, gauge and histogram rethread exports. Call
+/// sites use these constants, so a name is written once.
+pub const REQUESTS: &str = "rethread_requests_total";
+pub const REPAIRS: &str = "rethread_repairs_total";
+pub const REPAIRED_REQUESTS: &str = "rethread_repaired_requests_total";
+pub const WOULD_INSERT: &str = "rethread_would_insert_total";
+pub const UNREPAIRABLE: &str = "rethread_unrepairable_total";
+pub const UNPARSED: &str = "rethread_unparsed_requests_total";
+pub const FALLBACK_RETRIES: &str = "rethread_fallback_retries_total";
+pub const REVERTS: &str = "rethread_reverts_total";
+pub const TURNS_LEARNED: &str = "rethread_turns_learned_total";
+pub const CAPTURE_FAILURES: &str = "rethread_capture_failures_total";
+pub const STORE_ERRORS: &str = "rethread_store_errors_total";
+pub const FULL_ITEMS_OVER_BUDGET: &str = "rethread_full_items_over_budget_total";
+pub const LEDGER_TURNS: &str = "rethread_ledger_turns";
+pub const LEDGER_EVICTIONS: &str = "rethread_ledger_evictions";
+pub const UPSTREAM_SECONDS: &str = "rethread_upstream_seconds";
+pub const OVERHEAD_SECONDS: &str = "rethread_overhead_seconds";
+
+/// Outcomes of a cold-memory retry (`FALLBACK_RETRIES`).
+pub const FALLBACK_OUTCOMES: [&str; 2] = ["retried", "still_failed"];
+/// Store operations (`STORE_ERRORS`).
+pub const STORE_OPS: [&str; 2] = ["lookup", "record"];
+
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
-        "rethread_requests_total",
+        REQUESTS,
         "Requests served, by route class and status class."
     );
+    describe_counter!(REPAIRS, "Items inserted into requests, by item type.");
+    describe_counter!(REPAIRED_REQUESTS, "Requests rethread changed.");
+    describe_counter!(WOULD_INSERT, "Items observe mode would have inserted.");
     describe_counter!(
-        "rethread_repairs_total",
-        "Items inserted into requests, by item type."
-    );
-    describe_counter!(
-        "rethread_repaired_requests_total",
-        "Requests rethread changed."
-    );
-    describe_counter!(
-        "rethread_would_insert_total",
-        "Items observe mode would have inserted."
-    );
-    describe_counter!(
-        "rethread_unrepairable_total",
+        UNREPAIRABLE,
         "Requests naming remembered items that were forwarded unchanged, by reason."
     );
     describe_counter!(
-        "rethread_unparsed_requests_total",
+        UNPARSED,
         "Responses requests forwarded unchanged because rethread could not read them."
     );
     describe_counter!(
-        "rethread_fallback_retries_total",
+        FALLBACK_RETRIES,
         "Retries after an upstream error named a missing reasoning item, by outcome."
     );
     describe_counter!(
-        "rethread_reverts_total",
+        REVERTS,
         "Changed requests the upstream refused for their content, resent as the client sent them, by the refusal's kind."
     );
+    describe_counter!(TURNS_LEARNED, "Turns captured from responses.");
     describe_counter!(
-        "rethread_turns_learned_total",
-        "Turns captured from responses."
-    );
-    describe_counter!(
-        "rethread_capture_failures_total",
+        CAPTURE_FAILURES,
         "Responses that taught nothing, by reason."
     );
+    describe_counter!(STORE_ERRORS, "Ledger operations that failed, by operation.");
     describe_counter!(
-        "rethread_store_errors_total",
-        "Ledger operations that failed, by operation."
+        FULL_ITEMS_OVER_BUDGET,
+        "Turns remembered by id only because their full items were over budget."
     );
-    describe_gauge!("rethread_ledger_turns", "Turns currently remembered.");
-    describe_gauge!(
-        "rethread_ledger_evictions",
-        "Turns evicted over capacity since start."
-    );
+    describe_gauge!(LEDGER_TURNS, "Turns currently remembered.");
+    describe_gauge!(LEDGER_EVICTIONS, "Turns evicted over capacity since start.");
     describe_histogram!(
-        "rethread_upstream_seconds",
+        UPSTREAM_SECONDS,
         "Time from sending a request upstream to its response head."
     );
     describe_histogram!(
-        "rethread_overhead_seconds",
+        OVERHEAD_SECONDS,
         "rethread's own time per request: total to response head minus upstream time."
     );
 }
+
+/// Exports a counter at zero, so dashboards and alerts see it before its first increment.
+pub fn zero(name: &'static str, labels: &[(&'static str, &'static str)]) {
+    let labels: Vec<metrics::Label> = labels
+        .iter()
+        .map(|&(k, v)| metrics::Label::new(k, v))
+        .collect();
+    metrics::counter!(name, labels).increment(0);
+}
+
+/// Exports a histogram before its first observation (the exporter shows it once it has a
+/// value; registering makes its label set known).
+pub fn register_histogram(name: &'static str, labels: &[(&'static str, &'static str)]) {
+    let labels: Vec<metrics::Label> = labels
+        .iter()
+        .map(|&(k, v)| metrics::Label::new(k, v))
+        .collect();
+    let _ = metrics::histogram!(name, labels);
+}
+
+/// Every status class `status_class` can return.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// `2xx`, `4xx`… for a status code.
 pub fn status_class(status: u16) -> &'static str {

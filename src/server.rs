@@ -99,11 +99,61 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
         tenants,
         metrics: crate::metrics::install(),
     });
+    export_at_zero();
     Ok(Server {
         listener,
         app,
         sweeper,
     })
+}
+
+/// Every metric family from start-up, at zero for each label set rethread can produce, so
+/// dashboards and alerts see a family before its first event. The label sets come from the
+/// types that produce them.
+fn export_at_zero() {
+    use crate::capture::CaptureError;
+    use crate::metrics::{self as m, zero};
+    use crate::proxy::RouteClass;
+    use crate::repair::items::ItemType;
+    use crate::repair::plan::Unrepairable;
+    use crate::repair::upstream_error::Refusal;
+    for route in RouteClass::ALL {
+        for status in m::STATUS_CLASSES {
+            zero(m::REQUESTS, &[("route", route.label()), ("status", status)]);
+        }
+        m::register_histogram(m::UPSTREAM_SECONDS, &[("route", route.label())]);
+        m::register_histogram(m::OVERHEAD_SECONDS, &[("route", route.label())]);
+    }
+    let item_types = ItemType::KNOWN.iter().map(ItemType::label);
+    for ty in item_types.chain(["other"]) {
+        zero(m::REPAIRS, &[("item_type", ty)]);
+    }
+    for reason in Unrepairable::REASONS {
+        zero(m::UNREPAIRABLE, &[("reason", reason)]);
+    }
+    for reason in Refusal::LABELS {
+        zero(m::REVERTS, &[("reason", reason)]);
+    }
+    for outcome in m::FALLBACK_OUTCOMES {
+        zero(m::FALLBACK_RETRIES, &[("outcome", outcome)]);
+    }
+    for reason in CaptureError::REASONS {
+        zero(m::CAPTURE_FAILURES, &[("reason", reason)]);
+    }
+    for op in m::STORE_OPS {
+        zero(m::STORE_ERRORS, &[("op", op)]);
+    }
+    for name in [
+        m::REPAIRED_REQUESTS,
+        m::WOULD_INSERT,
+        m::UNPARSED,
+        m::TURNS_LEARNED,
+        m::FULL_ITEMS_OVER_BUDGET,
+    ] {
+        zero(name, &[]);
+    }
+    metrics::gauge!(m::LEDGER_TURNS).set(0.0);
+    metrics::gauge!(m::LEDGER_EVICTIONS).set(0.0);
 }
 
 /// The routes: rethread's own three, then everything else to the proxy.
@@ -126,8 +176,8 @@ async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
 
 async fn metrics(State(app): State<Arc<App>>) -> (StatusCode, String) {
     let stats = app.ledger.stats();
-    metrics::gauge!("rethread_ledger_turns").set(stats.turns as f64);
-    metrics::gauge!("rethread_ledger_evictions").set(stats.evictions as f64);
+    metrics::gauge!(crate::metrics::LEDGER_TURNS).set(stats.turns as f64);
+    metrics::gauge!(crate::metrics::LEDGER_EVICTIONS).set(stats.evictions as f64);
     match &app.metrics {
         Some(handle) => (StatusCode::OK, handle.render()),
         None => (

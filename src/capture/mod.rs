@@ -57,6 +57,16 @@ pub enum CaptureError {
 }
 
 impl CaptureError {
+    /// Every label `reason` can return.
+    pub const REASONS: [&'static str; 6] = [
+        "encoding",
+        "content_type",
+        "decode",
+        "too_large",
+        "json",
+        "event_too_large",
+    ];
+
     /// A fixed label for logs and metrics.
     pub fn reason(&self) -> &'static str {
         match self {

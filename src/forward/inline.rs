@@ -42,6 +42,24 @@ pub enum SendError {
     Request(#[source] hyper::Error),
 }
 
+impl From<SendError> for crate::error::ProxyError {
+    fn from(e: SendError) -> Self {
+        use crate::error::Stage;
+        let (stage, source): (Stage, crate::error::BoxError) = match e {
+            SendError::Connect(io) => (Stage::Connect, Box::new(io)),
+            SendError::ConnectTimeout(after) => (
+                Stage::Connect,
+                Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("timed out after {after:?}"),
+                )),
+            ),
+            SendError::Request(e) => (Stage::Request, Box::new(e)),
+        };
+        Self::Unreachable { stage, source }
+    }
+}
+
 /// One upstream connection: the handle that sends on it and the state machine that runs it.
 struct Link {
     sender: http1::SendRequest<Body>,

@@ -15,15 +15,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::error::ProxyError;
+use crate::error::{ProxyError, Stage};
 
 mod body;
 mod coalesce;
 mod headers;
 mod inline;
 
-pub use body::{ChunksBody, IdleTimedOut, IdleTimeout, Prefixed};
 use body::{within_idle, Progress, Watched};
+pub use body::{ChunksBody, IdleTimedOut, IdleTimeout, Prefixed};
 pub use coalesce::Coalesce;
 pub use headers::{is_upgrade, remove_hop_by_hop};
 
@@ -113,7 +113,7 @@ impl Upstream {
                 let request = request.map(|b| Body::new(Watched::new(b, progress.clone())));
                 let response = match within_idle(pool.send(request), idle, &progress).await {
                     None => return Err(ProxyError::Timeout(idle)),
-                    Some(Err(e)) => return Err(ProxyError::Unreachable(describe(&e))),
+                    Some(Err(e)) => return Err(e.into()),
                     Some(Ok(r)) => r,
                 };
                 Ok(response.map(|body| Body::new(Coalesce::new(IdleTimeout::new(body, idle)))))
@@ -135,14 +135,14 @@ impl Upstream {
         let request = request.map(|b| Body::new(Watched::new(b, progress.clone())));
         match within_idle(self.client.request(request), self.idle_timeout, &progress).await {
             None => Err(ProxyError::Timeout(self.idle_timeout)),
-            Some(Err(e)) if e.is_connect() => Err(ProxyError::Unreachable(format!(
-                "connection failed{}",
-                causes(&e)
-            ))),
-            Some(Err(e)) => Err(ProxyError::Unreachable(format!(
-                "request failed{}",
-                causes(&e)
-            ))),
+            Some(Err(e)) => Err(ProxyError::Unreachable {
+                stage: if e.is_connect() {
+                    Stage::Connect
+                } else {
+                    Stage::Request
+                },
+                source: Box::new(e),
+            }),
             Some(Ok(r)) => Ok(r),
         }
     }
@@ -166,23 +166,6 @@ impl Upstream {
         }
         Ok(())
     }
-}
-
-/// An error and its causes, without the request (it may hold credentials).
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    format!("{error}{}", causes(error))
-}
-
-/// The causes of an error, each after a colon.
-fn causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = String::new();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ impl MemoryLedger {
                 bytes,
                 "full items over budget; remembering this turn by id only"
             );
-            metrics::counter!("rethread_full_items_over_budget_total").increment(1);
+            metrics::counter!(crate::metrics::FULL_ITEMS_OVER_BUDGET).increment(1);
             for item in turn.items.iter_mut() {
                 item.full = None;
             }

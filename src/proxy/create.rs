@@ -15,7 +15,7 @@ use super::session::{captured, planned, record_repair};
 use crate::app::App;
 use crate::capture::decode::Decoder;
 use crate::config::Mode;
-use crate::error::ProxyError;
+use crate::error::{is_caused_by, ProxyError};
 use crate::forward::{ChunksBody, Prefixed};
 use crate::repair;
 use crate::repair::change::Change;
@@ -42,7 +42,7 @@ pub async fn handle(
         Ok(view) => Some(view),
         Err(e) => {
             tracing::debug!(reason = %e, "request not understood; forwarding unchanged");
-            metrics::counter!("rethread_unparsed_requests_total").increment(1);
+            metrics::counter!(crate::metrics::UNPARSED).increment(1);
             None
         }
     };
@@ -54,7 +54,7 @@ pub async fn handle(
         None => Change::default(),
     };
     if app.settings.mode == Mode::Observe && !change.is_empty() {
-        metrics::counter!("rethread_would_insert_total").increment(change.items() as u64);
+        metrics::counter!(crate::metrics::WOULD_INSERT).increment(change.items() as u64);
         tracing::info!(ids = ?change.ids(), include = change.include, "observe mode: would insert");
         change = Change::default();
     }
@@ -116,7 +116,7 @@ pub async fn handle(
         match further_repair(view, &change, &error.refusal, cold_possible) {
             Some(Further::Cold(next)) => {
                 tracing::debug!(ids = ?next.ids(), "upstream named a missing reasoning item; retrying with it");
-                metrics::counter!("rethread_fallback_retries_total", "outcome" => "retried")
+                metrics::counter!(crate::metrics::FALLBACK_RETRIES, "outcome" => "retried")
                     .increment(1);
                 change = next;
                 retries += 1;
@@ -127,7 +127,7 @@ pub async fn handle(
                     reason = error.refusal.label(),
                     "upstream refused encrypted reasoning for this model; retrying without adding it"
                 );
-                metrics::counter!("rethread_reverts_total", "reason" => error.refusal.label())
+                metrics::counter!(crate::metrics::REVERTS, "reason" => error.refusal.label())
                     .increment(1);
                 change = next;
                 continue;
@@ -135,7 +135,7 @@ pub async fn handle(
             None => {}
         }
         if retries > 0 {
-            metrics::counter!("rethread_fallback_retries_total", "outcome" => "still_failed")
+            metrics::counter!(crate::metrics::FALLBACK_RETRIES, "outcome" => "still_failed")
                 .increment(1);
         }
         if !changed {
@@ -151,7 +151,7 @@ pub async fn handle(
             ids = ?change.ids(),
             "upstream refused a changed request; sending the client's own"
         );
-        metrics::counter!("rethread_reverts_total", "reason" => error.refusal.label()).increment(1);
+        metrics::counter!(crate::metrics::REVERTS, "reason" => error.refusal.label()).increment(1);
         reverted = Some(error.refusal.label());
         change = Change::default();
     };
@@ -235,21 +235,11 @@ async fn read_body(
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ProxyError::BodyTooLarge { limit })
         }
-        Err(e) if silent(&*e) => Err(ProxyError::ClientTimeout(idle)),
-        Err(e) => Err(ProxyError::ClientBody(e.to_string())),
-    }
-}
-
-/// Whether a body error is the idle timeout, however deep it is wrapped.
-fn silent(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(e) = cause {
-        if e.is::<crate::forward::IdleTimedOut>() {
-            return true;
+        Err(e) if is_caused_by::<crate::forward::IdleTimedOut>(&*e) => {
+            Err(ProxyError::ClientTimeout(idle))
         }
-        cause = e.source();
+        Err(source) => Err(ProxyError::ClientBody { source }),
     }
-    false
 }
 
 /// An error body decoded for reading (the client still gets the original bytes).

@@ -37,6 +37,14 @@ pub enum RouteClass {
 }
 
 impl RouteClass {
+    pub const ALL: [RouteClass; 5] = [
+        Self::ResponsesCreate,
+        Self::ResponsesRetrieve,
+        Self::ResponsesSocket,
+        Self::Upgrade,
+        Self::Passthrough,
+    ];
+
     pub fn of(method: &Method, path: &str, upgrade: bool) -> Self {
         let mut segments = path.trim_end_matches('/').rsplit('/');
         let last = segments.next().unwrap_or("");
@@ -89,11 +97,11 @@ pub async fn handle(State(app): State<Arc<App>>, request: Request<Body>) -> Resp
 
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    metrics::counter!("rethread_requests_total", "route" => class.label(), "status" => status_class(status)).increment(1);
+    metrics::counter!(crate::metrics::REQUESTS, "route" => class.label(), "status" => status_class(status)).increment(1);
     if !note.upstream.is_zero() {
-        metrics::histogram!("rethread_upstream_seconds", "route" => class.label())
+        metrics::histogram!(crate::metrics::UPSTREAM_SECONDS, "route" => class.label())
             .record(note.upstream.as_secs_f64());
-        metrics::histogram!("rethread_overhead_seconds", "route" => class.label())
+        metrics::histogram!(crate::metrics::OVERHEAD_SECONDS, "route" => class.label())
             .record(elapsed.saturating_sub(note.upstream).as_secs_f64());
     }
     let request_id = response

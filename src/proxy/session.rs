@@ -32,7 +32,7 @@ pub async fn planned(app: &App, tenant: TenantKey, body: &[u8], view: &RequestVi
             Ok(turns) => turns,
             Err(e) => {
                 tracing::warn!(error = %e, "ledger lookup failed; forwarding without memory");
-                metrics::counter!("rethread_store_errors_total", "op" => "lookup").increment(1);
+                metrics::counter!(crate::metrics::STORE_ERRORS, "op" => "lookup").increment(1);
                 Vec::new()
             }
         }
@@ -40,7 +40,7 @@ pub async fn planned(app: &App, tenant: TenantKey, body: &[u8], view: &RequestVi
     let (change, unrepairable) = change::decide(body, view, &turns, rules);
     if let Some(why) = unrepairable {
         tracing::info!(reason = why.reason(), detail = ?why, "request names remembered items but cannot be repaired; forwarding unchanged");
-        metrics::counter!("rethread_unrepairable_total", "reason" => why.reason()).increment(1);
+        metrics::counter!(crate::metrics::UNREPAIRABLE, "reason" => why.reason()).increment(1);
     }
     change
 }
@@ -70,9 +70,9 @@ const MAX_LOOKUP_KEYS: usize = 4096;
 
 pub fn record_repair(change: &Change) {
     tracing::debug!(ids = ?change.ids(), include = change.include, "repaired request");
-    metrics::counter!("rethread_repaired_requests_total").increment(1);
+    metrics::counter!(crate::metrics::REPAIRED_REQUESTS).increment(1);
     for ty in change.item_types() {
-        metrics::counter!("rethread_repairs_total", "item_type" => ty.label()).increment(1);
+        metrics::counter!(crate::metrics::REPAIRS, "item_type" => ty.label()).increment(1);
     }
 }
 
@@ -119,7 +119,7 @@ fn learn(
         Ok(None) => return,
         Err(e) => {
             tracing::debug!(reason = e.reason(), error = %e, "response taught nothing");
-            metrics::counter!("rethread_capture_failures_total", "reason" => e.reason())
+            metrics::counter!(crate::metrics::CAPTURE_FAILURES, "reason" => e.reason())
                 .increment(1);
             return;
         }
@@ -152,12 +152,12 @@ pub fn remember(app: &App, tenant: TenantKey, model: Option<&str>, turn: Turn) {
 fn report_write(done: Result<(), LedgerError>, items: usize) {
     match done {
         Ok(()) => {
-            metrics::counter!("rethread_turns_learned_total").increment(1);
+            metrics::counter!(crate::metrics::TURNS_LEARNED).increment(1);
             tracing::debug!(items, "turn learned");
         }
         Err(e) => {
             tracing::warn!(error = %e, "ledger write failed");
-            metrics::counter!("rethread_store_errors_total", "op" => "record").increment(1);
+            metrics::counter!(crate::metrics::STORE_ERRORS, "op" => "record").increment(1);
         }
     }
 }

@@ -161,7 +161,7 @@ async fn outgoing(session: &Session, text: &str) -> String {
             let model = view.model.as_deref().map(Into::into);
             let mut change = planned(app, session.tenant, &bytes, &view).await;
             if app.settings.mode == Mode::Observe && !change.is_empty() {
-                metrics::counter!("rethread_would_insert_total").increment(change.items() as u64);
+                metrics::counter!(crate::metrics::WOULD_INSERT).increment(change.items() as u64);
                 tracing::info!(ids = ?change.ids(), "observe mode: would insert (websocket)");
                 change = Change::default();
             }
@@ -169,7 +169,7 @@ async fn outgoing(session: &Session, text: &str) -> String {
         }
         Err(e) => {
             tracing::debug!(reason = %e, "response.create not understood; forwarding unchanged");
-            metrics::counter!("rethread_unparsed_requests_total").increment(1);
+            metrics::counter!(crate::metrics::UNPARSED).increment(1);
             (Change::default(), None)
         }
     };
@@ -256,7 +256,7 @@ fn after_refusal(session: &Session, pending: &mut Pending, event: &[u8]) -> Opti
                 let mut next = pending.change.clone();
                 next.insertions = repair::with_insertion(next.insertions, extra);
                 let frame = framed(&pending.original, &next)?;
-                metrics::counter!("rethread_fallback_retries_total", "outcome" => "retried")
+                metrics::counter!(crate::metrics::FALLBACK_RETRIES, "outcome" => "retried")
                     .increment(1);
                 tracing::debug!(ids = ?next.ids(), "upstream named a missing reasoning item (websocket); retrying with it");
                 pending.change = next;
@@ -275,7 +275,7 @@ fn after_refusal(session: &Session, pending: &mut Pending, event: &[u8]) -> Opti
         ids = ?pending.change.ids(),
         "upstream refused a changed response.create; sending the client's own (websocket)"
     );
-    metrics::counter!("rethread_reverts_total", "reason" => error.refusal.label()).increment(1);
+    metrics::counter!(crate::metrics::REVERTS, "reason" => error.refusal.label()).increment(1);
     pending.reverted = true;
     pending.change = Change::default();
     String::from_utf8(pending.original.to_vec()).ok()

@@ -34,7 +34,9 @@ impl std::str::FromStr for RestorePolicy {
         match s {
             "group" => Ok(Self::Group),
             "minimal" => Ok(Self::Minimal),
-            other => Err(format!("unknown repair policy {other:?}; use `group` or `minimal`")),
+            other => Err(format!(
+                "unknown repair policy {other:?}; use `group` or `minimal`"
+            )),
         }
     }
 }
@@ -77,6 +79,10 @@ pub enum Unrepairable {
 }
 
 impl Unrepairable {
+    /// Every label `reason` can return.
+    pub const REASONS: [&'static str; 4] =
+        ["chained", "client_order", "not_insertable", "no_follower"];
+
     /// A fixed label for logs and metrics.
     pub fn reason(&self) -> &'static str {
         match self {

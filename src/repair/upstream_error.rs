@@ -42,6 +42,20 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every label `label` can return.
+    pub const LABELS: [&'static str; 10] = [
+        "missing_reasoning",
+        "missing_reasoning_unnamed",
+        "missing_follower",
+        "not_found",
+        "duplicate",
+        "call_pairing",
+        "encrypted_unsupported",
+        "reasoning_unsupported",
+        "missing_summary",
+        "other",
+    ];
+
     /// A fixed label for logs and metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -200,6 +214,27 @@ mod tests {
         for (message, label) in cases {
             assert_eq!(refusal(message).label(), label, "{message}");
         }
+    }
+
+    #[test]
+    fn every_label_is_listed_for_the_metrics() {
+        let all = [
+            Refusal::MissingReasoning {
+                item: String::new(),
+                reasoning: String::new(),
+            },
+            Refusal::MissingReasoningUnnamed,
+            Refusal::MissingFollower,
+            Refusal::NotFound,
+            Refusal::Duplicate,
+            Refusal::CallPairing,
+            Refusal::EncryptedUnsupported,
+            Refusal::ReasoningUnsupported,
+            Refusal::MissingSummary,
+            Refusal::Other,
+        ];
+        let labels: Vec<&str> = all.iter().map(Refusal::label).collect();
+        assert_eq!(labels, Refusal::LABELS);
     }
 
     #[test]

@@ -6,7 +6,6 @@
     clippy::disallowed_methods
 )]
 
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -263,4 +262,118 @@ fn explain_prints_the_repaired_request_offline() {
     );
     assert!(text.contains(r#"{"type":"item_reference","id":"rs_1"},{"type":"image_generation_call","id":"ig_1"},{"type":"item_reference","id":"msg_1"}"#), "{text}");
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn explain_prints_the_body_the_proxy_would_send() {
+    // A stateless follow-up: the proxy adds encrypted reasoning to `include` and rehydrates the
+    // reference; explain must show both, as the proxy sends them (B3).
+    let dir = std::env::temp_dir().join(format!("rethread-explain-b3-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let turn = dir.join("turn.json");
+    let request = dir.join("request.json");
+    std::fs::write(&turn, r#"{"id":"resp_1","store":false,"output":[{"id":"rs_1","type":"reasoning","summary":[],"encrypted_content":"enc"},{"id":"msg_1","type":"message","role":"assistant","content":[]}]}"#).unwrap();
+    std::fs::write(&request, r#"{"model":"gpt-5","store":false,"input":[{"type":"item_reference","id":"rs_1"},{"type":"item_reference","id":"msg_1"}]}"#).unwrap();
+    let args = [
+        "explain",
+        "--turn",
+        turn.to_str().unwrap(),
+        request.to_str().unwrap(),
+    ];
+    let out = rethread(&args, &[]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let body = text.lines().last().unwrap();
+    let sent: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        sent["include"],
+        json!(["reasoning.encrypted_content"]),
+        "{text}"
+    );
+    assert_eq!(sent["input"][0]["encrypted_content"], "enc", "{text}");
+    // A model that does not reason gets no include edit, as in the proxy.
+    std::fs::write(
+        &request,
+        r#"{"model":"gpt-4.1","store":false,"input":"hi"}"#,
+    )
+    .unwrap();
+    let out = rethread(&args, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("# unchanged"), "{text}");
+}
+
+#[test]
+fn global_flags_work_after_a_subcommand() {
+    let out = rethread(
+        &[
+            "check",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--capacity",
+            "7",
+        ],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("capacity = 7"), "{out:?}");
+    assert!(text.contains("upstream = http://127.0.0.1:9"), "{out:?}");
+}
+
+#[tokio::test]
+async fn every_metric_family_is_exported_from_start_up() {
+    let fake = fake().await;
+    let proxy = Rethread::start(&fake.url(), &[]);
+    let metrics = metrics_text(&proxy).await;
+    for series in [
+        r#"rethread_reverts_total{reason="encrypted_unsupported"} 0"#,
+        r#"rethread_repairs_total{item_type="image_generation_call"} 0"#,
+        r#"rethread_requests_total{route="responses_create",status="4xx"} 0"#,
+        r#"rethread_fallback_retries_total{outcome="retried"} 0"#,
+        r#"rethread_store_errors_total{op="lookup"} 0"#,
+        "rethread_turns_learned_total 0",
+        "rethread_full_items_over_budget_total 0",
+        "rethread_ledger_turns 0",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_metrics_that_exist() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/grafana/rethread.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("rethread_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(&name)
+                    .to_owned();
+                queried.insert(family);
+            }
+        }
+    }
+    assert!(queried.len() >= 12, "{queried:?}");
+    let fake = fake().await;
+    let proxy = Rethread::start(&fake.url(), &[]);
+    let metrics = metrics_text(&proxy).await;
+    for family in &queried {
+        assert!(
+            metrics.contains(&format!("# TYPE {family} ")),
+            "the dashboard queries {family}, which rethread does not export"
+        );
+    }
 }

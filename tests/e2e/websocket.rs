@@ -7,7 +7,6 @@
     clippy::disallowed_methods
 )]
 
-
 use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -113,4 +112,50 @@ async fn a_websocket_on_another_path_passes_through_both_ways() {
         panic!("no binary echo")
     };
     assert_eq!(&bytes[..], &[0u8, 1, 2, 255]);
+}
+
+#[tokio::test]
+async fn websocket_frames_count_in_the_same_metrics_as_http() {
+    // Observe mode and frames rethread cannot read are counted over a socket as over HTTP (B2).
+    let fake = fake().await;
+    let proxy = Rethread::start(&fake.url(), &["--mode", "observe"]);
+    let first = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[]).await;
+    let ig = output_id(&first.body, "image_generation_call");
+    let mut socket = ws_connect(&format!("ws://{}/v1/responses", proxy.addr), KEY).await;
+    let events = ws_create(&mut socket, image_followup(&ig)).await;
+    assert_eq!(
+        events.last().unwrap()["type"],
+        "error",
+        "observe changes nothing"
+    );
+    let odd = serde_json::json!({"model": "gpt-5", "input": [{"type": 1}]});
+    ws_create(&mut socket, odd).await;
+    let metrics = metrics_text(&proxy).await;
+    assert!(
+        metrics.contains("rethread_would_insert_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rethread_unparsed_requests_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_close_gets_the_upstreams_close_reply() {
+    // The close handshake completes through rethread: the client's Close goes up, the
+    // upstream's reply comes back, and the client never sees an abnormal closure (B4).
+    let fake = fake().await;
+    let proxy = Rethread::start(&fake.url(), &[]);
+    let mut socket = ws_connect(&format!("ws://{}/v1/responses", proxy.addr), KEY).await;
+    let events = ws_create(&mut socket, image_request()).await;
+    assert_eq!(events.last().unwrap()["type"], "response.completed");
+    socket.close(None).await.unwrap();
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(5), socket.next())
+        .await
+        .unwrap();
+    assert!(
+        matches!(reply, Some(Ok(Message::Close(_)))),
+        "expected the upstream's Close, got {reply:?}"
+    );
 }
