@@ -27,6 +27,8 @@ fn hex_id(prefix: &str, n: u64, salt: u64) -> Box<str> {
 fn image_turn(n: u64) -> Turn {
     let item = |prefix: &str, ty: ItemType, salt: u64| TurnItem {
         id: hex_id(prefix, n, salt),
+        // Reasoning and messages carry a digest of their content, as captured turns do.
+        digest: matches!(ty, ItemType::Reasoning | ItemType::Message).then_some((n ^ salt) as u32),
         ty,
         call_id: None,
         full: None,

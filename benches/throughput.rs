@@ -67,6 +67,7 @@ fn turns() -> Vec<Arc<Turn>> {
                 ty,
                 call_id: None,
                 full: None,
+                digest: None,
             };
             Arc::new(Turn {
                 stored: true,

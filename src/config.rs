@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use crate::repair::plan::RestorePolicy;
+use crate::repair::rewrite::Switches;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -112,6 +113,18 @@ pub struct SettingsArgs {
     /// Models that do not reason, as comma-separated patterns (`*` matches any text; case is ignored): rethread neither adds `include` nor inserts reasoning for them. Learned traffic overrides it [default: gpt-4*,gpt-3.5*,chatgpt-*,*-chat*]
     #[arg(long, env = "RETHREAD_NON_REASONING_MODELS", global = true)]
     pub non_reasoning_models: Option<ModelPatterns>,
+    /// Move items that split a remembered group (tool outputs answered right after their calls) after it, and a group's items back to their turn's order [default: true]
+    #[arg(long, env = "RETHREAD_REWRITE_MOVE", global = true)]
+    pub rewrite_move: Option<bool>,
+    /// Drop exact duplicates, reasoning that can never be valid, and reasoning whose message the client edited [default: true]
+    #[arg(long, env = "RETHREAD_REWRITE_DROP", global = true)]
+    pub rewrite_drop: Option<bool>,
+    /// Give an id-less copy of a remembered reasoning item or message its id [default: true]
+    #[arg(long, env = "RETHREAD_REWRITE_ADOPT", global = true)]
+    pub rewrite_adopt: Option<bool>,
+    /// Complete a reasoning item sent without `summary` [default: true]
+    #[arg(long, env = "RETHREAD_REWRITE_COMPLETE", global = true)]
+    pub rewrite_complete: Option<bool>,
     /// Retries after an upstream error naming a missing reasoning item rethread did not know [default: 2]
     #[arg(long, env = "RETHREAD_FALLBACK_RETRIES", global = true)]
     pub fallback_retries: Option<u32>,
@@ -192,6 +205,8 @@ pub struct Settings {
     pub fallback_retries: u32,
     pub stateless_include: bool,
     pub non_reasoning_models: ModelPatterns,
+    /// Which rewrites of the client's own items apply.
+    pub rewrites: Switches,
     pub log_format: LogFormat,
     pub log: String,
     pub tenant_secret: Option<Secret>,
@@ -295,6 +310,12 @@ impl Settings {
             fallback_retries: pick!(fallback_retries, 2),
             stateless_include: pick!(stateless_include, true),
             non_reasoning_models: pick!(non_reasoning_models, ModelPatterns::non_reasoning()),
+            rewrites: Switches {
+                moves: pick!(rewrite_move, true),
+                drops: pick!(rewrite_drop, true),
+                adopt: pick!(rewrite_adopt, true),
+                complete: pick!(rewrite_complete, true),
+            },
             log_format: pick!(log_format, LogFormat::Pretty),
             log: top
                 .log
@@ -315,10 +336,10 @@ impl Settings {
             "(random per process)"
         };
         format!(
-            "listen = {}\nupstream = {}\nstore = {:?}\nstore_prefix = {}\nstore_timeout = {:?}\nretention = {:?}\ncapacity = {}\nbody_limit = {}\nfull_item_max = {}\nfull_items_budget = {}\ntenant_full_items_budget = {}\nconnect_timeout = {:?}\nidle_timeout = {:?}\nheader_timeout = {:?}\nrepair = {:?}\nmode = {:?}\nfallback_retries = {}\nstateless_include = {}\nnon_reasoning_models = {}\nlog_format = {:?}\nlog = {}\ntenant_secret = {}\ndrain_timeout = {:?}\nworkers = {}\n",
+            "listen = {}\nupstream = {}\nstore = {:?}\nstore_prefix = {}\nstore_timeout = {:?}\nretention = {:?}\ncapacity = {}\nbody_limit = {}\nfull_item_max = {}\nfull_items_budget = {}\ntenant_full_items_budget = {}\nconnect_timeout = {:?}\nidle_timeout = {:?}\nheader_timeout = {:?}\nrepair = {:?}\nmode = {:?}\nfallback_retries = {}\nstateless_include = {}\nnon_reasoning_models = {}\nrewrite_move = {}\nrewrite_drop = {}\nrewrite_adopt = {}\nrewrite_complete = {}\nlog_format = {:?}\nlog = {}\ntenant_secret = {}\ndrain_timeout = {:?}\nworkers = {}\n",
             self.listen, self.upstream, self.store, self.store_prefix, self.store_timeout, self.retention, self.capacity, self.body_limit,
             self.full_item_max, self.full_items_budget, self.tenant_full_items_budget, self.connect_timeout, self.idle_timeout, self.header_timeout,
-            self.repair, self.mode, self.fallback_retries, self.stateless_include, self.non_reasoning_models, self.log_format, self.log, secret,
+            self.repair, self.mode, self.fallback_retries, self.stateless_include, self.non_reasoning_models, self.rewrites.moves, self.rewrites.drops, self.rewrites.adopt, self.rewrites.complete, self.log_format, self.log, secret,
             self.drain_timeout, self.workers
         )
     }

@@ -35,6 +35,7 @@ pub fn install() -> Option<PrometheusHandle> {
 pub const REQUESTS: &str = "rethread_requests_total";
 pub const REPAIRS: &str = "rethread_repairs_total";
 pub const REPAIRED_REQUESTS: &str = "rethread_repaired_requests_total";
+pub const REPAIR_RULES: &str = "rethread_repair_rules_total";
 pub const WOULD_INSERT: &str = "rethread_would_insert_total";
 pub const UNREPAIRABLE: &str = "rethread_unrepairable_total";
 pub const UNPARSED: &str = "rethread_unparsed_requests_total";
@@ -62,6 +63,10 @@ fn describe() {
     );
     describe_counter!(REPAIRS, "Items inserted into requests, by item type.");
     describe_counter!(REPAIRED_REQUESTS, "Requests rethread changed.");
+    describe_counter!(
+        REPAIR_RULES,
+        "Items each rule of a change touched: insert, rehydrate, move, drop, adopt, complete (include and flatten count requests)."
+    );
     describe_counter!(WOULD_INSERT, "Items observe mode would have inserted.");
     describe_counter!(
         UNREPAIRABLE,

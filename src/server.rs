@@ -128,6 +128,9 @@ fn export_at_zero() {
     for ty in item_types.chain(["other"]) {
         zero(m::REPAIRS, &[("item_type", ty)]);
     }
+    for rule in crate::repair::change::RULES {
+        zero(m::REPAIR_RULES, &[("rule", rule)]);
+    }
     for reason in Unrepairable::REASONS {
         zero(m::UNREPAIRABLE, &[("reason", reason)]);
     }

@@ -187,8 +187,9 @@ fn explain_text(
             .model
             .as_deref()
             .is_none_or(|m| !settings.non_reasoning_models.matches(m)),
+        switches: settings.rewrites,
     };
-    let (change, unrepairable) = change::decide(&body, &view, &turns, rules);
+    let (change, unrepairable) = change::decide(&body, &view, &turns, rules, &Default::default());
     let mut out = String::new();
     if let Some(why) = &unrepairable {
         out.push_str(&format!("# not repaired: {} ({why:?})\n", why.reason()));

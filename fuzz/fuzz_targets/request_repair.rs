@@ -20,7 +20,7 @@ fn turn(shape: &[(&str, &str)], stored: bool) -> Arc<Turn> {
             let full = (ty.is_client_call() || !stored).then(|| {
                 Bytes::from(format!(r#"{{"type":"{}","id":"{id}","call_id":"call_{id}"}}"#, ty.as_str()))
             });
-            TurnItem { id: (*id).into(), ty, call_id, full }
+            TurnItem { id: (*id).into(), ty, call_id, full, digest: None }
         })
         .collect();
     Arc::new(Turn { stored, items })

@@ -128,11 +128,15 @@ fn read_item(
     let replayable = ty != ItemType::Reasoning || fields.encrypted_content.is_some();
     let full = (!elided && replayable && keep.keeps(&ty, stored, raw.get().len()))
         .then(|| Bytes::copy_from_slice(raw.get().as_bytes()));
+    let digest = (!elided && matches!(ty, ItemType::Reasoning | ItemType::Message))
+        .then(|| crate::repair::content::digest(raw.get().as_bytes()))
+        .flatten();
     Ok(Some(TurnItem {
         id: id.into(),
         call_id: fields.call_id.map(Into::into),
         ty,
         full,
+        digest,
     }))
 }
 

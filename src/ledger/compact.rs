@@ -13,9 +13,10 @@ use bytes::Bytes;
 use crate::repair::items::{ItemType, Turn, TurnItem};
 use crate::tenant::TenantKey;
 
-/// Type byte: the low six bits are the type (an index into `ItemType::KNOWN`, or `OTHER` followed by the
-/// name), bit 6 says a call id follows the id, bit 7 that a full item follows.
-const OTHER: u8 = 63;
+/// Type byte: the low five bits are the type (an index into `ItemType::KNOWN`, or `OTHER`
+/// followed by the name), bit 5 says a digest follows the id, bit 6 a call id, bit 7 a full item.
+const OTHER: u8 = 31;
+const HAS_DIGEST: u8 = 1 << 5;
 const HAS_CALL_ID: u8 = 1 << 6;
 const HAS_FULL: u8 = 1 << 7;
 /// Id tags: raw bytes, hex packed after a literal prefix, or hex packed after a known prefix
@@ -96,6 +97,9 @@ pub fn encode(tenant: &TenantKey, at: u64, full_bytes: u32, turn: &Turn) -> Opti
         if item.full.is_some() {
             flags |= HAS_FULL;
         }
+        if item.digest.is_some() {
+            flags |= HAS_DIGEST;
+        }
         match ItemType::KNOWN.iter().position(|k| *k == item.ty) {
             Some(code) => out.push(code as u8 | flags),
             None => {
@@ -106,6 +110,9 @@ pub fn encode(tenant: &TenantKey, at: u64, full_bytes: u32, turn: &Turn) -> Opti
             }
         }
         put_id(&mut out, &item.id)?;
+        if let Some(digest) = item.digest {
+            out.extend_from_slice(&digest.to_le_bytes());
+        }
         if let Some(call_id) = &item.call_id {
             put_id(&mut out, call_id)?;
         }
@@ -207,6 +214,12 @@ impl Entry<'_> {
                 code => ItemType::KNOWN.get(usize::from(code))?.clone(),
             };
             let id = r.id()?;
+            let digest = if head & HAS_DIGEST != 0 {
+                let d = r.take(4)?;
+                Some(u32::from_le_bytes([d[0], d[1], d[2], d[3]]))
+            } else {
+                None
+            };
             let call_id = if head & HAS_CALL_ID != 0 {
                 Some(r.id()?)
             } else {
@@ -224,6 +237,7 @@ impl Entry<'_> {
                 ty,
                 call_id: call_id.map(Into::into),
                 full,
+                digest,
             });
         }
         Some(Turn {
@@ -263,7 +277,8 @@ mod tests {
             item.id = format!("{p}_{}", "0123456789abcdef".repeat(3)).into();
         }
         let bytes = encode(&TenantKey([0; 16]), 0, 0, &t).unwrap();
-        assert!(bytes.len() <= 112, "{}", bytes.len());
+        // 112 bytes, and a 4-byte digest for each of the reasoning item and the message.
+        assert!(bytes.len() <= 120, "{}", bytes.len());
     }
 
     #[test]

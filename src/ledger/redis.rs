@@ -68,6 +68,8 @@ struct StoredItem<'a> {
     c: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     f: Option<&'a RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    d: Option<u32>,
 }
 
 fn encode(turn: &Turn) -> Result<Vec<u8>, serde_json::Error> {
@@ -84,6 +86,7 @@ fn encode(turn: &Turn) -> Result<Vec<u8>, serde_json::Error> {
                 t: Cow::Borrowed(item.ty.as_str()),
                 c: item.call_id.as_deref().map(Cow::Borrowed),
                 f: full,
+                d: item.digest,
             })
         })
         .collect::<Result<Vec<_>, serde_json::Error>>()?;
@@ -105,6 +108,7 @@ fn decode(blob: &[u8]) -> Result<Turn, serde_json::Error> {
                 ty: ItemType::parse(&item.t),
                 call_id: item.c.map(Into::into),
                 full: item.f.map(|f| Bytes::copy_from_slice(f.get().as_bytes())),
+                digest: item.d,
             })
             .collect(),
     })

@@ -7,17 +7,16 @@ use std::time::Instant;
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Limited};
 
 use super::outcome::Outcome;
-use super::session::{captured, planned, record_repair};
+use super::session::{captured, planned, record_repair, Planned};
 use crate::app::App;
 use crate::capture::decode::Decoder;
 use crate::config::Mode;
 use crate::error::{is_caused_by, ProxyError};
 use crate::forward::{ChunksBody, Prefixed};
-use crate::repair;
 use crate::repair::change::Change;
 use crate::repair::request::{self, RequestView};
 use crate::repair::upstream_error::{self, Refusal, UpstreamError};
@@ -49,13 +48,14 @@ pub async fn handle(
     let model: Option<Box<str>> = view
         .as_ref()
         .and_then(|v| v.model.as_deref().map(Into::into));
-    let mut change = match &view {
+    let mut planned = match &view {
         Some(view) => planned(app, tenant, &bytes, view).await,
-        None => Change::default(),
+        None => Planned::unchanged(),
     };
+    let mut change = std::mem::take(&mut planned.change);
     if app.settings.mode == Mode::Observe && !change.is_empty() {
         metrics::counter!(crate::metrics::WOULD_INSERT).increment(change.items() as u64);
-        tracing::info!(ids = ?change.ids(), include = change.include, "observe mode: would insert");
+        tracing::info!(rules = %change.rules_text(), ids = ?change.ids(), include = change.include, "observe mode: would change");
         change = Change::default();
     }
 
@@ -83,7 +83,7 @@ pub async fn handle(
         let changed = !change.is_empty();
         let cold_possible = app.settings.mode == Mode::Repair
             && retries < app.settings.fallback_retries
-            && status == StatusCode::BAD_REQUEST;
+            && upstream_error::is_content_refusal(status.as_u16());
         let worth_reading = upstream_error::is_content_refusal(status.as_u16())
             && reverted.is_none()
             && (changed || cold_possible);
@@ -113,9 +113,16 @@ pub async fn handle(
                 app.models.learn(tenant, model, false);
             }
         }
-        match further_repair(view, &change, &error.refusal, cold_possible) {
+        match further_repair(
+            view,
+            &bytes,
+            &change,
+            &mut planned,
+            &error.refusal,
+            cold_possible,
+        ) {
             Some(Further::Cold(next)) => {
-                tracing::debug!(ids = ?next.ids(), "upstream named a missing reasoning item; retrying with it");
+                tracing::debug!(ids = ?next.ids(), rules = %next.rules_text(), "upstream named what to change; retrying with it");
                 metrics::counter!(crate::metrics::FALLBACK_RETRIES, "outcome" => "retried")
                     .increment(1);
                 change = next;
@@ -171,9 +178,11 @@ pub async fn handle(
         response
     };
     if !change.is_empty() {
-        response
-            .headers_mut()
-            .insert("x-rethread-inserted", HeaderValue::from(note.inserted));
+        let headers = response.headers_mut();
+        headers.insert("x-rethread-inserted", HeaderValue::from(note.inserted));
+        if let Ok(rules) = HeaderValue::from_str(&change.rules_text()) {
+            headers.insert("x-rethread-repairs", rules);
+        }
     }
     if let Some(reason) = reverted {
         response
@@ -185,7 +194,9 @@ pub async fn handle(
 
 /// What rethread can still do about a refusal before giving up its change.
 enum Further {
-    /// Insert the reasoning item the upstream named (memory did not know it).
+    /// What the refusal names: a reasoning item memory did not know, inserted; a reasoning item
+    /// without a follower, dropped; a call sent by reference, in full; reasoning items for a
+    /// model that does not reason, dropped.
     Cold(Change),
     /// The same change without the `include` edit the model refused.
     WithoutInclude(Change),
@@ -194,16 +205,22 @@ enum Further {
 /// The next change to try after `refusal`, if any.
 fn further_repair(
     view: &RequestView<'_>,
+    body: &[u8],
     change: &Change,
+    planned: &mut Planned,
     refusal: &Refusal,
     cold_possible: bool,
 ) -> Option<Further> {
     match refusal {
-        Refusal::MissingReasoning { item, reasoning } if cold_possible => {
-            let extra = repair::cold_insertion(view, &change.insertions, item, reasoning)?;
-            let mut next = change.clone();
-            next.insertions = repair::with_insertion(next.insertions, extra);
-            Some(Further::Cold(next))
+        Refusal::MissingReasoning { .. }
+        | Refusal::MissingFollower { .. }
+        | Refusal::NoToolCall { .. }
+        | Refusal::ReasoningUnsupported
+            if cold_possible =>
+        {
+            planned
+                .answer(body, view, change, refusal)
+                .map(Further::Cold)
         }
         Refusal::EncryptedUnsupported if change.include => {
             let next = Change {

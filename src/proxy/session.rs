@@ -12,17 +12,105 @@ use super::tee::Tee;
 use crate::app::App;
 use crate::capture::{Capture, CaptureError};
 use crate::ledger::LedgerError;
+use crate::repair;
 use crate::repair::change::{self, Change, Rules};
 use crate::repair::items::{ItemType, Turn};
 use crate::repair::request::RequestView;
+use crate::repair::rewrite::Directives;
+use crate::repair::upstream_error::Refusal;
 use crate::tenant::TenantKey;
 
+/// A request's change and what it was decided from, so that a refusal can ask for another.
+pub struct Planned {
+    pub change: Change,
+    turns: Vec<Arc<Turn>>,
+    rules: Rules,
+    directives: Directives,
+}
+
+impl Planned {
+    /// An unchanged request (observe mode, a body rethread cannot read).
+    pub fn unchanged() -> Self {
+        Planned {
+            change: Change::default(),
+            turns: Vec::new(),
+            rules: Rules {
+                policy: Default::default(),
+                stateless_include: false,
+                model_may_reason: true,
+                switches: Default::default(),
+            },
+            directives: Directives::default(),
+        }
+    }
+
+    /// The change that answers the upstream's refusal of `change`, if there is one: the
+    /// reasoning item an E1 names, inserted (memory did not know it); or the rewrite an E2, E6
+    /// or E15 asks for.
+    pub fn answer(
+        &mut self,
+        body: &[u8],
+        view: &RequestView<'_>,
+        change: &Change,
+        refusal: &Refusal,
+    ) -> Option<Change> {
+        if let Refusal::MissingReasoning { item, reasoning } = refusal {
+            let mut extra = repair::cold_insertion(view, &change.insertions, item, reasoning)?;
+            if let Some(rewrite) = &change.rewrite {
+                // Gaps count the rewritten input's items.
+                extra.gap = rewrite.order.iter().position(|&n| n == extra.gap)?;
+            }
+            let mut next = change.clone();
+            next.insertions = repair::with_insertion(next.insertions, extra);
+            return Some(next);
+        }
+        self.after(body, view, refusal)
+            .filter(|next| !next.is_empty())
+    }
+
+    /// The change the upstream's refusal asks for, when a rewrite answers it: E2 naming a
+    /// reasoning item the client sent (dropped), E6 for a call the client sent by reference (the
+    /// recorded call), E15 (every reasoning item dropped). `None` when there is none, or it
+    /// would send the same request again.
+    fn after(&mut self, body: &[u8], view: &RequestView<'_>, refusal: &Refusal) -> Option<Change> {
+        let sent = |id: &str| {
+            view.input
+                .as_ref()
+                .is_some_and(|i| i.items.iter().any(|item| item.id() == Some(id)))
+        };
+        let mut directives = self.directives.clone();
+        let mut rules = self.rules;
+        match refusal {
+            Refusal::MissingFollower { id } if rules.switches.drops && sent(id) => {
+                directives.drop_ids.push(id.clone());
+            }
+            Refusal::ReasoningUnsupported if rules.switches.drops => {
+                directives.drop_reasoning = true;
+                rules.model_may_reason = false;
+                rules.stateless_include = false;
+            }
+            Refusal::NoToolCall { call_id } if rules.switches.complete => {
+                directives.expand_calls.push(call_id.clone());
+            }
+            _ => return None,
+        }
+        if directives == self.directives {
+            return None;
+        }
+        let (change, _) = change::decide(body, view, &self.turns, rules, &directives);
+        self.directives = directives;
+        self.rules = rules;
+        Some(change)
+    }
+}
+
 /// What memory and model knowledge say to change.
-pub async fn planned(app: &App, tenant: TenantKey, body: &[u8], view: &RequestView<'_>) -> Change {
+pub async fn planned(app: &App, tenant: TenantKey, body: &[u8], view: &RequestView<'_>) -> Planned {
     let rules = Rules {
         policy: app.settings.repair,
         stateless_include: app.settings.stateless_include,
         model_may_reason: app.models.may_reason(tenant, view.model.as_deref()),
+        switches: app.settings.rewrites,
     };
     let keys = lookup_keys(view);
     let turns = if keys.is_empty() {
@@ -37,12 +125,18 @@ pub async fn planned(app: &App, tenant: TenantKey, body: &[u8], view: &RequestVi
             }
         }
     };
-    let (change, unrepairable) = change::decide(body, view, &turns, rules);
+    let directives = Directives::default();
+    let (change, unrepairable) = change::decide(body, view, &turns, rules, &directives);
     if let Some(why) = unrepairable {
-        tracing::info!(reason = why.reason(), detail = ?why, "request names remembered items but cannot be repaired; forwarding unchanged");
+        tracing::info!(reason = why.reason(), detail = ?why, "request names remembered items that cannot be made whole; inserting none");
         metrics::counter!(crate::metrics::UNREPAIRABLE, "reason" => why.reason()).increment(1);
     }
-    change
+    Planned {
+        change,
+        turns,
+        rules,
+        directives,
+    }
 }
 
 /// The ids and call ids of a request's input, as memory is asked for them.
@@ -68,11 +162,16 @@ const MAX_ID_LEN: usize = 256;
 /// At most this many distinct ids of one request are looked up.
 const MAX_LOOKUP_KEYS: usize = 4096;
 
+/// One info line naming the rules a change applied (the ids at debug), and the metrics.
 pub fn record_repair(change: &Change) {
-    tracing::debug!(ids = ?change.ids(), include = change.include, "repaired request");
+    tracing::info!(rules = %change.rules_text(), "repaired request");
+    tracing::debug!(inserted = ?change.ids(), dropped = ?change.dropped_ids(), "repaired request's items");
     metrics::counter!(crate::metrics::REPAIRED_REQUESTS).increment(1);
     for ty in change.item_types() {
         metrics::counter!(crate::metrics::REPAIRS, "item_type" => ty.label()).increment(1);
+    }
+    for (rule, n) in change.rules() {
+        metrics::counter!(crate::metrics::REPAIR_RULES, "rule" => rule).increment(n as u64);
     }
 }
 

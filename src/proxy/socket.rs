@@ -26,15 +26,14 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::session::{planned, record_repair, remember};
+use super::session::{planned, record_repair, remember, Planned};
 use crate::app::App;
 use crate::capture::TurnBuilder;
 use crate::config::Mode;
-use crate::repair;
 use crate::repair::change::Change;
 use crate::repair::request;
 use crate::repair::splice::concat;
-use crate::repair::upstream_error::{self, Refusal};
+use crate::repair::upstream_error;
 use crate::tenant::TenantKey;
 
 /// How long the other direction may go on after one side closed, so the close handshake and the
@@ -59,6 +58,8 @@ struct Pending {
     original: Bytes,
     /// What rethread changed in it, as sent.
     change: Change,
+    /// What the change was decided from, for the change a refusal asks for.
+    planned: Planned,
     model: Option<Box<str>>,
     retries: u32,
     reverted: bool,
@@ -156,23 +157,23 @@ async fn outgoing(session: &Session, text: &str) -> String {
     }
     let app = &session.app;
     let bytes = Bytes::copy_from_slice(text.as_bytes());
-    let (change, model) = match request::parse(&bytes) {
+    let (mut planned, model) = match request::parse(&bytes) {
         Ok(view) => {
             let model = view.model.as_deref().map(Into::into);
-            let mut change = planned(app, session.tenant, &bytes, &view).await;
-            if app.settings.mode == Mode::Observe && !change.is_empty() {
-                metrics::counter!(crate::metrics::WOULD_INSERT).increment(change.items() as u64);
-                tracing::info!(ids = ?change.ids(), "observe mode: would insert (websocket)");
-                change = Change::default();
-            }
-            (change, model)
+            (planned(app, session.tenant, &bytes, &view).await, model)
         }
         Err(e) => {
             tracing::debug!(reason = %e, "response.create not understood; forwarding unchanged");
             metrics::counter!(crate::metrics::UNPARSED).increment(1);
-            (Change::default(), None)
+            (Planned::unchanged(), None)
         }
     };
+    let mut change = std::mem::take(&mut planned.change);
+    if app.settings.mode == Mode::Observe && !change.is_empty() {
+        metrics::counter!(crate::metrics::WOULD_INSERT).increment(change.items() as u64);
+        tracing::info!(rules = %change.rules_text(), ids = ?change.ids(), "observe mode: would change (websocket)");
+        change = Change::default();
+    }
     let frame = framed(&bytes, &change).unwrap_or_else(|| text.to_owned());
     if !change.is_empty() {
         record_repair(&change);
@@ -184,6 +185,7 @@ async fn outgoing(session: &Session, text: &str) -> String {
     session.queue().push_back(Pending {
         original: bytes,
         change,
+        planned,
         model,
         retries: 0,
         reverted: false,
@@ -247,22 +249,20 @@ fn after_refusal(session: &Session, pending: &mut Pending, event: &[u8]) -> Opti
     if pending.reverted {
         return None;
     }
-    if let Refusal::MissingReasoning { item, reasoning } = &error.refusal {
-        if app.settings.mode == Mode::Repair && pending.retries < app.settings.fallback_retries {
-            let view = request::parse(&pending.original).ok()?;
-            if let Some(extra) =
-                repair::cold_insertion(&view, &pending.change.insertions, item, reasoning)
-            {
-                let mut next = pending.change.clone();
-                next.insertions = repair::with_insertion(next.insertions, extra);
-                let frame = framed(&pending.original, &next)?;
-                metrics::counter!(crate::metrics::FALLBACK_RETRIES, "outcome" => "retried")
-                    .increment(1);
-                tracing::debug!(ids = ?next.ids(), "upstream named a missing reasoning item (websocket); retrying with it");
-                pending.change = next;
-                pending.retries += 1;
-                return Some(frame);
-            }
+    if app.settings.mode == Mode::Repair && pending.retries < app.settings.fallback_retries {
+        let view = request::parse(&pending.original).ok()?;
+        let next =
+            pending
+                .planned
+                .answer(&pending.original, &view, &pending.change, &error.refusal);
+        if let Some(next) = next {
+            let frame = framed(&pending.original, &next)?;
+            metrics::counter!(crate::metrics::FALLBACK_RETRIES, "outcome" => "retried")
+                .increment(1);
+            tracing::debug!(ids = ?next.ids(), rules = %next.rules_text(), "upstream named what to change (websocket); retrying with it");
+            pending.change = next;
+            pending.retries += 1;
+            return Some(frame);
         }
     }
     if pending.change.is_empty() {

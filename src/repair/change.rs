@@ -1,16 +1,20 @@
 //! What rethread changes in one create request, decided without I/O and applied to its bytes.
 //!
 //! One function decides and one applies, and every path uses both: HTTP, WebSocket frames and
-//! `rethread explain`, so what `explain` prints is what the proxy sends.
+//! `rethread explain`, so what `explain` prints is what the proxy sends. The decision runs in two
+//! passes: the rewrites of the client's own items (`rewrite.rs`), then the planner's insertions
+//! and rehydrations on the rewritten items (`plan.rs`).
 
+use std::fmt::Write;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::items::{ItemType, Turn};
 use super::plan::{self, Insertion, Replacement, RestorePolicy, Unrepairable};
-use super::request::RequestView;
-use super::splice::{apply, include_edit, input_edits};
+use super::request::{InputList, RequestView};
+use super::rewrite::{self, Directives, ItemEdit, Rewrite, Switches};
+use super::splice::{apply, include_edit, input_edits, whole_input};
 
 /// What a request's change may do, as settings and model knowledge decide it.
 #[derive(Clone, Copy, Debug)]
@@ -20,22 +24,45 @@ pub struct Rules {
     pub stateless_include: bool,
     /// The request's model reasons, or is not known not to.
     pub model_may_reason: bool,
+    /// Which rewrites of the client's own items may apply.
+    pub switches: Switches,
 }
 
 /// What rethread changes in a request.
 #[derive(Clone, Debug, Default)]
 pub struct Change {
+    /// Gaps are positions in the rewritten input (the client's, when nothing was rewritten).
     pub insertions: Vec<Insertion>,
+    /// Indices are positions in the rewritten input.
     pub replacements: Vec<Replacement>,
+    /// The client's items moved, dropped or edited, if any.
+    pub rewrite: Option<Rewrite>,
     /// Add `reasoning.encrypted_content` to `include` (a stateless request that lacks it).
     pub include: bool,
     /// Write a nested `input` as the flat list the API takes.
     pub flatten: bool,
 }
 
+/// The rules a change applied, with their counts: the `x-rethread-repairs` header, the log line
+/// and the metric labels.
+pub const RULES: [&str; 8] = [
+    "insert",
+    "rehydrate",
+    "move",
+    "drop",
+    "adopt",
+    "complete",
+    "include",
+    "flatten",
+];
+
 impl Change {
     pub fn is_empty(&self) -> bool {
-        self.insertions.is_empty() && self.replacements.is_empty() && !self.include && !self.flatten
+        self.insertions.is_empty()
+            && self.replacements.is_empty()
+            && self.rewrite.is_none()
+            && !self.include
+            && !self.flatten
     }
 
     /// Items placed into the input: inserted, or rehydrated in full.
@@ -47,6 +74,14 @@ impl Change {
         let inserted = self.insertions.iter().map(|i| &*i.id);
         inserted
             .chain(self.replacements.iter().map(|r| &*r.id))
+            .collect()
+    }
+
+    /// Ids of the client's items this change drops.
+    pub fn dropped_ids(&self) -> Vec<&str> {
+        self.rewrite
+            .iter()
+            .flat_map(|r| r.dropped_ids.iter().map(|id| &**id))
             .collect()
     }
 
@@ -63,10 +98,47 @@ impl Change {
         self.item_types().any(|t| *t == ItemType::Reasoning)
     }
 
+    /// Each rule this change applies, with how many items it touched (`include` and `flatten`
+    /// count 1), in the order of `RULES`.
+    pub fn rules(&self) -> Vec<(&'static str, usize)> {
+        let r = self.rewrite.as_ref();
+        let counts = [
+            self.insertions.len(),
+            self.replacements.len(),
+            r.map_or(0, |r| r.moved),
+            r.map_or(0, |r| r.dropped),
+            r.map_or(0, |r| r.adopted),
+            r.map_or(0, |r| r.completed),
+            usize::from(self.include),
+            usize::from(self.flatten),
+        ];
+        RULES
+            .into_iter()
+            .zip(counts)
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// The rules as a header value: `insert=2, move=1`.
+    pub fn rules_text(&self) -> String {
+        let mut text = String::new();
+        for (rule, n) in self.rules() {
+            if !text.is_empty() {
+                text.push_str(", ");
+            }
+            let _ = write!(text, "{rule}={n}");
+        }
+        text
+    }
+
     /// The body with the change applied, as chunks of the original buffer and new bytes.
     pub fn apply(&self, body: &Bytes, view: &RequestView<'_>) -> Vec<Bytes> {
-        let mut edits = match &view.input {
-            Some(input) if self.items() > 0 || (self.flatten && input.nested) => {
+        let mut edits = match (&view.input, &self.rewrite) {
+            (Some(input), Some(rewrite)) => vec![whole_input(
+                input,
+                rewritten_entries(body, input, rewrite, &self.insertions, &self.replacements),
+            )],
+            (Some(input), None) if self.items() > 0 || (self.flatten && input.nested) => {
                 input_edits(body, input, &self.insertions, &self.replacements)
             }
             _ => Vec::new(),
@@ -76,6 +148,74 @@ impl Change {
         }
         apply(body, edits)
     }
+}
+
+/// The input's items after a rewrite, each as chunks: the client's own bytes (edited where the
+/// rewrite says), rehydrated items, and insertions in their gaps.
+fn rewritten_entries(
+    body: &Bytes,
+    input: &InputList<'_>,
+    rewrite: &Rewrite,
+    insertions: &[Insertion],
+    replacements: &[Replacement],
+) -> Vec<Vec<Bytes>> {
+    let mut entries = Vec::with_capacity(rewrite.order.len() + insertions.len());
+    let mut pending = insertions.iter().peekable();
+    for (v, &n) in rewrite.order.iter().enumerate() {
+        while let Some(ins) = pending.next_if(|i| i.gap <= v) {
+            entries.push(vec![ins.text.clone()]);
+        }
+        if let Some(rep) = replacements.iter().find(|r| r.index == v) {
+            entries.push(vec![rep.text.clone()]);
+            continue;
+        }
+        let Some(item) = input.items.get(n) else {
+            continue;
+        };
+        let own = body.slice(item.span.clone());
+        let mut added: Vec<Bytes> = Vec::new();
+        let mut whole = None;
+        for (_, edit) in rewrite.edits.iter().filter(|(k, _)| *k == n) {
+            match edit {
+                ItemEdit::AdoptId(id) => {
+                    let id = serde_json::Value::String(id.to_string());
+                    added.push(Bytes::from(format!("\"id\":{id}")));
+                }
+                ItemEdit::CompleteSummary => added.push(Bytes::from_static(b"\"summary\":[]")),
+                ItemEdit::ExpandCall { text, .. } => whole = Some(text.clone()),
+            }
+        }
+        entries.push(match whole {
+            Some(text) => vec![text],
+            None => with_fields(own, added),
+        });
+    }
+    entries.extend(pending.map(|ins| vec![ins.text.clone()]));
+    entries
+}
+
+/// An object's bytes with `fields` (`"key":value`) added right after its opening brace.
+fn with_fields(object: Bytes, fields: Vec<Bytes>) -> Vec<Bytes> {
+    let open = object.iter().position(|&b| b == b'{');
+    let (Some(open), false) = (open, fields.is_empty()) else {
+        return vec![object];
+    };
+    let empty = object[open + 1..]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_none_or(|&b| b == b'}');
+    let mut out = vec![object.slice(..=open)];
+    for (k, field) in fields.into_iter().enumerate() {
+        if k > 0 {
+            out.push(Bytes::from_static(b","));
+        }
+        out.push(field);
+    }
+    if !empty {
+        out.push(Bytes::from_static(b","));
+    }
+    out.push(object.slice(open + 1..));
+    out
 }
 
 /// Whether a stateless request should ask for encrypted reasoning.
@@ -88,23 +228,67 @@ pub fn wants_include(body: &[u8], view: &RequestView<'_>, rules: Rules) -> bool 
 }
 
 /// The change for a request, given the remembered turns its items name (none when memory was
-/// not asked or not reachable), and why the items it names could not be repaired, if so.
+/// not asked or not reachable) and what an upstream refusal asked for, and why the items it
+/// names could not be repaired, if so.
 pub fn decide(
     body: &[u8],
     view: &RequestView<'_>,
     turns: &[Arc<Turn>],
     rules: Rules,
+    directives: &Directives,
 ) -> (Change, Option<Unrepairable>) {
     let mut change = Change {
         include: wants_include(body, view, rules),
         flatten: view.input.as_ref().is_some_and(|i| i.nested),
         ..Change::default()
     };
+    let Some(input) = &view.input else {
+        return (change, None);
+    };
+    // The model refused reasoning items: it is one that does not reason.
+    let rules = Rules {
+        model_may_reason: rules.model_may_reason && !directives.drop_reasoning,
+        ..rules
+    };
+    if view.chained {
+        // The server holds the chain: nothing is inserted or rewritten (the plan says why).
+        let plan = plan::plan(view, turns, rules.policy, rules.model_may_reason);
+        return (change, plan.unrepairable);
+    }
+    let rewrite = rewrite::rewrite(
+        body,
+        &input.items,
+        turns,
+        rules.switches,
+        rules.model_may_reason,
+        directives,
+    );
+    let rewritten = !rewrite.is_empty();
+    let items = if rewritten {
+        rewrite.items(&input.items)
+    } else {
+        input.items.clone()
+    };
     if turns.is_empty() {
+        change.rewrite = rewritten.then_some(rewrite);
         return (change, None);
     }
-    let plan = plan::plan(view, turns, rules.policy, rules.model_may_reason);
+    let seen = RequestView {
+        store: view.store,
+        chained: view.chained,
+        includes_encrypted_reasoning: view.includes_encrypted_reasoning,
+        include_span: view.include_span.clone(),
+        model: view.model.clone(),
+        reasoning_param: view.reasoning_param,
+        input: Some(InputList {
+            span: input.span.clone(),
+            nested: input.nested,
+            items,
+        }),
+    };
+    let plan = plan::plan(&seen, turns, rules.policy, rules.model_may_reason);
     change.insertions = plan.insertions;
     change.replacements = plan.replacements;
+    change.rewrite = rewritten.then_some(rewrite);
     (change, plan.unrepairable)
 }

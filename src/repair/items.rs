@@ -109,6 +109,9 @@ pub struct TurnItem {
     pub call_id: Option<Box<str>>,
     /// The item's original JSON, kept only where repair must insert it in full.
     pub full: Option<Bytes>,
+    /// The digest of what the item says (reasoning: its encrypted content; assistant message:
+    /// its text), to recognise an id-less copy of it, or an edit.
+    pub digest: Option<crate::repair::content::Digest>,
 }
 
 /// One response's output, in order.
@@ -213,6 +216,8 @@ pub(crate) mod tests {
                     })
                 });
                 TurnItem {
+                    digest: matches!(ty, ItemType::Reasoning | ItemType::Message)
+                        .then(|| crate::repair::content::test_digest(&id)),
                     id,
                     ty,
                     call_id,

@@ -3,9 +3,11 @@
 //! above it (capture, the ledger, the proxy) uses these types.
 
 pub mod change;
+pub mod content;
 pub mod items;
 pub mod plan;
 pub mod request;
+pub mod rewrite;
 pub mod splice;
 pub mod upstream_error;
 

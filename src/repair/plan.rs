@@ -119,20 +119,21 @@ pub fn reference_json(id: &str) -> Bytes {
     Bytes::from(format!(r#"{{"type":"item_reference","id":{id}}}"#))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Loc {
-    turn: usize,
-    pos: usize,
+/// Where a remembered item is: its turn (an index into the turns given) and its position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Loc {
+    pub turn: usize,
+    pub pos: usize,
 }
 
 /// Remembered items by id, and client calls by `call_id`.
-struct Index<'t> {
+pub(super) struct Index<'t> {
     by_id: HashMap<&'t str, Loc>,
-    by_call: HashMap<&'t str, Loc>,
+    pub by_call: HashMap<&'t str, Loc>,
 }
 
 impl<'t> Index<'t> {
-    fn new(turns: &'t [Arc<Turn>]) -> Self {
+    pub fn new(turns: &'t [Arc<Turn>]) -> Self {
         let mut by_id = HashMap::new();
         let mut by_call = HashMap::new();
         for (t, turn) in turns.iter().enumerate() {
@@ -151,7 +152,7 @@ impl<'t> Index<'t> {
 
     /// The remembered item a client item stands for: by id (typed or `item_reference`), or, for a
     /// client call sent without id, by `call_id`.
-    fn resolve(&self, item: &InputItem<'_>, turns: &[Arc<Turn>]) -> Option<Loc> {
+    pub fn resolve(&self, item: &InputItem<'_>, turns: &[Arc<Turn>]) -> Option<Loc> {
         let same_type = |loc: Loc| match item.ty() {
             None | Some("item_reference") => true,
             Some(ty) => turns[loc.turn].items[loc.pos].ty.as_str() == ty,
@@ -240,6 +241,7 @@ pub fn plan(
     let mut chosen_ids: HashSet<Box<str>> = HashSet::new();
     let mut insertions = Vec::new();
     let reasoning_groups = if model_may_reason { &groups[..] } else { &[] };
+    let mut broken = None;
     for (t, members) in reasoning_groups {
         match plan_group(view.store, &turns[*t], members, &present, policy) {
             Ok(group_insertions) => {
@@ -249,8 +251,25 @@ pub fn plan(
                     }
                 }
             }
-            Err(why) => return Plan::unrepairable(why),
+            Err(why) => {
+                broken = Some(why);
+                break;
+            }
         }
+    }
+    let rehydrate = |plan: Plan| -> Plan {
+        // Items sent by reference under store:false are rehydrated whatever else happens: one
+        // group that cannot be repaired does not keep the others from their full form.
+        if view.store || view.chained {
+            return plan;
+        }
+        Plan {
+            replacements: rehydrations(&input.items, &locs, turns, model_may_reason),
+            ..plan
+        }
+    };
+    if let Some(why) = broken {
+        return rehydrate(Plan::unrepairable(why));
     }
     for ins in orphan_outputs(
         view.store,
@@ -273,8 +292,8 @@ pub fn plan(
         let sequence = final_sequence(&input.items, &locs, &insertions, &index);
         if let Some(id) = first_violation(&sequence, turns) {
             // The repaired request would still break a pairing rule (a reasoning item whose
-            // only follower is in another group the client did not send, say): leave it alone.
-            return Plan::unrepairable(Unrepairable::NoFollower { id });
+            // only follower is in another group the client did not send, say): insert nothing.
+            return rehydrate(Plan::unrepairable(Unrepairable::NoFollower { id }));
         }
     }
     let replacements = if view.store {

@@ -42,7 +42,7 @@ pub struct InputList<'a> {
 }
 
 /// One input item: where it lies, and the fields that identify it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct InputItem<'a> {
     pub span: Range<usize>,
     pub ty: Option<Cow<'a, str>>,
@@ -50,6 +50,12 @@ pub struct InputItem<'a> {
     pub call_id: Option<Cow<'a, str>>,
     /// Set for role-based ("easy") messages, which never carry an output item's identity.
     pub has_role: bool,
+    /// `role` is `assistant`.
+    pub assistant: bool,
+    /// An `id` key is present (possibly `null`): an id must then not be added beside it.
+    pub id_key: bool,
+    /// A `summary` key is present.
+    pub has_summary: bool,
     /// A reasoning item carrying its `encrypted_content` (usable without stored state).
     pub has_encrypted_content: bool,
     /// Only `type`, `id` (and `status`): the server must look the item up by id.
@@ -129,6 +135,9 @@ struct ItemFields<'a> {
     id: Option<Cow<'a, str>>,
     call_id: Option<Cow<'a, str>>,
     has_role: bool,
+    assistant: bool,
+    id_key: bool,
+    has_summary: bool,
     has_encrypted_content: bool,
     /// Keys besides `type`, `id` and `status`.
     other_keys: usize,
@@ -156,7 +165,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for ItemFields<'a> {
                     }
                     match &*key {
                         "type" => out.ty = Some(map.next_value()?),
-                        "id" => out.id = Some(map.next_value()?),
+                        "id" => {
+                            out.id = map.next_value()?;
+                            out.id_key = true;
+                        }
                         "call_id" => {
                             out.call_id = Some(map.next_value()?);
                             out.other_keys += 1;
@@ -168,6 +180,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for ItemFields<'a> {
                             let value: Option<&'de RawValue> = map.next_value()?;
                             if other == "role" {
                                 out.has_role = true;
+                                out.assistant = value.is_some_and(|v| v.get() == "\"assistant\"");
+                            }
+                            if other == "summary" {
+                                out.has_summary = true;
                             }
                             if other == "encrypted_content" {
                                 out.has_encrypted_content = value.is_some();
@@ -252,6 +268,9 @@ fn collect_items<'a>(
                 id: f.id,
                 call_id: f.call_id,
                 has_role: f.has_role,
+                assistant: f.assistant,
+                id_key: f.id_key,
+                has_summary: f.has_summary,
                 has_encrypted_content: f.has_encrypted_content,
             }
         } else {
@@ -261,6 +280,9 @@ fn collect_items<'a>(
                 id: None,
                 call_id: None,
                 has_role: false,
+                assistant: false,
+                id_key: false,
+                has_summary: false,
                 has_encrypted_content: false,
                 bare: false,
             }

@@ -118,6 +118,26 @@ fn flattened(
     }
 }
 
+/// The whole input written anew from `entries`, each one item's JSON as chunks (a rewrite that
+/// moved, dropped or edited the client's items).
+pub fn whole_input(input: &InputList<'_>, entries: Vec<Vec<Bytes>>) -> Edit {
+    let mut text = Vec::with_capacity(entries.len() * 3 + 2);
+    text.push(Bytes::from_static(b"["));
+    for (k, entry) in entries.into_iter().enumerate() {
+        if k > 0 {
+            text.push(COMMA);
+        }
+        text.extend(entry);
+    }
+    text.push(Bytes::from_static(b"]"));
+    Edit {
+        at: input.span.start,
+        until: input.span.end,
+        order: 0,
+        text,
+    }
+}
+
 /// Adds `"reasoning.encrypted_content"` to `include`, so a stateless turn comes back with what a
 /// later turn needs to replay it. An `include` of `null` is replaced in place, so the key is
 /// never written twice. `None` when `include` is there but neither a list nor `null`.

@@ -23,14 +23,16 @@ pub enum Refusal {
     MissingReasoning { item: String, reasoning: String },
     /// E1b: the same in the wording that names no reasoning item (Azure, newer models).
     MissingReasoningUnnamed,
-    /// E2 (and E12, E13): a reasoning item without its following item.
-    MissingFollower,
+    /// E2 (and E12, E13): the reasoning item `id` without its following item.
+    MissingFollower { id: String },
     /// E3 / E3b: an item the server could not find.
     NotFound,
     /// E4: an id sent twice.
     Duplicate,
-    /// E5 / E6: a call without its output or an output without its call.
-    CallPairing,
+    /// E5: a call without its output.
+    NoToolOutput,
+    /// E6: an output whose call (`call_id`) is not in the request.
+    NoToolCall { call_id: String },
     /// E14: `include` asked for encrypted reasoning from a model that does not reason.
     EncryptedUnsupported,
     /// E15: reasoning items sent to a model that does not reason.
@@ -61,10 +63,10 @@ impl Refusal {
         match self {
             Self::MissingReasoning { .. } => "missing_reasoning",
             Self::MissingReasoningUnnamed => "missing_reasoning_unnamed",
-            Self::MissingFollower => "missing_follower",
+            Self::MissingFollower { .. } => "missing_follower",
             Self::NotFound => "not_found",
             Self::Duplicate => "duplicate",
-            Self::CallPairing => "call_pairing",
+            Self::NoToolOutput | Self::NoToolCall { .. } => "call_pairing",
             Self::EncryptedUnsupported => "encrypted_unsupported",
             Self::ReasoningUnsupported => "reasoning_unsupported",
             Self::MissingSummary => "missing_summary",
@@ -137,18 +139,28 @@ fn classify(message: &str) -> Refusal {
         && has("was provided without its required preceding item of type 'reasoning'")
     {
         Refusal::MissingReasoningUnnamed
-    } else if message.starts_with("Item '")
-        && has("was provided without its required following item")
+    } else if let Some(id) = message
+        .strip_prefix("Item '")
+        .and_then(|rest| {
+            rest.split_once(
+                "' of type 'reasoning' was provided without its required following item",
+            )
+        })
+        .map(|(id, _)| id.to_owned())
     {
-        Refusal::MissingFollower
+        Refusal::MissingFollower { id }
     } else if message.starts_with("Item with id '") && has("not found") {
         Refusal::NotFound
     } else if message.starts_with("Duplicate item found with id ") {
         Refusal::Duplicate
-    } else if message.starts_with("No tool output found for ")
-        || message.starts_with("No tool call found for ")
+    } else if message.starts_with("No tool output found for ") {
+        Refusal::NoToolOutput
+    } else if let Some(call_id) = message
+        .strip_prefix("No tool call found for ")
+        .and_then(|rest| rest.rsplit_once(" with call_id "))
+        .map(|(_, id)| id.trim_end_matches('.').to_owned())
     {
-        Refusal::CallPairing
+        Refusal::NoToolCall { call_id }
     } else if message.starts_with("Encrypted content is not supported with this model") {
         Refusal::EncryptedUnsupported
     } else if message.starts_with("Reasoning input items can only be provided to a reasoning") {
@@ -224,10 +236,12 @@ mod tests {
                 reasoning: String::new(),
             },
             Refusal::MissingReasoningUnnamed,
-            Refusal::MissingFollower,
+            Refusal::MissingFollower { id: String::new() },
             Refusal::NotFound,
             Refusal::Duplicate,
-            Refusal::CallPairing,
+            Refusal::NoToolCall {
+                call_id: String::new(),
+            },
             Refusal::EncryptedUnsupported,
             Refusal::ReasoningUnsupported,
             Refusal::MissingSummary,
@@ -235,6 +249,22 @@ mod tests {
         ];
         let labels: Vec<&str> = all.iter().map(Refusal::label).collect();
         assert_eq!(labels, Refusal::LABELS);
+    }
+
+    #[test]
+    fn the_items_an_error_names_are_read() {
+        assert_eq!(
+            refusal(
+                "Item 'rs_1' of type 'reasoning' was provided without its required following item."
+            ),
+            Refusal::MissingFollower { id: "rs_1".into() }
+        );
+        assert_eq!(
+            refusal("No tool call found for function call output with call_id call_9."),
+            Refusal::NoToolCall {
+                call_id: "call_9".into()
+            }
+        );
     }
 
     #[test]

@@ -204,7 +204,23 @@ fn repair_never_drops_reorders_or_duplicates_and_its_requests_are_accepted() {
         .build()
         .unwrap();
     let fake = runtime.block_on(fake());
-    let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
+    // The insert-only invariant: the rewrites of the client's own items are off here
+    // (do_no_harm.rs holds rethread to its promise with them on).
+    let proxy = Rethread::start(
+        &fake.url(),
+        &[
+            "--fallback-retries",
+            "0",
+            "--rewrite-move",
+            "false",
+            "--rewrite-drop",
+            "false",
+            "--rewrite-adopt",
+            "false",
+            "--rewrite-complete",
+            "false",
+        ],
+    );
     let world = World {
         runtime,
         fake,

@@ -454,5 +454,5 @@ async fn observe_mode_learns_but_changes_nothing() {
     let answer = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
     assert_eq!(answer.status, 400);
     assert_eq!(answer.inserted(), None);
-    proxy.wait_for_log("observe mode: would insert");
+    proxy.wait_for_log("observe mode: would change");
 }

@@ -1,0 +1,431 @@
+//! Making a request whole where inserting alone cannot: the rewrites of items the client sent.
+//!
+//! Clients and SDKs break follow-ups in a few recurring ways (answering each parallel call right
+//! after it, losing an id, sending an item twice, keeping a reasoning item whose call they
+//! dropped). Every SDK that fixed these on its own side did it by moving, dropping, adopting or
+//! completing items; this pass does the same, before the insertion planner runs on its result.
+//! Each rewrite applies only where memory (or the upstream's own error, through `Directives`)
+//! proves that the request as sent would be refused:
+//!
+//! - **complete**: a full reasoning item without `summary` gets `"summary":[]` (E16);
+//! - **adopt**: an id-less reasoning item whose encrypted content is that of a remembered one,
+//!   placed right before an item of its group, gets its id (E1 on the follower otherwise); an
+//!   id-less assistant message whose text is that of its group's message, right after the
+//!   group's reasoning item, gets the message's id (E2 on the reasoning otherwise);
+//! - **drop**: a later exact duplicate of an item with an id (E4); a reasoning item that can
+//!   never be valid: its group holds nothing else (E12, E13), or only calls whose outputs are not
+//!   in the request; a reasoning item whose follower the client replaced with its own edited
+//!   message (the edit wins, E2 otherwise); reasoning items for a model that does not reason
+//!   (E15);
+//! - **move**: items that split a remembered group with a reasoning item (tool outputs, above
+//!   all) move after the group, keeping their order; the group's own items go back to their
+//!   turn's order (E1).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::content;
+use super::items::{is_output_of_call, ItemType, Turn};
+use super::plan::{Index, Loc};
+use super::request::InputItem;
+
+/// Which rewrites may apply (each can be switched off; all are on by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Switches {
+    pub moves: bool,
+    pub drops: bool,
+    pub adopt: bool,
+    pub complete: bool,
+}
+
+impl Default for Switches {
+    fn default() -> Self {
+        Switches {
+            moves: true,
+            drops: true,
+            adopt: true,
+            complete: true,
+        }
+    }
+}
+
+/// What the upstream's own refusal asks for, for a retry (the reactive rewrites).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Directives {
+    /// Reasoning items the upstream named as without their follower (E2): dropped.
+    pub drop_ids: Vec<String>,
+    /// The model refused reasoning items (E15): all are dropped.
+    pub drop_reasoning: bool,
+    /// Calls the upstream found no call for (E6): a reference to the call becomes the call.
+    pub expand_calls: Vec<String>,
+}
+
+/// A change to one client item's own bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ItemEdit {
+    /// Add `"id":…` (the item had none).
+    AdoptId(Box<str>),
+    /// Add `"summary":[]`.
+    CompleteSummary,
+    /// Replace a reference to a call with the recorded call.
+    ExpandCall {
+        text: Bytes,
+        ty: ItemType,
+        call_id: Option<Box<str>>,
+    },
+}
+
+/// The client's items after the rewrites: their new order, and edits to their bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rewrite {
+    /// Indices of the client's (flattened) items in their new order; dropped items are absent.
+    pub order: Vec<usize>,
+    /// Edits by client index.
+    pub edits: Vec<(usize, ItemEdit)>,
+    pub moved: usize,
+    pub dropped: usize,
+    pub adopted: usize,
+    pub completed: usize,
+    /// Ids of the items dropped, for the debug log.
+    pub dropped_ids: Vec<Box<str>>,
+}
+
+impl Rewrite {
+    /// Whether anything changes.
+    pub fn is_empty(&self) -> bool {
+        self.moved + self.dropped + self.adopted + self.completed == 0 && self.edits.is_empty()
+    }
+
+    /// The client's items as the planner should see them: in the new order, with adopted ids.
+    pub fn items<'a>(&self, items: &[InputItem<'a>]) -> Vec<InputItem<'a>> {
+        self.order
+            .iter()
+            .map(|&n| {
+                let mut item = items[n].clone();
+                for (_, edit) in self.edits.iter().filter(|(k, _)| *k == n) {
+                    match edit {
+                        ItemEdit::AdoptId(id) => {
+                            item.id = Some(std::borrow::Cow::Owned(id.to_string()));
+                        }
+                        ItemEdit::ExpandCall { ty, call_id, .. } => {
+                            item.ty = Some(std::borrow::Cow::Owned(ty.as_str().to_owned()));
+                            item.call_id = call_id.as_deref().map(|c| c.to_owned().into());
+                            item.bare = false;
+                        }
+                        ItemEdit::CompleteSummary => {}
+                    }
+                }
+                item
+            })
+            .collect()
+    }
+}
+
+/// The rewrites for a request's items. `body` holds the items' bytes (their spans).
+pub fn rewrite(
+    body: &[u8],
+    items: &[InputItem<'_>],
+    turns: &[Arc<Turn>],
+    switches: Switches,
+    model_may_reason: bool,
+    directives: &Directives,
+) -> Rewrite {
+    let index = Index::new(turns);
+    let mut out = Rewrite {
+        order: (0..items.len()).collect(),
+        ..Rewrite::default()
+    };
+    let bytes = |n: usize| body.get(items[n].span.clone()).unwrap_or_default();
+    let is_reasoning = |n: usize| items[n].ty() == Some("reasoning");
+
+    if switches.complete {
+        for (n, item) in items.iter().enumerate() {
+            if is_reasoning(n) && !item.has_summary {
+                out.edits.push((n, ItemEdit::CompleteSummary));
+                out.completed += 1;
+            }
+        }
+    }
+
+    // What each client item is, as far as memory knows, ids adopted included.
+    let mut locs: Vec<Option<Loc>> = items.iter().map(|i| index.resolve(i, turns)).collect();
+    let present: HashSet<&str> = items.iter().filter_map(InputItem::id).collect();
+    let mut drop: HashSet<usize> = HashSet::new();
+
+    // An id-less copy of a remembered item, at the one place its id is needed.
+    let group_of = |loc: Loc| turns[loc.turn].group(loc.pos);
+    let mut adopted_ids: HashSet<Box<str>> = HashSet::new();
+    for n in 0..items.len() {
+        let item = &items[n];
+        if item.id_key || !model_may_reason {
+            continue;
+        }
+        let reasoning_copy = is_reasoning(n) && item.has_encrypted_content;
+        let message_copy = item.assistant && matches!(item.ty(), None | Some("message"));
+        if reasoning_copy {
+            // The next item is a member of some remembered group: is this its reasoning item?
+            let Some(next) = locs.get(n + 1).copied().flatten() else {
+                continue;
+            };
+            let Some(rs) = group_of(next).reasoning else {
+                continue;
+            };
+            let recorded = &turns[next.turn].items[rs];
+            if present.contains(&*recorded.id) || adopted_ids.contains(&recorded.id) {
+                continue;
+            }
+            let digest = content::digest(bytes(n));
+            if digest.is_some() && digest == recorded.digest && switches.adopt {
+                out.edits.push((n, ItemEdit::AdoptId(recorded.id.clone())));
+                adopted_ids.insert(recorded.id.clone());
+                locs[n] = Some(Loc {
+                    turn: next.turn,
+                    pos: rs,
+                });
+                out.adopted += 1;
+            }
+        } else if message_copy {
+            // Right after a remembered reasoning item whose group has a message: the same text
+            // is that message; other text is the client's edit, and the edit wins.
+            let Some(prev) = n.checked_sub(1).and_then(|p| locs[p]) else {
+                continue;
+            };
+            let group = group_of(prev);
+            if group.reasoning != Some(prev.pos) {
+                continue;
+            }
+            let turn = &turns[prev.turn];
+            let members: Vec<usize> = group.members().collect();
+            if members
+                .iter()
+                .any(|&m| present.contains(&*turn.items[m].id))
+            {
+                continue;
+            }
+            let messages: Vec<usize> = members
+                .iter()
+                .copied()
+                .filter(|&m| turn.items[m].ty == ItemType::Message)
+                .collect();
+            if messages.is_empty() {
+                continue;
+            }
+            let digest = content::digest(bytes(n));
+            let same = messages.iter().copied().find(|&m| {
+                digest.is_some()
+                    && turn.items[m].digest == digest
+                    && !adopted_ids.contains(&turn.items[m].id)
+            });
+            match same {
+                Some(m) if switches.adopt => {
+                    let id = turn.items[m].id.clone();
+                    out.edits.push((n, ItemEdit::AdoptId(id.clone())));
+                    adopted_ids.insert(id);
+                    locs[n] = Some(Loc {
+                        turn: prev.turn,
+                        pos: m,
+                    });
+                    out.adopted += 1;
+                }
+                Some(_) => {}
+                None if switches.drops => {
+                    drop.insert(n - 1);
+                }
+                None => {}
+            }
+        }
+    }
+
+    if switches.drops || !directives.drop_ids.is_empty() || directives.drop_reasoning {
+        drop_items(
+            body,
+            items,
+            turns,
+            &locs,
+            switches.drops,
+            model_may_reason,
+            directives,
+            &mut drop,
+        );
+    }
+    if !drop.is_empty() {
+        out.order.retain(|n| !drop.contains(n));
+        out.edits.retain(|(n, _)| !drop.contains(n));
+        out.completed = out
+            .edits
+            .iter()
+            .filter(|(_, e)| *e == ItemEdit::CompleteSummary)
+            .count();
+        out.dropped = drop.len();
+        let mut ids: Vec<(usize, Box<str>)> = drop
+            .iter()
+            .map(|&n| (n, items[n].id().unwrap_or("").into()))
+            .collect();
+        ids.sort();
+        out.dropped_ids = ids.into_iter().map(|(_, id)| id).collect();
+    }
+
+    for call_id in &directives.expand_calls {
+        let recorded = index.by_call.get(call_id.as_str()).copied();
+        let Some(loc) = recorded else { continue };
+        let call = &turns[loc.turn].items[loc.pos];
+        let Some(full) = call.full.clone() else {
+            continue;
+        };
+        let reference = out.order.iter().copied().find(|&n| {
+            let by_id = items[n].ty().is_none_or(|t| t == "item_reference") || items[n].bare;
+            by_id && items[n].id() == Some(&call.id)
+        });
+        if let Some(n) = reference {
+            out.edits.push((
+                n,
+                ItemEdit::ExpandCall {
+                    text: full,
+                    ty: call.ty.clone(),
+                    call_id: call.call_id.clone(),
+                },
+            ));
+        }
+    }
+
+    if switches.moves && model_may_reason {
+        out.moved = regroup(&mut out.order, &locs, turns);
+    }
+    out
+}
+
+/// Decides which client items to drop (into `drop`): later exact duplicates, reasoning that can
+/// never be valid, and what the upstream's refusal named.
+#[allow(clippy::too_many_arguments)]
+fn drop_items(
+    body: &[u8],
+    items: &[InputItem<'_>],
+    turns: &[Arc<Turn>],
+    locs: &[Option<Loc>],
+    proactive: bool,
+    model_may_reason: bool,
+    directives: &Directives,
+    drop: &mut HashSet<usize>,
+) {
+    let bytes = |n: usize| -> &[u8] {
+        body.get(items[n].span.clone())
+            .unwrap_or_default()
+            .trim_ascii()
+    };
+    let reasoning = |n: usize| {
+        items[n].ty() == Some("reasoning")
+            || locs[n].is_some_and(|l| turns[l.turn].items[l.pos].ty == ItemType::Reasoning)
+    };
+    for (n, item) in items.iter().enumerate() {
+        if directives.drop_reasoning && reasoning(n) {
+            drop.insert(n);
+        }
+        // The upstream named it as a reasoning item without its follower.
+        if item
+            .id()
+            .is_some_and(|id| directives.drop_ids.iter().any(|d| d == id))
+        {
+            drop.insert(n);
+        }
+    }
+    if !proactive {
+        return;
+    }
+    if !model_may_reason {
+        // The model refuses reasoning items (E15).
+        drop.extend((0..items.len()).filter(|&n| reasoning(n)));
+    }
+    // A later exact copy of an item that has an id (E4): the same reference, or the same bytes.
+    let mut seen: HashMap<&str, Vec<usize>> = HashMap::new();
+    for n in 0..items.len() {
+        let Some(id) = items[n].id() else { continue };
+        let earlier = seen.entry(id).or_default();
+        let same = earlier.iter().any(|&e| {
+            bytes(e) == bytes(n)
+                || (items[e].ty() == Some("item_reference")
+                    && items[n].ty() == Some("item_reference"))
+        });
+        if same && !drop.contains(&n) {
+            drop.insert(n);
+        } else {
+            earlier.push(n);
+        }
+    }
+    // Reasoning that can never be valid: nothing else in its group, or only calls the request
+    // does not answer (and none of the group's items is sent).
+    let answered: HashSet<&str> = items
+        .iter()
+        .filter(|i| i.ty().is_some_and(is_output_of_call))
+        .filter_map(InputItem::call_id)
+        .collect();
+    let sent: HashSet<Loc> = locs.iter().flatten().copied().collect();
+    for (n, loc) in locs.iter().enumerate() {
+        let Some(loc) = *loc else { continue };
+        let turn = &turns[loc.turn];
+        let group = turn.group(loc.pos);
+        if group.reasoning != Some(loc.pos) {
+            continue;
+        }
+        let members: Vec<usize> = group.members().collect();
+        let any_sent = members.iter().any(|&m| {
+            sent.contains(&Loc {
+                turn: loc.turn,
+                pos: m,
+            })
+        });
+        let followable = members.iter().any(|&m| {
+            let item = &turn.items[m];
+            !item.ty.is_client_call()
+                || item
+                    .call_id
+                    .as_deref()
+                    .is_some_and(|c| answered.contains(c))
+        });
+        if members.is_empty() || (!any_sent && !followable) {
+            drop.insert(n);
+        }
+    }
+}
+
+/// Puts each remembered group that has a reasoning item back together: its items in their
+/// turn's order where the first of them stood, and the client items that split it right after,
+/// in their own order. Returns how many items changed place.
+fn regroup(order: &mut Vec<usize>, locs: &[Option<Loc>], turns: &[Arc<Turn>]) -> usize {
+    let before = order.clone();
+    let key = |n: usize| {
+        locs[n].map(|l| {
+            let g = turns[l.turn].group(l.pos);
+            (l.turn, g.start, g.reasoning.is_some())
+        })
+    };
+    let mut done: HashSet<(usize, usize)> = HashSet::new();
+    let mut k = 0;
+    while k < order.len() {
+        let Some((turn, start, with_reasoning)) = key(order[k]) else {
+            k += 1;
+            continue;
+        };
+        if !with_reasoning || !done.insert((turn, start)) {
+            k += 1;
+            continue;
+        }
+        let in_group = |n: usize| key(n).is_some_and(|(t, s, _)| t == turn && s == start);
+        let last = (k..order.len())
+            .rev()
+            .find(|&j| in_group(order[j]))
+            .unwrap_or(k);
+        let span: Vec<usize> = order[k..=last].to_vec();
+        let mut members: Vec<usize> = span.iter().copied().filter(|&n| in_group(n)).collect();
+        members.sort_by_key(|&n| locs[n].map_or(0, |l| l.pos));
+        let others: Vec<usize> = span.iter().copied().filter(|&n| !in_group(n)).collect();
+        let rebuilt: Vec<usize> = members.iter().chain(&others).copied().collect();
+        order.splice(k..=last, rebuilt);
+        k += 1;
+    }
+    order.iter().zip(&before).filter(|(a, b)| a != b).count()
+}
+
+#[cfg(test)]
+mod tests;
