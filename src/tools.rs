@@ -199,6 +199,10 @@ fn explain_text(
         out.push_str(&String::from_utf8_lossy(&body));
         return Ok(out);
     }
+    out.push_str(&format!("# rules: {}\n", change.rules_text()));
+    for id in change.dropped_ids() {
+        out.push_str(&format!("# drop {id}\n"));
+    }
     if change.include {
         out.push_str("# add \"reasoning.encrypted_content\" to include\n");
     }

@@ -279,6 +279,7 @@ pub fn rewrite(
             by_id && items[n].id() == Some(&call.id)
         });
         if let Some(n) = reference {
+            out.completed += 1;
             out.edits.push((
                 n,
                 ItemEdit::ExpandCall {
@@ -419,6 +420,14 @@ fn regroup(order: &mut Vec<usize>, locs: &[Option<Loc>], turns: &[Arc<Turn>]) ->
         let span: Vec<usize> = order[k..=last].to_vec();
         let mut members: Vec<usize> = span.iter().copied().filter(|&n| in_group(n)).collect();
         members.sort_by_key(|&n| locs[n].map_or(0, |l| l.pos));
+        let twice = members
+            .windows(2)
+            .any(|w| locs[w[0]].map(|l| l.pos) == locs[w[1]].map(|l| l.pos));
+        if twice {
+            // Two items claim one remembered place (E4): no order makes that whole.
+            k += 1;
+            continue;
+        }
         let others: Vec<usize> = span.iter().copied().filter(|&n| !in_group(n)).collect();
         let rebuilt: Vec<usize> = members.iter().chain(&others).copied().collect();
         order.splice(k..=last, rebuilt);

@@ -16,3 +16,4 @@ mod stateless_azure;
 mod transparency;
 mod upstream_connections;
 mod websocket;
+mod wild;
