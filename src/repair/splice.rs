@@ -89,33 +89,19 @@ fn flattened(
     insertions: &[Insertion],
     replacements: &[Replacement],
 ) -> Edit {
-    let mut entries: Vec<Bytes> = Vec::with_capacity(input.items.len() + insertions.len());
+    let mut entries = Vec::with_capacity(input.items.len() + insertions.len());
     let mut rest = insertions.iter().peekable();
     for (n, item) in input.items.iter().enumerate() {
         while let Some(ins) = rest.next_if(|i| i.gap <= n) {
-            entries.push(ins.text.clone());
+            entries.push(vec![ins.text.clone()]);
         }
-        entries.push(match replacements.iter().find(|r| r.index == n) {
+        entries.push(vec![match replacements.iter().find(|r| r.index == n) {
             Some(rep) => rep.text.clone(),
             None => body.slice(item.span.clone()),
-        });
+        }]);
     }
-    entries.extend(rest.map(|ins| ins.text.clone()));
-    let mut text = Vec::with_capacity(entries.len() * 2 + 2);
-    text.push(Bytes::from_static(b"["));
-    for (k, entry) in entries.into_iter().enumerate() {
-        if k > 0 {
-            text.push(COMMA);
-        }
-        text.push(entry);
-    }
-    text.push(Bytes::from_static(b"]"));
-    Edit {
-        at: input.span.start,
-        until: input.span.end,
-        order: 0,
-        text,
-    }
+    entries.extend(rest.map(|ins| vec![ins.text.clone()]));
+    whole_input(input, entries)
 }
 
 /// The whole input written anew from `entries`, each one item's JSON as chunks (a rewrite that
