@@ -146,6 +146,15 @@ pub async fn handle(
                 .increment(1);
         }
         if !changed {
+            // The client's own request, refused: say what it was (the Azure wording of a missing
+            // reasoning item names none, so nothing can be inserted from it).
+            tracing::info!(
+                status = status.as_u16(),
+                reason = error.refusal.label(),
+                code = error.code.as_deref().unwrap_or(""),
+                param = error.param.as_deref().unwrap_or(""),
+                "upstream refused the request as the client sent it; nothing rethread knows answers it"
+            );
             break Response::from_parts(head, body);
         }
         // Never worse than no proxy: the upstream refused what rethread sent and rethread has

@@ -421,3 +421,42 @@ async fn row_15a_a_chain_that_ends_in_reasoning_is_left_alone() {
     let next = json!({"model": "gpt-5", "previous_response_id": first.body["id"], "input": [user("and?")]});
     left_alone(&fake, &proxy, &next).await;
 }
+
+#[tokio::test]
+async fn row_2_the_azure_wording_names_nothing_to_insert_and_is_relayed() {
+    // openai/openai-node#1791, openai/openai-openapi#536, mastra-ai/mastra#13205: E1 in the
+    // wording that names no reasoning item. With memory cold, rethread can only say what it was.
+    let fake = spawn_fake(FakeOptions {
+        azure_wording_models: vec!["contoso-gpt5".into()],
+        ..FakeOptions::default()
+    })
+    .await
+    .unwrap();
+    let first = json!({"model": "contoso-gpt5", "input": "go", "tools": tools()});
+    let turn = post(
+        &format!("{}/v1/responses", fake.url()),
+        KEY,
+        &first,
+        &[("x-fake-shape", "rs,msg")],
+    )
+    .await;
+    let proxy = Rethread::start(&fake.url(), &[]);
+    let body =
+        json!({"model": "contoso-gpt5", "input": [user("go"), reference(&turn.body["output"][1])]});
+    let through = post(&proxy.url("/v1/responses"), KEY, &body, &[]).await;
+    assert_eq!(through.status, 400);
+    assert!(
+        through.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("without its required preceding item of type 'reasoning'"),
+        "{}",
+        through.text
+    );
+    proxy.wait_for_log("missing_reasoning_unnamed");
+    assert_eq!(
+        fake.responses_posts(),
+        2,
+        "the turn and one try: nothing to retry with"
+    );
+}
