@@ -64,6 +64,9 @@ pub struct SettingsArgs {
     /// Where to forward; the request's path and query are appended [default: https://api.openai.com]
     #[arg(long, env = "RETHREAD_UPSTREAM")]
     pub upstream: Option<String>,
+    /// A PEM file of CA certificates to trust for an HTTPS upstream, beside the system roots (a private CA, a company gateway) [default: none]
+    #[arg(long, env = "RETHREAD_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
     /// Where turns are remembered: `memory`, or `redis://[user:pass@]host:port[/db]` (`rediss://` for TLS) shared by replicas [default: memory]
     #[arg(long, env = "RETHREAD_STORE", hide_env_values = true)]
     pub store: Option<Secret>,
@@ -170,6 +173,8 @@ impl fmt::Debug for StoreKind {
 pub struct Settings {
     pub listen: SocketAddr,
     pub upstream: http::Uri,
+    /// CA certificates (PEM) trusted beside the system roots.
+    pub upstream_ca: Option<PathBuf>,
     pub store: StoreKind,
     pub store_prefix: String,
     pub store_timeout: Duration,
@@ -272,6 +277,7 @@ impl Settings {
         Ok(Settings {
             listen: pick!(listen, SocketAddr::from(([127, 0, 0, 1], 8080))),
             upstream,
+            upstream_ca: top.upstream_ca.or(file.upstream_ca),
             store,
             store_prefix: pick!(store_prefix, "rethread".to_owned()),
             store_timeout: pick!(store_timeout, Span(Duration::from_millis(20))).0,
@@ -309,9 +315,13 @@ impl Settings {
         } else {
             "(random per process)"
         };
+        let upstream_ca = self.upstream_ca.as_ref().map_or_else(
+            || "(system roots only)".to_owned(),
+            |p| p.display().to_string(),
+        );
         format!(
-            "listen = {}\nupstream = {}\nstore = {:?}\nstore_prefix = {}\nstore_timeout = {:?}\nretention = {:?}\ncapacity = {}\nbody_limit = {}\nfull_item_max = {}\nfull_items_budget = {}\ntenant_full_items_budget = {}\nconnect_timeout = {:?}\nidle_timeout = {:?}\nheader_timeout = {:?}\nrepair = {:?}\nmode = {:?}\nfallback_retries = {}\nstateless_include = {}\nnon_reasoning_models = {}\nlog_format = {:?}\nlog = {}\ntenant_secret = {}\ndrain_timeout = {:?}\nworkers = {}\n",
-            self.listen, self.upstream, self.store, self.store_prefix, self.store_timeout, self.retention, self.capacity, self.body_limit,
+            "listen = {}\nupstream = {}\nupstream_ca = {}\nstore = {:?}\nstore_prefix = {}\nstore_timeout = {:?}\nretention = {:?}\ncapacity = {}\nbody_limit = {}\nfull_item_max = {}\nfull_items_budget = {}\ntenant_full_items_budget = {}\nconnect_timeout = {:?}\nidle_timeout = {:?}\nheader_timeout = {:?}\nrepair = {:?}\nmode = {:?}\nfallback_retries = {}\nstateless_include = {}\nnon_reasoning_models = {}\nlog_format = {:?}\nlog = {}\ntenant_secret = {}\ndrain_timeout = {:?}\nworkers = {}\n",
+            self.listen, self.upstream, upstream_ca, self.store, self.store_prefix, self.store_timeout, self.retention, self.capacity, self.body_limit,
             self.full_item_max, self.full_items_budget, self.tenant_full_items_budget, self.connect_timeout, self.idle_timeout, self.header_timeout,
             self.repair, self.mode, self.fallback_retries, self.stateless_include, self.non_reasoning_models, self.log_format, self.log, secret,
             self.drain_timeout, self.workers

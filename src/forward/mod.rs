@@ -2,16 +2,18 @@
 //!
 //! Bodies are streamed both ways as hyper frames (trailers included), connections are pooled, and
 //! HTTPS upstreams negotiate HTTP/2 by ALPN. Hop-by-hop headers (RFC 9110 §7.6.1) stop here;
-//! everything else, `accept-encoding` and `x-request-id` included, passes unchanged. Silence is
+//! everything else, `accept-encoding` and `x-request-id` included, passes unchanged. HTTPS trusts
+//! the system roots and the `upstream_ca` file beside them (`tls.rs`). Silence is
 //! bounded by an idle timeout that restarts with every chunk, so a live stream is never cut.
 
+use std::path::Path;
 use std::time::Duration;
 
 use axum::body::Body;
 use http::header;
 use http::{Request, Response, Uri, Version};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -21,6 +23,7 @@ mod body;
 mod coalesce;
 mod headers;
 mod inline;
+mod tls;
 
 use body::{within_idle, Progress, Watched};
 pub use body::{ChunksBody, IdleTimedOut, IdleTimeout, Prefixed};
@@ -36,45 +39,57 @@ pub struct Upstream {
     authority: http::uri::Authority,
     prefix: String,
     client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// The pooled client's connector, for `probe`.
+    connector: HttpsConnector<HttpConnector>,
     /// Connections driven in the request's own task, for a plain-HTTP upstream.
     inline: Option<std::sync::Arc<inline::InlinePool>>,
+    connect_timeout: Duration,
     idle_timeout: Duration,
 }
 
+/// The protocol an upstream connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Negotiated {
+    /// Plain HTTP/1.1.
+    Http1,
+    /// HTTP/1.1 over TLS (the upstream did not offer `h2` by ALPN).
+    TlsHttp1,
+    /// HTTP/2 over TLS.
+    TlsHttp2,
+}
+
+impl std::fmt::Display for Negotiated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Negotiated::Http1 => "HTTP/1.1",
+            Negotiated::TlsHttp1 => "TLS, HTTP/1.1",
+            Negotiated::TlsHttp2 => "TLS, HTTP/2",
+        })
+    }
+}
+
 impl Upstream {
+    /// A client for `base`; HTTPS trusts the system roots and, beside them, the CAs in
+    /// `upstream_ca` (a PEM file).
     pub fn new(
         base: &Uri,
         connect_timeout: Duration,
         idle_timeout: Duration,
+        upstream_ca: Option<&Path>,
     ) -> std::io::Result<Self> {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
         http.enforce_http(false);
-        let provider = rustls::crypto::ring::default_provider;
-        let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(provider())
-        {
-            Ok(builder) => builder,
-            Err(_) => {
-                // No system roots (an image without CA files): only plain-HTTP upstreams work.
-                let config =
-                    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider()))
-                        .with_safe_default_protocol_versions()
-                        .map_err(std::io::Error::other)?
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth();
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-            }
-        };
-        let tls = builder
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http);
+        let roots = tls::roots(upstream_ca)?;
+        let connector = HttpsConnector::from((
+            http.clone(),
+            tls::client_config(roots.clone(), tls::H2_AND_HTTP1)?,
+        ));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .http1_preserve_header_case(true)
-            .build(tls);
+            .build(connector.clone());
         let (Some(scheme), Some(authority)) = (base.scheme().cloned(), base.authority().cloned())
         else {
             return Err(std::io::Error::other("upstream must be an absolute URL"));
@@ -86,9 +101,35 @@ impl Upstream {
             authority,
             prefix: base.path().trim_end_matches('/').to_owned(),
             client,
+            connector,
             inline,
+            connect_timeout,
             idle_timeout,
         })
+    }
+
+    /// Connects to the upstream as a request would (same trust, same ALPN) and says which
+    /// protocol was agreed on; sends no request.
+    pub async fn probe(&self) -> Result<Negotiated, ProxyError> {
+        let uri = self.target("/")?;
+        let mut connector = self.connector.clone();
+        let connecting = tower::Service::call(&mut connector, uri);
+        match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Err(_) => Err(ProxyError::Unreachable(format!(
+                "no connection within {:?}",
+                self.connect_timeout
+            ))),
+            Ok(Err(e)) => Err(ProxyError::Unreachable(describe(&*e))),
+            Ok(Ok(stream)) => Ok(match &stream {
+                hyper_rustls::MaybeHttpsStream::Http(_) => Negotiated::Http1,
+                hyper_rustls::MaybeHttpsStream::Https(_)
+                    if stream.connected().is_negotiated_h2() =>
+                {
+                    Negotiated::TlsHttp2
+                }
+                hyper_rustls::MaybeHttpsStream::Https(_) => Negotiated::TlsHttp1,
+            }),
+        }
     }
 
     /// The upstream URI for a client's path and query: the upstream's own path prefixed.
@@ -196,6 +237,7 @@ mod tests {
             &"http://h:1/base/".parse().unwrap(),
             Duration::from_secs(1),
             Duration::from_secs(1),
+            None,
         )
         .unwrap();
         assert_eq!(

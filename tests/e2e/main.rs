@@ -5,6 +5,7 @@ mod common;
 mod do_no_harm;
 mod faults;
 mod hostile;
+mod https;
 mod isolation;
 mod never_worse;
 mod operations;
