@@ -28,6 +28,7 @@ mod tls;
 use body::{within_idle, Progress, Watched};
 pub use body::{ChunksBody, IdleTimedOut, IdleTimeout, Prefixed};
 pub use coalesce::Coalesce;
+use headers::remove_header;
 pub use headers::{is_upgrade, remove_hop_by_hop};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -199,11 +200,20 @@ impl Upstream {
         parts.version = Version::HTTP_11;
         let upgrade = is_upgrade(&parts.headers);
         remove_hop_by_hop(&mut parts.headers, upgrade);
-        // Replaced in place, so header order is kept.
-        if parts.headers.contains_key(header::HOST) {
-            if let Ok(host) = http::HeaderValue::from_str(self.authority.as_str()) {
-                parts.headers.insert(header::HOST, host);
+        if self.inline.is_some() && !upgrade {
+            // Plain HTTP/1.1 on a connection of our own: the client's `Host` is replaced in place,
+            // so header order is kept (`inline` writes one when the client sent none).
+            if parts.headers.contains_key(header::HOST) {
+                if let Ok(host) = http::HeaderValue::from_str(self.authority.as_str()) {
+                    parts.headers.insert(header::HOST, host);
+                }
             }
+        } else {
+            // The pooled client picks HTTP/2 or HTTP/1.1 per connection by ALPN, after this point.
+            // HTTP/2 carries the authority in `:authority` and strict servers refuse a `host`
+            // beside it (RFC 9113 §8.3.1; nginx answers 400); HTTP/1.1 needs one. The pool writes
+            // `Host` from the URI on HTTP/1 connections only, so none may be sent from here.
+            remove_header(&mut parts.headers, &header::HOST);
         }
         Ok(())
     }

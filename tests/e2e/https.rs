@@ -102,3 +102,80 @@ fn an_unreadable_upstream_ca_stops_rethread_at_start_naming_the_file() {
     );
     assert!(err.contains(&missing.display().to_string()), "{err}");
 }
+
+/// Both protocols, and the version the fake then reports.
+const BOTH: [(Alpn, &str); 2] = [(Alpn::H2AndHttp1, "HTTP/2.0"), (Alpn::Http1, "HTTP/1.1")];
+
+fn header<'a>(echoed: &'a Value, name: &str) -> Vec<&'a str> {
+    echoed["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0] == name)
+        .map(|h| h[1].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn image_followup_gets_its_reasoning_back_over_both_protocols() {
+    for (alpn, version) in BOTH {
+        let upstream = HttpsFake::start(alpn).await;
+        let proxy = upstream.proxy(&["--fallback-retries", "0"]);
+        let first = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[]).await;
+        assert_eq!(first.status, 200, "{version}: {}", first.text);
+        let ig = output_id(&first.body, "image_generation_call");
+        let followup = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
+        assert_eq!(followup.status, 200, "{version}: {}", followup.text);
+        assert_eq!(followup.inserted(), Some(2), "{version}");
+        let sent: Value =
+            serde_json::from_slice(&upstream.fake.last_request_body().unwrap()).unwrap();
+        assert_eq!(sent["input"][1]["id"], output_id(&first.body, "reasoning"));
+        assert_eq!(
+            upstream.fake.http2_requests() == 2,
+            alpn == Alpn::H2AndHttp1,
+            "{version}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_turn_over_both_protocols_teaches_the_followup() {
+    for (alpn, version) in BOTH {
+        let upstream = HttpsFake::start(alpn).await;
+        let proxy = upstream.proxy(&["--fallback-retries", "0"]);
+        let mut request = image_request();
+        request["stream"] = serde_json::json!(true);
+        let first = post(&proxy.url("/v1/responses"), KEY, &request, &[]).await;
+        assert_eq!(first.status, 200, "{version}: {}", first.text);
+        let ig = streamed_id(&first.text, "image_generation_call");
+        let followup = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
+        assert_eq!(followup.status, 200, "{version}: {}", followup.text);
+        assert_eq!(followup.inserted(), Some(2), "{version}");
+    }
+}
+
+#[tokio::test]
+async fn the_authority_travels_as_http2_wants_and_http1_needs() {
+    for (alpn, version) in BOTH {
+        let upstream = HttpsFake::start(alpn).await;
+        let proxy = upstream.proxy(&[]);
+        let resp = client()
+            .get(proxy.url("/v1/echo"))
+            .header("x-request-id", "mine")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{version}");
+        let echoed: Value = resp.json().await.unwrap();
+        assert_eq!(echoed["version"], version);
+        let authority = upstream.fake.addr().to_string();
+        if alpn == Alpn::Http1 {
+            assert_eq!(header(&echoed, "host"), [authority.as_str()], "{echoed}");
+        } else {
+            // RFC 9113 §8.3.1: the authority in `:authority`, and no `host` beside it.
+            assert_eq!(echoed["authority"], authority.as_str(), "{echoed}");
+            assert!(header(&echoed, "host").is_empty(), "{echoed}");
+        }
+        assert_eq!(header(&echoed, "x-request-id"), ["mine"]);
+    }
+}
