@@ -40,6 +40,8 @@ pub struct Upstream {
     authority: http::uri::Authority,
     prefix: String,
     client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// Pooled HTTP/1.1 connections for protocol upgrades (ALPN `http/1.1` only).
+    upgrades: Client<HttpsConnector<HttpConnector>, Body>,
     /// The pooled client's connector, for `probe`.
     connector: HttpsConnector<HttpConnector>,
     /// Connections driven in the request's own task, for a plain-HTTP upstream.
@@ -87,10 +89,20 @@ impl Upstream {
             http.clone(),
             tls::client_config(roots.clone(), tls::H2_AND_HTTP1)?,
         ));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .http1_preserve_header_case(true)
-            .build(connector.clone());
+        let pooled = || {
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder
+                .pool_idle_timeout(Duration::from_secs(90))
+                .http1_preserve_header_case(true);
+            builder
+        };
+        let client = pooled().build(connector.clone());
+        // HTTP/2 has no `Upgrade` (a WebSocket would need RFC 8441's extended CONNECT, which the
+        // upstream may not offer): protocol switches go on HTTP/1.1 connections of their own.
+        let upgrades = pooled().build(HttpsConnector::from((
+            http,
+            tls::client_config(roots, tls::HTTP1_ONLY)?,
+        )));
         let (Some(scheme), Some(authority)) = (base.scheme().cloned(), base.authority().cloned())
         else {
             return Err(std::io::Error::other("upstream must be an absolute URL"));
@@ -102,6 +114,7 @@ impl Upstream {
             authority,
             prefix: base.path().trim_end_matches('/').to_owned(),
             client,
+            upgrades,
             connector,
             inline,
             connect_timeout,
@@ -173,9 +186,14 @@ impl Upstream {
         &self,
         request: Request<Body>,
     ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
+        let client = if is_upgrade(request.headers()) {
+            &self.upgrades
+        } else {
+            &self.client
+        };
         let progress = Progress::new();
         let request = request.map(|b| Body::new(Watched::new(b, progress.clone())));
-        match within_idle(self.client.request(request), self.idle_timeout, &progress).await {
+        match within_idle(client.request(request), self.idle_timeout, &progress).await {
             None => Err(ProxyError::Timeout(self.idle_timeout)),
             Some(Err(e)) if e.is_connect() => Err(ProxyError::Unreachable(format!(
                 "connection failed{}",

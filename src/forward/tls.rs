@@ -13,6 +13,8 @@ use rustls::{ClientConfig, RootCertStore};
 
 /// ALPN for requests: HTTP/2 when the upstream offers it, else HTTP/1.1.
 pub const H2_AND_HTTP1: &[&[u8]] = &[b"h2", b"http/1.1"];
+/// ALPN for protocol upgrades (WebSocket): HTTP/2 has no `Upgrade`.
+pub const HTTP1_ONLY: &[&[u8]] = &[b"http/1.1"];
 
 /// The roots an upstream's certificate may chain to.
 pub fn roots(upstream_ca: Option<&Path>) -> std::io::Result<RootCertStore> {

@@ -179,3 +179,37 @@ async fn the_authority_travels_as_http2_wants_and_http1_needs() {
         assert_eq!(header(&echoed, "x-request-id"), ["mine"]);
     }
 }
+
+#[tokio::test]
+async fn websocket_mode_is_repaired_through_an_upstream_that_offers_http2() {
+    for (alpn, version) in BOTH {
+        let upstream = HttpsFake::start(alpn).await;
+        let proxy = upstream.proxy(&["--fallback-retries", "0"]);
+        // An HTTP/2 connection is pooled first: the upgrade must not be sent on it.
+        let first = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[]).await;
+        assert_eq!(first.status, 200, "{version}: {}", first.text);
+        let mut socket = ws_connect(&format!("ws://{}/v1/responses", proxy.addr), KEY).await;
+        let events = ws_create(&mut socket, image_request()).await;
+        assert_eq!(
+            events.last().unwrap()["type"],
+            "response.completed",
+            "{version}"
+        );
+        let ig = events
+            .iter()
+            .find(|e| {
+                e["type"] == "response.output_item.done"
+                    && e["item"]["type"] == "image_generation_call"
+            })
+            .unwrap()["item"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let followup = ws_create(&mut socket, image_followup(&ig)).await;
+        assert_eq!(
+            followup.last().unwrap()["type"],
+            "response.completed",
+            "{version}: {followup:?}"
+        );
+    }
+}
