@@ -242,6 +242,18 @@ impl Settings {
                 message: "must be an absolute http:// or https:// URL".into(),
             });
         }
+        // RFC 9113 §8.3.1 and RFC 9110 §4.2.4: the authority sent (`:authority`, `Host`) never
+        // carries userinfo, and a password in the URL would be printed with the settings.
+        if upstream
+            .authority()
+            .is_some_and(|a| a.as_str().contains('@'))
+        {
+            return Err(ConfigError::Invalid {
+                key: "upstream",
+                message: "must not carry user:password@; credentials travel as request headers"
+                    .into(),
+            });
+        }
         if upstream.query().is_some() {
             return Err(ConfigError::Invalid {
                 key: "upstream",
@@ -659,7 +671,7 @@ mod tests {
 
     #[test]
     fn a_bad_upstream_is_refused() {
-        for bad in ["ftp://x", "not a url", "http://h/?q=1"] {
+        for bad in ["ftp://x", "not a url", "http://h/?q=1", "https://user:pw@h"] {
             let a = SettingsArgs {
                 upstream: Some(bad.into()),
                 ..Default::default()
