@@ -575,6 +575,29 @@ async fn h2_connection<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             });
             continue;
         }
+        if script == "turn-then-late-end" {
+            // A whole JSON turn of known length, and END_STREAM only in a later, empty frame (as
+            // nginx sends it): the client has the turn before the stream has ended.
+            let turn = serde_json::json!({"id": "resp_h2", "object": "response", "status": "completed", "store": true, "output": [
+                {"id": "rs_h2", "type": "reasoning", "summary": []},
+                {"id": "ig_h2", "type": "image_generation_call", "status": "completed", "result": "AAAA"},
+                {"id": "msg_h2", "type": "message", "role": "assistant", "status": "completed", "content": []},
+            ]})
+            .to_string();
+            let response = http::Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .header("content-length", turn.len())
+                .body(())
+                .unwrap();
+            let mut body = respond.send_response(response, false).unwrap();
+            body.send_data(bytes::Bytes::from(turn), false).unwrap();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = body.send_data(bytes::Bytes::new(), true);
+            });
+            continue;
+        }
         if !script.contains("body") && script != "goaway-graceful" {
             let mut body = respond.send_response(head("text/plain"), false).unwrap();
             body.send_data(bytes::Bytes::from_static(b"ok"), true)
@@ -689,6 +712,33 @@ async fn an_http2_stream_reset_right_after_its_head_still_shows_the_client_the_h
         );
         still_serves(&proxy).await;
     }
+}
+
+#[tokio::test]
+async fn a_turn_is_learned_when_its_last_byte_passes_not_when_http2_says_the_stream_ended() {
+    let upstream = H2Upstream::start().await;
+    let proxy = upstream.proxy();
+    let first = client()
+        .post(proxy.url("/v1/responses"))
+        .header("authorization", KEY)
+        .header("x-script", "turn-then-late-end")
+        .json(&image_request())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let turn: Value = first.json().await.unwrap();
+    assert_eq!(turn["output"][1]["id"], "ig_h2");
+    // At once: the upstream has not yet said that the first stream ended.
+    let followup = post(
+        &proxy.url("/v1/responses"),
+        KEY,
+        &image_followup("ig_h2"),
+        &[("x-script", "ok")],
+    )
+    .await;
+    assert_eq!(followup.status, 200);
+    assert_eq!(followup.inserted(), Some(2), "{}", proxy.logs());
 }
 
 #[tokio::test]
