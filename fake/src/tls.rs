@@ -53,6 +53,8 @@ impl std::str::FromStr for Alpn {
 /// A test CA and the server certificate it signed.
 pub struct TestCa {
     ca_pem: String,
+    leaf_pem: String,
+    key_pem: String,
     chain: Vec<CertificateDer<'static>>,
     key: Vec<u8>,
 }
@@ -93,6 +95,8 @@ impl TestCa {
         let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
         Ok(TestCa {
             ca_pem: ca_cert.pem(),
+            leaf_pem: leaf_cert.pem(),
+            key_pem: leaf_key.serialize_pem(),
             chain: vec![leaf_cert.der().clone(), ca_cert.der().clone()],
             key: leaf_key.serialize_der(),
         })
@@ -101,6 +105,12 @@ impl TestCa {
     /// The CA certificate, PEM: what a client must trust.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// The server certificate (PEM) and its private key (PKCS #8 PEM), for another server to
+    /// serve (the nginx test).
+    pub fn server_pem(&self) -> (&str, &str) {
+        (&self.leaf_pem, &self.key_pem)
     }
 
     /// A TLS acceptor serving the leaf and offering `alpn`.

@@ -8,6 +8,7 @@ mod hostile;
 mod https;
 mod isolation;
 mod never_worse;
+mod nginx;
 mod operations;
 mod properties;
 mod redis;
