@@ -772,3 +772,31 @@ async fn an_http2_graceful_goaway_lets_the_stream_finish_and_a_new_connection_se
     still_serves(&proxy).await;
     assert_eq!(upstream.connections(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_is_honoured_over_both_protocols() {
+    use std::io::{Read, Write};
+    for (alpn, version) in BOTH {
+        let upstream = HttpsFake::start(alpn).await;
+        let proxy = upstream.proxy(&[]);
+        let addr = proxy.addr.clone();
+        let body = serde_json::to_vec(&image_request()).unwrap();
+        let rest = tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            write!(stream, "POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+            let mut first = [0u8; 25];
+            stream.read_exact(&mut first).unwrap();
+            assert!(String::from_utf8_lossy(&first).starts_with("HTTP/1.1 100 Continue"));
+            stream.write_all(&body).unwrap();
+            let mut rest = String::new();
+            let _ = stream.read_to_string(&mut rest);
+            rest
+        })
+        .await
+        .unwrap();
+        assert!(rest.contains("HTTP/1.1 200 OK"), "{version}: {rest}");
+    }
+}
