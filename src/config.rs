@@ -65,6 +65,9 @@ pub struct SettingsArgs {
     /// Where to forward; the request's path and query are appended [default: https://api.openai.com]
     #[arg(long, env = "RETHREAD_UPSTREAM", global = true)]
     pub upstream: Option<String>,
+    /// A PEM file of CA certificates to trust for an HTTPS upstream, beside the system roots (a private CA, a company gateway) [default: none]
+    #[arg(long, env = "RETHREAD_UPSTREAM_CA", global = true)]
+    pub upstream_ca: Option<PathBuf>,
     /// Where turns are remembered: `memory`, or `redis://[user:pass@]host:port[/db]` (`rediss://` for TLS) shared by replicas [default: memory]
     #[arg(long, env = "RETHREAD_STORE", hide_env_values = true, global = true)]
     pub store: Option<Secret>,
@@ -188,6 +191,8 @@ impl fmt::Debug for StoreKind {
 pub struct Settings {
     pub listen: SocketAddr,
     pub upstream: http::Uri,
+    /// CA certificates (PEM) trusted beside the system roots.
+    pub upstream_ca: Option<PathBuf>,
     pub store: StoreKind,
     pub store_prefix: String,
     pub store_timeout: Duration,
@@ -257,6 +262,18 @@ impl Settings {
                 message: "must be an absolute http:// or https:// URL".into(),
             });
         }
+        // RFC 9113 §8.3.1 and RFC 9110 §4.2.4: the authority sent (`:authority`, `Host`) never
+        // carries userinfo, and a password in the URL would be printed with the settings.
+        if upstream
+            .authority()
+            .is_some_and(|a| a.as_str().contains('@'))
+        {
+            return Err(ConfigError::Invalid {
+                key: "upstream",
+                message: "must not carry user:password@; credentials travel as request headers"
+                    .into(),
+            });
+        }
         if upstream.query().is_some() {
             return Err(ConfigError::Invalid {
                 key: "upstream",
@@ -292,6 +309,7 @@ impl Settings {
         Ok(Settings {
             listen: pick!(listen, SocketAddr::from(([127, 0, 0, 1], 8080))),
             upstream,
+            upstream_ca: top.upstream_ca.or(file.upstream_ca),
             store,
             store_prefix: pick!(store_prefix, "rethread".to_owned()),
             store_timeout: pick!(store_timeout, Span(Duration::from_millis(20))).0,
@@ -335,9 +353,13 @@ impl Settings {
         } else {
             "(random per process)"
         };
+        let upstream_ca = self.upstream_ca.as_ref().map_or_else(
+            || "(system roots only)".to_owned(),
+            |p| p.display().to_string(),
+        );
         format!(
-            "listen = {}\nupstream = {}\nstore = {:?}\nstore_prefix = {}\nstore_timeout = {:?}\nretention = {:?}\ncapacity = {}\nbody_limit = {}\nfull_item_max = {}\nfull_items_budget = {}\ntenant_full_items_budget = {}\nconnect_timeout = {:?}\nidle_timeout = {:?}\nheader_timeout = {:?}\nrepair = {:?}\nmode = {:?}\nfallback_retries = {}\nstateless_include = {}\nnon_reasoning_models = {}\nrewrite_move = {}\nrewrite_drop = {}\nrewrite_adopt = {}\nrewrite_complete = {}\nlog_format = {:?}\nlog = {}\ntenant_secret = {}\ndrain_timeout = {:?}\nworkers = {}\n",
-            self.listen, self.upstream, self.store, self.store_prefix, self.store_timeout, self.retention, self.capacity, self.body_limit,
+            "listen = {}\nupstream = {}\nupstream_ca = {}\nstore = {:?}\nstore_prefix = {}\nstore_timeout = {:?}\nretention = {:?}\ncapacity = {}\nbody_limit = {}\nfull_item_max = {}\nfull_items_budget = {}\ntenant_full_items_budget = {}\nconnect_timeout = {:?}\nidle_timeout = {:?}\nheader_timeout = {:?}\nrepair = {:?}\nmode = {:?}\nfallback_retries = {}\nstateless_include = {}\nnon_reasoning_models = {}\nrewrite_move = {}\nrewrite_drop = {}\nrewrite_adopt = {}\nrewrite_complete = {}\nlog_format = {:?}\nlog = {}\ntenant_secret = {}\ndrain_timeout = {:?}\nworkers = {}\n",
+            self.listen, self.upstream, upstream_ca, self.store, self.store_prefix, self.store_timeout, self.retention, self.capacity, self.body_limit,
             self.full_item_max, self.full_items_budget, self.tenant_full_items_budget, self.connect_timeout, self.idle_timeout, self.header_timeout,
             self.repair, self.mode, self.fallback_retries, self.stateless_include, self.non_reasoning_models, self.rewrites.moves, self.rewrites.drops, self.rewrites.adopt, self.rewrites.complete, self.log_format, self.log, secret,
             self.drain_timeout, self.workers
@@ -700,7 +722,7 @@ mod tests {
 
     #[test]
     fn a_bad_upstream_is_refused() {
-        for bad in ["ftp://x", "not a url", "http://h/?q=1"] {
+        for bad in ["ftp://x", "not a url", "http://h/?q=1", "https://user:pw@h"] {
             let a = SettingsArgs {
                 upstream: Some(bad.into()),
                 ..Default::default()

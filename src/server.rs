@@ -60,6 +60,7 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
         &settings.upstream,
         settings.connect_timeout,
         settings.idle_timeout,
+        settings.upstream_ca.as_deref(),
     )
     .map_err(StartError::Upstream)?;
     let tenants = match &settings.tenant_secret {

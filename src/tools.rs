@@ -60,7 +60,8 @@ pub async fn health(settings: &Settings, url: Option<&str>) -> ExitCode {
     }
 }
 
-/// Print the effective settings and test that the upstream accepts connections.
+/// Print the effective settings, connect to the upstream (TLS included) and say which protocol
+/// it agreed on, and test the store.
 pub async fn check(settings: &Settings) -> ExitCode {
     print!("{}", settings.describe());
     let host = settings.upstream.host().unwrap_or("");
@@ -71,23 +72,29 @@ pub async fn check(settings: &Settings) -> ExitCode {
             80
         },
     );
-    let connect = tokio::net::TcpStream::connect((host, port));
-    let ok = match tokio::time::timeout(settings.connect_timeout, connect).await {
-        Ok(Ok(_)) => {
-            println!("upstream: reachable ({host}:{port})");
-            true
-        }
-        Ok(Err(e)) => {
-            println!("upstream: UNREACHABLE ({host}:{port}): {e}");
+    // The same client a request would use: same trust (system roots and `upstream_ca`), same
+    // ALPN, so the protocol printed is the one requests will speak.
+    let upstream = crate::forward::Upstream::new(
+        &settings.upstream,
+        settings.connect_timeout,
+        settings.idle_timeout,
+        settings.upstream_ca.as_deref(),
+    );
+    let ok = match upstream {
+        Err(e) => {
+            println!("upstream: UNUSABLE: {e}");
             false
         }
-        Err(_) => {
-            println!(
-                "upstream: UNREACHABLE ({host}:{port}): no answer within {:?}",
-                settings.connect_timeout
-            );
-            false
-        }
+        Ok(upstream) => match upstream.probe().await {
+            Ok(protocol) => {
+                println!("upstream: reachable ({host}:{port}, {protocol})");
+                true
+            }
+            Err(e) => {
+                println!("upstream: UNREACHABLE ({host}:{port}): {e}");
+                false
+            }
+        },
     };
     let store_ok = match &settings.store {
         crate::config::StoreKind::Memory => {

@@ -6,6 +6,10 @@
 //! crate. It also serves a few plain routes (echo, blobs, SSE, status codes) to test that
 //! everything else passes through the proxy untouched.
 //!
+//! With [`FakeOptions::tls`] it serves HTTPS with a test CA of its own ([`TestCa`]), HTTP/2 or
+//! HTTP/1.1 by ALPN, and over HTTP/2 it refuses what strict servers (nginx) refuse: a `host`
+//! header beside `:authority`, connection-specific headers (400).
+//!
 //! Test knobs are request headers on `POST …/responses`: `x-fake-shape` (output kinds, e.g.
 //! `rs,ig,msg`), `x-fake-rotate-ids: 1`, `x-fake-fail-stream: 1`, `x-fake-delay-ms: N` and
 //! `x-fake-encoding: gzip|br|zstd|deflate|identity`.
@@ -20,6 +24,7 @@ mod encrypted;
 mod errors;
 mod events;
 mod generate;
+mod http2;
 mod ids;
 mod input;
 mod kinds;
@@ -29,6 +34,7 @@ mod query;
 mod reply;
 mod responses;
 mod state;
+mod tls;
 mod turn;
 mod validate;
 mod ws;
@@ -39,7 +45,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bytes::Bytes;
@@ -52,6 +58,7 @@ use crate::state::Shared;
 
 pub use crate::encrypted::issue as issue_encrypted_content;
 pub use crate::models::reasons as model_reasons;
+pub use crate::tls::{Alpn, TestCa};
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -66,6 +73,9 @@ pub struct FakeOptions {
     /// Exact `model` values (Azure deployments) answered with Azure's wording of E1 (E1b), which
     /// names no reasoning id. Default empty.
     pub azure_wording_models: Vec<String>,
+    /// Serve HTTPS with a test CA of its own ([`FakeHandle::ca_pem`]), offering these protocols
+    /// by ALPN. Default `None`: plain HTTP (HTTP/1.1, or HTTP/2 with prior knowledge).
+    pub tls: Option<Alpn>,
 }
 
 impl Default for FakeOptions {
@@ -75,6 +85,7 @@ impl Default for FakeOptions {
             image_bytes: 2048,
             non_reasoning_models: Vec::new(),
             azure_wording_models: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -95,6 +106,7 @@ impl FakeOptions {
 pub struct FakeHandle {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    ca: Option<Arc<TestCa>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -104,9 +116,20 @@ impl FakeHandle {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT`, or `https://…` when it serves TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The PEM of the test CA that signed its certificate, when it serves TLS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca.as_deref().map(TestCa::ca_pem)
+    }
+
+    /// Number of requests received over HTTP/2.
+    pub fn http2_requests(&self) -> u64 {
+        self.shared.http2_requests.load(Ordering::Relaxed)
     }
 
     /// Number of POSTs to any `…/responses` path received.
@@ -152,39 +175,68 @@ impl Drop for FakeHandle {
     }
 }
 
-/// Bind `127.0.0.1:0` and serve in a background task.
+/// Bind `127.0.0.1:0` and serve in a background task (HTTPS with a new test CA when
+/// `opts.tls` is set).
 pub async fn spawn(opts: FakeOptions) -> std::io::Result<FakeHandle> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let ca = match opts.tls {
+        Some(_) => Some(Arc::new(TestCa::new().map_err(std::io::Error::other)?)),
+        None => None,
+    };
+    let tls = tls_acceptor(&opts, ca.as_deref())?;
     let shared = Arc::new(Shared::new(opts));
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(run(listener, shared.clone(), async move {
+    let task = tokio::spawn(run(listener, shared.clone(), tls, async move {
         let _ = stopped.await;
     }));
     Ok(FakeHandle {
         addr,
         shared,
+        ca,
         stop: Some(stop),
         task: Some(task),
     })
 }
 
-/// Serve on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, opts: FakeOptions) -> std::io::Result<()> {
+/// Serve on `listener` until the process ends; HTTPS with `ca`'s certificate when `opts.tls` is
+/// set (`ca` is then required).
+pub async fn serve(
+    listener: TcpListener,
+    opts: FakeOptions,
+    ca: Option<&TestCa>,
+) -> std::io::Result<()> {
+    let tls = tls_acceptor(&opts, ca)?;
     run(
         listener,
         Arc::new(Shared::new(opts)),
+        tls,
         std::future::pending(),
     )
     .await
 }
 
+fn tls_acceptor(
+    opts: &FakeOptions,
+    ca: Option<&TestCa>,
+) -> std::io::Result<Option<tokio_rustls::TlsAcceptor>> {
+    match (opts.tls, ca) {
+        (None, _) => Ok(None),
+        (Some(alpn), Some(ca)) => ca.acceptor(alpn).map(Some).map_err(std::io::Error::other),
+        (Some(_), None) => Err(std::io::Error::other("TLS needs a test CA")),
+    }
+}
+
 async fn run(
     listener: TcpListener,
     shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new().fallback(dispatch).with_state(shared);
+    if let Some(acceptor) = tls {
+        return tls::serve(listener, acceptor, app, stop).await;
+    }
     // Streams are written one small event at a time: without TCP_NODELAY each would wait for
     // the peer's delayed ACK, and benchmarks would measure that stall.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -200,6 +252,12 @@ async fn run(
 async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     shared.requests_total.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = req.into_parts();
+    if parts.version == Version::HTTP_2 {
+        shared.http2_requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(refusal) = http2::refusal(&parts) {
+            return refusal;
+        }
+    }
     let path = parts.uri.path().to_string();
     let method = parts.method.clone();
     let query = Query::parse(parts.uri.query());
@@ -208,7 +266,8 @@ async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let is_get = method == Method::GET;
 
     if path == "/v1/echo" || path.starts_with("/v1/echo/") {
-        return passthrough::echo(parts.method, parts.uri, parts.headers, body).await;
+        return passthrough::echo(parts.method, parts.uri, parts.version, parts.headers, body)
+            .await;
     }
     match (segs.as_slice(), is_get) {
         (["v1", "blob"], true) => return passthrough::blob(&query),

@@ -4,14 +4,18 @@
 
 use std::io::Write;
 
-use rethread_fake::FakeOptions;
+use rethread_fake::{FakeOptions, TestCa};
 
 const USAGE: &str = "usage: rethread-fake [--listen ADDR] [--image-bytes N] [--no-compress] \
-[--non-reasoning-model NAME[,NAME…]]… [--azure-wording-model NAME[,NAME…]]…
+[--non-reasoning-model NAME[,NAME…]]… [--azure-wording-model NAME[,NAME…]]… \
+[--tls h2,http/1.1|http/1.1|h2 --ca-out FILE]
 
   --non-reasoning-model  exact model (deployment) names that do not reason, besides gpt-4*,
                          gpt-3.5*, chatgpt-* and *-chat*: no reasoning items, E14/E15
-  --azure-wording-model  exact model (deployment) names that answer E1 in Azure's wording";
+  --azure-wording-model  exact model (deployment) names that answer E1 in Azure's wording
+  --tls                  serve HTTPS, offering these protocols by ALPN, with a certificate
+                         signed by a test CA made at start
+  --ca-out               where to write that CA's certificate (PEM), for clients to trust";
 
 /// The names of a comma-separated list, trimmed, empty ones dropped.
 fn names(list: &str) -> impl Iterator<Item = String> + '_ {
@@ -24,12 +28,14 @@ fn names(list: &str) -> impl Iterator<Item = String> + '_ {
 struct Args {
     listen: String,
     opts: FakeOptions,
+    ca_out: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         listen: "127.0.0.1:0".into(),
         opts: FakeOptions::default(),
+        ca_out: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -52,9 +58,17 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or("--azure-wording-model needs NAME[,NAME…]")?;
                 args.opts.azure_wording_models.extend(names(&v));
             }
+            "--tls" => {
+                let v = it.next().ok_or("--tls needs h2,http/1.1, http/1.1 or h2")?;
+                args.opts.tls = Some(v.parse()?);
+            }
+            "--ca-out" => args.ca_out = Some(it.next().ok_or("--ca-out needs FILE")?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument: {other}")),
         }
+    }
+    if args.opts.tls.is_some() != args.ca_out.is_some() {
+        return Err("--tls and --ca-out go together".into());
     }
     Ok(args)
 }
@@ -82,10 +96,27 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
+    let ca = match (&args.ca_out, args.opts.tls) {
+        (Some(path), Some(_)) => match TestCa::new() {
+            Ok(ca) => {
+                if let Err(e) = std::fs::write(path, ca.ca_pem()) {
+                    let _ = writeln!(std::io::stderr(), "cannot write {path}: {e}");
+                    return std::process::ExitCode::from(1);
+                }
+                Some(ca)
+            }
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "cannot make a test CA: {e}");
+                return std::process::ExitCode::from(1);
+            }
+        },
+        _ => None,
+    };
+    let scheme = if ca.is_some() { "https" } else { "http" };
     let mut out = std::io::stdout();
-    let _ = writeln!(out, "listening on http://{addr}");
+    let _ = writeln!(out, "listening on {scheme}://{addr}");
     let _ = out.flush();
-    match rethread_fake::serve(listener, args.opts).await {
+    match rethread_fake::serve(listener, args.opts, ca.as_ref()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "server error: {e}");

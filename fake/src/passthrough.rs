@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -18,7 +18,13 @@ use crate::state::Shared;
 const BLOB_CHUNK: usize = 64 * 1024;
 
 /// `ANY /v1/echo[/…]`: describes the request it got.
-pub async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+pub async fn echo(
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let bytes = axum::body::to_bytes(body, usize::MAX)
         .await
         .unwrap_or_default();
@@ -33,6 +39,8 @@ pub async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Body) -> R
     };
     let value = json!({
         "method": method.as_str(),
+        "version": format!("{version:?}"),
+        "authority": uri.authority().map(|a| a.as_str()),
         "path": uri.path(),
         "query": uri.query(),
         "headers": header_list,

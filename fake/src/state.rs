@@ -142,6 +142,8 @@ pub struct Shared {
     pub tenants: Mutex<HashMap<String, Tenant>>,
     pub responses_posts: AtomicU64,
     pub requests_total: AtomicU64,
+    /// Requests that came over HTTP/2.
+    pub http2_requests: AtomicU64,
     pub last_body: Mutex<Option<Bytes>>,
 }
 

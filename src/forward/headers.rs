@@ -27,7 +27,7 @@ const HOP_BY_HOP: [&str; 7] = [
 
 /// Removes hop-by-hop headers and those the `Connection` header names; an upgrade keeps
 /// `Connection: upgrade` and `Upgrade`, which the next hop needs. The remaining headers keep their
-/// order (removing from a `HeaderMap` in place would move others around).
+/// order.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -43,17 +43,30 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if !headers.keys().any(drop) {
         return;
     }
-    let mut kept = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers.iter() {
-        if !drop(name) {
-            kept.append(name.clone(), value.clone());
-        }
-    }
+    retain(headers, |name| !drop(name));
     if upgrade {
-        kept.insert(
+        headers.insert(
             header::CONNECTION,
             http::HeaderValue::from_static("upgrade"),
         );
+    }
+}
+
+/// Removes every `name` field, keeping the others in their order.
+pub fn remove_header(headers: &mut HeaderMap, name: &HeaderName) {
+    if headers.contains_key(name) {
+        retain(headers, |n| n != name);
+    }
+}
+
+/// Keeps the fields whose name passes `keep`, in their order (removing from a `HeaderMap` in
+/// place would move the last field into the gap).
+fn retain(headers: &mut HeaderMap, keep: impl Fn(&HeaderName) -> bool) {
+    let mut kept = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers.iter() {
+        if keep(name) {
+            kept.append(name.clone(), value.clone());
+        }
     }
     *headers = kept;
 }
@@ -75,6 +88,21 @@ mod tests {
         remove_hop_by_hop(&mut h, false);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["accept-encoding", "x-request-id"]);
+    }
+
+    #[test]
+    fn removing_a_header_keeps_the_others_in_order() {
+        let mut h = HeaderMap::new();
+        for name in ["a", "host", "b", "c"] {
+            h.append(name, "1".parse().unwrap());
+        }
+        h.append("a", "2".parse().unwrap());
+        remove_header(&mut h, &header::HOST);
+        let names: Vec<_> = h
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(names, [("a", "1"), ("a", "2"), ("b", "1"), ("c", "1")]);
     }
 
     #[test]

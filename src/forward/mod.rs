@@ -2,16 +2,18 @@
 //!
 //! Bodies are streamed both ways as hyper frames (trailers included), connections are pooled, and
 //! HTTPS upstreams negotiate HTTP/2 by ALPN. Hop-by-hop headers (RFC 9110 §7.6.1) stop here;
-//! everything else, `accept-encoding` and `x-request-id` included, passes unchanged. Silence is
+//! everything else, `accept-encoding` and `x-request-id` included, passes unchanged. HTTPS trusts
+//! the system roots and the `upstream_ca` file beside them (`tls.rs`). Silence is
 //! bounded by an idle timeout that restarts with every chunk, so a live stream is never cut.
 
+use std::path::Path;
 use std::time::Duration;
 
 use axum::body::Body;
 use http::header;
 use http::{Request, Response, Uri, Version};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -21,10 +23,12 @@ mod body;
 mod coalesce;
 mod headers;
 mod inline;
+mod tls;
 
 use body::{within_idle, Progress, Watched};
 pub use body::{ChunksBody, IdleTimedOut, IdleTimeout, Prefixed};
 pub use coalesce::Coalesce;
+use headers::remove_header;
 pub use headers::{is_upgrade, remove_hop_by_hop};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -36,45 +40,69 @@ pub struct Upstream {
     authority: http::uri::Authority,
     prefix: String,
     client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// Pooled HTTP/1.1 connections for protocol upgrades (ALPN `http/1.1` only).
+    upgrades: Client<HttpsConnector<HttpConnector>, Body>,
+    /// The pooled client's connector, for `probe`.
+    connector: HttpsConnector<HttpConnector>,
     /// Connections driven in the request's own task, for a plain-HTTP upstream.
     inline: Option<std::sync::Arc<inline::InlinePool>>,
+    connect_timeout: Duration,
     idle_timeout: Duration,
 }
 
+/// The protocol an upstream connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Negotiated {
+    /// Plain HTTP/1.1.
+    Http1,
+    /// HTTP/1.1 over TLS (the upstream did not offer `h2` by ALPN).
+    TlsHttp1,
+    /// HTTP/2 over TLS.
+    TlsHttp2,
+}
+
+impl std::fmt::Display for Negotiated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Negotiated::Http1 => "HTTP/1.1",
+            Negotiated::TlsHttp1 => "TLS, HTTP/1.1",
+            Negotiated::TlsHttp2 => "TLS, HTTP/2",
+        })
+    }
+}
+
 impl Upstream {
+    /// A client for `base`; HTTPS trusts the system roots and, beside them, the CAs in
+    /// `upstream_ca` (a PEM file).
     pub fn new(
         base: &Uri,
         connect_timeout: Duration,
         idle_timeout: Duration,
+        upstream_ca: Option<&Path>,
     ) -> std::io::Result<Self> {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
         http.enforce_http(false);
-        let provider = rustls::crypto::ring::default_provider;
-        let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(provider())
-        {
-            Ok(builder) => builder,
-            Err(_) => {
-                // No system roots (an image without CA files): only plain-HTTP upstreams work.
-                let config =
-                    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider()))
-                        .with_safe_default_protocol_versions()
-                        .map_err(std::io::Error::other)?
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth();
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-            }
+        let roots = tls::roots(upstream_ca)?;
+        let connector = HttpsConnector::from((
+            http.clone(),
+            tls::client_config(roots.clone(), tls::H2_AND_HTTP1)?,
+        ));
+        let pooled = || {
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder
+                .pool_idle_timeout(Duration::from_secs(90))
+                .http1_preserve_header_case(true);
+            builder
         };
-        let tls = builder
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .http1_preserve_header_case(true)
-            .build(tls);
+        let client = pooled().build(connector.clone());
+        // HTTP/2 has no `Upgrade` (a WebSocket would need RFC 8441's extended CONNECT, which the
+        // upstream may not offer): protocol switches go on HTTP/1.1 connections of their own.
+        let upgrades = pooled().build(HttpsConnector::from((
+            http,
+            tls::client_config(roots, tls::HTTP1_ONLY)?,
+        )));
         let (Some(scheme), Some(authority)) = (base.scheme().cloned(), base.authority().cloned())
         else {
             return Err(std::io::Error::other("upstream must be an absolute URL"));
@@ -86,9 +114,42 @@ impl Upstream {
             authority,
             prefix: base.path().trim_end_matches('/').to_owned(),
             client,
+            upgrades,
+            connector,
             inline,
+            connect_timeout,
             idle_timeout,
         })
+    }
+
+    /// Connects to the upstream as a request would (same trust, same ALPN) and says which
+    /// protocol was agreed on; sends no request.
+    pub async fn probe(&self) -> Result<Negotiated, ProxyError> {
+        let uri = self.target("/")?;
+        let mut connector = self.connector.clone();
+        let connecting = tower::Service::call(&mut connector, uri);
+        match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Err(_) => Err(ProxyError::Unreachable {
+                stage: Stage::Connect,
+                source: Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {:?}", self.connect_timeout),
+                )),
+            }),
+            Ok(Err(source)) => Err(ProxyError::Unreachable {
+                stage: Stage::Connect,
+                source,
+            }),
+            Ok(Ok(stream)) => Ok(match &stream {
+                hyper_rustls::MaybeHttpsStream::Http(_) => Negotiated::Http1,
+                hyper_rustls::MaybeHttpsStream::Https(_)
+                    if stream.connected().is_negotiated_h2() =>
+                {
+                    Negotiated::TlsHttp2
+                }
+                hyper_rustls::MaybeHttpsStream::Https(_) => Negotiated::TlsHttp1,
+            }),
+        }
     }
 
     /// The upstream URI for a client's path and query: the upstream's own path prefixed.
@@ -131,9 +192,14 @@ impl Upstream {
         &self,
         request: Request<Body>,
     ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
+        let client = if is_upgrade(request.headers()) {
+            &self.upgrades
+        } else {
+            &self.client
+        };
         let progress = Progress::new();
         let request = request.map(|b| Body::new(Watched::new(b, progress.clone())));
-        match within_idle(self.client.request(request), self.idle_timeout, &progress).await {
+        match within_idle(client.request(request), self.idle_timeout, &progress).await {
             None => Err(ProxyError::Timeout(self.idle_timeout)),
             Some(Err(e)) => Err(ProxyError::Unreachable {
                 stage: if e.is_connect() {
@@ -158,11 +224,20 @@ impl Upstream {
         parts.version = Version::HTTP_11;
         let upgrade = is_upgrade(&parts.headers);
         remove_hop_by_hop(&mut parts.headers, upgrade);
-        // Replaced in place, so header order is kept.
-        if parts.headers.contains_key(header::HOST) {
-            if let Ok(host) = http::HeaderValue::from_str(self.authority.as_str()) {
-                parts.headers.insert(header::HOST, host);
+        if self.inline.is_some() && !upgrade {
+            // Plain HTTP/1.1 on a connection of our own: the client's `Host` is replaced in place,
+            // so header order is kept (`inline` writes one when the client sent none).
+            if parts.headers.contains_key(header::HOST) {
+                if let Ok(host) = http::HeaderValue::from_str(self.authority.as_str()) {
+                    parts.headers.insert(header::HOST, host);
+                }
             }
+        } else {
+            // The pooled client picks HTTP/2 or HTTP/1.1 per connection by ALPN, after this point.
+            // HTTP/2 carries the authority in `:authority` and strict servers refuse a `host`
+            // beside it (RFC 9113 §8.3.1; nginx answers 400); HTTP/1.1 needs one. The pool writes
+            // `Host` from the URI on HTTP/1 connections only, so none may be sent from here.
+            remove_header(&mut parts.headers, &header::HOST);
         }
         Ok(())
     }
@@ -179,6 +254,7 @@ mod tests {
             &"http://h:1/base/".parse().unwrap(),
             Duration::from_secs(1),
             Duration::from_secs(1),
+            None,
         )
         .unwrap();
         assert_eq!(

@@ -1,8 +1,9 @@
 //! A response body that lets capture read each chunk on its way to the client.
 //!
 //! The chunk is handed to the client unchanged right after capture has looked at it. The capture
-//! is finished (a JSON body parsed, the turn recorded) as the body ends, before its last chunk is
-//! handed on, so a follow-up can never outrun it; only a remote ledger write goes on in a task.
+//! is finished (a JSON body parsed, the turn recorded) as the body ends, or as the last byte of a
+//! body of known length passes, before that chunk is handed on, so a follow-up can never outrun
+//! it; only a remote ledger write goes on in a task.
 //! A body dropped before its end (the client went away) captures nothing.
 
 use std::pin::Pin;
@@ -65,8 +66,11 @@ where
                         *this.capture = Some(Err(e));
                     }
                 }
-                // A body of known length may never be polled past its last chunk.
-                if this.inner.is_end_stream() {
+                // A body of known length may never be polled past its last chunk; and once its
+                // last byte has passed, the client has it all even if the end of the stream comes
+                // in a later frame (HTTP/2 may send END_STREAM on an empty DATA frame, as nginx
+                // does), so the turn must be recorded now for the follow-up to find it.
+                if this.inner.is_end_stream() || this.inner.size_hint().exact() == Some(0) {
                     end(this.capture, this.on_end, true);
                 }
                 Poll::Ready(Some(Ok(frame)))

@@ -281,3 +281,52 @@ pub async fn ws_create(socket: &mut Socket, body: Value) -> Vec<Value> {
     }
     events
 }
+
+/// A fake serving HTTPS with its own test CA, whose PEM is written to a file for
+/// `--upstream-ca` (removed on drop).
+pub struct HttpsFake {
+    pub fake: FakeHandle,
+    pub ca: std::path::PathBuf,
+}
+
+impl HttpsFake {
+    pub async fn start(alpn: rethread_fake::Alpn) -> HttpsFake {
+        Self::start_with(FakeOptions {
+            tls: Some(alpn),
+            ..FakeOptions::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(opts: FakeOptions) -> HttpsFake {
+        let fake = spawn_fake(opts).await.unwrap();
+        let ca = std::env::temp_dir().join(format!(
+            "rethread-test-ca-{}-{}.pem",
+            std::process::id(),
+            fake.addr().port()
+        ));
+        std::fs::write(&ca, fake.ca_pem().unwrap()).unwrap();
+        HttpsFake { fake, ca }
+    }
+
+    pub fn url(&self) -> String {
+        self.fake.url()
+    }
+
+    pub fn ca(&self) -> &str {
+        self.ca.to_str().unwrap()
+    }
+
+    /// rethread in front of it, trusting its CA.
+    pub fn proxy(&self, args: &[&str]) -> Rethread {
+        let mut all = vec!["--upstream-ca", self.ca()];
+        all.extend_from_slice(args);
+        Rethread::start(&self.url(), &all)
+    }
+}
+
+impl Drop for HttpsFake {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.ca);
+    }
+}
