@@ -5,6 +5,7 @@
 //! passes: the rewrites of the client's own items (`rewrite.rs`), then the planner's insertions
 //! and rehydrations on the rewritten items (`plan.rs`).
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -161,12 +162,15 @@ fn rewritten_entries(
 ) -> Vec<Vec<Bytes>> {
     let mut entries = Vec::with_capacity(rewrite.order.len() + insertions.len());
     let mut pending = insertions.iter().peekable();
+    let edits = rewrite.edits_by_item();
+    let replaced: HashMap<usize, &Bytes> =
+        replacements.iter().map(|r| (r.index, &r.text)).collect();
     for (v, &n) in rewrite.order.iter().enumerate() {
         while let Some(ins) = pending.next_if(|i| i.gap <= v) {
             entries.push(vec![ins.text.clone()]);
         }
-        if let Some(rep) = replacements.iter().find(|r| r.index == v) {
-            entries.push(vec![rep.text.clone()]);
+        if let Some(text) = replaced.get(&v) {
+            entries.push(vec![(*text).clone()]);
             continue;
         }
         let Some(item) = input.items.get(n) else {
@@ -175,7 +179,7 @@ fn rewritten_entries(
         let own = body.slice(item.span.clone());
         let mut added: Vec<Bytes> = Vec::new();
         let mut whole = None;
-        for (_, edit) in rewrite.edits.iter().filter(|(k, _)| *k == n) {
+        for edit in edits.get(&n).into_iter().flatten() {
             match edit {
                 ItemEdit::AdoptId(id) => {
                     let id = serde_json::Value::String(id.to_string());

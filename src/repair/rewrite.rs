@@ -31,6 +31,11 @@ use super::items::{is_output_of_call, ItemType, Turn};
 use super::plan::{Index, Loc};
 use super::request::InputItem;
 
+/// Most item visits regrouping may take (remembered items × input items).
+const MAX_REGROUP_WORK: usize = 1 << 22;
+/// Earlier copies of one id an item is compared with, byte for byte.
+const MAX_COPIES_COMPARED: usize = 8;
+
 /// Which rewrites may apply (each can be switched off; all are on by default).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Switches {
@@ -98,13 +103,23 @@ impl Rewrite {
         self.moved + self.dropped + self.adopted + self.completed == 0 && self.edits.is_empty()
     }
 
+    /// The edits of each client item, by its index.
+    pub fn edits_by_item(&self) -> HashMap<usize, Vec<&ItemEdit>> {
+        let mut by_item: HashMap<usize, Vec<&ItemEdit>> = HashMap::new();
+        for (n, edit) in &self.edits {
+            by_item.entry(*n).or_default().push(edit);
+        }
+        by_item
+    }
+
     /// The client's items as the planner should see them: in the new order, with adopted ids.
     pub fn items<'a>(&self, items: &[InputItem<'a>]) -> Vec<InputItem<'a>> {
+        let edits = self.edits_by_item();
         self.order
             .iter()
             .map(|&n| {
                 let mut item = items[n].clone();
-                for (_, edit) in self.edits.iter().filter(|(k, _)| *k == n) {
+                for edit in edits.get(&n).into_iter().flatten() {
                     match edit {
                         ItemEdit::AdoptId(id) => {
                             item.id = Some(std::borrow::Cow::Owned(id.to_string()));
@@ -291,7 +306,13 @@ pub fn rewrite(
         }
     }
 
-    if switches.moves && model_may_reason {
+    // Regrouping scans the input once per remembered group: bounded, so a hostile input of
+    // many items naming many groups costs no more than this.
+    let groups = locs.iter().flatten().count();
+    if switches.moves
+        && model_may_reason
+        && groups.saturating_mul(out.order.len()) <= MAX_REGROUP_WORK
+    {
         out.moved = regroup(&mut out.order, &locs, turns);
     }
     out
@@ -350,7 +371,7 @@ fn drop_items(
         });
         if same && !drop.contains(&n) {
             drop.insert(n);
-        } else {
+        } else if earlier.len() < MAX_COPIES_COMPARED {
             earlier.push(n);
         }
     }

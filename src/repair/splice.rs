@@ -91,12 +91,14 @@ fn flattened(
 ) -> Edit {
     let mut entries = Vec::with_capacity(input.items.len() + insertions.len());
     let mut rest = insertions.iter().peekable();
+    let replaced: std::collections::HashMap<usize, &Bytes> =
+        replacements.iter().map(|r| (r.index, &r.text)).collect();
     for (n, item) in input.items.iter().enumerate() {
         while let Some(ins) = rest.next_if(|i| i.gap <= n) {
             entries.push(vec![ins.text.clone()]);
         }
-        entries.push(vec![match replacements.iter().find(|r| r.index == n) {
-            Some(rep) => rep.text.clone(),
+        entries.push(vec![match replaced.get(&n) {
+            Some(text) => (*text).clone(),
             None => body.slice(item.span.clone()),
         }]);
     }
