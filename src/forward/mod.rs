@@ -22,8 +22,8 @@ mod coalesce;
 mod headers;
 mod inline;
 
-pub use body::{ChunksBody, IdleTimedOut, IdleTimeout, Prefixed};
 use body::{within_idle, Progress, Watched};
+pub use body::{ChunksBody, IdleTimedOut, IdleTimeout, Prefixed};
 pub use coalesce::Coalesce;
 pub use headers::{is_upgrade, remove_hop_by_hop};
 

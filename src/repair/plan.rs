@@ -34,7 +34,9 @@ impl std::str::FromStr for RestorePolicy {
         match s {
             "group" => Ok(Self::Group),
             "minimal" => Ok(Self::Minimal),
-            other => Err(format!("unknown repair policy {other:?}; use `group` or `minimal`")),
+            other => Err(format!(
+                "unknown repair policy {other:?}; use `group` or `minimal`"
+            )),
         }
     }
 }

@@ -14,7 +14,6 @@
     clippy::print_stdout
 )]
 
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;

@@ -6,7 +6,6 @@
     clippy::disallowed_methods
 )]
 
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};

@@ -7,7 +7,6 @@
     clippy::disallowed_methods
 )]
 
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;

@@ -7,7 +7,6 @@
     clippy::disallowed_methods
 )]
 
-
 use std::sync::Arc;
 
 use crate::common::*;

@@ -6,7 +6,6 @@
     clippy::disallowed_methods
 )]
 
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 

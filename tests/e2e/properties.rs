@@ -9,7 +9,6 @@
     clippy::disallowed_methods
 )]
 
-
 use crate::common::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};

@@ -7,7 +7,6 @@
     clippy::disallowed_methods
 )]
 
-
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

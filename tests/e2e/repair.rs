@@ -6,7 +6,6 @@
     clippy::disallowed_methods
 )]
 
-
 use crate::common::*;
 use serde_json::{json, Value};
 

@@ -12,7 +12,6 @@
     clippy::disallowed_methods
 )]
 
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -8,7 +8,6 @@
     clippy::disallowed_methods
 )]
 
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};

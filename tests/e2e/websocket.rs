@@ -7,7 +7,6 @@
     clippy::disallowed_methods
 )]
 
-
 use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
