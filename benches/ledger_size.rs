@@ -106,7 +106,7 @@ fn main() {
     let looked = started.elapsed();
     println!("ledger: {turns} turns ([rs, ig, msg], API-shaped ids) across {tenants} tenants");
     println!(
-        "  live heap: {:.1} MiB = {:.0} bytes per turn (target <= 256)",
+        "  live heap: {:.1} MiB = {:.0} bytes per turn (target <= 128)",
         bytes as f64 / 1048576.0,
         bytes as f64 / turns as f64
     );

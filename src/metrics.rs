@@ -81,6 +81,10 @@ fn describe() {
         "rethread_ledger_evictions",
         "Turns evicted over capacity since start."
     );
+    describe_gauge!(
+        "rethread_ledger_bytes",
+        "Memory the memory store holds for its turns (log chunks and index slots)."
+    );
     describe_histogram!(
         "rethread_upstream_seconds",
         "Time from sending a request upstream to its response head."

@@ -128,6 +128,7 @@ async fn metrics(State(app): State<Arc<App>>) -> (StatusCode, String) {
     let stats = app.ledger.stats();
     metrics::gauge!("rethread_ledger_turns").set(stats.turns as f64);
     metrics::gauge!("rethread_ledger_evictions").set(stats.evictions as f64);
+    metrics::gauge!("rethread_ledger_bytes").set(stats.bytes as f64);
     match &app.metrics {
         Some(handle) => (StatusCode::OK, handle.render()),
         None => (

@@ -273,6 +273,7 @@ impl Ledger for RedisLedger {
         LedgerStats {
             turns: self.written.load(Ordering::Relaxed),
             evictions: 0,
+            bytes: 0,
         }
     }
 
