@@ -130,6 +130,7 @@ pub fn put_items(out: &mut Vec<u8>, turn: &Turn) -> Option<()> {
 }
 
 /// Reads encoded bytes; every read is bounds-checked, so damaged bytes decode to `None`.
+#[derive(Clone)]
 pub struct Reader<'a> {
     bytes: &'a [u8],
     pub at: usize,

@@ -92,6 +92,20 @@ impl RedisServer {
             .map(str::to_owned)
             .collect()
     }
+
+    /// Turns written: the sum of the buckets' `#` counters.
+    fn turns(&self) -> usize {
+        let count = "local n = 0 for _, k in ipairs(redis.call('KEYS', '*')) do \
+                     n = n + tonumber(redis.call('HGET', k, '#') or 0) end return n";
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--raw", "EVAL", count, "0"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for RedisServer {
@@ -135,7 +149,7 @@ async fn wait_ready(proxy: &Rethread, want: u16) {
 /// Waits until the replica's ledger write has landed.
 fn wait_written(redis: &RedisServer, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while redis.keys().iter().filter(|k| k.contains(":t:")).count() < count {
+    while redis.turns() < count {
         assert!(
             Instant::now() < deadline,
             "turn never written: {:?}",
@@ -159,15 +173,19 @@ async fn a_turn_learned_by_one_replica_repairs_a_followup_on_another() {
     let followup = post(&b.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
     assert_eq!(followup.status, 200, "{}", followup.text);
     assert_eq!(followup.inserted(), Some(2));
+    // One hash per tenant and time bucket, the tenant hash in braces (the cluster hash tag).
     let keys = redis.keys();
-    assert!(keys.iter().all(|k| k.starts_with("rethread:")), "{keys:?}");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let parts: Vec<&str> = keys[0].split(':').collect();
+    assert_eq!(parts[0], "rethread", "{keys:?}");
     assert!(
-        keys.iter().any(|k| k.ends_with(&format!(":i:{ig}"))),
+        parts[1].len() == 34 && parts[1].starts_with('{') && parts[1].ends_with('}'),
         "{keys:?}"
     );
     assert!(
-        keys.iter().all(|k| !k.contains("sk-test")),
-        "no key in the keyspace"
+        keys.iter()
+            .all(|k| !k.contains("sk-test") && !k.contains(&ig)),
+        "no key and no id in the keyspace"
     );
 }
 
