@@ -16,6 +16,11 @@
 //! one round trip, and it touches no key it was not given, so it runs on a Redis Cluster too. A
 //! hit is checked against the turn's contents and learned-at time, so a stale or colliding field
 //! is a miss.
+//!
+//! Recovery: a background task pings every `KEEPALIVE`, so a connection Redis dropped (restart,
+//! failover) is replaced before traffic needs it; and a script that failed on a dead connection
+//! is sent once more on the new one (a write's script is idempotent), so the first lookup and
+//! the first write after Redis is back do not fail.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,6 +44,9 @@ const FORMAT: u8 = 1;
 const FIELDS_PER_CALL: usize = 1_000;
 /// Time allowed for a write.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the background task pings, so a dropped connection is re-made before a request
+/// needs it.
+const KEEPALIVE: Duration = Duration::from_millis(250);
 
 /// Records a turn in the tenant's current bucket, `KEYS[1]`. `ARGV[1]`: the bucket's time to
 /// live (ms); `ARGV[2]`: the turn's field; `ARGV[3]`: the turn; `ARGV[4..]`: the fields of its
@@ -91,9 +99,26 @@ impl Conn {
         }
     }
 
+    /// Runs a script; when it failed because the connection was dead, once more on the new one.
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        body: &str,
+        keys: &[Vec<u8>],
+        args: &[Vec<u8>],
+    ) -> redis::RedisResult<T> {
+        match self.script_once(script, body, keys, args).await {
+            Err(e) if dead_connection(&e) => {
+                tracing::debug!(error = %e, "store connection was dead; sending again");
+                self.script_once(script, body, keys, args).await
+            }
+            other => other,
+        }
+    }
+
     /// Runs a script by its hash, sending its body only when the server does not have it (a
     /// restarted or newly promoted node), to the node that holds the script's keys.
-    async fn script<T: redis::FromRedisValue>(
+    async fn script_once<T: redis::FromRedisValue>(
         &self,
         script: &redis::Script,
         body: &str,
@@ -116,8 +141,16 @@ impl Conn {
     }
 }
 
+/// Whether an error says the connection is gone (the client has begun making a new one), as
+/// opposed to Redis answering with an error.
+fn dead_connection(e: &redis::RedisError) -> bool {
+    e.is_unrecoverable_error() || e.is_connection_dropped() || e.is_io_error()
+}
+
 pub struct RedisLedger {
     conn: Conn,
+    /// Pings every `KEEPALIVE`; stopped with the ledger.
+    keepalive: Option<tokio::task::JoinHandle<()>>,
     prefix: String,
     retention_ms: u64,
     bucket_ms: u64,
@@ -193,8 +226,13 @@ impl RedisLedger {
         let retention_ms = u64::try_from(retention.as_millis())
             .unwrap_or(u64::MAX / 4)
             .max(1);
+        let conn = Conn::Node(manager);
+        let keepalive = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|runtime| runtime.spawn(keep_alive(conn.clone())));
         Ok(RedisLedger {
-            conn: Conn::Node(manager),
+            conn,
+            keepalive,
             prefix: prefix.to_owned(),
             retention_ms,
             bucket_ms: retention_ms.div_ceil(BUCKETS_PER_RETENTION),
@@ -289,6 +327,25 @@ impl RedisLedger {
             }
         }
         Ok(turns)
+    }
+}
+
+/// Pings the store for ever: a failed ping on a dropped connection makes the client connect
+/// anew, so the connection is back before the next request needs it.
+async fn keep_alive(conn: Conn) {
+    let mut tick = tokio::time::interval(KEEPALIVE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let _ = tokio::time::timeout(KEEPALIVE, conn.query::<String>(&redis::cmd("PING"))).await;
+    }
+}
+
+impl Drop for RedisLedger {
+    fn drop(&mut self) {
+        if let Some(task) = self.keepalive.take() {
+            task.abort();
+        }
     }
 }
 

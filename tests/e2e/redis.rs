@@ -8,6 +8,7 @@
 )]
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,59 +16,118 @@ use crate::common::*;
 
 const SECRET: &str = "shared-tenant-secret-for-tests";
 
+/// A free port on the loopback interface.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh directory for a server's files, removed by its owner.
+pub(crate) fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "rethread-e2e-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts `redis-server` with `args` in `dir`; `None` (the tests skip, with the reason printed)
+/// when it is not installed, except under `CI=true`, where that fails the test.
+pub(crate) fn spawn_redis(args: &[&str], dir: &Path) -> Option<Child> {
+    let spawned = Command::new("redis-server")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    match spawned {
+        Ok(child) => Some(child),
+        Err(e) => {
+            let reason =
+                format!("redis-server is not installed ({e}); `apt-get install -y redis-server`");
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{reason}: the Redis tests must run in CI");
+            }
+            eprintln!("skipping: {reason}");
+            None
+        }
+    }
+}
+
+/// `redis-cli -p port args…`, its output trimmed.
+pub(crate) fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--raw"])
+        .args(args)
+        .output()
+        .expect("redis-cli (apt-get install -y redis-tools)");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Waits until the server on `port` answers PING (after loading its data).
+pub(crate) fn wait_pong(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        || cli(port, &["PING"]) != "PONG"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server on {port} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 struct RedisServer {
     child: Option<Child>,
     port: u16,
+    dir: PathBuf,
 }
 
 impl RedisServer {
     fn start() -> Option<RedisServer> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
+        Self::start_on(free_port())
     }
 
     fn start_on(port: u16) -> Option<RedisServer> {
-        let spawned = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(e) => {
-                let reason = format!(
-                    "redis-server is not installed ({e}); `apt-get install -y redis-server`"
-                );
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!("{reason}: the Redis tests must run in CI");
-                }
-                eprintln!("skipping: {reason}");
-                return None;
-            }
-        };
+        Self::start_in(port, temp_dir("redis"))
+    }
+
+    /// A server on `port` keeping its snapshot in `dir` (saved only when asked: `SAVE`).
+    fn start_in(port: u16, dir: PathBuf) -> Option<RedisServer> {
+        let args = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            dir.to_str().unwrap(),
+        ];
+        let child = spawn_redis(&args, &dir)?;
         let server = RedisServer {
             child: Some(child),
             port,
+            dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_pong(port);
         Some(server)
+    }
+
+    /// Saves the data, stops the server and starts it again on the same port, with the data.
+    fn restart(mut self) -> RedisServer {
+        assert_eq!(cli(self.port, &["SAVE"]), "OK");
+        self.stop();
+        let dir = std::mem::take(&mut self.dir);
+        Self::start_in(self.port, dir).unwrap()
     }
 
     fn url(&self) -> String {
@@ -82,11 +142,7 @@ impl RedisServer {
     }
 
     fn keys(&self) -> Vec<String> {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "--raw", "KEYS", "*"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
+        cli(self.port, &["KEYS", "*"])
             .lines()
             .filter(|l| !l.is_empty())
             .map(str::to_owned)
@@ -97,20 +153,16 @@ impl RedisServer {
     fn turns(&self) -> usize {
         let count = "local n = 0 for _, k in ipairs(redis.call('KEYS', '*')) do \
                      n = n + tonumber(redis.call('HGET', k, '#') or 0) end return n";
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "--raw", "EVAL", count, "0"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0)
+        cli(self.port, &["EVAL", count, "0"]).parse().unwrap_or(0)
     }
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -303,4 +355,68 @@ fn a_shared_store_without_a_tenant_secret_refuses_to_start() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("RETHREAD_TENANT_SECRET"));
+}
+
+#[tokio::test]
+async fn the_first_requests_after_redis_restarts_use_it() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let fake = fake().await;
+    let a = replica(&fake.url(), &redis, &[]);
+    let b = replica(&fake.url(), &redis, &[]);
+    // Both replicas have a connection: b's lookup, a's write.
+    let first = post(&a.url("/v1/responses"), KEY, &image_request(), &[]).await;
+    let ig = output_id(&first.body, "image_generation_call");
+    wait_written(&redis, 1);
+    let known = post(&b.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
+    assert_eq!(known.inserted(), Some(2));
+
+    // Between the turn and its follow-up, Redis restarts (keeping its data).
+    let redis = redis.restart();
+    let before = fake.responses_posts();
+    let followup = post(&b.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
+    assert_eq!(followup.status, 200, "{}", followup.text);
+    assert_eq!(followup.inserted(), Some(2), "repaired from Redis");
+    assert_eq!(
+        fake.responses_posts() - before,
+        1,
+        "one upstream request: no fallback retry"
+    );
+
+    // The first turn a replica learns after the restart is not lost.
+    let second = post(&a.url("/v1/responses"), KEY, &image_request(), &[]).await;
+    let ig2 = output_id(&second.body, "image_generation_call");
+    wait_written(&redis, 2);
+    let before = fake.responses_posts();
+    let followup = post(&b.url("/v1/responses"), KEY, &image_followup(&ig2), &[]).await;
+    assert_eq!(followup.inserted(), Some(2));
+    assert_eq!(fake.responses_posts() - before, 1);
+    for proxy in [&a, &b] {
+        assert!(
+            !metrics_text(proxy)
+                .await
+                .contains("rethread_store_errors_total"),
+            "no store error: {}",
+            proxy.logs()
+        );
+    }
+
+    // Without any request, both replicas connect again on their own after a restart.
+    let redis = redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let clients = cli(redis.port, &["CLIENT", "LIST"])
+            .lines()
+            .filter(|l| !l.contains("cmd=client|list"))
+            .count();
+        if clients >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replicas did not reconnect before traffic needed it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
