@@ -29,6 +29,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 
 use super::compact::{self, Reader};
 use super::{keys_of, KeyKind, Ledger, LedgerError, LedgerStats};
@@ -86,16 +89,33 @@ end
 return found
 ";
 
-/// A connection that reconnects on its own.
+/// A connection that reconnects on its own: to one node, or to a cluster (commands go to the
+/// node holding their first key's slot; the client follows redirections and failovers).
 #[derive(Clone)]
 enum Conn {
     Node(ConnectionManager),
+    Cluster(ClusterConnection),
 }
 
 impl Conn {
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
         match self.clone() {
             Conn::Node(mut c) => cmd.query_async(&mut c).await,
+            Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
+        }
+    }
+
+    /// A command every primary must answer (one node's, on a single node).
+    async fn on_every_primary(&self, cmd: redis::Cmd) -> redis::RedisResult<redis::Value> {
+        match self.clone() {
+            Conn::Node(mut c) => cmd.query_async(&mut c).await,
+            Conn::Cluster(mut c) => {
+                let all = RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllMasters,
+                    Some(ResponsePolicy::AllSucceeded),
+                ));
+                c.route_command(cmd, all).await
+            }
         }
     }
 
@@ -139,6 +159,45 @@ impl Conn {
             other => other,
         }
     }
+}
+
+/// The node URLs of a `redis+cluster://[user:pass@]host:port,host:port,…[?query]` (or
+/// `rediss+cluster://`) store URL, each as `redis://[user:pass@]host:port[?query]`; `None` for a
+/// single node's URL.
+fn cluster_nodes(url: &str) -> Result<Option<Vec<String>>, String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Ok(None);
+    };
+    let scheme = match scheme {
+        "redis+cluster" => "redis",
+        "rediss+cluster" => "rediss",
+        _ => return Ok(None),
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, format!("?{query}")),
+        None => (rest, String::new()),
+    };
+    let (userinfo, hosts) = match rest.rsplit_once('@') {
+        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+        None => (String::new(), rest),
+    };
+    let hosts = match hosts.split_once('/') {
+        None => hosts,
+        Some((hosts, "" | "0")) => hosts,
+        Some(_) => return Err("a cluster has only database 0: drop the /db".into()),
+    };
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|host| format!("{scheme}://{userinfo}{host}{query}"))
+        .collect();
+    if nodes.is_empty() {
+        return Err(
+            "a cluster URL names its seed nodes: redis+cluster://host:port,host:port".into(),
+        );
+    }
+    Ok(Some(nodes))
 }
 
 /// Whether an error says the connection is gone (the client has begun making a new one), as
@@ -207,26 +266,45 @@ fn open(blob: &[u8]) -> Option<(u32, Reader<'_>)> {
 }
 
 impl RedisLedger {
-    /// Prepares the client; the connection is made on first use, so rethread starts (and
-    /// proxies) while Redis is down.
+    /// Prepares the client for `redis[s]://…` (one node) or `redis[s]+cluster://h:p,h:p,…` (a
+    /// cluster, by seed nodes); the connection is made on first use, so rethread starts (and
+    /// proxies) while Redis is down. Must be called within the runtime (it starts the
+    /// keepalive task).
     pub fn new(
         url: &str,
         prefix: &str,
         retention: Duration,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("invalid store URL: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| format!("cannot prepare the store client: {e}"))?;
+        let conn = match cluster_nodes(url)? {
+            Some(nodes) => {
+                let client = ClusterClient::builder(nodes)
+                    .retries(3)
+                    .min_retry_wait(20)
+                    .max_retry_wait(500)
+                    .build()
+                    .map_err(|e| format!("invalid store URL: {e}"))?;
+                let config = ClusterConfig::new()
+                    .set_connection_timeout(Duration::from_secs(1))
+                    .set_response_timeout(Duration::from_secs(2));
+                Conn::Cluster(client.get_pending_async_connection_with_config(config))
+            }
+            None => {
+                let client =
+                    redis::Client::open(url).map_err(|e| format!("invalid store URL: {e}"))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(1)))
+                    .set_response_timeout(Some(Duration::from_secs(2)))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                let manager = ConnectionManager::new_lazy_with_config(client, config)
+                    .map_err(|e| format!("cannot prepare the store client: {e}"))?;
+                Conn::Node(manager)
+            }
+        };
         let retention_ms = u64::try_from(retention.as_millis())
             .unwrap_or(u64::MAX / 4)
             .max(1);
-        let conn = Conn::Node(manager);
         let keepalive = tokio::runtime::Handle::try_current()
             .ok()
             .map(|runtime| runtime.spawn(keep_alive(conn.clone())));
@@ -337,7 +415,7 @@ async fn keep_alive(conn: Conn) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let _ = tokio::time::timeout(KEEPALIVE, conn.query::<String>(&redis::cmd("PING"))).await;
+        let _ = tokio::time::timeout(KEEPALIVE, conn.on_every_primary(redis::cmd("PING"))).await;
     }
 }
 
@@ -413,7 +491,7 @@ impl Ledger for RedisLedger {
             matches!(
                 tokio::time::timeout(
                     Duration::from_secs(1),
-                    self.conn.query::<String>(&redis::cmd("PING"))
+                    self.conn.on_every_primary(redis::cmd("PING"))
                 )
                 .await,
                 Ok(Ok(_))
@@ -450,6 +528,26 @@ mod tests {
             assert_eq!(at, 12_345);
             assert_eq!(compact::read_turn(&mut items).unwrap(), t);
         }
+    }
+
+    #[test]
+    fn cluster_urls_name_their_seed_nodes() {
+        assert_eq!(cluster_nodes("redis://h:1/0").unwrap(), None);
+        assert_eq!(
+            cluster_nodes("redis+cluster://a:1,b:2").unwrap().unwrap(),
+            ["redis://a:1", "redis://b:2"]
+        );
+        assert_eq!(
+            cluster_nodes("rediss+cluster://u:p@w@a:1, b:2/?protocol=resp3")
+                .unwrap()
+                .unwrap(),
+            [
+                "rediss://u:p@w@a:1?protocol=resp3",
+                "rediss://u:p@w@b:2?protocol=resp3"
+            ]
+        );
+        assert!(cluster_nodes("redis+cluster://a:1/3").is_err());
+        assert!(cluster_nodes("redis+cluster://").is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod never_worse;
 mod operations;
 mod properties;
 mod redis;
+mod redis_cluster;
 mod repair;
 mod sdk;
 mod stateless_azure;

@@ -69,18 +69,44 @@ pub(crate) fn cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// Waits until the server on `port` answers PING (after loading its data).
-pub(crate) fn wait_pong(port: u16) {
+/// Waits until the server `child` started on `port` answers PING (after loading its data);
+/// `false` when it exited first (the port was taken meanwhile: free ports are only free when
+/// asked).
+pub(crate) fn wait_started(child: &mut Child, port: u16) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-        || cli(port, &["PING"]) != "PONG"
-    {
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && cli(port, &["PING"]) == "PONG"
+        {
+            return true;
+        }
         assert!(
             Instant::now() < deadline,
             "redis-server on {port} did not start"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Starts a server with `args(port)` until one binds its port (up to five ports); `None` when
+/// `redis-server` is not installed (see `spawn_redis`).
+pub(crate) fn start_on_a_free_port(
+    dir: &Path,
+    mut args: impl FnMut(u16) -> Vec<String>,
+) -> Option<(Child, u16)> {
+    for _ in 0..5 {
+        let port = free_port();
+        let args = args(port);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = spawn_redis(&args, dir)?;
+        if wait_started(&mut child, port) {
+            return Some((child, port));
+        }
+    }
+    panic!("redis-server found no free port in five tries");
 }
 
 struct RedisServer {
@@ -91,18 +117,22 @@ struct RedisServer {
 
 impl RedisServer {
     fn start() -> Option<RedisServer> {
-        Self::start_on(free_port())
-    }
-
-    fn start_on(port: u16) -> Option<RedisServer> {
-        Self::start_in(port, temp_dir("redis"))
+        let dir = temp_dir("redis");
+        let (child, port) = start_on_a_free_port(&dir, |port| Self::args(port, &dir))?;
+        Some(RedisServer {
+            child: Some(child),
+            port,
+            dir,
+        })
     }
 
     /// A server on `port` keeping its snapshot in `dir` (saved only when asked: `SAVE`).
-    fn start_in(port: u16, dir: PathBuf) -> Option<RedisServer> {
-        let args = [
+    fn args(port: u16, dir: &Path) -> Vec<String> {
+        let port = port.to_string();
+        let dir = dir.to_str().unwrap();
+        [
             "--port",
-            &port.to_string(),
+            &port,
             "--bind",
             "127.0.0.1",
             "--save",
@@ -110,16 +140,27 @@ impl RedisServer {
             "--appendonly",
             "no",
             "--dir",
-            dir.to_str().unwrap(),
-        ];
-        let child = spawn_redis(&args, &dir)?;
-        let server = RedisServer {
+            dir,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// A server on the port another one used, with that one's files.
+    fn start_in(port: u16, dir: PathBuf) -> Option<RedisServer> {
+        let args = Self::args(port, &dir);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = spawn_redis(&args, &dir)?;
+        assert!(wait_started(&mut child, port), "port {port} was taken");
+        Some(RedisServer {
             child: Some(child),
             port,
             dir,
-        };
-        wait_pong(port);
-        Some(server)
+        })
+    }
+
+    fn start_on(port: u16) -> Option<RedisServer> {
+        Self::start_in(port, temp_dir("redis"))
     }
 
     /// Saves the data, stops the server and starts it again on the same port, with the data.
