@@ -38,7 +38,7 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
-    /// Print the effective settings (secrets redacted) and test the upstream and store.
+    /// Print the effective settings (secrets redacted), test the upstream and store, and print the store's turn count and memory use.
     Check,
     /// Print the repaired request for a recorded response and a follow-up, offline.
     Explain {

@@ -31,7 +31,9 @@ use futures_util::FutureExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo,
+};
 
 use super::compact::{self, Reader};
 use super::{keys_of, KeyKind, Ledger, LedgerError, LedgerStats};
@@ -45,6 +47,8 @@ pub const BUCKETS_PER_RETENTION: u64 = 8;
 const FORMAT: u8 = 1;
 /// Fields per lookup script call (Lua's `unpack` has a stack limit).
 const FIELDS_PER_CALL: usize = 1_000;
+/// The field counting a bucket's turns (fields of keys are 8 bytes; this is 1).
+const COUNT_FIELD: &str = "#";
 /// Time allowed for a write.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the background task pings, so a dropped connection is re-made before a request
@@ -116,6 +120,64 @@ impl Conn {
                 ));
                 c.route_command(cmd, all).await
             }
+        }
+    }
+
+    /// The nodes holding data: the one node, or each master of a cluster (by address).
+    async fn primaries(&self) -> redis::RedisResult<Vec<Option<(String, u16)>>> {
+        let Conn::Cluster(_) = self else {
+            return Ok(vec![None]);
+        };
+        let nodes: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
+        Ok(nodes
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let serving = f.len() > 8 && f[2].contains("master") && !f[2].contains("fail");
+                let address = f.get(1)?.split(['@', ',']).next()?;
+                let (host, port) = address.rsplit_once(':')?;
+                let port: u16 = port.parse().ok()?;
+                serving.then(|| Some((host.to_owned(), port)))
+            })
+            .collect())
+    }
+
+    /// A command to one node (`None`: the single node).
+    async fn on_node<T: redis::FromRedisValue>(
+        &self,
+        node: &Option<(String, u16)>,
+        cmd: redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        match (self.clone(), node) {
+            (Conn::Cluster(mut c), Some((host, port))) => {
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                Ok(redis::from_redis_value(c.route_command(cmd, route).await?)?)
+            }
+            _ => self.query(&cmd).await,
+        }
+    }
+
+    /// A pipeline to one node (`None`: the single node).
+    async fn pipeline_on_node<T: redis::FromRedisValue>(
+        &self,
+        node: &Option<(String, u16)>,
+        pipe: redis::Pipeline,
+    ) -> redis::RedisResult<T> {
+        match (self.clone(), node) {
+            (Conn::Cluster(mut c), Some((host, port))) => {
+                let route = SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                };
+                let count = pipe.len();
+                let values = c.route_pipeline(pipe, 0, count, route).await?;
+                Ok(redis::from_redis_value(redis::Value::Array(values))?)
+            }
+            (Conn::Node(mut c), _) => pipe.query_async(&mut c).await,
+            (Conn::Cluster(mut c), None) => pipe.query_async(&mut c).await,
         }
     }
 
@@ -424,6 +486,83 @@ impl Drop for RedisLedger {
         if let Some(task) = self.keepalive.take() {
             task.abort();
         }
+    }
+}
+
+/// What a shared store holds, for `rethread check`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    /// Turns written to buckets not yet expired (a turn recorded twice counts twice).
+    pub turns: u64,
+    /// rethread's bucket keys.
+    pub keys: u64,
+    /// Nodes that hold data (the one node, or the cluster's masters).
+    pub nodes: usize,
+    /// `used_memory` summed over those nodes: everything they hold, not only rethread's.
+    pub used_memory: u64,
+    /// `maxmemory` summed over those nodes; 0 when any of them has none.
+    pub maxmemory: u64,
+}
+
+impl RedisLedger {
+    /// Counts rethread's turns and keys on every node holding data (`SCAN` of the prefix, the
+    /// buckets' `#` fields) and reads their memory (`INFO memory`).
+    pub async fn usage(&self) -> Result<Usage, String> {
+        let error = |e: redis::RedisError| e.to_string();
+        let mut usage = Usage::default();
+        let nodes = self.conn.primaries().await.map_err(error)?;
+        let mut unbounded = false;
+        for node in &nodes {
+            usage.nodes += 1;
+            let info: String = self
+                .conn
+                .on_node(node, redis::cmd("INFO").arg("memory").clone())
+                .await
+                .map_err(error)?;
+            let field = |name: &str| -> u64 {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            usage.used_memory += field("used_memory");
+            let max = field("maxmemory");
+            unbounded |= max == 0;
+            usage.maxmemory += max;
+            let pattern = format!("{}:{{*", self.prefix);
+            let mut cursor = 0u64;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let (next, keys): (u64, Vec<Vec<u8>>) =
+                    self.conn.on_node(node, scan).await.map_err(error)?;
+                if !keys.is_empty() {
+                    usage.keys += keys.len() as u64;
+                    let mut pipe = redis::pipe();
+                    for key in &keys {
+                        pipe.cmd("HGET").arg(key).arg(COUNT_FIELD);
+                    }
+                    let counts: Vec<Option<u64>> = self
+                        .conn
+                        .pipeline_on_node(node, pipe)
+                        .await
+                        .map_err(error)?;
+                    usage.turns += counts.into_iter().flatten().sum::<u64>();
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        if unbounded {
+            usage.maxmemory = 0;
+        }
+        Ok(usage)
     }
 }
 

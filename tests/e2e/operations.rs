@@ -263,3 +263,26 @@ fn explain_prints_the_repaired_request_offline() {
     assert!(text.contains(r#"{"type":"item_reference","id":"rs_1"},{"type":"image_generation_call","id":"ig_1"},{"type":"item_reference","id":"msg_1"}"#), "{text}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn check_reports_the_turns_and_memory_of_the_running_memory_store() {
+    let fake = fake().await;
+    let proxy = Rethread::start(&fake.url(), &[]);
+    let first = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[]).await;
+    assert_eq!(first.status, 200);
+    let (addr, upstream) = (proxy.addr.clone(), fake.url());
+    let out = tokio::task::spawn_blocking(move || {
+        rethread(&["--listen", &addr, "--upstream", &upstream, "check"], &[])
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "store: the rethread on http://{} holds 1 turns in ",
+            proxy.addr
+        )),
+        "{text}"
+    );
+}

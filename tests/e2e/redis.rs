@@ -207,6 +207,29 @@ impl Drop for RedisServer {
     }
 }
 
+/// `rethread check` against `store`: its output, after asserting it succeeded.
+pub(crate) async fn check(store: &str, upstream: &str) -> String {
+    let (store, upstream) = (store.to_owned(), upstream.to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_rethread"))
+            .args(["--store", &store, "--upstream", &upstream, "check"])
+            .env("RETHREAD_TENANT_SECRET", SECRET)
+            .env_remove("RETHREAD_LISTEN")
+            .env_remove("RETHREAD_CONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 fn replica(upstream: &str, redis: &RedisServer, extra: &[&str]) -> Rethread {
     let url = redis.url();
     let mut args = vec![
@@ -279,6 +302,13 @@ async fn a_turn_learned_by_one_replica_repairs_a_followup_on_another() {
         keys.iter()
             .all(|k| !k.contains("sk-test") && !k.contains(&ig)),
         "no key and no id in the keyspace"
+    );
+    // `rethread check` counts the store's turns (the turn and its follow-up) and reads its
+    // memory.
+    let text = check(&redis.url(), &fake.url()).await;
+    assert!(
+        text.contains("store: 2 turns in 1 bucket keys on 1 node; used_memory "),
+        "{text}"
     );
 }
 

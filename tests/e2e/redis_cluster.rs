@@ -14,7 +14,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::redis::{cli, free_port, start_on_a_free_port, temp_dir};
+use crate::redis::{check, cli, free_port, start_on_a_free_port, temp_dir};
 
 const SECRET: &str = "shared-tenant-secret-for-tests";
 
@@ -251,6 +251,12 @@ async fn replicas_share_turns_through_a_cluster_one_slot_per_tenant() {
     }
     let ready = client().get(a.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
+    // `rethread check` counts the turns on every master (a turn and a follow-up per tenant).
+    let text = check(&cluster.url(), &fake.url()).await;
+    assert!(
+        text.contains("store: 4 turns in 2 bucket keys on 3 masters; used_memory "),
+        "{text}"
+    );
 }
 
 #[tokio::test]
