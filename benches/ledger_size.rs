@@ -1,11 +1,25 @@
-//! Bytes per remembered turn in the memory ledger: 1,000,000 turns across 10,000 tenants,
-//! measured with a counting allocator (live heap bytes after the inserts, divided by turns).
-//! Run: `cargo bench --bench ledger_size` (TURNS and TENANTS env vars override the counts).
-#![allow(clippy::print_stdout, clippy::unwrap_used)]
+//! Bytes per remembered turn, in both stores:
+//! - the memory ledger: 1,000,000 turns across 10,000 tenants, measured with a counting allocator
+//!   (live heap bytes after the inserts, divided by turns);
+//! - the Redis ledger: 100,000 turns across 1,000 tenants written through `RedisLedger` to a
+//!   `redis-server` the bench starts on a free port (or `REDIS_URL`), measured as the growth of
+//!   `used_memory` (`INFO memory`) divided by turns; with Redis's own CPU time per write and per
+//!   lookup script (`INFO commandstats`), the figures the README's sizing table is built from.
+//!
+//! Run: `cargo bench --bench ledger_size`. TURNS / TENANTS and REDIS_TURNS / REDIS_TENANTS
+//! override the counts; REDIS=0 skips Redis (it is skipped with a message when `redis-server` is
+//! not installed).
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods
+)]
 
 use std::time::{Duration, Instant};
 
 use rethread::ledger::memory::{FullItemBudget, MemoryLedger};
+use rethread::ledger::redis::RedisLedger;
 use rethread::ledger::Ledger;
 use rethread::repair::items::{ItemType, Turn, TurnItem};
 use rethread::tenant::TenantKey;
@@ -44,15 +58,30 @@ fn image_turn(n: u64) -> Turn {
     }
 }
 
+fn env_count(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn tenant(n: u64, tenants: u64) -> TenantKey {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&(n % tenants).to_le_bytes());
+    key[8..].copy_from_slice(&0x5eed_u64.to_le_bytes());
+    TenantKey(key)
+}
+
 fn main() {
-    let turns: u64 = std::env::var("TURNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let tenants: u64 = std::env::var("TENANTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    memory();
+    if std::env::var("REDIS").as_deref() != Ok("0") {
+        redis();
+    }
+}
+
+fn memory() {
+    let turns = env_count("TURNS", 1_000_000);
+    let tenants = env_count("TENANTS", 10_000);
     let budget = FullItemBudget {
         total: 1 << 30,
         per_tenant: 1 << 30,
@@ -61,9 +90,7 @@ fn main() {
     let ledger = MemoryLedger::new(Duration::from_secs(86_400), turns as usize, budget);
     let started = Instant::now();
     for n in 0..turns {
-        let mut key = [0u8; 16];
-        key[..8].copy_from_slice(&(n % tenants).to_le_bytes());
-        drop(ledger.record(TenantKey(key), image_turn(n)));
+        drop(ledger.record(tenant(n, tenants), image_turn(n)));
     }
     let inserted = started.elapsed();
     let bytes = count_alloc::live() - before;
@@ -76,19 +103,19 @@ fn main() {
     let mut hits = 0;
     for n in 0..probes {
         let t = (n * 7919) % turns;
-        let mut key = [0u8; 16];
-        key[..8].copy_from_slice(&(t % tenants).to_le_bytes());
         let id = hex_id("ig", t, 2);
         let keys = [&*id];
         hits += runtime
-            .block_on(ledger.lookup(TenantKey(key), &keys))
+            .block_on(ledger.lookup(tenant(t, tenants), &keys))
             .unwrap()
             .len();
     }
     let looked = started.elapsed();
-    println!("ledger: {turns} turns ([rs, ig, msg], API-shaped ids) across {tenants} tenants");
     println!(
-        "  live heap: {:.1} MiB = {:.0} bytes per turn (target <= 256)",
+        "memory store: {turns} turns ([rs, ig, msg], API-shaped ids) across {tenants} tenants"
+    );
+    println!(
+        "  live heap: {:.1} MiB = {:.0} bytes per turn (target <= 128)",
         bytes as f64 / 1048576.0,
         bytes as f64 / turns as f64
     );
@@ -101,4 +128,189 @@ fn main() {
         looked.as_nanos() as f64 / probes as f64
     );
     drop(ledger);
+}
+
+/// A `redis-server` on a free port in a temp dir, stopped on drop.
+struct Server {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_redis() -> Result<(Server, String), String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let dir = std::env::temp_dir().join(format!("rethread-ledger-size-{port}"));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no"])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("redis-server is not installed ({e})"))?;
+    let server = Server { child, dir };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err("redis-server did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((server, format!("redis://127.0.0.1:{port}/0")))
+}
+
+/// One `INFO` field, as a number.
+fn info(conn: &mut redis::Connection, section: &str, field: &str) -> f64 {
+    let text: String = redis::cmd("INFO").arg(section).query(conn).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Microseconds of Redis CPU per `EVALSHA` since the last `CONFIG RESETSTAT`.
+fn script_usec(conn: &mut redis::Connection) -> (f64, f64) {
+    let text: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
+        .unwrap_or("");
+    let get = |key: &str| {
+        line.split(',')
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    (get("calls"), get("usec_per_call"))
+}
+
+fn redis() {
+    let turns = env_count("REDIS_TURNS", 100_000);
+    let tenants = env_count("REDIS_TENANTS", 1_000);
+    let (_server, url) = match std::env::var("REDIS_URL") {
+        Ok(url) => (None, url),
+        Err(_) => match start_redis() {
+            Ok((server, url)) => (Some(server), url),
+            Err(why) => {
+                println!("redis store: skipped: {why}");
+                return;
+            }
+        },
+    };
+    let mut admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .expect("connect to redis");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let prefix = format!("rethread-bench-{}", std::process::id());
+    let ledger = runtime.block_on(async {
+        RedisLedger::new(
+            &url,
+            &prefix,
+            Duration::from_secs(30 * 86_400),
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    });
+    // Connect and load the scripts before measuring.
+    runtime.block_on(async {
+        ledger
+            .record(tenant(0, 1), image_turn(u64::MAX))
+            .await
+            .unwrap();
+        ledger.lookup(tenant(0, 1), &["none"]).await.unwrap();
+    });
+    let before = info(&mut admin, "memory", "used_memory");
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut admin)
+        .unwrap();
+    let started = Instant::now();
+    runtime.block_on(async {
+        let mut n = 0;
+        while n < turns {
+            let batch: Vec<_> = (n..turns.min(n + 256))
+                .map(|n| ledger.record(tenant(n, tenants), image_turn(n)))
+                .collect();
+            for done in futures_util::future::join_all(batch).await {
+                done.unwrap();
+            }
+            n += 256;
+        }
+    });
+    let inserted = started.elapsed();
+    let after = info(&mut admin, "memory", "used_memory");
+    let (writes, write_usec) = script_usec(&mut admin);
+    let keys: f64 = redis::cmd("DBSIZE").query(&mut admin).unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut admin)
+        .unwrap();
+    let probes = 20_000u64.min(turns);
+    let started = Instant::now();
+    let hits: usize = runtime.block_on(async {
+        let mut hits = 0;
+        for n in 0..probes {
+            let t = (n * 7919) % turns;
+            let id = hex_id("ig", t, 2);
+            // A follow-up names its user message and the image call: two ids, four fields.
+            let keys = [&*id, "msg_user_message_without_a_turn"];
+            hits += ledger
+                .lookup(tenant(t, tenants), &keys)
+                .await
+                .unwrap()
+                .len();
+        }
+        hits
+    });
+    let looked = started.elapsed();
+    let (lookups, lookup_usec) = script_usec(&mut admin);
+    println!(
+        "redis store: {turns} turns ([rs, ig, msg], API-shaped ids) across {tenants} tenants, redis {}",
+        info_text(&mut admin, "server", "redis_version")
+    );
+    println!(
+        "  used_memory: +{:.1} MiB = {:.0} bytes per turn (target <= 400); {keys} keys",
+        (after - before) / 1048576.0,
+        (after - before) / turns as f64
+    );
+    println!(
+        "  write: {:.1} us of Redis CPU per turn ({writes} scripts); {:.0} turns/s from one connection",
+        write_usec,
+        turns as f64 / inserted.as_secs_f64()
+    );
+    println!(
+        "  lookup: {:.1} us of Redis CPU per request ({lookups} scripts, 10 buckets); {:.0} us per round trip ({hits}/{probes} hits)",
+        lookup_usec,
+        looked.as_micros() as f64 / probes as f64
+    );
+}
+
+fn info_text(conn: &mut redis::Connection, section: &str, field: &str) -> String {
+    let text: String = redis::cmd("INFO").arg(section).query(conn).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or("?")
+        .trim()
+        .to_owned()
 }

@@ -39,7 +39,7 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
-    /// Print the effective settings (secrets redacted) and test the upstream and store.
+    /// Print the effective settings (secrets redacted), test the upstream and store, and print the store's turn count and memory use.
     Check,
     /// Print the repaired request for a recorded response and a follow-up, offline.
     Explain {
@@ -68,7 +68,7 @@ pub struct SettingsArgs {
     /// A PEM file of CA certificates to trust for an HTTPS upstream, beside the system roots (a private CA, a company gateway) [default: none]
     #[arg(long, env = "RETHREAD_UPSTREAM_CA", global = true)]
     pub upstream_ca: Option<PathBuf>,
-    /// Where turns are remembered: `memory`, or `redis://[user:pass@]host:port[/db]` (`rediss://` for TLS) shared by replicas [default: memory]
+    /// Where turns are remembered: `memory`; or shared by replicas, `redis://[user:pass@]host:port[/db]` (one node; `rediss://` for TLS) or `redis+cluster://[user:pass@]host:port,host:port,…` (a Redis Cluster or cluster-mode Valkey, by seed nodes; `rediss+cluster://` for TLS) [default: memory]
     #[arg(long, env = "RETHREAD_STORE", hide_env_values = true, global = true)]
     pub store: Option<Secret>,
     /// Prefix of every key rethread writes to a shared store [default: rethread]
@@ -173,7 +173,8 @@ pub enum LogFormat {
 #[derive(Clone, PartialEq, Eq)]
 pub enum StoreKind {
     Memory,
-    /// A Redis URL; it may hold a password, so it prints redacted.
+    /// A Redis URL — one node (`redis://`, `rediss://`) or a cluster's seed nodes
+    /// (`redis+cluster://`, `rediss+cluster://`); it may hold a password, so it prints redacted.
     Redis(Secret),
 }
 
@@ -284,8 +285,9 @@ impl Settings {
             None => StoreKind::Memory,
             Some(url) if url.expose() == "memory" => StoreKind::Memory,
             Some(url)
-                if url.expose().starts_with("redis://")
-                    || url.expose().starts_with("rediss://") =>
+                if ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"]
+                    .iter()
+                    .any(|scheme| url.expose().starts_with(scheme)) =>
             {
                 StoreKind::Redis(url)
             }
@@ -293,7 +295,7 @@ impl Settings {
                 return Err(ConfigError::Invalid {
                     key: "store",
                     message: format!(
-                        "unsupported store {:?}; use `memory`, `redis://…` or `rediss://…`",
+                        "unsupported store {:?}; use `memory`, `redis://…`, `rediss://…`, `redis+cluster://host:port,host:port,…` or `rediss+cluster://…`",
                         redact_url(other.expose())
                     ),
                 })
@@ -659,6 +661,14 @@ mod tests {
         assert!(err.contains("tenant_secret"), "{err}");
         let ok = Settings::resolve(args(Some("s")), SettingsArgs::default()).unwrap();
         assert!(!ok.describe().contains("pw@"), "{}", ok.describe());
+        let cluster = SettingsArgs {
+            store: Some("rediss+cluster://u:pw@h1:7000,h2:7001".parse().unwrap()),
+            tenant_secret: Some("s".parse().unwrap()),
+            ..Default::default()
+        };
+        let cluster = Settings::resolve(cluster, SettingsArgs::default()).unwrap();
+        assert!(matches!(cluster.store, StoreKind::Redis(_)));
+        assert!(!cluster.describe().contains("pw"), "{}", cluster.describe());
         let bad = SettingsArgs {
             store: Some("postgres://x".parse().unwrap()),
             ..Default::default()

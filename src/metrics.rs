@@ -47,6 +47,7 @@ pub const STORE_ERRORS: &str = "rethread_store_errors_total";
 pub const FULL_ITEMS_OVER_BUDGET: &str = "rethread_full_items_over_budget_total";
 pub const LEDGER_TURNS: &str = "rethread_ledger_turns";
 pub const LEDGER_EVICTIONS: &str = "rethread_ledger_evictions";
+pub const LEDGER_BYTES: &str = "rethread_ledger_bytes";
 pub const UPSTREAM_SECONDS: &str = "rethread_upstream_seconds";
 pub const OVERHEAD_SECONDS: &str = "rethread_overhead_seconds";
 
@@ -96,6 +97,10 @@ fn describe() {
     );
     describe_gauge!(LEDGER_TURNS, "Turns currently remembered.");
     describe_gauge!(LEDGER_EVICTIONS, "Turns evicted over capacity since start.");
+    describe_gauge!(
+        LEDGER_BYTES,
+        "Memory the memory store holds for its turns (log chunks and index slots)."
+    );
     describe_histogram!(
         UPSTREAM_SECONDS,
         "Time from sending a request upstream to its response head."

@@ -158,6 +158,7 @@ fn export_at_zero() {
     }
     metrics::gauge!(m::LEDGER_TURNS).set(0.0);
     metrics::gauge!(m::LEDGER_EVICTIONS).set(0.0);
+    metrics::gauge!(m::LEDGER_BYTES).set(0.0);
 }
 
 /// The routes: rethread's own three, then everything else to the proxy.
@@ -182,6 +183,7 @@ async fn metrics(State(app): State<Arc<App>>) -> (StatusCode, String) {
     let stats = app.ledger.stats();
     metrics::gauge!(crate::metrics::LEDGER_TURNS).set(stats.turns as f64);
     metrics::gauge!(crate::metrics::LEDGER_EVICTIONS).set(stats.evictions as f64);
+    metrics::gauge!(crate::metrics::LEDGER_BYTES).set(stats.bytes as f64);
     match &app.metrics {
         Some(handle) => (StatusCode::OK, handle.render()),
         None => (

@@ -99,16 +99,29 @@ pub async fn check(settings: &Settings) -> ExitCode {
     let store_ok = match &settings.store {
         crate::config::StoreKind::Memory => {
             println!("store: memory (always reachable)");
+            match memory_usage(settings).await {
+                Some((turns, bytes)) => println!(
+                    "store: the rethread on {} holds {turns} turns in {} ({} bytes per turn)",
+                    local_url(settings),
+                    mib(bytes),
+                    bytes.checked_div(turns).unwrap_or(0)
+                ),
+                None => println!(
+                    "store: no rethread answers on {} to report its turns and memory",
+                    local_url(settings)
+                ),
+            }
             true
         }
         crate::config::StoreKind::Redis(url) => {
-            let reachable = match crate::ledger::redis::RedisLedger::new(
+            let redis = crate::ledger::redis::RedisLedger::new(
                 url.expose(),
                 &settings.store_prefix,
                 settings.retention,
                 settings.store_timeout,
-            ) {
-                Ok(redis) => crate::ledger::Ledger::ready(&redis).await,
+            );
+            let reachable = match &redis {
+                Ok(redis) => crate::ledger::Ledger::ready(redis).await,
                 Err(e) => {
                     println!("store: {e}");
                     false
@@ -123,6 +136,13 @@ pub async fn check(settings: &Settings) -> ExitCode {
                     "UNREACHABLE"
                 }
             );
+            if let (true, Ok(redis)) = (reachable, &redis) {
+                match tokio::time::timeout(Duration::from_secs(60), redis.usage()).await {
+                    Ok(Ok(usage)) => print_usage(&usage),
+                    Ok(Err(e)) => println!("store: turn count and memory unavailable: {e}"),
+                    Err(_) => println!("store: turn count and memory: no answer within 60s"),
+                }
+            }
             reachable
         }
     };
@@ -131,6 +151,59 @@ pub async fn check(settings: &Settings) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / 1_048_576.0)
+}
+
+fn print_usage(usage: &crate::ledger::redis::Usage) {
+    let nodes = if usage.nodes == 1 {
+        "1 node".to_owned()
+    } else {
+        format!("{} masters", usage.nodes)
+    };
+    let max = if usage.maxmemory == 0 {
+        "no maxmemory".to_owned()
+    } else {
+        format!("maxmemory {}", mib(usage.maxmemory))
+    };
+    println!(
+        "store: {} turns in {} bucket keys on {nodes}; used_memory {} ({max}; everything on the node{}, not only rethread's turns)",
+        usage.turns,
+        usage.keys,
+        mib(usage.used_memory),
+        if usage.nodes == 1 { "" } else { "s" }
+    );
+}
+
+/// The turns and bytes a running rethread's memory store reports on `/metrics`.
+async fn memory_usage(settings: &Settings) -> Option<(u64, u64)> {
+    let uri: http::Uri = format!("{}/metrics", local_url(settings)).parse().ok()?;
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let response = tokio::time::timeout(Duration::from_secs(2), client.get(uri))
+        .await
+        .ok()?
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .ok()?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    let gauge = |name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    };
+    Some((
+        gauge(crate::metrics::LEDGER_TURNS)?,
+        gauge(crate::metrics::LEDGER_BYTES)?,
+    ))
 }
 
 /// Print the repaired request for recorded responses and a follow-up, offline.

@@ -1,17 +1,20 @@
-//! The memory ledger's storage format: one allocation per remembered turn.
+//! The stores' binary form of a turn's items: ids as decoded bytes, types as a byte.
 //!
-//! A turn is kept as bytes: the tenant, the time it was learned, and its items (type as a byte,
-//! ids with the API's hex part packed two digits to a byte, call ids, and the few full items
-//! repair must insert whole). API ids are `<prefix>_<48 hex>`, so a `[rs, ig, msg]` turn takes
-//! about 130 bytes instead of several hundred as separate strings. Decoding happens only for turns
-//! a request names.
-
-use std::sync::Arc;
+//! API ids are `<prefix>_<48 hex>`: they are kept as a one-byte tag naming the prefix and the 24
+//! bytes the hex spells, so a `[rs, ig, msg]` turn's items take 78 bytes instead of several
+//! hundred as separate strings. Other ids (call ids such as `call_bN8rB…`, ids of compatible
+//! servers) are kept as they are. The memory store (`memory.rs`) and the Redis store (`redis.rs`)
+//! put their own header before the same items; decoding happens only for turns a request names.
+//!
+//! Items: `varint(count << 1 | stored)`, then per item a head byte (low five bits: the type as an
+//! index into `ItemType::KNOWN`, or `OTHER` followed by the name; bit 5: a 4-byte digest of the
+//! item's content follows the id; bit 6: a call id follows; bit 7: a full item follows), the id,
+//! the digest, the call id, and `varint(len)` + the full item's JSON.
 
 use bytes::Bytes;
 
+use super::KeyKind;
 use crate::repair::items::{ItemType, Turn, TurnItem};
-use crate::tenant::TenantKey;
 
 /// Type byte: the low five bits are the type (an index into `ItemType::KNOWN`, or `OTHER`
 /// followed by the name), bit 5 says a digest follows the id, bit 6 a call id, bit 7 a full item.
@@ -19,24 +22,28 @@ const OTHER: u8 = 31;
 const HAS_DIGEST: u8 = 1 << 5;
 const HAS_CALL_ID: u8 = 1 << 6;
 const HAS_FULL: u8 = 1 << 7;
-/// Id tags: raw bytes, hex packed after a literal prefix, or hex packed after a known prefix
-/// (`PREFIXES[tag - KNOWN_PREFIX]`).
+const _: () = assert!(ItemType::KNOWN.len() < OTHER as usize);
+
+/// Id tags: raw bytes (`varint(len)` + bytes); hex packed after a literal prefix (`len` +
+/// prefix, `len` + bytes); or hex packed after a known prefix: `KNOWN_PREFIX + 2 * i` with a
+/// length byte, `KNOWN_PREFIX + 2 * i + 1` for the API's 24 bytes, without one.
 const RAW: u8 = 0;
 const PACKED: u8 = 1;
 const KNOWN_PREFIX: u8 = 2;
+/// The byte length of the API's ids' hex part (48 digits).
+const API_BYTES: usize = 24;
 const PREFIXES: [&str; 24] = [
     "rs", "msg", "fc", "call", "ig", "ws", "fs", "ci", "mcp", "mcpl", "mcpr", "ctc", "ct", "lsh",
     "sh", "sho", "apc", "cmp", "tsc", "tso", "cm", "cmo", "cu", "resp",
 ];
+const _: () = assert!((KNOWN_PREFIX as usize) + 2 * PREFIXES.len() <= u8::MAX as usize);
 
-/// Header: tenant (16), learned-at milliseconds (8), full-item bytes (4), stored flag (1),
-/// item count (2).
-const HEADER: usize = 31;
-const _: () = assert!(ItemType::KNOWN.len() < OTHER as usize);
-
-fn put_len(out: &mut Vec<u8>, len: usize) -> Option<()> {
-    out.extend_from_slice(&u16::try_from(len).ok()?.to_le_bytes());
-    Some(())
+pub fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
 }
 
 fn is_lower_hex(s: &str) -> bool {
@@ -54,41 +61,49 @@ fn nibble(b: u8) -> u8 {
     }
 }
 
-fn put_id(out: &mut Vec<u8>, id: &str) -> Option<()> {
+/// Appends an id in its one canonical form: equal ids encode to equal bytes and different ids
+/// to different bytes, so stores compare and hash ids encoded.
+pub fn put_id(out: &mut Vec<u8>, id: &str) {
     if let Some((prefix, hex)) = id.split_once('_') {
-        if prefix.len() < 16 && is_lower_hex(hex) && hex.len() / 2 <= usize::from(u8::MAX) {
+        let bytes = hex.len() / 2;
+        if prefix.len() < 16 && is_lower_hex(hex) && bytes <= usize::from(u8::MAX) {
             match PREFIXES.iter().position(|p| *p == prefix) {
-                Some(known) => out.push(KNOWN_PREFIX + known as u8),
+                Some(known) if bytes == API_BYTES => out.push(KNOWN_PREFIX + 2 * known as u8 + 1),
+                Some(known) => {
+                    out.push(KNOWN_PREFIX + 2 * known as u8);
+                    out.push(bytes as u8);
+                }
                 None => {
                     out.push(PACKED);
                     out.push(prefix.len() as u8);
                     out.extend_from_slice(prefix.as_bytes());
+                    out.push(bytes as u8);
                 }
             }
-            out.push((hex.len() / 2) as u8);
             out.extend(
                 hex.as_bytes()
                     .chunks(2)
                     .map(|p| nibble(p[0]) << 4 | nibble(p[1])),
             );
-            return Some(());
+            return;
         }
     }
     out.push(RAW);
-    put_len(out, id.len())?;
+    put_varint(out, id.len() as u64);
     out.extend_from_slice(id.as_bytes());
-    Some(())
 }
 
-/// Encodes an entry; `None` when an id or item is too large for the format (such a turn is
+/// An id's encoded form, as `put_id` writes it.
+pub fn encode_id(id: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(id.len());
+    put_id(&mut out, id);
+    out
+}
+
+/// Appends a turn's items. `None` when a type name is too long for the format (such a turn is
 /// not remembered, which only costs a repair).
-pub fn encode(tenant: &TenantKey, at: u64, full_bytes: u32, turn: &Turn) -> Option<Arc<[u8]>> {
-    let mut out = Vec::with_capacity(HEADER + turn.items.len() * 32);
-    out.extend_from_slice(&tenant.0);
-    out.extend_from_slice(&at.to_le_bytes());
-    out.extend_from_slice(&full_bytes.to_le_bytes());
-    out.push(u8::from(turn.stored));
-    put_len(&mut out, turn.items.len())?;
+pub fn put_items(out: &mut Vec<u8>, turn: &Turn) -> Option<()> {
+    put_varint(out, (turn.items.len() as u64) << 1 | u64::from(turn.stored));
     for item in turn.items.iter() {
         let mut flags = 0;
         if item.call_id.is_some() {
@@ -109,142 +124,230 @@ pub fn encode(tenant: &TenantKey, at: u64, full_bytes: u32, turn: &Turn) -> Opti
                 out.extend_from_slice(name.as_bytes());
             }
         }
-        put_id(&mut out, &item.id)?;
+        put_id(out, &item.id);
         if let Some(digest) = item.digest {
             out.extend_from_slice(&digest.to_le_bytes());
         }
         if let Some(call_id) = &item.call_id {
-            put_id(&mut out, call_id)?;
+            put_id(out, call_id);
         }
         if let Some(full) = &item.full {
-            out.extend_from_slice(&u32::try_from(full.len()).ok()?.to_le_bytes());
+            put_varint(out, full.len() as u64);
             out.extend_from_slice(full);
         }
     }
-    Some(Arc::from(out.into_boxed_slice()))
+    Some(())
 }
 
-/// Reads an encoded entry.
-pub struct Entry<'a>(pub &'a [u8]);
-
-struct Reader<'a> {
+/// Reads encoded bytes; every read is bounds-checked, so damaged bytes decode to `None`.
+#[derive(Clone)]
+pub struct Reader<'a> {
     bytes: &'a [u8],
-    at: usize,
+    pub at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let out = self.bytes.get(self.at..self.at + n)?;
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, at: 0 }
+    }
+
+    pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let out = self.bytes.get(self.at..self.at.checked_add(n)?)?;
         self.at += n;
         Some(out)
     }
-    fn byte(&mut self) -> Option<u8> {
+
+    pub fn byte(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
     }
-    fn len16(&mut self) -> Option<usize> {
-        self.take(2)
-            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+
+    pub fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
-    fn id(&mut self) -> Option<String> {
-        let tag = self.byte()?;
-        if tag == RAW {
-            let n = self.len16()?;
-            return String::from_utf8(self.take(n)?.to_vec()).ok();
-        }
-        let prefix = if tag == PACKED {
-            let n = usize::from(self.byte()?);
-            std::str::from_utf8(self.take(n)?).ok()?
-        } else {
-            PREFIXES.get(usize::from(tag - KNOWN_PREFIX))?
-        };
-        let m = usize::from(self.byte()?);
-        let mut id = String::with_capacity(prefix.len() + 1 + m * 2);
-        id.push_str(prefix);
-        id.push('_');
-        for b in self.take(m)? {
-            for nib in [b >> 4, b & 15] {
-                id.push(char::from_digit(u32::from(nib), 16)?);
+
+    pub fn varint(&mut self) -> Option<u64> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(n);
             }
         }
-        Some(id)
+        None
+    }
+
+    fn len(&mut self) -> Option<usize> {
+        usize::try_from(self.varint()?).ok()
+    }
+
+    /// The next id, as encoded (tag included).
+    fn id_span(&mut self) -> Option<&'a [u8]> {
+        let start = self.at;
+        match self.byte()? {
+            RAW => {
+                let n = self.len()?;
+                self.take(n)?;
+            }
+            PACKED => {
+                let n = usize::from(self.byte()?);
+                self.take(n)?;
+                let m = usize::from(self.byte()?);
+                self.take(m)?;
+            }
+            tag if tag >= KNOWN_PREFIX && usize::from(tag - KNOWN_PREFIX) < 2 * PREFIXES.len() => {
+                let m = if (tag - KNOWN_PREFIX) % 2 == 1 {
+                    API_BYTES
+                } else {
+                    usize::from(self.byte()?)
+                };
+                self.take(m)?;
+            }
+            _ => return None,
+        }
+        self.bytes.get(start..self.at)
     }
 }
 
-impl Entry<'_> {
-    pub fn tenant(&self) -> Option<TenantKey> {
-        let mut key = [0u8; 16];
-        key.copy_from_slice(self.0.get(..16)?);
-        Some(TenantKey(key))
+/// The text of an encoded id.
+pub fn decode_id(span: &[u8]) -> Option<String> {
+    let mut r = Reader::new(span);
+    let tag = r.byte()?;
+    if tag == RAW {
+        let n = r.len()?;
+        return String::from_utf8(r.take(n)?.to_vec()).ok();
     }
-
-    fn u32_at(&self, at: usize) -> u32 {
-        self.0
-            .get(at..at + 4)
-            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    /// Milliseconds since the ledger started.
-    pub fn learned_at(&self) -> u64 {
-        self.0.get(16..24).map_or(0, |b| {
-            let mut ms = [0u8; 8];
-            ms.copy_from_slice(b);
-            u64::from_le_bytes(ms)
-        })
-    }
-
-    pub fn full_bytes(&self) -> u32 {
-        self.u32_at(24)
-    }
-
-    pub fn turn(&self) -> Option<Turn> {
-        let mut r = Reader {
-            bytes: self.0,
-            at: 28,
+    let (prefix, m) = if tag == PACKED {
+        let n = usize::from(r.byte()?);
+        let prefix = std::str::from_utf8(r.take(n)?).ok()?;
+        (prefix, usize::from(r.byte()?))
+    } else {
+        let code = usize::from(tag.checked_sub(KNOWN_PREFIX)?);
+        let prefix = *PREFIXES.get(code / 2)?;
+        let m = if code % 2 == 1 {
+            API_BYTES
+        } else {
+            usize::from(r.byte()?)
         };
-        let stored = r.byte()? == 1;
-        let n = r.len16()?;
-        let mut items = Vec::with_capacity(n);
-        for _ in 0..n {
-            let head = r.byte()?;
-            let ty = match head & OTHER {
-                OTHER => {
-                    let len = usize::from(r.byte()?);
-                    ItemType::parse(std::str::from_utf8(r.take(len)?).ok()?)
-                }
-                code => ItemType::KNOWN.get(usize::from(code))?.clone(),
-            };
-            let id = r.id()?;
-            let digest = if head & HAS_DIGEST != 0 {
-                let d = r.take(4)?;
-                Some(u32::from_le_bytes([d[0], d[1], d[2], d[3]]))
-            } else {
-                None
-            };
-            let call_id = if head & HAS_CALL_ID != 0 {
-                Some(r.id()?)
-            } else {
-                None
-            };
-            let full = if head & HAS_FULL != 0 {
-                let len = r.take(4)?;
-                let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-                Some(Bytes::copy_from_slice(r.take(len)?))
-            } else {
-                None
-            };
-            items.push(TurnItem {
-                id: id.into(),
-                ty,
-                call_id: call_id.map(Into::into),
-                full,
-                digest,
-            });
+        (prefix, m)
+    };
+    let mut id = String::with_capacity(prefix.len() + 1 + m * 2);
+    id.push_str(prefix);
+    id.push('_');
+    for b in r.take(m)? {
+        for nib in [b >> 4, b & 15] {
+            id.push(char::from_digit(u32::from(nib), 16)?);
         }
-        Some(Turn {
-            stored,
-            items: items.into(),
-        })
     }
+    Some(id)
+}
+
+/// One encoded item, borrowed.
+pub struct ItemView<'a> {
+    /// The type's index in `ItemType::KNOWN`, or `Err(name)`.
+    pub ty: Result<usize, &'a [u8]>,
+    pub id: &'a [u8],
+    pub call_id: Option<&'a [u8]>,
+    pub full: Option<&'a [u8]>,
+    pub digest: Option<u32>,
+}
+
+impl ItemView<'_> {
+    /// The keys the item is found by, as `keys_of` names them: its id, and a client call's
+    /// call id.
+    pub fn keys(&self) -> impl Iterator<Item = (KeyKind, &[u8])> {
+        let client_call = self.ty.is_ok_and(|code| {
+            ItemType::KNOWN
+                .get(code)
+                .is_some_and(ItemType::is_client_call)
+        });
+        let call = self
+            .call_id
+            .filter(|_| client_call)
+            .map(|c| (KeyKind::CallId, c));
+        std::iter::once((KeyKind::ItemId, self.id)).chain(call)
+    }
+}
+
+/// Reads the items at `r`, calling `each` per item; returns the stored flag.
+pub fn walk_items<'a>(r: &mut Reader<'a>, mut each: impl FnMut(ItemView<'a>)) -> Option<bool> {
+    let head = r.varint()?;
+    let stored = head & 1 == 1;
+    for _ in 0..head >> 1 {
+        let byte = r.byte()?;
+        let ty = match byte & OTHER {
+            OTHER => {
+                let len = usize::from(r.byte()?);
+                Err(r.take(len)?)
+            }
+            code => Ok(usize::from(code)),
+        };
+        let id = r.id_span()?;
+        let digest = if byte & HAS_DIGEST != 0 {
+            Some(r.u32()?)
+        } else {
+            None
+        };
+        let call_id = if byte & HAS_CALL_ID != 0 {
+            Some(r.id_span()?)
+        } else {
+            None
+        };
+        let full = if byte & HAS_FULL != 0 {
+            let n = r.len()?;
+            Some(r.take(n)?)
+        } else {
+            None
+        };
+        each(ItemView {
+            ty,
+            id,
+            call_id,
+            full,
+            digest,
+        });
+    }
+    Some(stored)
+}
+
+/// Decodes the items at `r` into a turn.
+pub fn read_turn(r: &mut Reader<'_>) -> Option<Turn> {
+    let mut items = Vec::new();
+    let mut broken = false;
+    let stored = walk_items(r, |view| {
+        let ty = match view.ty {
+            Ok(code) => ItemType::KNOWN.get(code).cloned(),
+            Err(name) => std::str::from_utf8(name).ok().map(ItemType::parse),
+        };
+        let id = decode_id(view.id);
+        let call_id = view.call_id.map(decode_id);
+        match (ty, id, call_id) {
+            (Some(ty), Some(id), call_id) if call_id.as_ref().is_none_or(Option::is_some) => {
+                items.push(TurnItem {
+                    id: id.into(),
+                    ty,
+                    call_id: call_id.flatten().map(Into::into),
+                    full: view.full.map(Bytes::copy_from_slice),
+                    digest: view.digest,
+                });
+            }
+            _ => broken = true,
+        }
+    })?;
+    (!broken).then(|| Turn {
+        stored,
+        items: items.into(),
+    })
+}
+
+/// Whether the items at `r` hold `key` (encoded) as a key of `kind`.
+pub fn holds(r: &mut Reader<'_>, kind: KeyKind, key: &[u8]) -> bool {
+    let mut found = false;
+    let read = walk_items(r, |view| {
+        found |= view.keys().any(|(k, bytes)| k == kind && bytes == key);
+    });
+    read.is_some() && found
 }
 
 #[cfg(test)]
@@ -253,21 +356,49 @@ mod tests {
     use super::*;
     use crate::repair::items::tests::turn;
 
+    fn round_trip(t: &Turn) -> Turn {
+        let mut out = Vec::new();
+        put_items(&mut out, t).unwrap();
+        read_turn(&mut Reader::new(&out)).unwrap()
+    }
+
     #[test]
-    fn entries_round_trip_with_packed_and_odd_ids() {
+    fn items_round_trip_with_packed_and_odd_ids() {
         let mut t = turn("mcpl rs fc ig rs msg future_kind", false);
         t.items[1].id = "rs_68c42d0fb418819dbfa579f69406b49508fbf9b1584184ff".into();
         t.items[2].call_id = Some("call_bN8rBNGyOxaLsg2ScY4EDjBS".into());
         t.items[3].id = "ig_ABCDEF".into();
         t.items[4].id = "odd id with spaces_and_ünïcode".into();
         t.items[5].id = "msg_0".into();
-        let tenant = TenantKey([7; 16]);
-        let bytes = encode(&tenant, 42, 99, &t).unwrap();
-        let entry = Entry(&bytes);
-        assert_eq!(entry.tenant(), Some(tenant));
-        assert_eq!(entry.learned_at(), 42);
-        assert_eq!(entry.full_bytes(), 99);
-        assert_eq!(entry.turn().unwrap(), t);
+        assert_eq!(round_trip(&t), t);
+        for stored in [true, false] {
+            let t = turn("mcpl rs fc ig rs msg", stored);
+            assert_eq!(round_trip(&t), t);
+        }
+    }
+
+    #[test]
+    fn ids_encode_canonically() {
+        for id in [
+            "rs_68c42d0fb418819dbfa579f69406b49508fbf9b1584184ff",
+            "rs_00",
+            "zz_0a0b",
+            "call_bN8rBNGyOxaLsg2ScY4EDjBS",
+            "",
+            "_",
+            "rs_",
+            "rs_abc",
+        ] {
+            let span = encode_id(id);
+            assert_eq!(decode_id(&span).as_deref(), Some(id), "{id}");
+            assert_eq!(Reader::new(&span).id_span(), Some(&span[..]), "{id}");
+        }
+        assert_eq!(
+            encode_id("rs_68c42d0fb418819dbfa579f69406b49508fbf9b1584184ff").len(),
+            25,
+            "an API id is a tag and its 24 bytes"
+        );
+        assert_ne!(encode_id("rs_00"), encode_id("rs_0000"));
     }
 
     #[test]
@@ -276,17 +407,38 @@ mod tests {
         for (item, p) in t.items.iter_mut().zip(["rs", "ig", "msg"]) {
             item.id = format!("{p}_{}", "0123456789abcdef".repeat(3)).into();
         }
-        let bytes = encode(&TenantKey([0; 16]), 0, 0, &t).unwrap();
-        // 112 bytes, and a 4-byte digest for each of the reasoning item and the message.
-        assert!(bytes.len() <= 120, "{}", bytes.len());
+        let mut out = Vec::new();
+        put_items(&mut out, &t).unwrap();
+        // A tag and 24 bytes per id, a type byte, and 4-byte digests of the reasoning item and
+        // the message.
+        assert_eq!(out.len(), 1 + 3 * 26 + 2 * 4);
     }
 
     #[test]
-    fn truncated_entries_decode_to_nothing() {
+    fn keys_are_ids_and_client_call_ids() {
+        let t = turn("rs fc msg", true);
+        let mut out = Vec::new();
+        put_items(&mut out, &t).unwrap();
+        for (kind, key) in crate::ledger::keys_of(&t) {
+            assert!(
+                holds(&mut Reader::new(&out), kind, &encode_id(key)),
+                "{key}"
+            );
+        }
+        assert!(!holds(
+            &mut Reader::new(&out),
+            KeyKind::CallId,
+            &encode_id("fc_1")
+        ));
+    }
+
+    #[test]
+    fn truncated_items_decode_to_nothing() {
         let t = turn("rs fc", false);
-        let bytes = encode(&TenantKey([0; 16]), 0, 0, &t).unwrap();
-        for cut in 0..bytes.len() {
-            assert!(Entry(&bytes[..cut]).turn().is_none() || cut >= bytes.len());
+        let mut out = Vec::new();
+        put_items(&mut out, &t).unwrap();
+        for cut in 0..out.len() {
+            assert!(read_turn(&mut Reader::new(&out[..cut])).is_none(), "{cut}");
         }
     }
 }

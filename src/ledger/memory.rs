@@ -1,22 +1,34 @@
-//! The in-memory ledger: a sharded map from (tenant, id) to the turn holding it.
+//! The in-memory ledger: turns in an append-only log, found through a sharded index of their keys.
 //!
-//! Lookups touch one `dashmap` shard per key and never a global lock. Each turn is one compact
-//! allocation (`compact.rs`), shared by its index entries and an insertion-ordered queue from
-//! which the oldest turns leave when over capacity or past retention (recording takes the queue's
-//! short lock, after the response has been delivered).
+//! A remembered turn costs its record in the log and about one 5-byte index slot per key:
+//! - **The log** is a ring of 1 MiB chunks. A record is `varint(len)`, the first 8 bytes of the
+//!   tenant's keyed hash, the time it was learned (a `u32` in ticks of retention / 65,536), and
+//!   its items (`compact.rs`: ids as decoded bytes). Turns leave in the order they came (FIFO):
+//!   over `capacity`, past `retention` (checked on every record and by the periodic sweep), or
+//!   past 3 GiB of live log. A record never straddles two chunks; a chunk is freed when the oldest
+//!   turn leaves it. A record's place in the log, modulo 2^32, is its 4-byte reference.
+//! - **The index** is 64 shards (by key hash), each an open-addressing table of references with
+//!   a parallel byte of fingerprint per slot. It holds no ids: a candidate is checked against its
+//!   record (tenant, freshness, the key itself), so a hash collision is a miss, never another
+//!   tenant's turn. A shard grows (or sheds the slots of turns that left) by re-hashing its
+//!   records' keys.
+//!
+//! Locks: a lookup takes one shard's short mutex per key and, inside it, the mutex of the chunk
+//! holding a candidate; no lookup takes a global lock. Recording takes the writer's mutex (after
+//! the response has been delivered), then a chunk's, then shards' — never a chunk's while it
+//! waits for a shard, so readers and the writer cannot deadlock.
 
-use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
-use super::compact::{self, Entry};
-use super::{keys_of, turn_holds, KeyKind, Ledger, LedgerError, LedgerStats};
+use super::compact::{self, Reader};
+use super::{KeyKind, Ledger, LedgerError, LedgerStats};
 use crate::repair::items::Turn;
 use crate::tenant::TenantKey;
 
@@ -27,32 +39,187 @@ pub struct FullItemBudget {
     pub per_tenant: usize,
 }
 
-type Stored = Arc<[u8]>;
+const SHARDS: usize = 64;
+const CHUNK_BITS: u32 = 20;
+const CHUNK: usize = 1 << CHUNK_BITS;
+/// Chunks a 4-byte reference can name: 4 GiB of log.
+const CHUNKS: usize = 1 << (32 - CHUNK_BITS);
+/// Live log beyond which the oldest turns leave, whatever the capacity (well within the 4 GiB a
+/// reference names, so a chunk's slot is free again before the log comes round to it).
+const LOG_MAX: u64 = 3 << 30;
+/// Ticks per retention: a turn's age is known to retention / 65,536 (40 s of 30 days).
+const TICKS_PER_RETENTION: u64 = 1 << 16;
+/// Record header after the length: tenant (8), learned-at ticks (4).
+const HEADER: usize = 12;
+/// Slot tags: empty, a slot whose turn left, or a fingerprint (2..=255).
+const EMPTY: u8 = 0;
+const DEAD: u8 = 1;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The first 8 bytes of a tenant's keyed hash: what a record keeps of its tenant.
+fn tenant8(tenant: &TenantKey) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&tenant.0[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// Where a key's hash leads: its shard, its first slot (low bits), its fingerprint.
+fn shard_of(hash: u64) -> usize {
+    (hash >> 58) as usize
+}
+
+fn fingerprint(hash: u64) -> u8 {
+    2 + ((hash >> 32) as u8) % 254
+}
+
+/// One shard of the index.
+struct Table {
+    refs: Vec<u32>,
+    tags: Vec<u8>,
+    live: usize,
+    dead: usize,
+}
+
+impl Table {
+    fn with_slots(slots: usize) -> Table {
+        Table {
+            refs: vec![0; slots],
+            tags: vec![EMPTY; slots],
+            live: 0,
+            dead: 0,
+        }
+    }
+
+    fn mask(&self) -> usize {
+        self.tags.len() - 1
+    }
+
+    /// Calls `each` with every reference whose fingerprint matches, in probe order.
+    fn candidates(&self, hash: u64, mut each: impl FnMut(u32)) {
+        let fp = fingerprint(hash);
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        for _ in 0..self.tags.len() {
+            match self.tags[i] {
+                EMPTY => return,
+                tag if tag == fp => each(self.refs[i]),
+                _ => {}
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Whether one more entry would pass 7/8 of the slots (live and dead together).
+    fn full(&self) -> bool {
+        (self.live + self.dead + 1) * 8 > self.tags.len() * 7
+    }
+
+    fn insert(&mut self, hash: u64, r: u32) {
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        while self.tags[i] > DEAD {
+            i = (i + 1) & mask;
+        }
+        if self.tags[i] == DEAD {
+            self.dead -= 1;
+        }
+        self.tags[i] = fingerprint(hash);
+        self.refs[i] = r;
+        self.live += 1;
+    }
+
+    fn remove(&mut self, hash: u64, r: u32) {
+        let fp = fingerprint(hash);
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        for _ in 0..self.tags.len() {
+            match self.tags[i] {
+                EMPTY => return,
+                tag if tag == fp && self.refs[i] == r => {
+                    self.tags[i] = DEAD;
+                    self.live -= 1;
+                    self.dead += 1;
+                    return;
+                }
+                _ => {}
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
+/// One megabyte of the log; absent until the tail reaches it, freed when the head leaves it.
+type Chunk = Box<[u8]>;
+
+/// The log's ends (logical byte offsets, only ever growing) and its turn count.
+struct Writer {
+    head: u64,
+    tail: u64,
+    turns: usize,
+    chunks: usize,
+}
+
+/// What the oldest place in the log holds.
+enum Oldest {
+    /// The rest of a chunk no record fitted in.
+    Padding,
+    Record {
+        len: u64,
+        ticks: u32,
+        tenant: u64,
+        hashes: Vec<u64>,
+        full_bytes: usize,
+    },
+}
 
 pub struct MemoryLedger {
-    /// Keyed by a hash of (tenant, key kind, key); a hit is checked against the entry, so a hash
-    /// collision is a miss, never another tenant's turn.
-    index: DashMap<u64, Stored>,
-    order: Mutex<VecDeque<Stored>>,
-    hasher: std::collections::hash_map::RandomState,
+    shards: Box<[Mutex<Table>]>,
+    chunks: Box<[Mutex<Option<Chunk>>]>,
+    writer: Mutex<Writer>,
+    /// The writer's head, for lookups that order candidates by age.
+    head: AtomicU64,
+    turns: AtomicUsize,
+    bytes: AtomicUsize,
+    hasher: RandomState,
     started: Instant,
-    retention: Duration,
+    tick_ms: u64,
+    retention_ticks: u32,
     capacity: usize,
     evictions: AtomicU64,
     budget: FullItemBudget,
     full_total: AtomicUsize,
-    full_by_tenant: DashMap<TenantKey, usize>,
+    /// Full-item bytes per tenant, by the 8 bytes of the tenant a record keeps.
+    full_by_tenant: DashMap<u64, usize>,
     over_budget: AtomicU64,
 }
 
 impl MemoryLedger {
     pub fn new(retention: Duration, capacity: usize, budget: FullItemBudget) -> Self {
+        let retention_ms = u64::try_from(retention.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let tick_ms = (retention_ms / TICKS_PER_RETENTION).max(1);
         MemoryLedger {
-            index: DashMap::new(),
-            order: Mutex::new(VecDeque::new()),
-            hasher: Default::default(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Table::with_slots(16)))
+                .collect(),
+            chunks: (0..CHUNKS).map(|_| Mutex::new(None)).collect(),
+            writer: Mutex::new(Writer {
+                head: 0,
+                tail: 0,
+                turns: 0,
+                chunks: 0,
+            }),
+            head: AtomicU64::new(0),
+            turns: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            hasher: RandomState::new(),
             started: Instant::now(),
-            retention,
+            tick_ms,
+            retention_ticks: u32::try_from(retention_ms.div_ceil(tick_ms)).unwrap_or(u32::MAX),
             capacity: capacity.max(1),
             evictions: AtomicU64::new(0),
             budget,
@@ -62,20 +229,42 @@ impl MemoryLedger {
         }
     }
 
-    fn slot(&self, tenant: &TenantKey, kind: KeyKind, key: &str) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        tenant.hash(&mut h);
-        kind.hash(&mut h);
-        key.hash(&mut h);
-        h.finish()
+    fn hash(&self, tenant: u64, kind: KeyKind, key: &[u8]) -> u64 {
+        self.hasher.hash_one((tenant, kind, key))
     }
 
-    fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+    fn now_ticks(&self) -> u32 {
+        (self.started.elapsed().as_millis() as u64 / self.tick_ms) as u32
     }
 
-    fn fresh(&self, entry: &[u8], now_ms: u64) -> bool {
-        u128::from(now_ms.saturating_sub(Entry(entry).learned_at())) < self.retention.as_millis()
+    fn fresh(&self, ticks: u32, now: u32) -> bool {
+        now.wrapping_sub(ticks) < self.retention_ticks
+    }
+
+    /// Runs `read` on the record body (after its length) that `r` names.
+    fn with_record<T>(&self, r: u32, read: impl FnOnce(&[u8]) -> Option<T>) -> Option<T> {
+        let slot = lock(&self.chunks[(r >> CHUNK_BITS) as usize]);
+        let chunk = slot.as_deref()?;
+        let mut reader = Reader::new(chunk.get(r as usize & (CHUNK - 1)..)?);
+        let len = usize::try_from(reader.varint()?).ok()?;
+        read(reader.take(len)?)
+    }
+
+    /// The key hashes of a record body, with its tenant and learned-at ticks.
+    fn record_keys(&self, body: &[u8]) -> Option<(u64, u32, Vec<u64>, usize)> {
+        let mut r = Reader::new(body);
+        let head = r.take(8)?;
+        let mut t = [0u8; 8];
+        t.copy_from_slice(head);
+        let tenant = u64::from_le_bytes(t);
+        let ticks = r.u32()?;
+        let mut hashes = Vec::with_capacity(4);
+        let mut full_bytes = 0;
+        compact::walk_items(&mut r, |item| {
+            full_bytes += item.full.map_or(0, <[u8]>::len);
+            hashes.extend(item.keys().map(|(kind, key)| self.hash(tenant, kind, key)));
+        })?;
+        Some((tenant, ticks, hashes, full_bytes))
     }
 
     /// Charges a turn's full items to the budgets, or drops them (keeping ids and order) when
@@ -90,7 +279,7 @@ impl MemoryLedger {
         if bytes == 0 {
             return 0;
         }
-        let mut used = self.full_by_tenant.entry(tenant).or_insert(0);
+        let mut used = self.full_by_tenant.entry(tenant8(&tenant)).or_insert(0);
         // The tenant's share is guarded by its entry's lock; the total is reserved atomically,
         // so concurrent turns of different tenants cannot both pass the last free bytes.
         let within_tenant = *used + bytes <= self.budget.per_tenant;
@@ -108,16 +297,14 @@ impl MemoryLedger {
                 "full items over budget; remembering this turn by id only"
             );
             metrics::counter!(crate::metrics::FULL_ITEMS_OVER_BUDGET).increment(1);
-            for item in turn.items.iter_mut() {
-                item.full = None;
-            }
+            drop_full(turn);
             return 0;
         }
         *used += bytes;
         bytes
     }
 
-    fn refund(&self, tenant: TenantKey, bytes: usize) {
+    fn refund(&self, tenant: u64, bytes: usize) {
         if bytes == 0 {
             return;
         }
@@ -128,86 +315,266 @@ impl MemoryLedger {
         self.full_by_tenant.remove_if(&tenant, |_, used| *used == 0);
     }
 
+    /// The record of a turn: `varint(len)`, tenant, ticks, items.
+    fn encode(tenant: u64, ticks: u32, turn: &Turn) -> Option<Vec<u8>> {
+        let mut body = Vec::with_capacity(HEADER + turn.items.len() * 28);
+        body.extend_from_slice(&tenant.to_le_bytes());
+        body.extend_from_slice(&ticks.to_le_bytes());
+        compact::put_items(&mut body, turn)?;
+        let mut record = Vec::with_capacity(body.len() + 3);
+        compact::put_varint(&mut record, body.len() as u64);
+        record.extend_from_slice(&body);
+        Some(record)
+    }
+
     fn insert(&self, tenant: TenantKey, mut turn: Turn) {
-        let now = self.now_ms();
-        let full_bytes = self.charge(tenant, &mut turn);
-        let Some(stored) = compact::encode(&tenant, now, full_bytes as u32, &turn) else {
-            self.refund(tenant, full_bytes);
+        let t8 = tenant8(&tenant);
+        let mut charged = self.charge(tenant, &mut turn);
+        let ticks = self.now_ticks();
+        let mut record = Self::encode(t8, ticks, &turn);
+        if record.as_ref().is_none_or(|r| r.len() > CHUNK) && charged > 0 {
+            // Too large for a chunk with its full items: remember it by id only.
+            self.refund(t8, charged);
+            charged = 0;
+            drop_full(&mut turn);
+            record = Self::encode(t8, ticks, &turn);
+        }
+        let Some(record) = record.filter(|r| r.len() <= CHUNK) else {
+            self.refund(t8, charged);
             return;
         };
-        for (kind, key) in keys_of(&turn) {
-            self.index
-                .insert(self.slot(&tenant, kind, key), stored.clone());
-        }
-        let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
-        order.push_back(stored);
-        while let Some(oldest) = order.front() {
-            let over = order.len() > self.capacity;
-            if !over && self.fresh(oldest, now) {
-                break;
+        let mut hashes = Vec::with_capacity(turn.items.len() + 1);
+        for item in turn.items.iter() {
+            let id = compact::encode_id(&item.id);
+            hashes.push(self.hash(t8, KeyKind::ItemId, &id));
+            if let Some(call) = item.call_id.as_deref().filter(|_| item.ty.is_client_call()) {
+                hashes.push(self.hash(t8, KeyKind::CallId, &compact::encode_id(call)));
             }
-            if let Some(oldest) = order.pop_front() {
-                if over {
-                    self.evictions.fetch_add(1, Ordering::Relaxed);
-                }
-                self.forget(&oldest);
+        }
+
+        let mut w = lock(&self.writer);
+        let now = ticks;
+        while w.turns >= self.capacity && self.drop_oldest(&mut w, |_| true, true) {}
+        while self.drop_oldest(&mut w, |ticks| !self.fresh(ticks, now), false) {}
+        while (w.tail + (record.len() + CHUNK) as u64) - w.head > LOG_MAX
+            && self.drop_oldest(&mut w, |_| true, true)
+        {}
+        let r = self.append(&mut w, &record);
+        for hash in hashes {
+            let mut table = lock(&self.shards[shard_of(hash)]);
+            if table.full() {
+                self.rebuild(shard_of(hash), &mut table);
+            }
+            table.insert(hash, r);
+        }
+        w.turns += 1;
+        self.publish(&w);
+    }
+
+    fn publish(&self, w: &Writer) {
+        self.head.store(w.head, Ordering::Release);
+        self.turns.store(w.turns, Ordering::Relaxed);
+        self.bytes.store(w.chunks * CHUNK, Ordering::Relaxed);
+    }
+
+    /// Writes a record at the tail (at the next chunk when it does not fit in this one's rest);
+    /// returns its reference.
+    fn append(&self, w: &mut Writer, record: &[u8]) -> u32 {
+        let at = (w.tail % CHUNK as u64) as usize;
+        if at != 0 && at + record.len() > CHUNK {
+            // The rest of this chunk stays zero: padding, which the oldest-first walk skips.
+            w.tail += (CHUNK - at) as u64;
+        }
+        let slot_index = ((w.tail >> CHUNK_BITS) as usize) % CHUNKS;
+        let mut slot = lock(&self.chunks[slot_index]);
+        if w.tail % CHUNK as u64 == 0 || slot.is_none() {
+            // A chunk starts zeroed: whatever a record leaves unwritten at its end is padding.
+            if slot.replace(vec![0u8; CHUNK].into_boxed_slice()).is_none() {
+                w.chunks += 1;
+            }
+        }
+        let at = (w.tail % CHUNK as u64) as usize;
+        if let Some(chunk) = slot.as_deref_mut() {
+            chunk[at..at + record.len()].copy_from_slice(record);
+        }
+        let r = w.tail as u32;
+        w.tail += record.len() as u64;
+        r
+    }
+
+    fn oldest(&self, w: &Writer) -> Option<Oldest> {
+        if w.head >= w.tail {
+            return None;
+        }
+        let r = w.head as u32;
+        let slot = lock(&self.chunks[(r >> CHUNK_BITS) as usize]);
+        let Some(chunk) = slot.as_deref() else {
+            return Some(Oldest::Padding);
+        };
+        let mut reader = Reader::new(&chunk[r as usize & (CHUNK - 1)..]);
+        match reader.varint() {
+            None | Some(0) => Some(Oldest::Padding),
+            Some(len) => {
+                let body = reader.take(usize::try_from(len).ok()?)?;
+                let (tenant, ticks, hashes, full_bytes) = self.record_keys(body)?;
+                Some(Oldest::Record {
+                    len: reader.at as u64,
+                    ticks,
+                    tenant,
+                    hashes,
+                    full_bytes,
+                })
             }
         }
     }
 
-    /// Drops an entry's keys, unless a newer recording of the same items took them over.
-    fn forget(&self, stored: &Stored) {
-        let entry = Entry(stored);
-        let (Some(tenant), Some(turn)) = (entry.tenant(), entry.turn()) else {
-            return;
-        };
-        self.refund(tenant, entry.full_bytes() as usize);
-        for (kind, key) in keys_of(&turn) {
-            self.index
-                .remove_if(&self.slot(&tenant, kind, key), |_, e| {
-                    Arc::ptr_eq(e, stored)
-                });
+    /// Forgets the oldest turn if `expired(its ticks)`; returns whether one left. Padding is
+    /// skipped on the way. `counted`: an eviction (over capacity), not an expiry.
+    fn drop_oldest(&self, w: &mut Writer, expired: impl Fn(u32) -> bool, counted: bool) -> bool {
+        loop {
+            let before = w.head;
+            match self.oldest(w) {
+                None => return false,
+                Some(Oldest::Padding) => {
+                    w.head = ((w.head >> CHUNK_BITS) + 1) << CHUNK_BITS;
+                    self.free_passed(w, before);
+                }
+                Some(Oldest::Record {
+                    len,
+                    ticks,
+                    tenant,
+                    hashes,
+                    full_bytes,
+                }) => {
+                    if !expired(ticks) {
+                        return false;
+                    }
+                    let r = w.head as u32;
+                    for hash in hashes {
+                        lock(&self.shards[shard_of(hash)]).remove(hash, r);
+                    }
+                    self.refund(tenant, full_bytes);
+                    w.head += len;
+                    w.turns -= 1;
+                    if counted {
+                        self.evictions.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.free_passed(w, before);
+                    return true;
+                }
+            }
         }
+    }
+
+    /// Frees the chunk the head was in at `before` once the head has left it.
+    fn free_passed(&self, w: &mut Writer, before: u64) {
+        if w.head >> CHUNK_BITS != before >> CHUNK_BITS {
+            let slot_index = ((before >> CHUNK_BITS) as usize) % CHUNKS;
+            if lock(&self.chunks[slot_index]).take().is_some() {
+                w.chunks -= 1;
+            }
+        }
+        self.publish(w);
+    }
+
+    /// Rebuilds a shard: twice the slots when over 7/16 live, else the same, without dead
+    /// slots. Each live slot's key is found again from its record.
+    fn rebuild(&self, shard: usize, table: &mut Table) {
+        let slots = table.tags.len();
+        let slots = if (table.live + 1) * 16 > slots * 7 {
+            slots * 2
+        } else {
+            slots
+        };
+        let mut live: Vec<(u32, u8)> = table
+            .tags
+            .iter()
+            .zip(&table.refs)
+            .filter(|(tag, _)| **tag > DEAD)
+            .map(|(tag, r)| (*r, *tag))
+            .collect();
+        live.sort_unstable();
+        live.dedup();
+        let mut fresh = Table::with_slots(slots);
+        for (r, fp) in live {
+            let hashes = self.with_record(r, |body| self.record_keys(body).map(|k| k.2));
+            for hash in hashes.unwrap_or_default() {
+                if shard_of(hash) == shard && fingerprint(hash) == fp {
+                    fresh.insert(hash, r);
+                }
+            }
+        }
+        *table = fresh;
     }
 
     /// Forgets turns past retention. Run periodically; lookups ignore them meanwhile.
     pub fn sweep(&self) {
-        let now = self.now_ms();
-        let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
-        while order.front().is_some_and(|e| !self.fresh(e, now)) {
-            if let Some(old) = order.pop_front() {
-                self.forget(&old);
-            }
-        }
+        let now = self.now_ticks();
+        let mut w = lock(&self.writer);
+        while self.drop_oldest(&mut w, |ticks| !self.fresh(ticks, now), false) {}
+        self.publish(&w);
     }
 
-    fn find(&self, tenant: TenantKey, keys: &[&str]) -> Vec<Arc<Turn>> {
-        let now = self.now_ms();
-        let mut seen: Vec<Stored> = Vec::new();
+    fn find(&self, tenant: TenantKey, keys: &[&str]) -> Vec<std::sync::Arc<Turn>> {
+        let t8 = tenant8(&tenant);
+        let now = self.now_ticks();
+        let head = self.head.load(Ordering::Acquire) as u32;
+        let mut seen: Vec<u32> = Vec::new();
         let mut found = Vec::new();
         for key in keys {
+            let encoded = compact::encode_id(key);
             for kind in [KeyKind::ItemId, KeyKind::CallId] {
-                let Some(hit) = self
-                    .index
-                    .get(&self.slot(&tenant, kind, key))
-                    .map(|e| e.value().clone())
-                else {
+                let hash = self.hash(t8, kind, &encoded);
+                let table = lock(&self.shards[shard_of(hash)]);
+                // The newest turn holding the key (a response recorded twice has two).
+                let mut newest: Option<u32> = None;
+                table.candidates(hash, |r| {
+                    let holds = self.with_record(r, |body| {
+                        let mut reader = Reader::new(body);
+                        let tenant = reader.take(8)?;
+                        let ticks = reader.u32()?;
+                        Some(
+                            tenant == t8.to_le_bytes()
+                                && self.fresh(ticks, now)
+                                && compact::holds(&mut reader, kind, &encoded),
+                        )
+                    });
+                    if holds == Some(true)
+                        && newest.is_none_or(|n| r.wrapping_sub(head) > n.wrapping_sub(head))
+                    {
+                        newest = Some(r);
+                    }
+                });
+                let Some(r) = newest.filter(|r| !seen.contains(r)) else {
                     continue;
                 };
-                if seen.iter().any(|s| Arc::ptr_eq(s, &hit)) {
-                    continue;
-                }
-                let entry = Entry(&hit);
-                if entry.tenant() != Some(tenant) || !self.fresh(&hit, now) {
-                    continue;
-                }
-                if let Some(turn) = entry.turn().filter(|t| turn_holds(t, key)) {
-                    found.push(Arc::new(turn));
-                    seen.push(hit);
+                let turn = self.with_record(r, |body| {
+                    compact::read_turn(&mut Reader::new(body.get(HEADER..)?))
+                });
+                drop(table);
+                if let Some(turn) = turn {
+                    seen.push(r);
+                    found.push(std::sync::Arc::new(turn));
                 }
             }
         }
         found
+    }
+
+    /// Live bytes: the log's chunks and the index's slots.
+    fn bytes(&self) -> u64 {
+        let index: usize = self
+            .shards
+            .iter()
+            .map(|s| lock(s).tags.len() * (1 + std::mem::size_of::<u32>()))
+            .sum();
+        (self.bytes.load(Ordering::Relaxed) + index) as u64
+    }
+}
+
+fn drop_full(turn: &mut Turn) {
+    for item in turn.items.iter_mut() {
+        item.full = None;
     }
 }
 
@@ -221,7 +588,7 @@ impl Ledger for MemoryLedger {
         &'a self,
         tenant: TenantKey,
         keys: &'a [&'a str],
-    ) -> BoxFuture<'a, Result<Vec<Arc<Turn>>, LedgerError>> {
+    ) -> BoxFuture<'a, Result<Vec<std::sync::Arc<Turn>>, LedgerError>> {
         let found = self.find(tenant, keys);
         async move { Ok(found) }.boxed()
     }
@@ -232,8 +599,9 @@ impl Ledger for MemoryLedger {
 
     fn stats(&self) -> LedgerStats {
         LedgerStats {
-            turns: self.order.lock().map(|o| o.len() as u64).unwrap_or(0),
+            turns: self.turns.load(Ordering::Relaxed) as u64,
             evictions: self.evictions.load(Ordering::Relaxed),
+            bytes: self.bytes(),
         }
     }
 }
@@ -241,8 +609,13 @@ impl Ledger for MemoryLedger {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::disallowed_methods)]
 mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
     use super::*;
     use crate::repair::items::tests::turn;
+    use crate::repair::items::{ItemType, TurnItem};
 
     const A: TenantKey = TenantKey([1; 16]);
     const B: TenantKey = TenantKey([2; 16]);
@@ -250,6 +623,31 @@ mod tests {
         total: 1 << 30,
         per_tenant: 1 << 30,
     };
+
+    fn live_slots(l: &MemoryLedger) -> usize {
+        l.shards.iter().map(|s| lock(s).live).sum()
+    }
+
+    fn api_turn(n: u64) -> Turn {
+        let item = |prefix: &str, ty: ItemType, salt: u64| TurnItem {
+            id: format!("{prefix}_{n:016x}{salt:016x}{:016x}", n ^ salt).into(),
+            // Reasoning and messages carry a digest of their content, as captured turns do.
+            digest: matches!(ty, ItemType::Reasoning | ItemType::Message)
+                .then_some((n ^ salt) as u32),
+            ty,
+            call_id: None,
+            full: None,
+        };
+        Turn {
+            stored: true,
+            items: vec![
+                item("rs", ItemType::Reasoning, 1),
+                item("ig", ItemType::ImageGenerationCall, 2),
+                item("msg", ItemType::Message, 3),
+            ]
+            .into(),
+        }
+    }
 
     #[test]
     fn a_turn_is_found_by_any_of_its_ids_and_call_ids() {
@@ -271,6 +669,10 @@ mod tests {
         let l = MemoryLedger::new(Duration::from_secs(60), 10, ROOMY);
         l.insert(A, turn("rs ig msg", true));
         assert!(l.find(B, &["ig_1"]).is_empty());
+        // The same ids under two tenants: each finds its own.
+        l.insert(B, turn("rs ig", false));
+        assert!(l.find(A, &["ig_1"])[0].stored);
+        assert!(!l.find(B, &["ig_1"])[0].stored);
     }
 
     #[test]
@@ -295,7 +697,7 @@ mod tests {
         assert!(l.find(A, &["rs_0"]).is_empty());
         l.sweep();
         assert_eq!(l.stats().turns, 0);
-        assert!(l.index.is_empty());
+        assert_eq!(live_slots(&l), 0);
     }
 
     #[test]
@@ -304,6 +706,58 @@ mod tests {
         l.insert(A, turn("rs msg", true));
         l.insert(A, turn("rs msg", true));
         assert_eq!(l.find(A, &["rs_0"]).len(), 1);
+    }
+
+    #[test]
+    fn the_newest_recording_of_an_id_wins() {
+        let l = MemoryLedger::new(Duration::from_secs(60), 10, ROOMY);
+        l.insert(A, turn("rs msg", true));
+        l.insert(A, turn("rs msg", false));
+        let found = l.find(A, &["rs_0", "msg_1"]);
+        assert_eq!(found.len(), 1);
+        assert!(!found[0].stored);
+    }
+
+    #[test]
+    fn many_turns_across_chunks_stay_findable_and_leave_in_order() {
+        // ~95 bytes a record: 40,000 turns fill about four chunks.
+        let capacity = 30_000;
+        let l = MemoryLedger::new(Duration::from_secs(60), capacity, ROOMY);
+        let total = 40_000u64;
+        for n in 0..total {
+            l.insert(TenantKey([(n % 7) as u8; 16]), api_turn(n));
+        }
+        assert_eq!(l.stats().turns, capacity as u64);
+        assert_eq!(l.stats().evictions, total - capacity as u64);
+        assert_eq!(live_slots(&l), 3 * capacity);
+        for n in (0..total).step_by(997) {
+            let tenant = TenantKey([(n % 7) as u8; 16]);
+            let t = api_turn(n);
+            let found = l.find(tenant, &[&t.items[1].id]);
+            if n < total - capacity as u64 {
+                assert!(found.is_empty(), "{n} was evicted");
+            } else {
+                assert_eq!(found.len(), 1, "{n}");
+                assert_eq!(*found[0], t);
+                let other = TenantKey([((n + 1) % 7) as u8; 16]);
+                assert!(l.find(other, &[&t.items[1].id]).is_empty());
+            }
+        }
+        // The chunks the oldest turns left are freed: about 30,000 × 93 bytes live.
+        assert!(l.writer.lock().unwrap().chunks <= 4, "chunks kept");
+    }
+
+    #[test]
+    fn a_turn_too_large_for_a_chunk_is_kept_by_id() {
+        let l = MemoryLedger::new(Duration::from_secs(60), 10, ROOMY);
+        let mut t = turn("rs fc", false);
+        let big = Bytes::from(vec![b'x'; CHUNK]);
+        t.items[1].full = Some(big);
+        l.insert(A, t);
+        let found = l.find(A, &["fc_1"]);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].items[1].full.is_none());
+        assert_eq!(l.full_total.load(Ordering::Relaxed), 0);
     }
 
     #[test]
@@ -326,7 +780,7 @@ mod tests {
         assert!(l.find(B, &["fc_1"])[0].items[1].full.is_some());
         // Evicting A's first turn refunds its bytes.
         l.insert(B, turn("rs", true));
-        assert!(l.full_by_tenant.get(&A).is_none());
+        assert!(l.full_by_tenant.get(&tenant8(&A)).is_none());
     }
 
     #[test]
@@ -353,7 +807,7 @@ mod tests {
                         let mut one = turn("rs fc msg", false);
                         let charged = l.charge(TenantKey([t; 16]), &mut one);
                         worst = worst.max(l.full_total.load(Ordering::Relaxed));
-                        l.refund(TenantKey([t; 16]), charged);
+                        l.refund(tenant8(&TenantKey([t; 16])), charged);
                     }
                     worst
                 })
@@ -363,5 +817,30 @@ mod tests {
             let worst = thread.join().unwrap_or(usize::MAX);
             assert!(worst <= one, "total {worst} over the budget {one}");
         }
+    }
+
+    #[test]
+    fn lookups_and_records_from_many_threads_agree() {
+        let l = Arc::new(MemoryLedger::new(Duration::from_secs(60), 5_000, ROOMY));
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    for n in 0..3_000u64 {
+                        let n = t * 1_000_000 + n;
+                        let tenant = TenantKey([t as u8; 16]);
+                        let turn = api_turn(n);
+                        l.insert(tenant, turn.clone());
+                        let found = l.find(tenant, &[&turn.items[2].id]);
+                        assert_eq!(found.len(), 1, "{n}");
+                        assert_eq!(*found[0], turn);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(l.stats().turns, 5_000);
     }
 }

@@ -29,6 +29,8 @@ pub enum LedgerError {
 pub struct LedgerStats {
     pub turns: u64,
     pub evictions: u64,
+    /// Memory the store holds for its turns, where it knows it (the memory store).
+    pub bytes: u64,
 }
 
 pub trait Ledger: Send + Sync + 'static {

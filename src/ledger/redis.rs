@@ -1,157 +1,413 @@
 //! The shared ledger on Redis (or Valkey): replicas repair each other's follow-ups.
 //!
-//! Key layout (all under `{prefix}:{tenant}` where tenant is the hex keyed hash, never a key):
-//! - `{prefix}:{tenant}:t:{turn}`: the turn, compact JSON (ids, types, call ids, kept full items);
-//! - `{prefix}:{tenant}:i:{item id}` and `{prefix}:{tenant}:c:{call id}`: the turn's key.
+//! Layout: per tenant, one hash per time bucket, `{prefix}:{<tenant>}:<width ms>:<bucket>`, where
+//! `<tenant>` is the hex keyed tenant hash (never a credential) and, in braces, the key's Redis
+//! Cluster hash tag: every key of a tenant is in one slot. A bucket is an eighth of the
+//! retention; it expires when the last turn written to it has passed retention. In a bucket:
+//! - the field of a turn's first key (8 bytes of BLAKE3 of the key's kind and encoded id) holds
+//!   the turn: a version byte, the time it was learned (u32, tenths of a second since the UNIX
+//!   epoch, wrapping), and its items as `compact.rs` writes them (ids as decoded bytes);
+//! - the field of each other key holds the first key's field (8 bytes): one hop, in the same hash;
+//! - the field `#` counts the turns written to the bucket (for `rethread check`).
 //!
-//! Every key expires after the retention setting. A turn is written in one atomic pipeline; the
-//! lookup of all ids of a request is one server-side script (follow each index key to its turn),
-//! so one round trip either way. The connection is made lazily and re-made after failures by the
-//! client's connection manager; rethread keeps serving, without memory, meanwhile.
+//! A turn is written by one script (`HSET`, `HINCRBY`, `PEXPIRE` on the one bucket key it is
+//! given), after the response has reached the client. A lookup is one script given every bucket
+//! of the retention window, newest first, and the fields of every id and call id of the request:
+//! one round trip, and it touches no key it was not given, so it runs on a Redis Cluster too. A
+//! hit is checked against the turn's contents and learned-at time, so a stale or colliding field
+//! is a miss.
+//!
+//! Recovery: a background task pings every `KEEPALIVE`, so a connection Redis dropped (restart,
+//! failover) is replaced before traffic needs it; and a script that failed on a dead connection
+//! is sent once more on the new one (a write's script is idempotent), so the first lookup and
+//! the first write after Redis is back do not fail.
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo,
+};
 
-use super::{keys_of, turn_holds, KeyKind, Ledger, LedgerError, LedgerStats};
-use crate::repair::items::{ItemType, Turn, TurnItem};
+use super::compact::{self, Reader};
+use super::{keys_of, KeyKind, Ledger, LedgerError, LedgerStats};
+use crate::repair::items::Turn;
 use crate::tenant::TenantKey;
 
-/// Follows index keys to turns: returns, per key, the turn key and the turn (or false, false).
-const LOOKUP: &str = r"
-local out = {}
-for i = 1, #KEYS do
-  local target = redis.call('GET', KEYS[i])
-  if target then
-    out[2 * i - 1] = target
-    out[2 * i] = redis.call('GET', target) or false
-  else
-    out[2 * i - 1] = false
-    out[2 * i] = false
-  end
+/// Buckets per retention: a lookup reads this many hashes (plus the current and next one), and
+/// a turn outlives its retention in Redis by at most one bucket.
+pub const BUCKETS_PER_RETENTION: u64 = 8;
+/// Version byte of a stored turn.
+const FORMAT: u8 = 1;
+/// Fields per lookup script call (Lua's `unpack` has a stack limit).
+const FIELDS_PER_CALL: usize = 1_000;
+/// The field counting a bucket's turns (fields of keys are 8 bytes; this is 1).
+const COUNT_FIELD: &str = "#";
+/// Time allowed for a write.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the background task pings, so a dropped connection is re-made before a request
+/// needs it.
+const KEEPALIVE: Duration = Duration::from_millis(250);
+
+/// Records a turn in the tenant's current bucket, `KEYS[1]`. `ARGV[1]`: the bucket's time to
+/// live (ms); `ARGV[2]`: the turn's field; `ARGV[3]`: the turn; `ARGV[4..]`: the fields of its
+/// other keys, each set to point at `ARGV[2]`.
+const RECORD: &str = r"
+local args = {ARGV[2], ARGV[3]}
+for i = 4, #ARGV do
+  args[#args + 1] = ARGV[i]
+  args[#args + 1] = ARGV[2]
 end
-return out
+redis.call('HSET', KEYS[1], unpack(args))
+redis.call('HINCRBY', KEYS[1], '#', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
 ";
 
+/// Finds turns in the tenant's buckets (`KEYS`, newest first) by the fields asked (`ARGV`).
+/// Returns, per field, the newest turn holding it, or false. A field of 8 bytes points at the
+/// turn's field in the same hash.
+const LOOKUP: &str = r"
+local found, left = {}, #ARGV
+for i = 1, #ARGV do found[i] = false end
+for b = 1, #KEYS do
+  if left == 0 then break end
+  local got = redis.call('HMGET', KEYS[b], unpack(ARGV))
+  for i = 1, #ARGV do
+    local v = got[i]
+    if v and not found[i] then
+      if #v == 8 then v = redis.call('HGET', KEYS[b], v) end
+      if v and #v > 8 then
+        found[i] = v
+        left = left - 1
+      end
+    end
+  end
+end
+return found
+";
+
+/// A connection that reconnects on its own: to one node, or to a cluster (commands go to the
+/// node holding their first key's slot; the client follows redirections and failovers).
+#[derive(Clone)]
+enum Conn {
+    Node(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match self.clone() {
+            Conn::Node(mut c) => cmd.query_async(&mut c).await,
+            Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
+        }
+    }
+
+    /// A command every primary must answer (one node's, on a single node).
+    async fn on_every_primary(&self, cmd: redis::Cmd) -> redis::RedisResult<redis::Value> {
+        match self.clone() {
+            Conn::Node(mut c) => cmd.query_async(&mut c).await,
+            Conn::Cluster(mut c) => {
+                let all = RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllMasters,
+                    Some(ResponsePolicy::AllSucceeded),
+                ));
+                c.route_command(cmd, all).await
+            }
+        }
+    }
+
+    /// The nodes holding data: the one node, or each master of a cluster (by address).
+    async fn primaries(&self) -> redis::RedisResult<Vec<Option<(String, u16)>>> {
+        let Conn::Cluster(_) = self else {
+            return Ok(vec![None]);
+        };
+        let nodes: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
+        Ok(nodes
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let serving = f.len() > 8 && f[2].contains("master") && !f[2].contains("fail");
+                let address = f.get(1)?.split(['@', ',']).next()?;
+                let (host, port) = address.rsplit_once(':')?;
+                let port: u16 = port.parse().ok()?;
+                serving.then(|| Some((host.to_owned(), port)))
+            })
+            .collect())
+    }
+
+    /// A command to one node (`None`: the single node).
+    async fn on_node<T: redis::FromRedisValue>(
+        &self,
+        node: &Option<(String, u16)>,
+        cmd: redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        match (self.clone(), node) {
+            (Conn::Cluster(mut c), Some((host, port))) => {
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                Ok(redis::from_redis_value(c.route_command(cmd, route).await?)?)
+            }
+            _ => self.query(&cmd).await,
+        }
+    }
+
+    /// A pipeline to one node (`None`: the single node).
+    async fn pipeline_on_node<T: redis::FromRedisValue>(
+        &self,
+        node: &Option<(String, u16)>,
+        pipe: redis::Pipeline,
+    ) -> redis::RedisResult<T> {
+        match (self.clone(), node) {
+            (Conn::Cluster(mut c), Some((host, port))) => {
+                let route = SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                };
+                let count = pipe.len();
+                let values = c.route_pipeline(pipe, 0, count, route).await?;
+                Ok(redis::from_redis_value(redis::Value::Array(values))?)
+            }
+            (Conn::Node(mut c), _) => pipe.query_async(&mut c).await,
+            (Conn::Cluster(mut c), None) => pipe.query_async(&mut c).await,
+        }
+    }
+
+    /// Runs a script; when it failed because the connection was dead, once more on the new one.
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        body: &str,
+        keys: &[Vec<u8>],
+        args: &[Vec<u8>],
+    ) -> redis::RedisResult<T> {
+        match self.script_once(script, body, keys, args).await {
+            Err(e) if dead_connection(&e) => {
+                tracing::debug!(error = %e, "store connection was dead; sending again");
+                self.script_once(script, body, keys, args).await
+            }
+            other => other,
+        }
+    }
+
+    /// Runs a script by its hash, sending its body only when the server does not have it (a
+    /// restarted or newly promoted node), to the node that holds the script's keys.
+    async fn script_once<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        body: &str,
+        keys: &[Vec<u8>],
+        args: &[Vec<u8>],
+    ) -> redis::RedisResult<T> {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash())
+            .arg(keys.len())
+            .arg(keys)
+            .arg(args);
+        match self.query(&cmd).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(body).arg(keys.len()).arg(keys).arg(args);
+                self.query(&cmd).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// The node URLs of a `redis+cluster://[user:pass@]host:port,host:port,…[?query]` (or
+/// `rediss+cluster://`) store URL, each as `redis://[user:pass@]host:port[?query]`; `None` for a
+/// single node's URL.
+fn cluster_nodes(url: &str) -> Result<Option<Vec<String>>, String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Ok(None);
+    };
+    let scheme = match scheme {
+        "redis+cluster" => "redis",
+        "rediss+cluster" => "rediss",
+        _ => return Ok(None),
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, format!("?{query}")),
+        None => (rest, String::new()),
+    };
+    let (userinfo, hosts) = match rest.rsplit_once('@') {
+        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+        None => (String::new(), rest),
+    };
+    let hosts = match hosts.split_once('/') {
+        None => hosts,
+        Some((hosts, "" | "0")) => hosts,
+        Some(_) => return Err("a cluster has only database 0: drop the /db".into()),
+    };
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|host| format!("{scheme}://{userinfo}{host}{query}"))
+        .collect();
+    if nodes.is_empty() {
+        return Err(
+            "a cluster URL names its seed nodes: redis+cluster://host:port,host:port".into(),
+        );
+    }
+    Ok(Some(nodes))
+}
+
+/// Whether an error says the connection is gone (the client has begun making a new one), as
+/// opposed to Redis answering with an error.
+fn dead_connection(e: &redis::RedisError) -> bool {
+    e.is_unrecoverable_error() || e.is_connection_dropped() || e.is_io_error()
+}
+
 pub struct RedisLedger {
-    manager: ConnectionManager,
+    conn: Conn,
+    /// Pings every `KEEPALIVE`; stopped with the ledger.
+    keepalive: Option<tokio::task::JoinHandle<()>>,
     prefix: String,
-    retention: Duration,
+    retention_ms: u64,
+    bucket_ms: u64,
     timeout: Duration,
+    record: redis::Script,
     lookup: redis::Script,
     written: Arc<AtomicU64>,
     pending: Arc<AtomicU64>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StoredTurn<'a> {
-    s: bool,
-    #[serde(borrow)]
-    i: Vec<StoredItem<'a>>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StoredItem<'a> {
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-    #[serde(borrow)]
-    t: Cow<'a, str>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    c: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    f: Option<&'a RawValue>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    d: Option<u32>,
-}
-
-fn encode(turn: &Turn) -> Result<Vec<u8>, serde_json::Error> {
-    let items = turn
-        .items
-        .iter()
-        .map(|item| {
-            let full = match &item.full {
-                Some(bytes) => Some(serde_json::from_slice::<&RawValue>(bytes)?),
-                None => None,
-            };
-            Ok(StoredItem {
-                id: Cow::Borrowed(&item.id),
-                t: Cow::Borrowed(item.ty.as_str()),
-                c: item.call_id.as_deref().map(Cow::Borrowed),
-                f: full,
-                d: item.digest,
-            })
-        })
-        .collect::<Result<Vec<_>, serde_json::Error>>()?;
-    serde_json::to_vec(&StoredTurn {
-        s: turn.stored,
-        i: items,
-    })
-}
-
-fn decode(blob: &[u8]) -> Result<Turn, serde_json::Error> {
-    let stored: StoredTurn<'_> = serde_json::from_slice(blob)?;
-    Ok(Turn {
-        stored: stored.s,
-        items: stored
-            .i
-            .into_iter()
-            .map(|item| TurnItem {
-                id: item.id.into(),
-                ty: ItemType::parse(&item.t),
-                call_id: item.c.map(Into::into),
-                full: item.f.map(|f| Bytes::copy_from_slice(f.get().as_bytes())),
-                digest: item.d,
-            })
-            .collect(),
-    })
 }
 
 fn unavailable(e: impl std::fmt::Display) -> LedgerError {
     LedgerError::Unavailable(e.to_string())
 }
 
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Tenths of a second since the UNIX epoch, wrapping: a turn's learned-at time.
+fn tenths(ms: u64) -> u32 {
+    (ms / 100) as u32
+}
+
+/// The field of a key in its tenant's bucket.
+fn field(kind: KeyKind, encoded: &[u8]) -> [u8; 8] {
+    let mut h = blake3::Hasher::new();
+    h.update(&[match kind {
+        KeyKind::ItemId => b'i',
+        KeyKind::CallId => b'c',
+    }]);
+    h.update(encoded);
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    out
+}
+
+/// A stored turn: version, learned-at tenths, items.
+fn encode(turn: &Turn, at_ms: u64) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(8 + turn.items.len() * 28);
+    out.push(FORMAT);
+    out.extend_from_slice(&tenths(at_ms).to_le_bytes());
+    compact::put_items(&mut out, turn)?;
+    Some(out)
+}
+
+/// The learned-at tenths and the items of a stored turn.
+fn open(blob: &[u8]) -> Option<(u32, Reader<'_>)> {
+    let mut r = Reader::new(blob);
+    (r.byte()? == FORMAT).then_some(())?;
+    let at = r.u32()?;
+    Some((at, r))
+}
+
 impl RedisLedger {
-    /// Prepares the client; the connection is made on first use, so rethread starts (and
-    /// proxies) while Redis is down.
+    /// Prepares the client for `redis[s]://…` (one node) or `redis[s]+cluster://h:p,h:p,…` (a
+    /// cluster, by seed nodes); the connection is made on first use, so rethread starts (and
+    /// proxies) while Redis is down. Must be called within the runtime (it starts the
+    /// keepalive task).
     pub fn new(
         url: &str,
         prefix: &str,
         retention: Duration,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("invalid store URL: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| format!("cannot prepare the store client: {e}"))?;
+        let conn = match cluster_nodes(url)? {
+            Some(nodes) => {
+                let client = ClusterClient::builder(nodes)
+                    .retries(3)
+                    .min_retry_wait(20)
+                    .max_retry_wait(500)
+                    .build()
+                    .map_err(|e| format!("invalid store URL: {e}"))?;
+                let config = ClusterConfig::new()
+                    .set_connection_timeout(Duration::from_secs(1))
+                    .set_response_timeout(Duration::from_secs(2));
+                Conn::Cluster(client.get_pending_async_connection_with_config(config))
+            }
+            None => {
+                let client =
+                    redis::Client::open(url).map_err(|e| format!("invalid store URL: {e}"))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(1)))
+                    .set_response_timeout(Some(Duration::from_secs(2)))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                let manager = ConnectionManager::new_lazy_with_config(client, config)
+                    .map_err(|e| format!("cannot prepare the store client: {e}"))?;
+                Conn::Node(manager)
+            }
+        };
+        let retention_ms = u64::try_from(retention.as_millis())
+            .unwrap_or(u64::MAX / 4)
+            .max(1);
+        let keepalive = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|runtime| runtime.spawn(keep_alive(conn.clone())));
         Ok(RedisLedger {
-            manager,
+            conn,
+            keepalive,
             prefix: prefix.to_owned(),
-            retention,
+            retention_ms,
+            bucket_ms: retention_ms.div_ceil(BUCKETS_PER_RETENTION),
             timeout,
+            record: redis::Script::new(RECORD),
             lookup: redis::Script::new(LOOKUP),
             written: Arc::new(AtomicU64::new(0)),
             pending: Arc::new(AtomicU64::new(0)),
         })
     }
 
-    fn key(&self, tenant: &TenantKey, kind: KeyKind, key: &str) -> String {
-        let tag = match kind {
-            KeyKind::ItemId => 'i',
-            KeyKind::CallId => 'c',
-        };
-        format!("{}:{}:{tag}:{key}", self.prefix, tenant.hex())
+    /// The key of a tenant's bucket.
+    fn bucket_key(&self, tenant: &TenantKey, bucket: u64) -> Vec<u8> {
+        format!(
+            "{}:{{{}}}:{}:{bucket}",
+            self.prefix,
+            tenant.hex(),
+            self.bucket_ms
+        )
+        .into_bytes()
+    }
+
+    /// The buckets a lookup at `now` reads, newest first: the next one (a replica whose clock
+    /// is ahead), the current one, and back to the one holding turns learned a retention ago.
+    fn window(&self, tenant: &TenantKey, now: u64) -> Vec<Vec<u8>> {
+        let newest = now / self.bucket_ms + 1;
+        let oldest = now.saturating_sub(self.retention_ms) / self.bucket_ms;
+        (oldest..=newest)
+            .rev()
+            .map(|b| self.bucket_key(tenant, b))
+            .collect()
+    }
+
+    fn fresh(&self, at: u32, now: u64) -> bool {
+        u64::from(tenths(now).wrapping_sub(at)) * 100 < self.retention_ms
     }
 
     /// Waits (up to `limit`) for writes still in flight, for shutdown.
@@ -161,50 +417,190 @@ impl RedisLedger {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+
+    async fn find(
+        &self,
+        tenant: TenantKey,
+        keys: &[&str],
+    ) -> Result<Vec<Arc<Turn>>, redis::RedisError> {
+        let now = now_ms();
+        let buckets = self.window(&tenant, now);
+        let mut asked: Vec<(KeyKind, Vec<u8>)> = Vec::with_capacity(keys.len() * 2);
+        let mut fields: Vec<Vec<u8>> = Vec::with_capacity(keys.len() * 2);
+        for key in keys {
+            let encoded = compact::encode_id(key);
+            for kind in [KeyKind::ItemId, KeyKind::CallId] {
+                let f = field(kind, &encoded).to_vec();
+                if !fields.contains(&f) {
+                    fields.push(f);
+                    asked.push((kind, encoded.clone()));
+                }
+            }
+        }
+        let mut blobs: Vec<Option<Vec<u8>>> = Vec::with_capacity(fields.len());
+        for batch in fields.chunks(FIELDS_PER_CALL) {
+            let got: Vec<Option<Vec<u8>>> = self
+                .conn
+                .script(&self.lookup, LOOKUP, &buckets, batch)
+                .await?;
+            blobs.extend(got);
+        }
+        let mut seen: Vec<&[u8]> = Vec::new();
+        let mut turns = Vec::new();
+        for ((kind, encoded), blob) in asked.iter().zip(&blobs) {
+            let Some(blob) = blob.as_deref() else {
+                continue;
+            };
+            if seen.contains(&blob) {
+                continue;
+            }
+            // An undecodable, stale or colliding entry is a miss, never an error for the client.
+            let Some((at, items)) = open(blob) else {
+                continue;
+            };
+            if !self.fresh(at, now) || !compact::holds(&mut items.clone(), *kind, encoded) {
+                continue;
+            }
+            if let Some(turn) = compact::read_turn(&mut items.clone()) {
+                seen.push(blob);
+                turns.push(Arc::new(turn));
+            }
+        }
+        Ok(turns)
+    }
+}
+
+/// Pings the store for ever: a failed ping on a dropped connection makes the client connect
+/// anew, so the connection is back before the next request needs it.
+async fn keep_alive(conn: Conn) {
+    let mut tick = tokio::time::interval(KEEPALIVE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let _ = tokio::time::timeout(KEEPALIVE, conn.on_every_primary(redis::cmd("PING"))).await;
+    }
+}
+
+impl Drop for RedisLedger {
+    fn drop(&mut self) {
+        if let Some(task) = self.keepalive.take() {
+            task.abort();
+        }
+    }
+}
+
+/// What a shared store holds, for `rethread check`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    /// Turns written to buckets not yet expired (a turn recorded twice counts twice).
+    pub turns: u64,
+    /// rethread's bucket keys.
+    pub keys: u64,
+    /// Nodes that hold data (the one node, or the cluster's masters).
+    pub nodes: usize,
+    /// `used_memory` summed over those nodes: everything they hold, not only rethread's.
+    pub used_memory: u64,
+    /// `maxmemory` summed over those nodes; 0 when any of them has none.
+    pub maxmemory: u64,
+}
+
+impl RedisLedger {
+    /// Counts rethread's turns and keys on every node holding data (`SCAN` of the prefix, the
+    /// buckets' `#` fields) and reads their memory (`INFO memory`).
+    pub async fn usage(&self) -> Result<Usage, String> {
+        let error = |e: redis::RedisError| e.to_string();
+        let mut usage = Usage::default();
+        let nodes = self.conn.primaries().await.map_err(error)?;
+        let mut unbounded = false;
+        for node in &nodes {
+            usage.nodes += 1;
+            let info: String = self
+                .conn
+                .on_node(node, redis::cmd("INFO").arg("memory").clone())
+                .await
+                .map_err(error)?;
+            let field = |name: &str| -> u64 {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            usage.used_memory += field("used_memory");
+            let max = field("maxmemory");
+            unbounded |= max == 0;
+            usage.maxmemory += max;
+            let pattern = format!("{}:{{*", self.prefix);
+            let mut cursor = 0u64;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let (next, keys): (u64, Vec<Vec<u8>>) =
+                    self.conn.on_node(node, scan).await.map_err(error)?;
+                if !keys.is_empty() {
+                    usage.keys += keys.len() as u64;
+                    let mut pipe = redis::pipe();
+                    for key in &keys {
+                        pipe.cmd("HGET").arg(key).arg(COUNT_FIELD);
+                    }
+                    let counts: Vec<Option<u64>> = self
+                        .conn
+                        .pipeline_on_node(node, pipe)
+                        .await
+                        .map_err(error)?;
+                    usage.turns += counts.into_iter().flatten().sum::<u64>();
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        if unbounded {
+            usage.maxmemory = 0;
+        }
+        Ok(usage)
+    }
 }
 
 impl Ledger for RedisLedger {
     fn record(&self, tenant: TenantKey, turn: Turn) -> BoxFuture<'static, Result<(), LedgerError>> {
-        let blob = match encode(&turn) {
-            Ok(blob) => blob,
-            Err(e) => return async move { Err(unavailable(e)) }.boxed(),
+        let now = now_ms();
+        let Some(blob) = encode(&turn, now) else {
+            return async { Err(LedgerError::Unavailable("turn too odd to store".into())) }.boxed();
         };
-        let mut id = [0u8; 12];
-        let _ = getrandom::fill(&mut id);
-        let turn_key = format!(
-            "{}:{}:t:{}",
-            self.prefix,
-            tenant.hex(),
-            id.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
-        let ttl = self.retention.as_millis().max(1) as u64;
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SET")
-            .arg(&turn_key)
-            .arg(blob)
-            .arg("PX")
-            .arg(ttl)
-            .ignore();
+        let mut fields: Vec<Vec<u8>> = Vec::with_capacity(turn.items.len() + 1);
         for (kind, key) in keys_of(&turn) {
-            pipe.cmd("SET")
-                .arg(self.key(&tenant, kind, key))
-                .arg(&turn_key)
-                .arg("PX")
-                .arg(ttl)
-                .ignore();
+            let f = field(kind, &compact::encode_id(key)).to_vec();
+            if !fields.contains(&f) {
+                fields.push(f);
+            }
         }
-        let mut conn = self.manager.clone();
+        let Some(first) = fields.first().cloned() else {
+            return async { Ok(()) }.boxed();
+        };
+        let bucket = now / self.bucket_ms;
+        let ttl = ((bucket + 1) * self.bucket_ms + self.retention_ms).saturating_sub(now);
+        let keys = vec![self.bucket_key(&tenant, bucket)];
+        let mut args = vec![ttl.max(1).to_string().into_bytes(), first, blob];
+        args.extend(fields.into_iter().skip(1));
+        let conn = self.conn.clone();
+        let script = self.record.clone();
         let written = self.written.clone();
         let pending = self.pending.clone();
         pending.fetch_add(1, Ordering::AcqRel);
         async move {
-            let result =
-                tokio::time::timeout(Duration::from_secs(2), pipe.query_async::<()>(&mut conn))
-                    .await;
+            let result = tokio::time::timeout(
+                WRITE_TIMEOUT,
+                conn.script::<i64>(&script, RECORD, &keys, &args),
+            )
+            .await;
             pending.fetch_sub(1, Ordering::AcqRel);
             match result {
-                Ok(Ok(())) => {
+                Ok(Ok(_)) => {
                     written.fetch_add(1, Ordering::Relaxed);
                     Ok(())
                 }
@@ -221,50 +617,20 @@ impl Ledger for RedisLedger {
         keys: &'a [&'a str],
     ) -> BoxFuture<'a, Result<Vec<Arc<Turn>>, LedgerError>> {
         async move {
-            let mut invocation = self.lookup.prepare_invoke();
-            let mut asked = Vec::with_capacity(keys.len() * 2);
-            for key in keys {
-                for kind in [KeyKind::ItemId, KeyKind::CallId] {
-                    invocation.key(self.key(&tenant, kind, key));
-                    asked.push(*key);
-                }
-            }
-            let mut conn = self.manager.clone();
-            let reply: Vec<Option<Vec<u8>>> =
-                tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn))
-                    .await
-                    .map_err(|_| LedgerError::Timeout)?
-                    .map_err(unavailable)?;
-            let mut seen: Vec<Vec<u8>> = Vec::new();
-            let mut turns = Vec::new();
-            for (pair, key) in reply.chunks(2).zip(asked) {
-                let (Some(Some(turn_key)), Some(Some(blob))) = (pair.first(), pair.get(1)) else {
-                    continue;
-                };
-                if seen.contains(turn_key) {
-                    continue;
-                }
-                // An undecodable entry is a miss, never an error for the client.
-                if let Ok(turn) = decode(blob) {
-                    if turn_holds(&turn, key) {
-                        seen.push(turn_key.clone());
-                        turns.push(Arc::new(turn));
-                    }
-                }
-            }
-            Ok(turns)
+            tokio::time::timeout(self.timeout, self.find(tenant, keys))
+                .await
+                .map_err(|_| LedgerError::Timeout)?
+                .map_err(unavailable)
         }
         .boxed()
     }
 
     fn ready(&self) -> BoxFuture<'_, bool> {
         async move {
-            let mut conn = self.manager.clone();
-            let ping = redis::cmd("PING");
             matches!(
                 tokio::time::timeout(
                     Duration::from_secs(1),
-                    ping.query_async::<String>(&mut conn)
+                    self.conn.on_every_primary(redis::cmd("PING"))
                 )
                 .await,
                 Ok(Ok(_))
@@ -277,6 +643,7 @@ impl Ledger for RedisLedger {
         LedgerStats {
             turns: self.written.load(Ordering::Relaxed),
             evictions: 0,
+            bytes: 0,
         }
     }
 
@@ -295,7 +662,60 @@ mod tests {
     fn turns_survive_the_round_trip_through_their_stored_form() {
         for stored in [true, false] {
             let t = turn("mcpl rs fc ig rs msg", stored);
-            assert_eq!(decode(&encode(&t).unwrap()).unwrap(), t);
+            let blob = encode(&t, 1_234_567).unwrap();
+            let (at, mut items) = open(&blob).unwrap();
+            assert_eq!(at, 12_345);
+            assert_eq!(compact::read_turn(&mut items).unwrap(), t);
         }
+    }
+
+    #[test]
+    fn cluster_urls_name_their_seed_nodes() {
+        assert_eq!(cluster_nodes("redis://h:1/0").unwrap(), None);
+        assert_eq!(
+            cluster_nodes("redis+cluster://a:1,b:2").unwrap().unwrap(),
+            ["redis://a:1", "redis://b:2"]
+        );
+        assert_eq!(
+            cluster_nodes("rediss+cluster://u:p@w@a:1, b:2/?protocol=resp3")
+                .unwrap()
+                .unwrap(),
+            [
+                "rediss://u:p@w@a:1?protocol=resp3",
+                "rediss://u:p@w@b:2?protocol=resp3"
+            ]
+        );
+        assert!(cluster_nodes("redis+cluster://a:1/3").is_err());
+        assert!(cluster_nodes("redis+cluster://").is_err());
+    }
+
+    #[test]
+    fn a_stored_turn_is_never_mistaken_for_a_pointer() {
+        let mut t = turn("rs", true);
+        t.items[0].id = "a".into();
+        assert!(encode(&t, 0).unwrap().len() > 8);
+    }
+
+    #[tokio::test]
+    async fn the_window_covers_the_retention_newest_first() {
+        let l = RedisLedger::new(
+            "redis://127.0.0.1:1/0",
+            "p",
+            Duration::from_secs(8),
+            Duration::from_millis(20),
+        )
+        .unwrap();
+        let tenant = TenantKey([0xab; 16]);
+        let keys = l.window(&tenant, 100_500);
+        let names: Vec<String> = keys
+            .iter()
+            .map(|k| String::from_utf8(k.clone()).unwrap())
+            .collect();
+        let tag = format!("{{{}}}", tenant.hex());
+        assert_eq!(names[0], format!("p:{tag}:1000:101"));
+        assert_eq!(names.last().unwrap(), &format!("p:{tag}:1000:92"));
+        assert_eq!(names.len(), 10);
+        assert!(l.fresh(tenths(100_000), 107_900));
+        assert!(!l.fresh(tenths(100_000), 108_000));
     }
 }

@@ -12,6 +12,7 @@ mod nginx;
 mod operations;
 mod properties;
 mod redis;
+mod redis_cluster;
 mod repair;
 mod sdk;
 mod stateless_azure;

@@ -377,3 +377,26 @@ async fn the_grafana_dashboard_queries_only_metrics_that_exist() {
         );
     }
 }
+
+#[tokio::test]
+async fn check_reports_the_turns_and_memory_of_the_running_memory_store() {
+    let fake = fake().await;
+    let proxy = Rethread::start(&fake.url(), &[]);
+    let first = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[]).await;
+    assert_eq!(first.status, 200);
+    let (addr, upstream) = (proxy.addr.clone(), fake.url());
+    let out = tokio::task::spawn_blocking(move || {
+        rethread(&["--listen", &addr, "--upstream", &upstream, "check"], &[])
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "store: the rethread on http://{} holds 1 turns in ",
+            proxy.addr
+        )),
+        "{text}"
+    );
+}

@@ -330,3 +330,15 @@ impl Drop for HttpsFake {
         let _ = std::fs::remove_file(&self.ca);
     }
 }
+
+/// The sum of every series of a metric family in a `/metrics` page.
+pub fn family_sum(metrics: &str, family: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
