@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::capture::{CaptureLimits, KeepPolicy};
+use crate::capture::CaptureLimits;
 use crate::config::Settings;
 use crate::forward::Upstream;
 use crate::ledger::Ledger;
@@ -23,11 +23,6 @@ pub struct App {
 
 impl App {
     pub fn capture_limits(&self) -> CaptureLimits {
-        CaptureLimits {
-            max_body: self.settings.body_limit,
-            keep: KeepPolicy {
-                full_item_max: self.settings.full_item_max,
-            },
-        }
+        CaptureLimits::from_settings(&self.settings.capture)
     }
 }

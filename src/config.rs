@@ -187,38 +187,69 @@ impl fmt::Debug for StoreKind {
     }
 }
 
-/// The effective settings.
+/// The effective settings, grouped by the part of rethread that reads them (the flags, the
+/// environment and the file stay flat: `SettingsArgs`).
 #[derive(Clone, Debug)]
 pub struct Settings {
+    pub server: ServerSettings,
+    pub upstream: UpstreamSettings,
+    pub store: StoreSettings,
+    pub capture: CaptureSettings,
+    pub repair: RepairSettings,
+    pub tenant_secret: Option<Secret>,
+}
+
+/// The listener, its clients' time limits, the runtime and logging.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
     pub listen: SocketAddr,
-    pub upstream: http::Uri,
+    pub header_timeout: Duration,
+    pub drain_timeout: Duration,
+    /// Runtime worker threads; `0`: one per CPU core.
+    pub workers: usize,
+    pub log_format: LogFormat,
+    pub log: String,
+}
+
+/// Where requests go and how long rethread waits for it.
+#[derive(Clone, Debug)]
+pub struct UpstreamSettings {
+    pub url: http::Uri,
     /// CA certificates (PEM) trusted beside the system roots.
-    pub upstream_ca: Option<PathBuf>,
-    pub store: StoreKind,
-    pub store_prefix: String,
-    pub store_timeout: Duration,
-    pub retention: Duration,
-    pub capacity: usize,
-    pub body_limit: usize,
-    pub full_item_max: usize,
-    pub full_items_budget: usize,
-    pub tenant_full_items_budget: usize,
+    pub ca: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
-    pub header_timeout: Duration,
-    pub repair: RestorePolicy,
+}
+
+/// Where turns are remembered, for how long, and how much.
+#[derive(Clone, Debug)]
+pub struct StoreSettings {
+    pub kind: StoreKind,
+    pub prefix: String,
+    pub timeout: Duration,
+    pub retention: Duration,
+    pub capacity: usize,
+    pub full_items_budget: usize,
+    pub tenant_full_items_budget: usize,
+}
+
+/// How much of a request and of a response rethread reads.
+#[derive(Clone, Copy, Debug)]
+pub struct CaptureSettings {
+    pub body_limit: usize,
+    pub full_item_max: usize,
+}
+
+/// What rethread may change in a request, and how hard it tries.
+#[derive(Clone, Debug)]
+pub struct RepairSettings {
+    pub policy: RestorePolicy,
     pub mode: Mode,
     pub fallback_retries: u32,
     pub stateless_include: bool,
     pub non_reasoning_models: ModelPatterns,
     /// Which rewrites of the client's own items apply.
     pub rewrites: Switches,
-    pub log_format: LogFormat,
-    pub log: String,
-    pub tenant_secret: Option<Secret>,
-    pub drain_timeout: Duration,
-    /// Runtime worker threads; `0`: one per CPU core.
-    pub workers: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -309,63 +340,110 @@ impl Settings {
             });
         }
         Ok(Settings {
-            listen: pick!(listen, SocketAddr::from(([127, 0, 0, 1], 8080))),
-            upstream,
-            upstream_ca: top.upstream_ca.or(file.upstream_ca),
-            store,
-            store_prefix: pick!(store_prefix, "rethread".to_owned()),
-            store_timeout: pick!(store_timeout, Span(Duration::from_millis(20))).0,
-            retention: pick!(retention, Span(Duration::from_secs(30 * 86_400))).0,
-            capacity: pick!(capacity, 1_000_000),
-            body_limit: pick!(body_limit, ByteSize(64 << 20)).0 as usize,
-            full_item_max: pick!(full_item_max, ByteSize(256 << 10)).0 as usize,
-            full_items_budget: pick!(full_items_budget, ByteSize(512 << 20)).0 as usize,
-            tenant_full_items_budget: pick!(tenant_full_items_budget, ByteSize(64 << 20)).0
-                as usize,
-            connect_timeout: pick!(connect_timeout, Span(Duration::from_secs(10))).0,
-            idle_timeout: pick!(idle_timeout, Span(Duration::from_secs(600))).0,
-            header_timeout: pick!(header_timeout, Span(Duration::from_secs(30))).0,
-            repair: pick!(repair, RestorePolicy::Group),
-            mode: pick!(mode, Mode::Repair),
-            fallback_retries: pick!(fallback_retries, 2),
-            stateless_include: pick!(stateless_include, true),
-            non_reasoning_models: pick!(non_reasoning_models, ModelPatterns::non_reasoning()),
-            rewrites: Switches {
-                moves: pick!(rewrite_move, true),
-                drops: pick!(rewrite_drop, true),
-                adopt: pick!(rewrite_adopt, true),
-                complete: pick!(rewrite_complete, true),
+            server: ServerSettings {
+                listen: pick!(listen, SocketAddr::from(([127, 0, 0, 1], 8080))),
+                header_timeout: pick!(header_timeout, Span(Duration::from_secs(30))).0,
+                drain_timeout: pick!(drain_timeout, Span(Duration::from_secs(30))).0,
+                workers: pick!(workers, 0),
+                log_format: pick!(log_format, LogFormat::Pretty),
+                log: top
+                    .log
+                    .or(file.log)
+                    .or_else(|| std::env::var("RUST_LOG").ok())
+                    .unwrap_or_else(|| "info".to_owned()),
             },
-            log_format: pick!(log_format, LogFormat::Pretty),
-            log: top
-                .log
-                .or(file.log)
-                .or_else(|| std::env::var("RUST_LOG").ok())
-                .unwrap_or_else(|| "info".to_owned()),
+            upstream: UpstreamSettings {
+                url: upstream,
+                ca: top.upstream_ca.or(file.upstream_ca),
+                connect_timeout: pick!(connect_timeout, Span(Duration::from_secs(10))).0,
+                idle_timeout: pick!(idle_timeout, Span(Duration::from_secs(600))).0,
+            },
+            store: StoreSettings {
+                kind: store,
+                prefix: pick!(store_prefix, "rethread".to_owned()),
+                timeout: pick!(store_timeout, Span(Duration::from_millis(20))).0,
+                retention: pick!(retention, Span(Duration::from_secs(30 * 86_400))).0,
+                capacity: pick!(capacity, 1_000_000),
+                full_items_budget: pick!(full_items_budget, ByteSize(512 << 20)).0 as usize,
+                tenant_full_items_budget: pick!(tenant_full_items_budget, ByteSize(64 << 20)).0
+                    as usize,
+            },
+            capture: CaptureSettings {
+                body_limit: pick!(body_limit, ByteSize(64 << 20)).0 as usize,
+                full_item_max: pick!(full_item_max, ByteSize(256 << 10)).0 as usize,
+            },
+            repair: RepairSettings {
+                policy: pick!(repair, RestorePolicy::Group),
+                mode: pick!(mode, Mode::Repair),
+                fallback_retries: pick!(fallback_retries, 2),
+                stateless_include: pick!(stateless_include, true),
+                non_reasoning_models: pick!(non_reasoning_models, ModelPatterns::non_reasoning()),
+                rewrites: Switches {
+                    moves: pick!(rewrite_move, true),
+                    drops: pick!(rewrite_drop, true),
+                    adopt: pick!(rewrite_adopt, true),
+                    complete: pick!(rewrite_complete, true),
+                },
+            },
             tenant_secret,
-            drain_timeout: pick!(drain_timeout, Span(Duration::from_secs(30))).0,
-            workers: pick!(workers, 0),
         })
     }
 
     /// The settings as `key = value` lines, secrets redacted.
     pub fn describe(&self) -> String {
+        let (server, upstream, store) = (&self.server, &self.upstream, &self.store);
+        let (capture, repair) = (&self.capture, &self.repair);
         let secret = if self.tenant_secret.is_some() {
             "*****"
         } else {
             "(random per process)"
         };
-        let upstream_ca = self.upstream_ca.as_ref().map_or_else(
+        let upstream_ca = upstream.ca.as_ref().map_or_else(
             || "(system roots only)".to_owned(),
             |p| p.display().to_string(),
         );
-        format!(
-            "listen = {}\nupstream = {}\nupstream_ca = {}\nstore = {:?}\nstore_prefix = {}\nstore_timeout = {:?}\nretention = {:?}\ncapacity = {}\nbody_limit = {}\nfull_item_max = {}\nfull_items_budget = {}\ntenant_full_items_budget = {}\nconnect_timeout = {:?}\nidle_timeout = {:?}\nheader_timeout = {:?}\nrepair = {:?}\nmode = {:?}\nfallback_retries = {}\nstateless_include = {}\nnon_reasoning_models = {}\nrewrite_move = {}\nrewrite_drop = {}\nrewrite_adopt = {}\nrewrite_complete = {}\nlog_format = {:?}\nlog = {}\ntenant_secret = {}\ndrain_timeout = {:?}\nworkers = {}\n",
-            self.listen, self.upstream, upstream_ca, self.store, self.store_prefix, self.store_timeout, self.retention, self.capacity, self.body_limit,
-            self.full_item_max, self.full_items_budget, self.tenant_full_items_budget, self.connect_timeout, self.idle_timeout, self.header_timeout,
-            self.repair, self.mode, self.fallback_retries, self.stateless_include, self.non_reasoning_models, self.rewrites.moves, self.rewrites.drops, self.rewrites.adopt, self.rewrites.complete, self.log_format, self.log, secret,
-            self.drain_timeout, self.workers
-        )
+        // Keys as the file writes them, grouped as the settings are.
+        let lines: [(&str, String); 29] = [
+            ("listen", server.listen.to_string()),
+            ("header_timeout", format!("{:?}", server.header_timeout)),
+            ("drain_timeout", format!("{:?}", server.drain_timeout)),
+            ("workers", server.workers.to_string()),
+            ("log_format", format!("{:?}", server.log_format)),
+            ("log", server.log.clone()),
+            ("tenant_secret", secret.to_owned()),
+            ("upstream", upstream.url.to_string()),
+            ("upstream_ca", upstream_ca),
+            ("connect_timeout", format!("{:?}", upstream.connect_timeout)),
+            ("idle_timeout", format!("{:?}", upstream.idle_timeout)),
+            ("store", format!("{:?}", store.kind)),
+            ("store_prefix", store.prefix.clone()),
+            ("store_timeout", format!("{:?}", store.timeout)),
+            ("retention", format!("{:?}", store.retention)),
+            ("capacity", store.capacity.to_string()),
+            ("full_items_budget", store.full_items_budget.to_string()),
+            (
+                "tenant_full_items_budget",
+                store.tenant_full_items_budget.to_string(),
+            ),
+            ("body_limit", capture.body_limit.to_string()),
+            ("full_item_max", capture.full_item_max.to_string()),
+            ("repair", format!("{:?}", repair.policy)),
+            ("mode", format!("{:?}", repair.mode)),
+            ("fallback_retries", repair.fallback_retries.to_string()),
+            ("stateless_include", repair.stateless_include.to_string()),
+            (
+                "non_reasoning_models",
+                repair.non_reasoning_models.to_string(),
+            ),
+            ("rewrite_move", repair.rewrites.moves.to_string()),
+            ("rewrite_drop", repair.rewrites.drops.to_string()),
+            ("rewrite_adopt", repair.rewrites.adopt.to_string()),
+            ("rewrite_complete", repair.rewrites.complete.to_string()),
+        ];
+        lines
+            .iter()
+            .map(|(key, value)| format!("{key} = {value}\n"))
+            .collect()
     }
 }
 
@@ -583,10 +661,10 @@ mod tests {
     #[test]
     fn defaults_fill_what_nothing_sets() {
         let s = Settings::resolve(SettingsArgs::default(), SettingsArgs::default()).unwrap();
-        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(s.upstream.to_string(), "https://api.openai.com/");
-        assert_eq!(s.retention, Duration::from_secs(30 * 86_400));
-        assert_eq!(s.body_limit, 64 << 20);
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.upstream.url.to_string(), "https://api.openai.com/");
+        assert_eq!(s.store.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(s.capture.body_limit, 64 << 20);
     }
 
     #[test]
@@ -619,9 +697,9 @@ mod tests {
         let file: SettingsArgs =
             toml::from_str("capacity = 5\nretention = \"2s\"\nlisten = \"127.0.0.1:1\"").unwrap();
         let s = Settings::resolve(args(&["--capacity", "7"]), file).unwrap();
-        assert_eq!(s.capacity, 7);
-        assert_eq!(s.retention, Duration::from_secs(2));
-        assert_eq!(s.listen.port(), 1);
+        assert_eq!(s.store.capacity, 7);
+        assert_eq!(s.store.retention, Duration::from_secs(2));
+        assert_eq!(s.server.listen.port(), 1);
     }
 
     #[test]
@@ -637,7 +715,7 @@ mod tests {
     fn the_azure_example_config_is_valid() {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/azure.toml");
         let s = Settings::resolve(SettingsArgs::default(), read_file(&path).unwrap()).unwrap();
-        assert_eq!(s.upstream.host(), Some("my-resource.openai.azure.com"));
+        assert_eq!(s.upstream.url.host(), Some("my-resource.openai.azure.com"));
     }
 
     #[test]
@@ -667,7 +745,7 @@ mod tests {
             ..Default::default()
         };
         let cluster = Settings::resolve(cluster, SettingsArgs::default()).unwrap();
-        assert!(matches!(cluster.store, StoreKind::Redis(_)));
+        assert!(matches!(cluster.store.kind, StoreKind::Redis(_)));
         assert!(!cluster.describe().contains("pw"), "{}", cluster.describe());
         let bad = SettingsArgs {
             store: Some("postgres://x".parse().unwrap()),

@@ -16,8 +16,8 @@ fn main() -> ExitCode {
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    if settings.workers > 0 {
-        builder.worker_threads(settings.workers);
+    if settings.server.workers > 0 {
+        builder.worker_threads(settings.server.workers);
     }
     let runtime = match builder.build() {
         Ok(rt) => rt,
@@ -37,7 +37,7 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.server.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal, never in a log file.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -45,7 +45,7 @@ fn init_logging(settings: &Settings) {
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    match settings.log_format {
+    match settings.server.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Pretty => builder.init(),
     }
@@ -53,7 +53,7 @@ fn init_logging(settings: &Settings) {
 
 async fn serve(settings: Settings) -> ExitCode {
     init_logging(&settings);
-    let upstream = settings.upstream.clone();
+    let upstream = settings.upstream.url.clone();
     let server = match rethread::server::bind(settings).await {
         Ok(server) => server,
         Err(e) => {

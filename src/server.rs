@@ -49,33 +49,26 @@ pub struct Server {
 }
 
 pub async fn bind(settings: Settings) -> Result<Server, StartError> {
-    let listener =
-        TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: settings.listen,
-                source,
-            })?;
-    let upstream = Upstream::new(
-        &settings.upstream,
-        settings.connect_timeout,
-        settings.idle_timeout,
-        settings.upstream_ca.as_deref(),
-    )
-    .map_err(StartError::Upstream)?;
+    let listener = TcpListener::bind(settings.server.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: settings.server.listen,
+            source,
+        })?;
+    let upstream = Upstream::from_settings(&settings.upstream).map_err(StartError::Upstream)?;
     let tenants = match &settings.tenant_secret {
         Some(secret) => Tenants::from_secret(secret.expose()),
         None => Tenants::random().map_err(StartError::Secret)?,
     };
-    let (ledger, sweeper): (Arc<dyn Ledger>, _) = match &settings.store {
+    let (ledger, sweeper): (Arc<dyn Ledger>, _) = match &settings.store.kind {
         StoreKind::Memory => {
             let budget = FullItemBudget {
-                total: settings.full_items_budget,
-                per_tenant: settings.tenant_full_items_budget,
+                total: settings.store.full_items_budget,
+                per_tenant: settings.store.tenant_full_items_budget,
             };
             let memory = Arc::new(MemoryLedger::new(
-                settings.retention,
-                settings.capacity,
+                settings.store.retention,
+                settings.store.capacity,
                 budget,
             ));
             (memory.clone(), Some(memory))
@@ -83,15 +76,15 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
         StoreKind::Redis(url) => {
             let redis = RedisLedger::new(
                 url.expose(),
-                &settings.store_prefix,
-                settings.retention,
-                settings.store_timeout,
+                &settings.store.prefix,
+                settings.store.retention,
+                settings.store.timeout,
             )
             .map_err(StartError::Store)?;
             (Arc::new(redis), None)
         }
     };
-    let models = crate::models::Models::new(settings.non_reasoning_models.clone());
+    let models = crate::models::Models::new(settings.repair.non_reasoning_models.clone());
     let app = Arc::new(App {
         models,
         settings,
@@ -208,8 +201,8 @@ impl Server {
         } = self;
         let settings = app.settings.clone();
         let sweep_task = sweeper.map(|memory| {
-            let every =
-                (settings.retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+            let every = (settings.store.retention / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(60));
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 loop {
@@ -225,7 +218,7 @@ impl Server {
             .http1()
             .preserve_header_case(true)
             .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_timeout);
+            .header_read_timeout(settings.server.header_timeout);
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
@@ -254,10 +247,10 @@ impl Server {
             }
         }
         drop(listener);
-        tracing::info!(drain_timeout = ?settings.drain_timeout, "shutting down; draining in-flight requests");
+        tracing::info!(drain_timeout = ?settings.server.drain_timeout, "shutting down; draining in-flight requests");
         tokio::select! {
             () = graceful.shutdown() => tracing::info!("drained"),
-            () = tokio::time::sleep(settings.drain_timeout) => tracing::warn!("drain timeout reached; closing remaining connections"),
+            () = tokio::time::sleep(settings.server.drain_timeout) => tracing::warn!("drain timeout reached; closing remaining connections"),
         }
         if let Some(task) = sweep_task {
             task.abort();

@@ -11,14 +11,14 @@ use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::capture::{Capture, CaptureLimits, KeepPolicy};
+use crate::capture::{Capture, CaptureLimits};
 use crate::config::Settings;
 use crate::repair::change::{self, Rules};
 use crate::repair::{request, splice};
 
 /// The address a local client should use for `listen` (a wildcard means this host).
 fn local_url(settings: &Settings) -> String {
-    let mut addr = settings.listen;
+    let mut addr = settings.server.listen;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
@@ -64,9 +64,9 @@ pub async fn health(settings: &Settings, url: Option<&str>) -> ExitCode {
 /// it agreed on, and test the store.
 pub async fn check(settings: &Settings) -> ExitCode {
     print!("{}", settings.describe());
-    let host = settings.upstream.host().unwrap_or("");
-    let port = settings.upstream.port_u16().unwrap_or(
-        if settings.upstream.scheme_str() == Some("https") {
+    let host = settings.upstream.url.host().unwrap_or("");
+    let port = settings.upstream.url.port_u16().unwrap_or(
+        if settings.upstream.url.scheme_str() == Some("https") {
             443
         } else {
             80
@@ -74,12 +74,7 @@ pub async fn check(settings: &Settings) -> ExitCode {
     );
     // The same client a request would use: same trust (system roots and `upstream_ca`), same
     // ALPN, so the protocol printed is the one requests will speak.
-    let upstream = crate::forward::Upstream::new(
-        &settings.upstream,
-        settings.connect_timeout,
-        settings.idle_timeout,
-        settings.upstream_ca.as_deref(),
-    );
+    let upstream = crate::forward::Upstream::from_settings(&settings.upstream);
     let ok = match upstream {
         Err(e) => {
             println!("upstream: UNUSABLE: {e}");
@@ -96,7 +91,7 @@ pub async fn check(settings: &Settings) -> ExitCode {
             }
         },
     };
-    let store_ok = match &settings.store {
+    let store_ok = match &settings.store.kind {
         crate::config::StoreKind::Memory => {
             println!("store: memory (always reachable)");
             match memory_usage(settings).await {
@@ -116,9 +111,9 @@ pub async fn check(settings: &Settings) -> ExitCode {
         crate::config::StoreKind::Redis(url) => {
             let redis = crate::ledger::redis::RedisLedger::new(
                 url.expose(),
-                &settings.store_prefix,
-                settings.retention,
-                settings.store_timeout,
+                &settings.store.prefix,
+                settings.store.retention,
+                settings.store.timeout,
             );
             let reachable = match &redis {
                 Ok(redis) => crate::ledger::Ledger::ready(redis).await,
@@ -225,11 +220,10 @@ fn explain_text(
     turn_paths: &[PathBuf],
     request_path: &PathBuf,
 ) -> Result<String, String> {
+    // Offline, a recorded response of any size is read.
     let limits = CaptureLimits {
         max_body: usize::MAX / 32,
-        keep: KeepPolicy {
-            full_item_max: settings.full_item_max,
-        },
+        ..CaptureLimits::from_settings(&settings.capture)
     };
     let mut turns = Vec::new();
     for path in turn_paths {
@@ -261,13 +255,13 @@ fn explain_text(
     // The same decision and splice as the proxy's; offline, only the configured patterns say
     // which models do not reason.
     let rules = Rules {
-        policy: settings.repair,
-        stateless_include: settings.stateless_include,
+        policy: settings.repair.policy,
+        stateless_include: settings.repair.stateless_include,
         model_may_reason: view
             .model
             .as_deref()
-            .is_none_or(|m| !settings.non_reasoning_models.matches(m)),
-        switches: settings.rewrites,
+            .is_none_or(|m| !settings.repair.non_reasoning_models.matches(m)),
+        switches: settings.repair.rewrites,
     };
     let (change, unrepairable) = change::decide(&body, &view, &turns, rules, &Default::default());
     let mut out = String::new();

@@ -223,6 +223,18 @@ pub struct CaptureLimits {
     pub keep: KeepPolicy,
 }
 
+impl CaptureLimits {
+    /// The limits the settings give.
+    pub fn from_settings(settings: &crate::config::CaptureSettings) -> Self {
+        CaptureLimits {
+            max_body: settings.body_limit,
+            keep: KeepPolicy {
+                full_item_max: settings.full_item_max,
+            },
+        }
+    }
+}
+
 enum Format {
     Json(Eliding),
     /// The framer, the builder, and the first event that could not be read.

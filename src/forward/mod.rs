@@ -74,6 +74,16 @@ impl std::fmt::Display for Negotiated {
 impl Upstream {
     /// A client for `base`; HTTPS trusts the system roots and, beside them, the CAs in
     /// `upstream_ca` (a PEM file).
+    /// The client for the configured upstream.
+    pub fn from_settings(settings: &crate::config::UpstreamSettings) -> std::io::Result<Self> {
+        Self::new(
+            &settings.url,
+            settings.connect_timeout,
+            settings.idle_timeout,
+            settings.ca.as_deref(),
+        )
+    }
+
     pub fn new(
         base: &Uri,
         connect_timeout: Duration,

@@ -31,9 +31,9 @@ pub async fn handle(
     let (mut parts, body) = request.into_parts();
     let tenant = app.tenants.key_for(&parts.headers);
     // A client that stops sending its body is cut off like one that stops sending its headers.
-    let idle = app.settings.header_timeout;
+    let idle = app.settings.server.header_timeout;
     let body = Body::new(crate::forward::IdleTimeout::new(body, idle));
-    let bytes = read_body(body, &parts.headers, app.settings.body_limit, idle).await?;
+    let bytes = read_body(body, &parts.headers, app.settings.capture.body_limit, idle).await?;
     app.upstream.prepare(&mut parts)?;
     let mut note = Outcome::default();
 
@@ -53,7 +53,7 @@ pub async fn handle(
         None => Planned::unchanged(),
     };
     let mut change = std::mem::take(&mut planned.change);
-    if app.settings.mode == Mode::Observe && !change.is_empty() {
+    if app.settings.repair.mode == Mode::Observe && !change.is_empty() {
         metrics::counter!(crate::metrics::WOULD_INSERT).increment(change.items() as u64);
         tracing::info!(rules = %change.rules_text(), ids = ?change.ids(), include = change.include, "observe mode: would change");
         change = Change::default();
@@ -81,8 +81,8 @@ pub async fn handle(
         // changed (it may be rethread's doing), or of a missing reasoning item memory lacked.
         let status = response.status();
         let changed = !change.is_empty();
-        let cold_possible = app.settings.mode == Mode::Repair
-            && retries < app.settings.fallback_retries
+        let cold_possible = app.settings.repair.mode == Mode::Repair
+            && retries < app.settings.repair.fallback_retries
             && upstream_error::is_content_refusal(status.as_u16());
         let worth_reading = upstream_error::is_content_refusal(status.as_u16())
             && reverted.is_none()

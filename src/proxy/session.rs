@@ -107,10 +107,10 @@ impl Planned {
 /// What memory and model knowledge say to change.
 pub async fn planned(app: &App, tenant: TenantKey, body: &[u8], view: &RequestView<'_>) -> Planned {
     let rules = Rules {
-        policy: app.settings.repair,
-        stateless_include: app.settings.stateless_include,
+        policy: app.settings.repair.policy,
+        stateless_include: app.settings.repair.stateless_include,
         model_may_reason: app.models.may_reason(tenant, view.model.as_deref()),
-        switches: app.settings.rewrites,
+        switches: app.settings.repair.rewrites,
     };
     let keys = lookup_keys(view);
     let turns = if keys.is_empty() {

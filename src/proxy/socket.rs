@@ -169,7 +169,7 @@ async fn outgoing(session: &Session, text: &str) -> String {
         }
     };
     let mut change = std::mem::take(&mut planned.change);
-    if app.settings.mode == Mode::Observe && !change.is_empty() {
+    if app.settings.repair.mode == Mode::Observe && !change.is_empty() {
         metrics::counter!(crate::metrics::WOULD_INSERT).increment(change.items() as u64);
         tracing::info!(rules = %change.rules_text(), ids = ?change.ids(), "observe mode: would change (websocket)");
         change = Change::default();
@@ -249,7 +249,9 @@ fn after_refusal(session: &Session, pending: &mut Pending, event: &[u8]) -> Opti
     if pending.reverted {
         return None;
     }
-    if app.settings.mode == Mode::Repair && pending.retries < app.settings.fallback_retries {
+    if app.settings.repair.mode == Mode::Repair
+        && pending.retries < app.settings.repair.fallback_retries
+    {
         let view = request::parse(&pending.original).ok()?;
         let next =
             pending
