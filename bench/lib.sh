@@ -196,10 +196,20 @@ children() { pgrep -P "$1" 2>/dev/null | tr '\n' ' '; }
 # ---------------------------------------------------------------------------------------------
 # Servers
 
-# start_fake PORT IMAGE_BYTES → sets FAKE_PID. The fake prints "listening on http://…" first.
+# HTTPS upstream (bench/run.sh UPSTREAM=tls-h1|tls-h2): with FAKE_TLS set to the ALPN protocols
+# the fake offers (`http/1.1` or `h2`), the fake serves HTTPS with a test CA of its own, written to
+# FAKE_CA; start_rethread then reaches it over https with `--upstream-ca FAKE_CA`, and start_nginx
+# with proxy_ssl_* against the same CA. Empty (the default): plain HTTP, as before.
+FAKE_TLS="${FAKE_TLS:-}"
+FAKE_CA="${FAKE_CA:-}"
+
+# start_fake PORT IMAGE_BYTES → sets FAKE_PID. The fake prints "listening on http(s)://…" first
+# (with FAKE_TLS, after writing its CA to FAKE_CA). Every start makes a new CA.
 start_fake() {
     local port="$1" image_bytes="$2" out="$BENCH_TMP/fake-$1.out" i
-    "$FAKE_BIN" --listen "127.0.0.1:$port" --image-bytes "$image_bytes" >"$out" 2>&1 &
+    local tls=()
+    [[ -n "$FAKE_TLS" ]] && tls=(--tls "$FAKE_TLS" --ca-out "$FAKE_CA")
+    "$FAKE_BIN" --listen "127.0.0.1:$port" --image-bytes "$image_bytes" "${tls[@]}" >"$out" 2>&1 &
     FAKE_PID=$!
     track "$FAKE_PID"
     for i in $(seq 100); do
@@ -226,7 +236,9 @@ restart_fake() {
 start_rethread() {
     local port="$1" up="$2" logf="$3" i
     shift 3
-    "$RETHREAD_BIN" --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$up" --log warn "$@" >"$logf" 2>&1 &
+    local upstream=(--upstream "http://127.0.0.1:$up")
+    [[ -n "$FAKE_TLS" ]] && upstream=(--upstream "https://127.0.0.1:$up" --upstream-ca "$FAKE_CA")
+    "$RETHREAD_BIN" --listen "127.0.0.1:$port" "${upstream[@]}" --log warn "$@" >"$logf" 2>&1 &
     RT_PID=$!
     track "$RT_PID"
     for i in $(seq 100); do
@@ -247,10 +259,25 @@ start_rethread() {
 #  - temp paths in the temp dir, so it needs nothing outside it.
 # With BIG_PORT (the soak), requests carrying `x-soak-upstream: big` go to that second fake
 # (the fake's image size is per process, and the soak mixes 100 KB and 1.5 MB image turns).
+# NGINX_BUFFERING=on: proxy_buffering on (the `nginx-buf` path; default off). With FAKE_TLS:
+# proxy_pass https:// to the fake, verified against FAKE_CA (name `localhost`, in the fake's
+# certificate; also sent as SNI), sessions reused, TLS 1.2–1.3 (nginx 1.22's default stops at 1.2,
+# rustls on the other paths negotiates 1.3). nginx speaks HTTP/1.1 to upstreams (no ALPN): with an
+# h2-only fake it still gets HTTP/1.1, since a client that offers no ALPN is not refused.
 start_nginx() {
     local port="$1" up="$2" big="${3:-}" dir="$BENCH_TMP/nginx-$1" i
     mkdir -p "$dir/tmp"
-    local target="http://fake" routing=""
+    local target="http://fake" routing="" tls_lines=""
+    if [[ -n "$FAKE_TLS" && -z "$big" ]]; then
+        target="https://fake"
+        tls_lines="proxy_ssl_trusted_certificate $FAKE_CA;
+            proxy_ssl_verify on;
+            proxy_ssl_verify_depth 2;
+            proxy_ssl_server_name on;
+            proxy_ssl_name localhost;
+            proxy_ssl_session_reuse on;
+            proxy_ssl_protocols TLSv1.2 TLSv1.3;"
+    fi
     if [[ -n "$big" ]]; then
         target='http://$soak_backend'
         routing="map \$http_x_soak_upstream \$soak_backend { default fake; big big; }
@@ -286,8 +313,9 @@ http {
             proxy_pass $target;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_buffering off;
+            proxy_buffering ${NGINX_BUFFERING:-off};
             proxy_request_buffering off;
+            $tls_lines
             proxy_read_timeout 300s;
             proxy_send_timeout 300s;
         }

@@ -16,7 +16,16 @@
 # PREFILL_MAX_SECONDS (time budget per store for the prefill), W5_IDS (turns the W5
 # follow-ups name), W4_DIRECT / W5_DIRECT (raw|repaired: what the direct and nginx paths send,
 # see below), REDIS (auto|0|1), BUILD (auto|0|1), FAKE_MEM_LIMIT_MB, WRK_TIMEOUT, PREFILL_CHUNK,
-# BENCH_KEEP_TMP=1.
+# BENCH_KEEP_TMP=1, UPSTREAM (plain|tls-h1|tls-h2), NGINX_BUF (0|1), W2_CONNS.
+#
+# UPSTREAM=tls-h1 / tls-h2: the fake serves HTTPS offering only HTTP/1.1 / only HTTP/2 (ALPN),
+# with a test CA of its own; rethread reaches it with --upstream-ca, nginx with proxy_pass
+# https:// and proxy_ssl_verify against the same CA (nginx speaks HTTP/1.1 to upstreams, so under
+# tls-h2 it still gets HTTP/1.1 over TLS), and `direct` is wrk / the SSE client over TLS. The
+# client side of nginx and rethread stays plain HTTP. The fake makes a new CA every time it
+# starts, so over TLS nginx and rethread are restarted with it at every restart of the fake
+# (before every measured run): W5 (whose prefilled ledger would be lost) is plain-only.
+# NGINX_BUF=1 adds the path `nginx-buf`: a second nginx, the same but with proxy_buffering on.
 #
 # W4 and W5 send follow-ups that only rethread can repair. Sent raw to the fake (direct, nginx)
 # they get its 400, which is far less work for the upstream than a turn; sent "repaired" they
@@ -47,6 +56,21 @@ REDIS="${REDIS:-auto}"
 W4_DIRECT="${W4_DIRECT:-raw}"
 W5_DIRECT="${W5_DIRECT:-repaired}"
 WRK_TIMEOUT="${WRK_TIMEOUT:-30s}" # wrk's default (2 s) would count slow W2/W4 answers as errors
+UPSTREAM="${UPSTREAM:-plain}"
+NGINX_BUF="${NGINX_BUF:-0}"
+W2_CONNS="${W2_CONNS:-16}"
+case "$UPSTREAM" in
+    plain) FAKE_TLS="" ;;
+    tls-h1) FAKE_TLS="http/1.1" ;;
+    tls-h2) FAKE_TLS="h2" ;;
+    *) echo "UPSTREAM must be plain, tls-h1 or tls-h2 (got '$UPSTREAM')" >&2; exit 2 ;;
+esac
+if [[ -n "$FAKE_TLS" && " $WORKLOADS " == *" W5 "* ]]; then
+    echo "UPSTREAM=$UPSTREAM: W5 runs over plain HTTP only (the fake's new CA at every restart means restarting rethread, which would drop W5's prefilled ledger); dropping W5" >&2
+    WORKLOADS="$(echo " $WORKLOADS " | sed 's/ W5 / /; s/^ *//; s/ *$//')"
+fi
+PATHS=(direct nginx rethread)
+[[ "$NGINX_BUF" == 1 ]] && PATHS=(direct nginx nginx-buf rethread)
 # The fake keeps every turn it generated (see lib.sh, restart_fake): at full speed one 10 s run
 # of W1 c=64 or W2 can make it hold ~10 GB. When its RSS passes this limit, the run is ended
 # early (SIGINT: wrk and the SSE client stop and report what they measured) and the report says
@@ -59,6 +83,7 @@ W2_IMAGE=1100000  # → a ~1.47 MB base64 result
 SMALL_IMAGE=2048  # the fake's default: W3, W4's first turn, W5
 
 bench_init
+FAKE_CA="$BENCH_TMP/upstream-ca.pem"
 need_tools wrk nginx python3 curl
 if [[ "$REDIS" != 0 && " $WORKLOADS " == *" W5 "* ]]; then
     if [[ "$REDIS" == 1 ]]; then
@@ -87,7 +112,10 @@ note machine "$(machine_line)"
 note git "$(git_line)"
 # rethread reads RETHREAD_* settings from the environment (e.g. RETHREAD_WORKERS=1): name them.
 rethread_env="$(env | grep -E '^RETHREAD_' | grep -v '^RETHREAD_TENANT_SECRET=' | sort | tr '\n' ' ' || true)"
-note settings "FAKE_MEM_LIMIT_MB=$FAKE_MEM_LIMIT_MB ROUNDS=$ROUNDS DURATION=${DURATION}s WARMUP=${WARMUP}s WORKLOADS='$WORKLOADS' PREFILL=$PREFILL PREFILL_MAX_SECONDS=$PREFILL_MAX_SECONDS W5_IDS=$W5_IDS W4_DIRECT=$W4_DIRECT W5_DIRECT=$W5_DIRECT${rethread_env:+ rethread env: ${rethread_env% }}"
+note settings "UPSTREAM=$UPSTREAM${FAKE_TLS:+ (fake offers ALPN $FAKE_TLS only)} NGINX_BUF=$NGINX_BUF W2_CONNS=$W2_CONNS FAKE_MEM_LIMIT_MB=$FAKE_MEM_LIMIT_MB ROUNDS=$ROUNDS DURATION=${DURATION}s WARMUP=${WARMUP}s WORKLOADS='$WORKLOADS' PREFILL=$PREFILL PREFILL_MAX_SECONDS=$PREFILL_MAX_SECONDS W5_IDS=$W5_IDS W4_DIRECT=$W4_DIRECT W5_DIRECT=$W5_DIRECT${rethread_env:+ rethread env: ${rethread_env% }}"
+if [[ -n "$FAKE_TLS" ]]; then
+    note upstream "HTTPS, the fake offering ALPN $FAKE_TLS only; rethread with --upstream-ca$( [[ $FAKE_TLS == h2 ]] && echo ' (HTTP/2)' || echo ' (HTTP/1.1)'); nginx proxy_pass https with proxy_ssl_verify, session reuse, keepalive 64 (HTTP/1.1 to the upstream$( [[ $FAKE_TLS == h2 ]] && echo ': nginx offers no ALPN, so the h2-only fake speaks HTTP/1.1 to it')); direct: wrk and the SSE client over TLS, HTTP/1.1 (no ALPN). The fake makes a new CA at every start, so nginx and rethread are restarted with it before every measured run (before its warm-up): peak RSS is that of a fresh rethread per run, and growth across rounds is not measured"
+fi
 [[ "$QUICK" == 1 ]] && note mode "QUICK mode (2 rounds × 3 s): a trial of the harness, not the reference run"
 
 # ---------------------------------------------------------------------------------------------
@@ -114,8 +142,21 @@ echo '{"model":"gpt-5","input":"hi"}' >"$BENCH_TMP/small.json"
 
 FAKE_PORT="$(free_port)"
 NGINX_PORT="$(free_port)"
-start_nginx "$NGINX_PORT" "$FAKE_PORT"
+NGINX2_PORT=""
+NGINX2_PID=""
 FAKE_PID=""
+if [[ -n "$FAKE_TLS" ]]; then
+    # nginx checks proxy_ssl_trusted_certificate when it starts: it needs the CA file there.
+    start_fake "$FAKE_PORT" "$SMALL_IMAGE"
+fi
+start_nginx "$NGINX_PORT" "$FAKE_PORT"
+if [[ "$NGINX_BUF" == 1 ]]; then
+    NGINX2_PORT="$(free_port)"
+    NGINX_PID1="$NGINX_PID"
+    NGINX_BUFFERING=on start_nginx "$NGINX2_PORT" "$FAKE_PORT"
+    NGINX2_PID="$NGINX_PID"
+    NGINX_PID="$NGINX_PID1"
+fi
 
 RT_PID=""
 RT_PORT=""
@@ -128,6 +169,7 @@ port_of() {
     case "$1" in
         direct) echo "$FAKE_PORT" ;;
         nginx) echo "$NGINX_PORT" ;;
+        nginx-buf) echo "$NGINX2_PORT" ;;
         rethread) echo "$RT_PORT" ;;
         rethread-redis) echo "$RT2_PORT" ;;
     esac
@@ -138,6 +180,7 @@ proxy_pids() {
     case "$1" in
         direct) echo "" ;;
         nginx) echo "$NGINX_PID $(children "$NGINX_PID")" ;;
+        nginx-buf) echo "$NGINX2_PID $(children "$NGINX2_PID")" ;;
         rethread) echo "$RT_PID" ;;
         rethread-redis) echo "$RT2_PID" ;;
     esac
@@ -184,13 +227,27 @@ guarded() {
     return "$rc"
 }
 
+# url_of PORT: the Responses URL on that port; https for the fake when it serves TLS (wrk does
+# not verify certificates; the SSE client and curl are given the CA).
+url_of() {
+    if [[ -n "$FAKE_TLS" && "$1" == "$FAKE_PORT" ]]; then
+        echo "https://127.0.0.1:$1/v1/responses"
+    else
+        echo "http://127.0.0.1:$1/v1/responses"
+    fi
+}
+
+# tls_args PORT: the SSE client's / curl's extra arguments to reach PORT (the CA for the fake).
+sse_tls() { [[ -n "$FAKE_TLS" && "$1" == "$FAKE_PORT" ]] && echo "--tls-ca $FAKE_CA" || true; }
+curl_tls() { [[ -n "$FAKE_TLS" && "$1" == "$FAKE_PORT" ]] && echo "--cacert $FAKE_CA" || true; }
+
 # wrk_run PORT CONNS SECONDS LUA OUTFILE [ENV=VALUE...]: runs wrk, leaves its output in OUTFILE.
 wrk_run() {
     local port="$1" conns="$2" secs="$3" lua="$4" out="$5"
     shift 5
     local threads=$((conns < 2 ? conns : 2)) # 2 cores: more wrk threads only steal CPU
     guarded "$out" env "$@" wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout "$WRK_TIMEOUT" \
-        -s "$BENCH_LUA_DIR/$lua" "http://127.0.0.1:$port/v1/responses" ||
+        -s "$BENCH_LUA_DIR/$lua" "$(url_of "$port")" ||
         { cat "$out" >&2; die "wrk failed (see above)"; }
     grep -q '^BENCH_JSON' "$out" || { cat "$out" >&2; die "wrk printed no BENCH_JSON line"; }
 }
@@ -200,15 +257,16 @@ load() {
     local wl="$1" path="$2" secs="$3" out="$4" port
     port="$(port_of "$path")"
     local plain=0 # 1: a direct/nginx path that gets the follow-up already repaired
-    [[ "$path" == direct || "$path" == nginx ]] && plain=1
+    [[ "$path" == direct || "$path" == nginx* ]] && plain=1
     case "$wl" in
         W1c1) wrk_run "$port" 1 "$secs" post.lua "$out" BENCH_BODY="$BENCH_TMP/w1.json" BENCH_SHAPE=rs,ig,msg ;;
         W1c64) wrk_run "$port" 64 "$secs" post.lua "$out" BENCH_BODY="$BENCH_TMP/w1.json" BENCH_SHAPE=rs,ig,msg ;;
-        W2) wrk_run "$port" 16 "$secs" post.lua "$out" BENCH_BODY="$BENCH_TMP/w1.json" BENCH_SHAPE=rs,ig,msg ;;
+        W2) wrk_run "$port" "$W2_CONNS" "$secs" post.lua "$out" BENCH_BODY="$BENCH_TMP/w1.json" BENCH_SHAPE=rs,ig,msg ;;
         W3c1 | W3c64)
             local c=1
             [[ "$wl" == W3c64 ]] && c=64
-            guarded "$out" python3 "$SSE" --port "$port" --body "$BENCH_TMP/w3.json" --shape "$W3_SHAPE" \
+            # shellcheck disable=SC2046
+            guarded "$out" python3 "$SSE" --port "$port" $(sse_tls "$port") --body "$BENCH_TMP/w3.json" --shape "$W3_SHAPE" \
                 -c "$c" --duration "$secs" || { cat "$out" >&2; die "sse_client failed"; }
             ;;
         W4)
@@ -233,10 +291,29 @@ image_of() {
     esac
 }
 
+# restart_upstream IMAGE_BYTES: a fresh fake on FAKE_PORT. Over TLS it comes with a new CA, so
+# nginx (same ports) and rethread (a new port, same arguments) are restarted to trust it.
+restart_upstream() {
+    restart_fake "$FAKE_PORT" "$1"
+    if [[ -n "$FAKE_TLS" ]]; then
+        stop_proc "$NGINX_PID"
+        start_nginx "$NGINX_PORT" "$FAKE_PORT"
+        if [[ -n "$NGINX2_PID" ]]; then
+            local keep="$NGINX_PID"
+            stop_proc "$NGINX2_PID"
+            NGINX_BUFFERING=on start_nginx "$NGINX2_PORT" "$FAKE_PORT"
+            NGINX2_PID="$NGINX_PID"
+            NGINX_PID="$keep"
+        fi
+        [[ -n "$RT_PID" ]] && new_rethread "$RT_WL" ${RT_ARGS[@]+"${RT_ARGS[@]}"}
+    fi
+    return 0
+}
+
 # fresh_upstream WORKLOAD PATH: a new fake, then what the run's requests need to exist in it.
 fresh_upstream() {
     local wl="$1" path="$2"
-    restart_fake "$FAKE_PORT" "$(image_of "$wl")"
+    restart_upstream "$(image_of "$wl")"
     case "$wl" in
         W4)
             # A new image turn (through rethread, so it is learned) and the follow-up naming it.
@@ -254,7 +331,7 @@ fresh_upstream() {
 # expectation WORKLOAD PATH: raw W4/W5 follow-ups are only repaired through rethread; on the
 # direct and nginx paths the fake answers its 400 ("… without its required 'reasoning' item").
 expectation() {
-    if [[ "$2" == direct || "$2" == nginx ]] &&
+    if [[ "$2" == direct || "$2" == nginx* ]] &&
         [[ ("$1" == W4 && "$W4_DIRECT" == raw) || ("$1" == W5 && "$W5_DIRECT" == raw) ]]; then
         echo 400
     else
@@ -336,6 +413,8 @@ rounds() {
 new_rethread() {
     local wl="$1"
     shift
+    RT_WL="$wl"
+    RT_ARGS=("$@")
     [[ -n "$RT_PID" ]] && stop_proc "$RT_PID"
     RT_PORT="$(free_port)"
     start_rethread "$RT_PORT" "$FAKE_PORT" "$BENCH_TMP/rethread-$wl.log" "$@"
@@ -343,7 +422,12 @@ new_rethread() {
 
 end_workload() {
     local wl="$1"
-    note "$wl.rethread VmHWM at the end" "$(($(hwm_kb "$RT_PID") / 1024)) MB"
+    if [[ -n "$FAKE_TLS" ]]; then
+        # Over TLS rethread was restarted before every run: the last process may have served none.
+        note "$wl.rethread VmHWM at the end" "not measured over TLS (a fresh rethread per run: see the peak RSS column)"
+    else
+        note "$wl.rethread VmHWM at the end" "$(($(hwm_kb "$RT_PID") / 1024)) MB"
+    fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -354,9 +438,10 @@ post_check() {
     local port="$1" body="$2" shape="${3:-}"
     local hdr=()
     [[ -n "$shape" ]] && hdr=(-H "x-fake-shape: $shape")
-    curl -sS -o "$BENCH_TMP/check.body" -D "$BENCH_TMP/check.head" -w '%{http_code} %{size_download}' \
+    # shellcheck disable=SC2046
+    curl -sS $(curl_tls "$port") -o "$BENCH_TMP/check.body" -D "$BENCH_TMP/check.head" -w '%{http_code} %{size_download}' \
         -H 'Authorization: Bearer bench' -H 'Content-Type: application/json' "${hdr[@]}" \
-        --data-binary "@$body" "http://127.0.0.1:$port/v1/responses"
+        --data-binary "@$body" "$(url_of "$port")"
     printf ' %s\n' "$(awk -F': ' 'tolower($1) == "x-rethread-inserted" {gsub(/\r/, "", $2); print $2}' "$BENCH_TMP/check.head")"
 }
 
@@ -364,19 +449,19 @@ check_workload() {
     local wl="$1" status size ins
     case "$wl" in
         W1c1)
-            restart_fake "$FAKE_PORT" "$W1_IMAGE"
+            restart_upstream "$W1_IMAGE"
             read -r status size ins <<<"$(post_check "$RT_PORT" "$BENCH_TMP/w1.json" rs,ig,msg)"
             [[ "$status" == 200 ]] || die "W1 check: HTTP $status through rethread"
             note "W1c1.response size" "$size bytes (request $(stat -c %s "$BENCH_TMP/w1.json") bytes)"
             ;;
         W2)
-            restart_fake "$FAKE_PORT" "$W2_IMAGE"
+            restart_upstream "$W2_IMAGE"
             read -r status size ins <<<"$(post_check "$RT_PORT" "$BENCH_TMP/w1.json" rs,ig,msg)"
             [[ "$status" == 200 ]] || die "W2 check: HTTP $status through rethread"
             note "W2.response size" "$size bytes"
             ;;
         W3c1)
-            restart_fake "$FAKE_PORT" "$SMALL_IMAGE"
+            restart_upstream "$SMALL_IMAGE"
             curl -sS -N -H 'Authorization: Bearer bench' -H 'Content-Type: application/json' \
                 -H "x-fake-shape: $W3_SHAPE" --data-binary "@$BENCH_TMP/w3.json" \
                 "http://127.0.0.1:$RT_PORT/v1/responses" >"$BENCH_TMP/w3.sse"
@@ -390,9 +475,11 @@ check_workload() {
             # (~40 ms on Linux). The same 20 streams with and without the client acknowledging
             # at once tell: a large difference means W3 measures that stall on every path.
             local plain quick
-            plain="$(python3 "$SSE" --port "$FAKE_PORT" --body "$BENCH_TMP/w3.json" --shape "$W3_SHAPE" -c 1 --requests 20 |
+            # shellcheck disable=SC2046
+            plain="$(python3 "$SSE" --port "$FAKE_PORT" $(sse_tls "$FAKE_PORT") --body "$BENCH_TMP/w3.json" --shape "$W3_SHAPE" -c 1 --requests 20 |
                 python3 -c 'import json,sys; print(json.loads(sys.stdin.read().split(" ",1)[1])["ttfb_p50_us"])')"
-            quick="$(python3 "$SSE" --port "$FAKE_PORT" --body "$BENCH_TMP/w3.json" --shape "$W3_SHAPE" -c 1 --requests 20 --quickack |
+            # shellcheck disable=SC2046
+            quick="$(python3 "$SSE" --port "$FAKE_PORT" $(sse_tls "$FAKE_PORT") --body "$BENCH_TMP/w3.json" --shape "$W3_SHAPE" -c 1 --requests 20 --quickack |
                 python3 -c 'import json,sys; print(json.loads(sys.stdin.read().split(" ",1)[1])["ttfb_p50_us"])')"
             if ((plain > 20000 && quick * 4 < plain)); then
                 note "W3c1.upstream Nagle stall" "YES: direct TTFB p50 $((plain / 1000)) ms, $((quick / 1000)) ms when the client ACKs at once — the fake writes small SSE chunks without TCP_NODELAY, so each stream on a kept-alive connection waits ~40 ms for a delayed ACK (the proxies' upstream sockets too); W3 latencies are dominated by it until the fake sets TCP_NODELAY"
@@ -499,21 +586,21 @@ for wl in $WORKLOADS; do
     case "$wl" in
         W1)
             for sub in W1c1 W1c64; do
-                log "$sub: ${ROUNDS} rounds × ${DURATION}s × 3 paths"
+                log "$sub: ${ROUNDS} rounds × ${DURATION}s × ${#PATHS[@]} paths"
                 new_rethread "$sub"
                 check_workload "$sub"
-                rounds "$sub" direct nginx rethread
+                rounds "$sub" "${PATHS[@]}"
                 end_workload "$sub"
             done
             ;;
         W2)
-            log "W2: ${ROUNDS} rounds × ${DURATION}s × 3 paths"
+            log "W2: ${ROUNDS} rounds × ${DURATION}s × ${#PATHS[@]} paths"
             new_rethread W2
             check_workload W2
-            rounds W2 direct nginx rethread
+            rounds W2 "${PATHS[@]}"
             end_workload W2
             # Growth across rounds: the peak RSS of each rethread round, in order.
-            note "W2.rethread peak RSS per round (MB)" "$(python3 - "$RESULTS" <<'EOF'
+            note "W2.rethread peak RSS per round (MB)$([[ -n "$FAKE_TLS" ]] && echo ', a fresh rethread each run over TLS')" "$(python3 - "$RESULTS" <<'EOF'
 import json, sys
 rs = [json.loads(l) for l in open(sys.argv[1])]
 peaks = [r["rss_peak_kb"] // 1024 for r in rs if r["workload"] == "W2" and r["path"] == "rethread"]
@@ -525,18 +612,18 @@ EOF
             ;;
         W3)
             for sub in W3c1 W3c64; do
-                log "$sub: ${ROUNDS} rounds × ${DURATION}s × 3 paths"
+                log "$sub: ${ROUNDS} rounds × ${DURATION}s × ${#PATHS[@]} paths"
                 new_rethread "$sub"
                 check_workload "$sub"
-                rounds "$sub" direct nginx rethread
+                rounds "$sub" "${PATHS[@]}"
                 end_workload "$sub"
             done
             ;;
         W4)
-            log "W4: ${ROUNDS} rounds × ${DURATION}s × 3 paths"
+            log "W4: ${ROUNDS} rounds × ${DURATION}s × ${#PATHS[@]} paths"
             new_rethread W4
             check_workload W4
-            rounds W4 direct nginx rethread
+            rounds W4 "${PATHS[@]}"
             end_workload W4
             ;;
         W5)
@@ -544,7 +631,7 @@ EOF
             new_rethread W5
             prefill "$RT_PORT" memory
             note "W5.rethread RSS after prefill (memory store)" "$(($(rss_kb "$RT_PID") / 1024)) MB for $PREFILLED turns"
-            paths=(direct nginx rethread)
+            paths=("${PATHS[@]}")
             if [[ "$REDIS" != 0 ]]; then
                 REDIS_PORT="$(free_port)"
                 start_redis "$REDIS_PORT"

@@ -20,12 +20,12 @@ import sys
 
 BAD_FRACTION = 0.001  # 0.1 %
 
-PATH_ORDER = ["direct", "nginx", "rethread", "rethread-redis"]
+PATH_ORDER = ["direct", "nginx", "nginx-buf", "rethread", "rethread-redis"]
 
 WORKLOAD_TEXT = {
     "W1c1": "W1: 2 KB JSON request → ~100 KB Responses object (rs, ig 75 KB, msg), c=1",
     "W1c64": "W1: 2 KB JSON request → ~100 KB Responses object (rs, ig 75 KB, msg), c=64",
-    "W2": "W2: image turn, ~1.5 MB base64 `result`, c=16",
+    "W2": "W2: image turn, ~1.5 MB base64 `result`, c=16 (W2_CONNS)",
     "W3c1": "W3: SSE stream of ~200 events, c=1",
     "W3c64": "W3: SSE stream of ~200 events, c=64",
     "W4": "W4: follow-up with a 5 MB `input_image` data URL needing repair, c=4",
@@ -206,6 +206,27 @@ def render(results_path, notes_path, out_path):
             if rt["cpu"] is not None and n["cpu"]:
                 w(f"| proxy CPU/1k | | {ratio(rt['cpu'], n['cpu'])} | | | |")
             w("")
+            nb = agg.get("nginx-buf")
+            if nb:
+                # The issue-14 goals compare with the better of nginx's two settings, per figure.
+                w("Against the better nginx per figure (buffering off or on): rethread's added latency ÷ "
+                  "the better nginx's added latency, and req/s ÷ the better nginx's.")
+                w("")
+                w("| figure | added by rethread | added by better nginx (which) | added ratio |")
+                w("|---|---:|---:|---:|")
+                for label, k in keys:
+                    if rt[k] is None or d[k] is None:
+                        continue
+                    best = min((x for x in (("nginx", n[k]), ("nginx-buf", nb[k])) if x[1] is not None),
+                               key=lambda x: x[1], default=None)
+                    if best is None:
+                        continue
+                    ar, an = rt[k] - d[k], best[1] - d[k]
+                    w(f"| {label} | {ms(ar)} | {ms(an)} ({best[0]}) | "
+                      f"{'—' if an <= 0 else f'{ar / an:.2f}×'} |")
+                bn = max(("nginx", n["rps"]), ("nginx-buf", nb["rps"]), key=lambda x: x[1] or 0)
+                w(f"| req/s | {fmt(rt['rps'], '.0f')} | {fmt(bn[1], '.0f')} ({bn[0]}) | {ratio(rt['rps'], bn[1])} |")
+                w("")
             p50k = "ttlb_p50_us" if sse else "p50"
             summary.append((wl, rt[p50k] / d[p50k] if d[p50k] else None,
                             rt[p50k] / n[p50k] if n[p50k] else None,

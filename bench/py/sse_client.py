@@ -2,6 +2,7 @@
 """W3 load client: time to first byte (TTFB) and time to last byte (TTLB) of streamed answers.
 
     sse_client.py --port P --body FILE --shape rs,msg,... -c 64 (--duration 10 | --requests N)
+                  [--tls-ca CA.pem]   (HTTPS to the server, verified against that CA: the fake over TLS)
 
 wrk only measures the whole request, so this client opens C keep-alive connections with raw
 sockets (asyncio protocols: one callback per socket read, no per-event work in Python beyond
@@ -21,6 +22,7 @@ import asyncio
 import json
 import signal
 import socket
+import ssl
 import sys
 import time
 
@@ -190,7 +192,7 @@ class Conn(asyncio.Protocol):
 STOP = False  # set by SIGINT/SIGTERM: finish the requests in flight, start no new one
 
 
-async def worker(loop, port, request, deadline, budget, stats):
+async def worker(loop, port, request, deadline, budget, stats, tls=None):
     conn = None
     while True:
         if STOP or (deadline is not None and time.perf_counter() >= deadline):
@@ -200,7 +202,11 @@ async def worker(loop, port, request, deadline, budget, stats):
                 return
             budget[0] -= 1
         if conn is None or conn.lost:
-            _, conn = await loop.create_connection(Conn, "127.0.0.1", port)
+            if tls is None:
+                _, conn = await loop.create_connection(Conn, "127.0.0.1", port)
+            else:  # the fake's test certificate names localhost and 127.0.0.1
+                _, conn = await loop.create_connection(Conn, "127.0.0.1", port, ssl=tls,
+                                                       server_hostname="localhost")
         conn.resp = Response()
         conn.t_first = None
         conn.waiter = loop.create_future()
@@ -256,7 +262,8 @@ async def run(args):
     start = time.perf_counter()
     deadline = start + args.duration if args.requests is None else None
     budget = [args.requests] if args.requests is not None else None
-    await asyncio.gather(*(worker(loop, args.port, request, deadline, budget, stats)
+    tls = ssl.create_default_context(cafile=args.tls_ca) if args.tls_ca else None
+    await asyncio.gather(*(worker(loop, args.port, request, deadline, budget, stats, tls)
                            for _ in range(args.connections)))
     elapsed = time.perf_counter() - start
     ttfb = sorted(stats["ttfb"])
@@ -285,6 +292,8 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--body", required=True, help="request body file (must say \"stream\": true)")
     p.add_argument("--shape", default="", help="x-fake-shape header")
+    p.add_argument("--tls-ca", default="",
+                   help="connect with TLS (HTTP/1.1, no ALPN), trusting this CA file (PEM)")
     p.add_argument("-c", "--connections", type=int, default=1)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--duration", type=float, help="seconds; requests in flight at the end complete")
