@@ -37,8 +37,11 @@ pub enum StartError {
     Upstream(std::io::Error),
     #[error("cannot create a tenant secret: {0}")]
     Secret(std::io::Error),
-    #[error("store: {0}")]
-    Store(String),
+    #[error("store: {source}{}", crate::error::causes(.source))]
+    Store {
+        #[source]
+        source: crate::ledger::redis::StoreError,
+    },
 }
 
 /// A bound, not yet serving, rethread.
@@ -80,7 +83,7 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
                 settings.store.retention,
                 settings.store.timeout,
             )
-            .map_err(StartError::Store)?;
+            .map_err(|source| StartError::Store { source })?;
             (Arc::new(redis), None)
         }
     };

@@ -118,7 +118,7 @@ pub async fn check(settings: &Settings) -> ExitCode {
             let reachable = match &redis {
                 Ok(redis) => crate::ledger::Ledger::ready(redis).await,
                 Err(e) => {
-                    println!("store: {e}");
+                    println!("store: {e}{}", crate::error::causes(e));
                     false
                 }
             };

@@ -19,7 +19,7 @@ pub mod redis;
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] crate::error::BoxError),
     #[error("store timed out")]
     Timeout,
 }

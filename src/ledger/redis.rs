@@ -282,8 +282,20 @@ pub struct RedisLedger {
     pending: Arc<AtomicU64>,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> LedgerError {
-    LedgerError::Unavailable(e.to_string())
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> LedgerError {
+    LedgerError::Unavailable(Box::new(e))
+}
+
+/// Why a store URL cannot make a client.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL's shape (rethread's own words: no part of the URL is quoted).
+    #[error("{0}")]
+    Url(String),
+    #[error("invalid store URL")]
+    Invalid(#[source] redis::RedisError),
+    #[error("cannot prepare the store client")]
+    Client(#[source] redis::RedisError),
 }
 
 fn now_ms() -> u64 {
@@ -337,30 +349,29 @@ impl RedisLedger {
         prefix: &str,
         retention: Duration,
         timeout: Duration,
-    ) -> Result<Self, String> {
-        let conn = match cluster_nodes(url)? {
+    ) -> Result<Self, StoreError> {
+        let conn = match cluster_nodes(url).map_err(StoreError::Url)? {
             Some(nodes) => {
                 let client = ClusterClient::builder(nodes)
                     .retries(3)
                     .min_retry_wait(20)
                     .max_retry_wait(500)
                     .build()
-                    .map_err(|e| format!("invalid store URL: {e}"))?;
+                    .map_err(StoreError::Invalid)?;
                 let config = ClusterConfig::new()
                     .set_connection_timeout(Duration::from_secs(1))
                     .set_response_timeout(Duration::from_secs(2));
                 Conn::Cluster(client.get_pending_async_connection_with_config(config))
             }
             None => {
-                let client =
-                    redis::Client::open(url).map_err(|e| format!("invalid store URL: {e}"))?;
+                let client = redis::Client::open(url).map_err(StoreError::Invalid)?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(1)))
                     .set_response_timeout(Some(Duration::from_secs(2)))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_millis(500));
                 let manager = ConnectionManager::new_lazy_with_config(client, config)
-                    .map_err(|e| format!("cannot prepare the store client: {e}"))?;
+                    .map_err(StoreError::Client)?;
                 Conn::Node(manager)
             }
         };
