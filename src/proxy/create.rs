@@ -11,14 +11,14 @@ use http::{header, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Limited};
 
 use super::outcome::Outcome;
-use super::session::{captured, planned, record_repair, Planned};
+use super::session::{captured, planned, record_repair, Next, Planned};
 use crate::app::App;
 use crate::capture::decode::Decoder;
 use crate::config::Mode;
 use crate::error::{is_caused_by, ProxyError};
 use crate::forward::{ChunksBody, Prefixed};
 use crate::repair::change::Change;
-use crate::repair::request::{self, RequestView};
+use crate::repair::request;
 use crate::repair::upstream_error::{self, Refusal, UpstreamError};
 
 /// Largest upstream error body read to see what the refusal was.
@@ -59,7 +59,6 @@ pub async fn handle(
         change = Change::default();
     }
 
-    let mut retries = 0;
     let mut reverted: Option<&'static str> = None;
     let response = loop {
         let body = match (&view, change.is_empty()) {
@@ -77,19 +76,13 @@ pub async fn handle(
         let response = app.upstream.send(upstream_request).await?;
         note.upstream += sent.elapsed();
 
-        // Only a refusal of the request's content is worth reading: of a request rethread
-        // changed (it may be rethread's doing), or of a missing reasoning item memory lacked.
+        // Only a refusal of the request's content is worth reading, and only once the client's
+        // own request has not been sent yet: it may be answered by another change, or by the
+        // client's bytes.
         let status = response.status();
-        let changed = !change.is_empty();
-        let cold_possible = app.settings.repair.mode == Mode::Repair
-            && retries < app.settings.repair.fallback_retries
-            && upstream_error::is_content_refusal(status.as_u16());
-        let worth_reading = upstream_error::is_content_refusal(status.as_u16())
-            && reverted.is_none()
-            && (changed || cold_possible);
-        let Some(view) = view.as_ref().filter(|_| worth_reading) else {
+        if !upstream_error::is_content_refusal(status.as_u16()) || reverted.is_some() {
             break response;
-        };
+        }
         let (head, body) = response.into_parts();
         let (error, body) = match read_error_body(body).await {
             Ok(error) => {
@@ -108,68 +101,23 @@ pub async fn handle(
             code: None,
             param: None,
         });
-        if error.refusal.model_does_not_reason() {
-            if let Some(model) = &model {
-                app.models.learn(tenant, model, false);
-            }
-        }
-        match further_repair(
-            view,
+        let next = planned.after_refusal(
+            app,
+            tenant,
+            model.as_deref(),
             &bytes,
+            view.as_ref(),
             &change,
-            &mut planned,
-            &error.refusal,
-            cold_possible,
-        ) {
-            Some(Further::Cold(next)) => {
-                tracing::debug!(ids = ?next.ids(), rules = %next.rules_text(), "upstream named what to change; retrying with it");
-                metrics::counter!(crate::metrics::FALLBACK_RETRIES, "outcome" => "retried")
-                    .increment(1);
-                change = next;
-                retries += 1;
-                continue;
-            }
-            Some(Further::WithoutInclude(next)) => {
-                tracing::info!(
-                    reason = error.refusal.label(),
-                    "upstream refused encrypted reasoning for this model; retrying without adding it"
-                );
-                metrics::counter!(crate::metrics::REVERTS, "reason" => error.refusal.label())
-                    .increment(1);
-                change = next;
-                continue;
-            }
-            None => {}
-        }
-        if retries > 0 {
-            metrics::counter!(crate::metrics::FALLBACK_RETRIES, "outcome" => "still_failed")
-                .increment(1);
-        }
-        if !changed {
-            // The client's own request, refused: say what it was (the Azure wording of a missing
-            // reasoning item names none, so nothing can be inserted from it).
-            tracing::info!(
-                status = status.as_u16(),
-                reason = error.refusal.label(),
-                code = error.code.as_deref().unwrap_or(""),
-                param = error.param.as_deref().unwrap_or(""),
-                "upstream refused the request as the client sent it; nothing rethread knows answers it"
-            );
-            break Response::from_parts(head, body);
-        }
-        // Never worse than no proxy: the upstream refused what rethread sent and rethread has
-        // nothing better, so the client's own request gets its chance, once.
-        tracing::info!(
-            status = status.as_u16(),
-            reason = error.refusal.label(),
-            code = error.code.as_deref().unwrap_or(""),
-            param = error.param.as_deref().unwrap_or(""),
-            ids = ?change.ids(),
-            "upstream refused a changed request; sending the client's own"
+            &error,
         );
-        metrics::counter!(crate::metrics::REVERTS, "reason" => error.refusal.label()).increment(1);
-        reverted = Some(error.refusal.label());
-        change = Change::default();
+        match next {
+            Next::Retry(next) => change = next,
+            Next::Revert(reason) => {
+                reverted = Some(reason);
+                change = Change::default();
+            }
+            Next::Relay => break Response::from_parts(head, body),
+        }
     };
 
     note.inserted = change.items();
@@ -199,48 +147,6 @@ pub async fn handle(
             .insert("x-rethread-reverted", HeaderValue::from_static(reason));
     }
     Ok((response, note))
-}
-
-/// What rethread can still do about a refusal before giving up its change.
-enum Further {
-    /// What the refusal names: a reasoning item memory did not know, inserted; a reasoning item
-    /// without a follower, dropped; a call sent by reference, in full; reasoning items for a
-    /// model that does not reason, dropped.
-    Cold(Change),
-    /// The same change without the `include` edit the model refused.
-    WithoutInclude(Change),
-}
-
-/// The next change to try after `refusal`, if any.
-fn further_repair(
-    view: &RequestView<'_>,
-    body: &[u8],
-    change: &Change,
-    planned: &mut Planned,
-    refusal: &Refusal,
-    cold_possible: bool,
-) -> Option<Further> {
-    match refusal {
-        Refusal::MissingReasoning { .. }
-        | Refusal::MissingFollower { .. }
-        | Refusal::NoToolCall { .. }
-        | Refusal::ReasoningUnsupported
-            if cold_possible =>
-        {
-            planned
-                .answer(body, view, change, refusal)
-                .map(Further::Cold)
-        }
-        Refusal::EncryptedUnsupported if change.include => {
-            let next = Change {
-                include: false,
-                ..change.clone()
-            };
-            // Nothing else changed: the revert that follows sends the same bytes.
-            (!next.is_empty() && !next.places_reasoning()).then_some(Further::WithoutInclude(next))
-        }
-        _ => None,
-    }
 }
 
 async fn read_body(

@@ -11,13 +11,14 @@ use http::{header, HeaderValue, Response};
 use super::tee::Tee;
 use crate::app::App;
 use crate::capture::{Capture, CaptureError};
+use crate::config::Mode;
 use crate::ledger::LedgerError;
 use crate::repair;
 use crate::repair::change::{self, Change, Rules};
 use crate::repair::items::{ItemType, Turn};
 use crate::repair::request::RequestView;
 use crate::repair::rewrite::Directives;
-use crate::repair::upstream_error::Refusal;
+use crate::repair::upstream_error::{Refusal, UpstreamError};
 use crate::tenant::TenantKey;
 
 /// A request's change and what it was decided from, so that a refusal can ask for another.
@@ -26,6 +27,20 @@ pub struct Planned {
     turns: Vec<Arc<Turn>>,
     rules: Rules,
     directives: Directives,
+    /// Retries a refusal has asked for so far (bounded by `fallback_retries`).
+    retries: u32,
+    /// The client's own request has been sent: whatever comes now is relayed.
+    reverted: bool,
+}
+
+/// What to send after the upstream refused what was sent.
+pub enum Next {
+    /// This change: what the refusal asked for.
+    Retry(Change),
+    /// The client's own request, once (never worse than no proxy); the refusal's kind.
+    Revert(&'static str),
+    /// Nothing better: the refusal goes to the client.
+    Relay,
 }
 
 impl Planned {
@@ -41,13 +56,96 @@ impl Planned {
                 switches: Default::default(),
             },
             directives: Directives::default(),
+            retries: 0,
+            reverted: false,
         }
+    }
+
+    /// What to send after the upstream refused `sent` (HTTP and WebSocket alike): a change the
+    /// refusal asks for (within `fallback_retries`; dropping a refused `include` edit costs no
+    /// retry), else the client's own request once if `sent` was changed, else nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn after_refusal(
+        &mut self,
+        app: &App,
+        tenant: TenantKey,
+        model: Option<&str>,
+        body: &[u8],
+        view: Option<&RequestView<'_>>,
+        sent: &Change,
+        error: &UpstreamError,
+    ) -> Next {
+        let refusal = &error.refusal;
+        if refusal.model_does_not_reason() {
+            if let Some(model) = model {
+                app.models.learn(tenant, model, false);
+            }
+        }
+        if self.reverted {
+            return Next::Relay;
+        }
+        let repair = &app.settings.repair;
+        if let Some(view) = view {
+            if repair.mode == Mode::Repair && self.retries < repair.fallback_retries {
+                if let Some(next) = self.answer(body, view, sent, refusal) {
+                    tracing::debug!(ids = ?next.ids(), rules = %next.rules_text(), "upstream named what to change; retrying with it");
+                    metrics::counter!(crate::metrics::FALLBACK_RETRIES, "outcome" => "retried")
+                        .increment(1);
+                    self.retries += 1;
+                    return Next::Retry(next);
+                }
+            }
+        }
+        if *refusal == Refusal::EncryptedUnsupported && sent.include {
+            let next = Change {
+                include: false,
+                ..sent.clone()
+            };
+            // With nothing else changed, the revert below sends the same bytes.
+            if !next.is_empty() && !next.places_reasoning() {
+                tracing::info!(
+                    reason = refusal.label(),
+                    "upstream refused encrypted reasoning for this model; retrying without adding it"
+                );
+                metrics::counter!(crate::metrics::REVERTS, "reason" => refusal.label())
+                    .increment(1);
+                return Next::Retry(next);
+            }
+        }
+        if self.retries > 0 {
+            metrics::counter!(crate::metrics::FALLBACK_RETRIES, "outcome" => "still_failed")
+                .increment(1);
+        }
+        let (code, param) = (
+            error.code.as_deref().unwrap_or(""),
+            error.param.as_deref().unwrap_or(""),
+        );
+        if sent.is_empty() {
+            // The Azure wording of a missing reasoning item names none: nothing to insert.
+            tracing::info!(
+                reason = refusal.label(),
+                code,
+                param,
+                "upstream refused the request as the client sent it; nothing rethread knows answers it"
+            );
+            return Next::Relay;
+        }
+        tracing::info!(
+            reason = refusal.label(),
+            code,
+            param,
+            ids = ?sent.ids(),
+            "upstream refused a changed request; sending the client's own"
+        );
+        metrics::counter!(crate::metrics::REVERTS, "reason" => refusal.label()).increment(1);
+        self.reverted = true;
+        Next::Revert(refusal.label())
     }
 
     /// The change that answers the upstream's refusal of `change`, if there is one: the
     /// reasoning item an E1 names, inserted (memory did not know it); or the rewrite an E2, E6
     /// or E15 asks for.
-    pub fn answer(
+    fn answer(
         &mut self,
         body: &[u8],
         view: &RequestView<'_>,
@@ -136,6 +234,8 @@ pub async fn planned(app: &App, tenant: TenantKey, body: &[u8], view: &RequestVi
         turns,
         rules,
         directives,
+        retries: 0,
+        reverted: false,
     }
 }
 

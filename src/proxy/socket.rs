@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::session::{planned, record_repair, remember, Planned};
+use super::session::{planned, record_repair, remember, Next, Planned};
 use crate::app::App;
 use crate::capture::TurnBuilder;
 use crate::config::Mode;
@@ -58,11 +58,9 @@ struct Pending {
     original: Bytes,
     /// What rethread changed in it, as sent.
     change: Change,
-    /// What the change was decided from, for the change a refusal asks for.
+    /// What the change was decided from, and how many retries a refusal has had.
     planned: Planned,
     model: Option<Box<str>>,
-    retries: u32,
-    reverted: bool,
 }
 
 /// State shared by the two directions of one socket.
@@ -187,8 +185,6 @@ async fn outgoing(session: &Session, text: &str) -> String {
         change,
         planned,
         model,
-        retries: 0,
-        reverted: false,
     });
     frame
 }
@@ -239,48 +235,29 @@ fn incoming(session: &Session, text: &str, model: &mut Option<Box<str>>) -> Inco
 /// The frame to send after the upstream refused `pending`'s: with the reasoning item it named,
 /// or the client's own; `None` to let the client see the refusal.
 fn after_refusal(session: &Session, pending: &mut Pending, event: &[u8]) -> Option<String> {
-    let app = &session.app;
     let error = upstream_error::read(event);
-    if error.refusal.model_does_not_reason() {
-        if let Some(model) = &pending.model {
-            app.models.learn(session.tenant, model, false);
-        }
-    }
-    if pending.reverted {
-        return None;
-    }
-    if app.settings.repair.mode == Mode::Repair
-        && pending.retries < app.settings.repair.fallback_retries
-    {
-        let view = request::parse(&pending.original).ok()?;
-        let next =
-            pending
-                .planned
-                .answer(&pending.original, &view, &pending.change, &error.refusal);
-        if let Some(next) = next {
-            let frame = framed(&pending.original, &next)?;
-            metrics::counter!(crate::metrics::FALLBACK_RETRIES, "outcome" => "retried")
-                .increment(1);
-            tracing::debug!(ids = ?next.ids(), rules = %next.rules_text(), "upstream named what to change (websocket); retrying with it");
-            pending.change = next;
-            pending.retries += 1;
-            return Some(frame);
-        }
-    }
-    if pending.change.is_empty() {
-        return None;
-    }
-    tracing::info!(
-        reason = error.refusal.label(),
-        code = error.code.as_deref().unwrap_or(""),
-        param = error.param.as_deref().unwrap_or(""),
-        ids = ?pending.change.ids(),
-        "upstream refused a changed response.create; sending the client's own (websocket)"
+    let view = request::parse(&pending.original).ok();
+    let next = pending.planned.after_refusal(
+        &session.app,
+        session.tenant,
+        pending.model.as_deref(),
+        &pending.original,
+        view.as_ref(),
+        &pending.change,
+        &error,
     );
-    metrics::counter!(crate::metrics::REVERTS, "reason" => error.refusal.label()).increment(1);
-    pending.reverted = true;
-    pending.change = Change::default();
-    String::from_utf8(pending.original.to_vec()).ok()
+    match next {
+        Next::Retry(next) => {
+            let frame = framed(&pending.original, &next)?;
+            pending.change = next;
+            Some(frame)
+        }
+        Next::Revert(_) => {
+            pending.change = Change::default();
+            String::from_utf8(pending.original.to_vec()).ok()
+        }
+        Next::Relay => None,
+    }
 }
 
 /// Feeds a server event to the turn being built; a terminal event records the turn.
