@@ -535,12 +535,11 @@ impl ModelPatterns {
 
     /// Whether `model` matches one of the patterns.
     pub fn matches(&self, model: &str) -> bool {
-        let model = model.to_ascii_lowercase();
         self.0.iter().any(|p| glob(p.as_bytes(), model.as_bytes()))
     }
 }
 
-/// `*`-only wildcard matching, without recursion blow-up (greedy with backtracking to the last
+/// `*`-only wildcard matching, ASCII case ignored, without recursion blow-up (greedy with backtracking to the last
 /// star).
 fn glob(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);

@@ -10,6 +10,9 @@
 //! then teaches otherwise, at the cost of one revert). Learned per tenant, because one tenant's
 //! "model" may be an Azure deployment name another tenant uses for something else.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use dashmap::DashMap;
 
 use crate::config::ModelPatterns;
@@ -23,7 +26,9 @@ const MAX_MODEL_LEN: usize = 256;
 /// What rethread knows about models.
 pub struct Models {
     non_reasoning: ModelPatterns,
-    learned: DashMap<(TenantKey, Box<str>), bool>,
+    /// By tenant, then by model name: looked up with the request's `&str`, no allocation.
+    learned: DashMap<TenantKey, HashMap<Box<str>, bool>>,
+    entries: AtomicUsize,
 }
 
 impl Models {
@@ -31,37 +36,40 @@ impl Models {
         Models {
             non_reasoning,
             learned: DashMap::new(),
+            entries: AtomicUsize::new(0),
         }
+    }
+
+    fn known(&self, tenant: TenantKey, model: &str) -> Option<bool> {
+        self.learned.get(&tenant)?.get(model).copied()
     }
 
     /// Whether `model` reasons, or is not known not to. A request without a model is left to
     /// the rules for models that reason (the upstream picks its default).
     pub fn may_reason(&self, tenant: TenantKey, model: Option<&str>) -> bool {
         let Some(model) = model else { return true };
-        if let Some(known) = self.learned.get(&(tenant, model.into())) {
-            return *known;
-        }
-        !self.non_reasoning.matches(model)
+        self.known(tenant, model)
+            .unwrap_or_else(|| !self.non_reasoning.matches(model))
     }
 
-    /// Records what traffic showed about `model`.
+    /// Records what traffic showed about `model`. What is already known costs a read lock.
     pub fn learn(&self, tenant: TenantKey, model: &str, reasons: bool) {
         if model.is_empty() || model.len() > MAX_MODEL_LEN {
             return;
         }
-        let key = (tenant, Box::<str>::from(model));
-        if let Some(mut known) = self.learned.get_mut(&key) {
-            if *known != reasons {
-                tracing::info!(model, reasons, "learned whether a model reasons");
-                *known = reasons;
-            }
+        if self.known(tenant, model) == Some(reasons) {
             return;
         }
-        if self.learned.len() >= MAX_LEARNED {
+        let mut models = self.learned.entry(tenant).or_default();
+        if let Some(known) = models.get_mut(model) {
+            *known = reasons;
+        } else if self.entries.load(Ordering::Relaxed) < MAX_LEARNED {
+            self.entries.fetch_add(1, Ordering::Relaxed);
+            models.insert(model.into(), reasons);
+        } else {
             return;
         }
         tracing::info!(model, reasons, "learned whether a model reasons");
-        self.learned.insert(key, reasons);
     }
 }
 
