@@ -5,7 +5,6 @@
 //! passes: the rewrites of the client's own items (`rewrite.rs`), then the planner's insertions
 //! and rehydrations on the rewritten items (`plan.rs`).
 
-use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -15,7 +14,7 @@ use super::items::{ItemType, Turn};
 use super::plan::{self, Insertion, Replacement, RestorePolicy, Unrepairable};
 use super::request::{InputList, RequestView};
 use super::rewrite::{self, Directives, ItemEdit, Rewrite, Switches};
-use super::splice::{apply, include_edit, input_edits, whole_input};
+use super::splice::{apply, include_edit, input_edits, rewritten_input};
 
 /// What a request's change may do, as settings and model knowledge decide it.
 #[derive(Clone, Copy, Debug)]
@@ -135,10 +134,16 @@ impl Change {
     /// The body with the change applied, as chunks of the original buffer and new bytes.
     pub fn apply(&self, body: &Bytes, view: &RequestView<'_>) -> Vec<Bytes> {
         let mut edits = match (&view.input, &self.rewrite) {
-            (Some(input), Some(rewrite)) => vec![whole_input(
-                input,
-                rewritten_entries(body, input, rewrite, &self.insertions, &self.replacements),
-            )],
+            (Some(input), Some(rewrite)) => {
+                let edits = rewrite.edits_by_item();
+                vec![rewritten_input(
+                    input,
+                    &rewrite.order,
+                    &self.insertions,
+                    &self.replacements,
+                    |n| edited_item(body, input, edits.get(&n).map_or(&[], Vec::as_slice), n),
+                )]
+            }
             (Some(input), None) if self.items() > 0 || (self.flatten && input.nested) => {
                 input_edits(body, input, &self.insertions, &self.replacements)
             }
@@ -151,51 +156,27 @@ impl Change {
     }
 }
 
-/// The input's items after a rewrite, each as chunks: the client's own bytes (edited where the
-/// rewrite says), rehydrated items, and insertions in their gaps.
-fn rewritten_entries(
+/// A client item's bytes after the rewrite's edits: an adopted id or a completed summary added
+/// after its opening brace, or the recorded call in place of a reference to it.
+fn edited_item(
     body: &Bytes,
     input: &InputList<'_>,
-    rewrite: &Rewrite,
-    insertions: &[Insertion],
-    replacements: &[Replacement],
-) -> Vec<Vec<Bytes>> {
-    let mut entries = Vec::with_capacity(rewrite.order.len() + insertions.len());
-    let mut pending = insertions.iter().peekable();
-    let edits = rewrite.edits_by_item();
-    let replaced: HashMap<usize, &Bytes> =
-        replacements.iter().map(|r| (r.index, &r.text)).collect();
-    for (v, &n) in rewrite.order.iter().enumerate() {
-        while let Some(ins) = pending.next_if(|i| i.gap <= v) {
-            entries.push(vec![ins.text.clone()]);
-        }
-        if let Some(text) = replaced.get(&v) {
-            entries.push(vec![(*text).clone()]);
-            continue;
-        }
-        let Some(item) = input.items.get(n) else {
-            continue;
-        };
-        let own = body.slice(item.span.clone());
-        let mut added: Vec<Bytes> = Vec::new();
-        let mut whole = None;
-        for edit in edits.get(&n).into_iter().flatten() {
-            match edit {
-                ItemEdit::AdoptId(id) => {
-                    let id = serde_json::Value::String(id.to_string());
-                    added.push(Bytes::from(format!("\"id\":{id}")));
-                }
-                ItemEdit::CompleteSummary => added.push(Bytes::from_static(b"\"summary\":[]")),
-                ItemEdit::ExpandCall { text, .. } => whole = Some(text.clone()),
+    edits: &[&ItemEdit],
+    n: usize,
+) -> Option<Vec<Bytes>> {
+    let own = body.slice(input.items.get(n)?.span.clone());
+    let mut added: Vec<Bytes> = Vec::new();
+    for edit in edits {
+        match edit {
+            ItemEdit::AdoptId(id) => {
+                let id = serde_json::Value::String(id.to_string());
+                added.push(Bytes::from(format!("\"id\":{id}")));
             }
+            ItemEdit::CompleteSummary => added.push(Bytes::from_static(b"\"summary\":[]")),
+            ItemEdit::ExpandCall { text, .. } => return Some(vec![text.clone()]),
         }
-        entries.push(match whole {
-            Some(text) => vec![text],
-            None => with_fields(own, added),
-        });
     }
-    entries.extend(pending.map(|ins| vec![ins.text.clone()]));
-    entries
+    Some(with_fields(own, added))
 }
 
 /// An object's bytes with `fields` (`"key":value`) added right after its opening brace.

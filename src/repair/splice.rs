@@ -89,26 +89,45 @@ fn flattened(
     insertions: &[Insertion],
     replacements: &[Replacement],
 ) -> Edit {
-    let mut entries = Vec::with_capacity(input.items.len() + insertions.len());
-    let mut rest = insertions.iter().peekable();
+    let order: Vec<usize> = (0..input.items.len()).collect();
+    rewritten_input(input, &order, insertions, replacements, |n| {
+        input
+            .items
+            .get(n)
+            .map(|item| vec![body.slice(item.span.clone())])
+    })
+}
+
+/// The whole input written anew: the client's items at `order` (their indices), each as `own`
+/// gives it (`None` leaves it out) unless it is rehydrated, with insertions in their gaps. Gaps
+/// and replacement indices count positions in `order`.
+pub fn rewritten_input(
+    input: &InputList<'_>,
+    order: &[usize],
+    insertions: &[Insertion],
+    replacements: &[Replacement],
+    mut own: impl FnMut(usize) -> Option<Vec<Bytes>>,
+) -> Edit {
+    let mut entries = Vec::with_capacity(order.len() + insertions.len());
+    let mut pending = insertions.iter().peekable();
     let replaced: std::collections::HashMap<usize, &Bytes> =
         replacements.iter().map(|r| (r.index, &r.text)).collect();
-    for (n, item) in input.items.iter().enumerate() {
-        while let Some(ins) = rest.next_if(|i| i.gap <= n) {
+    for (v, &n) in order.iter().enumerate() {
+        while let Some(ins) = pending.next_if(|i| i.gap <= v) {
             entries.push(vec![ins.text.clone()]);
         }
-        entries.push(vec![match replaced.get(&n) {
-            Some(text) => (*text).clone(),
-            None => body.slice(item.span.clone()),
-        }]);
+        match replaced.get(&v) {
+            Some(text) => entries.push(vec![(*text).clone()]),
+            None => entries.extend(own(n)),
+        }
     }
-    entries.extend(rest.map(|ins| vec![ins.text.clone()]));
+    entries.extend(pending.map(|ins| vec![ins.text.clone()]));
     whole_input(input, entries)
 }
 
 /// The whole input written anew from `entries`, each one item's JSON as chunks (a rewrite that
 /// moved, dropped or edited the client's items).
-pub fn whole_input(input: &InputList<'_>, entries: Vec<Vec<Bytes>>) -> Edit {
+fn whole_input(input: &InputList<'_>, entries: Vec<Vec<Bytes>>) -> Edit {
     let mut text = Vec::with_capacity(entries.len() * 3 + 2);
     text.push(Bytes::from_static(b"["));
     for (k, entry) in entries.into_iter().enumerate() {
