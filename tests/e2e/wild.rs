@@ -19,8 +19,8 @@ fn tools() -> Value {
     serde_json::from_str(TOOLS).unwrap()
 }
 
-/// A turn of `shape` (the fake's `x-fake-shape`) learned through rethread; its output items.
-async fn turn(proxy: &Rethread, shape: &str, store: bool) -> Vec<Value> {
+/// A response of `shape` (the fake's `x-fake-shape`) learned through rethread.
+async fn turn_response(proxy: &Rethread, shape: &str, store: bool) -> Value {
     let body = json!({"model": "gpt-5", "store": store, "input": "go", "tools": tools()});
     let answer = post(
         &proxy.url("/v1/responses"),
@@ -30,7 +30,15 @@ async fn turn(proxy: &Rethread, shape: &str, store: bool) -> Vec<Value> {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.text);
-    answer.body["output"].as_array().unwrap().clone()
+    answer.body
+}
+
+/// The output items of such a response.
+async fn turn(proxy: &Rethread, shape: &str, store: bool) -> Vec<Value> {
+    turn_response(proxy, shape, store).await["output"]
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn reference(item: &Value) -> Value {
@@ -382,26 +390,19 @@ async fn row_23_an_item_the_upstream_itself_lost_is_left_alone() {
     // openai/openai-agents-python#2020 (labelled a server issue): memory has the turn, the
     // upstream no longer does. Nothing rethread could insert would help.
     let (fake, proxy) = world().await;
-    let body = json!({"model": "gpt-5", "input": "go"});
-    let first = post(
-        &proxy.url("/v1/responses"),
-        KEY,
-        &body,
-        &[("x-fake-shape", "rs,msg")],
-    )
-    .await;
+    let first = turn_response(&proxy, "rs,msg", true).await;
     let deleted = client()
         .delete(format!(
             "{}/v1/responses/{}",
             fake.url(),
-            first.body["id"].as_str().unwrap()
+            first["id"].as_str().unwrap()
         ))
         .header("authorization", KEY)
         .send()
         .await
         .unwrap();
     assert_eq!(deleted.status(), 200);
-    let out = first.body["output"].as_array().unwrap();
+    let out = first["output"].as_array().unwrap();
     let input = vec![user("go"), reference(&out[0]), reference(&out[1])];
     left_alone(&fake, &proxy, &followup(input, true)).await;
 }
@@ -410,15 +411,9 @@ async fn row_23_an_item_the_upstream_itself_lost_is_left_alone() {
 async fn row_15a_a_chain_that_ends_in_reasoning_is_left_alone() {
     // openai/openai-agents-python#1611: the dangling reasoning is the server's, in the chain.
     let (fake, proxy) = world().await;
-    let body = json!({"model": "gpt-5", "input": "go"});
-    let first = post(
-        &proxy.url("/v1/responses"),
-        KEY,
-        &body,
-        &[("x-fake-shape", "rs")],
-    )
-    .await;
-    let next = json!({"model": "gpt-5", "previous_response_id": first.body["id"], "input": [user("and?")]});
+    let first = turn_response(&proxy, "rs", true).await;
+    let next =
+        json!({"model": "gpt-5", "previous_response_id": first["id"], "input": [user("and?")]});
     left_alone(&fake, &proxy, &next).await;
 }
 
