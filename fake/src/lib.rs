@@ -59,6 +59,7 @@ use crate::state::Shared;
 pub use crate::encrypted::issue as issue_encrypted_content;
 pub use crate::models::reasons as model_reasons;
 pub use crate::tls::{Alpn, TestCa};
+pub use tokio_rustls::TlsAcceptor;
 
 /// Server settings.
 #[derive(Debug, Clone)]

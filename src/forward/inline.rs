@@ -1,16 +1,19 @@
-//! Plain-HTTP/1 upstream connections driven by the task that reads the response.
+//! HTTP/1.1 upstream connections (plain or TLS) driven by the task that reads the response.
 //!
 //! hyper-util's pooled client runs each connection in a task of its own and hands the response
 //! body over a one-chunk channel, so every SSE event costs a wake-up of another task (often on
 //! the other core) and a write of its own to the client. Here the connection travels with the
 //! response body and is polled by whoever polls the body: reading the upstream and writing the
 //! client happen in one poll, and `Coalesce` turns the events of one upstream read into one
-//! write, as nginx does. Used for `http://` upstreams; TLS upstreams (HTTP/2 by ALPN) and
-//! protocol upgrades stay with the pooled client, whose HTTP/2 streams buffer frames anyway.
+//! write, as nginx does. TLS connections offer `h2` and `http/1.1` by ALPN, as the pooled client
+//! does; once an upstream picks `h2`, requests go to the pooled client (HTTP/2 multiplexes one
+//! shared connection, which cannot travel with one response), and the connection that learned it
+//! is handed to that client (`Handoff`) rather than wasted. Protocol upgrades stay pooled too.
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -21,10 +24,13 @@ use http::{header, HeaderValue, Request, Response, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-type Connection = http1::Connection<TokioIo<TcpStream>, Body>;
+type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
+type Connection = http1::Connection<Stream, Body>;
 
 /// How long an unused connection is kept for the next request.
 const KEEP_IDLE: Duration = Duration::from_secs(90);
@@ -35,7 +41,7 @@ const MAX_IDLE: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error("connection failed")]
-    Connect(#[source] std::io::Error),
+    Connect(#[source] crate::error::BoxError),
     #[error("connection failed: timed out after {0:?}")]
     ConnectTimeout(Duration),
     #[error("request failed")]
@@ -46,7 +52,7 @@ impl From<SendError> for crate::error::ProxyError {
     fn from(e: SendError) -> Self {
         use crate::error::Stage;
         let (stage, source): (Stage, crate::error::BoxError) = match e {
-            SendError::Connect(io) => (Stage::Connect, Box::new(io)),
+            SendError::Connect(e) => (Stage::Connect, e),
             SendError::ConnectTimeout(after) => (
                 Stage::Connect,
                 Box::new(std::io::Error::new(
@@ -84,46 +90,78 @@ impl Link {
     }
 }
 
-/// Unused connections to one `http://` upstream, most recently used last.
+/// What became of a request handed to the pool.
+// Returned once per request and taken apart at once: boxing would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+pub enum Sent {
+    /// The response head; its body drives the connection.
+    Response(Response<Driven>),
+    /// The upstream speaks HTTP/2 (ALPN): the request, unsent, belongs to the pooled client.
+    NotHttp1(Request<Body>),
+}
+
+/// Unused HTTP/1.1 connections to one upstream, most recently used last.
 pub struct InlinePool {
-    host: String,
-    port: u16,
+    /// The pooled client's connector (same trust, same ALPN offer).
+    connector: HttpsConnector<HttpConnector>,
+    /// Where connections go: the upstream's scheme and authority.
+    base: Uri,
     connect_timeout: Duration,
     builder: http1::Builder,
     idle: Mutex<VecDeque<(Link, Instant)>>,
+    /// Set once the upstream has chosen HTTP/2 by ALPN.
+    speaks_h2: AtomicBool,
+    /// Where the connection that chose HTTP/2 waits for the pooled client.
+    handoff: Arc<Mutex<Option<Stream>>>,
 }
 
 impl InlinePool {
-    pub fn new(authority: &http::uri::Authority, connect_timeout: Duration) -> Self {
+    pub fn new(
+        connector: HttpsConnector<HttpConnector>,
+        base: Uri,
+        connect_timeout: Duration,
+    ) -> Self {
         let mut builder = http1::Builder::new();
         builder.preserve_header_case(true);
         InlinePool {
-            // IPv6 literals come bracketed in an authority; the socket address wants them bare.
-            host: authority
-                .host()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            port: authority.port_u16().unwrap_or(80),
+            connector,
+            base,
             connect_timeout,
             builder,
             idle: Mutex::new(VecDeque::new()),
+            speaks_h2: AtomicBool::new(false),
+            handoff: Arc::default(),
         }
+    }
+
+    /// The pooled client's connector: takes the connection that chose HTTP/2, if one waits.
+    pub fn handoff(&self) -> Handoff {
+        Handoff {
+            inner: self.connector.clone(),
+            parked: self.handoff.clone(),
+        }
+    }
+
+    /// Whether requests go through this pool: not once the upstream has chosen HTTP/2.
+    pub fn is_http1(&self) -> bool {
+        !self.speaks_h2.load(Ordering::Relaxed)
     }
 
     /// Sends a prepared request (absolute URI) and returns the response head; the body carries the
     /// connection and drives it. A request that a reused connection closed under before sending
     /// is sent again on another one, as hyper-util's client does.
-    pub async fn send(
-        self: &Arc<Self>,
-        request: Request<Body>,
-    ) -> Result<Response<Driven>, SendError> {
-        let mut request = origin_form(request);
+    pub async fn send(self: &Arc<Self>, request: Request<Body>) -> Result<Sent, SendError> {
+        let mut request = request;
         loop {
             let (mut link, reused) = match self.checkout() {
                 Some(link) => (link, true),
-                None => (self.connect().await?, false),
+                None => match self.connect().await? {
+                    Some(link) => (link, false),
+                    None => return Ok(Sent::NotHttp1(request)),
+                },
             };
+            let (origin, absolute) = origin_form(request);
+            request = origin;
             let mut response = pin!(link.sender.try_send_request(request));
             let result = poll_fn(|cx| {
                 link.poll_conn(cx);
@@ -133,10 +171,15 @@ impl InlinePool {
             match result {
                 Ok(response) => {
                     let pool = self.clone();
-                    return Ok(response.map(|body| Driven::new(body, link, pool)));
+                    return Ok(Sent::Response(
+                        response.map(|body| Driven::new(body, link, pool)),
+                    ));
                 }
                 Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused => request = unsent,
+                    Some(mut unsent) if reused => {
+                        *unsent.uri_mut() = absolute;
+                        request = unsent;
+                    }
                     _ => return Err(SendError::Request(e.into_error())),
                 },
             }
@@ -177,27 +220,73 @@ impl InlinePool {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn connect(&self) -> Result<Link, SendError> {
-        let connecting = TcpStream::connect((self.host.as_str(), self.port));
-        let stream = tokio::time::timeout(self.connect_timeout, connecting)
+    /// A new connection (TCP, then TLS for `https://`), or `None` when the upstream chose HTTP/2.
+    async fn connect(&self) -> Result<Option<Link>, SendError> {
+        let mut connector = self.connector.clone();
+        let connecting = tower::Service::call(&mut connector, self.base.clone());
+        let stream: Stream = tokio::time::timeout(self.connect_timeout, connecting)
             .await
             .map_err(|_| SendError::ConnectTimeout(self.connect_timeout))?
             .map_err(SendError::Connect)?;
-        stream.set_nodelay(true).map_err(SendError::Connect)?;
+        if stream.connected().is_negotiated_h2() {
+            self.speaks_h2.store(true, Ordering::Relaxed);
+            *self.handoff.lock().unwrap_or_else(PoisonError::into_inner) = Some(stream);
+            return Ok(None);
+        }
         let (sender, conn) = self
             .builder
-            .handshake(TokioIo::new(stream))
+            .handshake(stream)
             .await
             .map_err(SendError::Request)?;
-        Ok(Link {
+        Ok(Some(Link {
             sender,
             conn: Some(conn),
-        })
+        }))
     }
 }
 
-/// HTTP/1 sends the path and query on the request line and the authority as `Host`.
-fn origin_form(request: Request<Body>) -> Request<Body> {
+/// A connector that first gives out the connection the inline pool found speaking HTTP/2.
+#[derive(Clone)]
+pub struct Handoff {
+    inner: HttpsConnector<HttpConnector>,
+    parked: Arc<Mutex<Option<Stream>>>,
+}
+
+impl Handoff {
+    /// A connector with nothing handed to it (for connections of another kind, e.g. upgrades).
+    pub fn plain(inner: HttpsConnector<HttpConnector>) -> Self {
+        Handoff {
+            inner,
+            parked: Arc::default(),
+        }
+    }
+}
+
+impl tower::Service<Uri> for Handoff {
+    type Response = Stream;
+    type Error = crate::error::BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Stream, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let parked = self
+            .parked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match parked {
+            Some(stream) => Box::pin(std::future::ready(Ok(stream))),
+            None => Box::pin(self.inner.call(uri)),
+        }
+    }
+}
+
+/// HTTP/1 sends the path and query on the request line and the authority as `Host`; the
+/// absolute URI is given back for a request that has to be handed on unsent.
+fn origin_form(request: Request<Body>) -> (Request<Body>, Uri) {
     let (mut parts, body) = request.into_parts();
     if !parts.headers.contains_key(header::HOST) {
         if let Some(host) = parts
@@ -208,13 +297,14 @@ fn origin_form(request: Request<Body>) -> Request<Body> {
             parts.headers.insert(header::HOST, host);
         }
     }
+    let absolute = parts.uri.clone();
     let path = parts.uri.path_and_query().cloned();
     let mut uri = http::uri::Parts::default();
     uri.path_and_query = path;
     if let Ok(origin) = Uri::from_parts(uri) {
         parts.uri = origin;
     }
-    Request::from_parts(parts, body)
+    (Request::from_parts(parts, body), absolute)
 }
 
 /// A response body that drives its connection, and gives it back to the pool once the response

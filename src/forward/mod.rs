@@ -39,15 +39,25 @@ pub struct Upstream {
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     prefix: String,
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    client: Client<inline::Handoff, Body>,
     /// Pooled HTTP/1.1 connections for protocol upgrades (ALPN `http/1.1` only).
-    upgrades: Client<HttpsConnector<HttpConnector>, Body>,
+    upgrades: Client<inline::Handoff, Body>,
     /// The pooled client's connector, for `probe`.
     connector: HttpsConnector<HttpConnector>,
-    /// Connections driven in the request's own task, for a plain-HTTP upstream.
-    inline: Option<std::sync::Arc<inline::InlinePool>>,
+    /// HTTP/1.1 connections driven in the request's own task (until the upstream picks HTTP/2).
+    inline: std::sync::Arc<inline::InlinePool>,
     connect_timeout: Duration,
     idle_timeout: Duration,
+}
+
+/// A response body as the client gets it: bounded by the idle timeout, events of one read
+/// written together.
+fn guarded<B>(body: B, idle: Duration) -> Body
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    Body::new(Coalesce::new(IdleTimeout::new(body, idle)))
 }
 
 /// The protocol an upstream connection speaks.
@@ -106,19 +116,22 @@ impl Upstream {
                 .http1_preserve_header_case(true);
             builder
         };
-        let client = pooled().build(connector.clone());
         // HTTP/2 has no `Upgrade` (a WebSocket would need RFC 8441's extended CONNECT, which the
         // upstream may not offer): protocol switches go on HTTP/1.1 connections of their own.
-        let upgrades = pooled().build(HttpsConnector::from((
+        let upgrades = pooled().build(inline::Handoff::plain(HttpsConnector::from((
             http,
             tls::client_config(roots, tls::HTTP1_ONLY)?,
-        )));
+        ))));
         let (Some(scheme), Some(authority)) = (base.scheme().cloned(), base.authority().cloned())
         else {
             return Err(std::io::Error::other("upstream must be an absolute URL"));
         };
-        let inline = (scheme == http::uri::Scheme::HTTP)
-            .then(|| std::sync::Arc::new(inline::InlinePool::new(&authority, connect_timeout)));
+        let inline = std::sync::Arc::new(inline::InlinePool::new(
+            connector.clone(),
+            base.clone(),
+            connect_timeout,
+        ));
+        let client = pooled().build(inline.handoff());
         Ok(Upstream {
             scheme,
             authority,
@@ -178,22 +191,28 @@ impl Upstream {
     /// Sends a prepared request; the response body is guarded by the idle timeout.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
         let idle = self.idle_timeout;
-        match &self.inline {
-            Some(pool) if !is_upgrade(request.headers()) => {
-                let progress = Progress::new();
-                let request = request.map(|b| Body::new(Watched::new(b, progress.clone())));
-                let response = match within_idle(pool.send(request), idle, &progress).await {
-                    None => return Err(ProxyError::Timeout(idle)),
-                    Some(Err(e)) => return Err(e.into()),
-                    Some(Ok(r)) => r,
-                };
-                Ok(response.map(|body| Body::new(Coalesce::new(IdleTimeout::new(body, idle)))))
-            }
-            _ => {
-                let response = self.send_raw(request).await?;
-                Ok(response.map(|body| Body::new(Coalesce::new(IdleTimeout::new(body, idle)))))
+        let guard = |body| guarded(body, idle);
+        if !self.goes_inline(request.headers()) {
+            return Ok(self.send_raw(request).await?.map(guard));
+        }
+        let progress = Progress::new();
+        let request = request.map(|b| Body::new(Watched::new(b, progress.clone())));
+        match within_idle(self.inline.send(request), idle, &progress).await {
+            None => Err(ProxyError::Timeout(idle)),
+            Some(Err(e)) => Err(e.into()),
+            Some(Ok(inline::Sent::Response(response))) => Ok(response.map(|b| guarded(b, idle))),
+            Some(Ok(inline::Sent::NotHttp1(mut request))) => {
+                // Prepared for HTTP/1.1; the upstream chose HTTP/2, which takes no `host`.
+                remove_header(request.headers_mut(), &header::HOST);
+                Ok(self.send_raw(request).await?.map(guard))
             }
         }
+    }
+
+    /// Whether a request goes on an HTTP/1.1 connection of the request's own: every request but
+    /// an upgrade, until the upstream has chosen HTTP/2.
+    fn goes_inline(&self, headers: &http::HeaderMap) -> bool {
+        self.inline.is_http1() && !is_upgrade(headers)
     }
 
     /// Sends a prepared request and returns the upstream's response as it came (for upgrades,
@@ -234,19 +253,19 @@ impl Upstream {
         parts.version = Version::HTTP_11;
         let upgrade = is_upgrade(&parts.headers);
         remove_hop_by_hop(&mut parts.headers, upgrade);
-        if self.inline.is_some() && !upgrade {
-            // Plain HTTP/1.1 on a connection of our own: the client's `Host` is replaced in place,
-            // so header order is kept (`inline` writes one when the client sent none).
+        if self.goes_inline(&parts.headers) {
+            // HTTP/1.1 on a connection of our own: the client's `Host` is replaced in place, so
+            // header order is kept (`inline` writes one when the client sent none).
             if parts.headers.contains_key(header::HOST) {
                 if let Ok(host) = http::HeaderValue::from_str(self.authority.as_str()) {
                     parts.headers.insert(header::HOST, host);
                 }
             }
         } else {
-            // The pooled client picks HTTP/2 or HTTP/1.1 per connection by ALPN, after this point.
-            // HTTP/2 carries the authority in `:authority` and strict servers refuse a `host`
-            // beside it (RFC 9113 §8.3.1; nginx answers 400); HTTP/1.1 needs one. The pool writes
-            // `Host` from the URI on HTTP/1 connections only, so none may be sent from here.
+            // The pooled client: HTTP/2 (the upstream chose it) or an upgrade. HTTP/2 carries the
+            // authority in `:authority` and strict servers refuse a `host` beside it (RFC 9113
+            // §8.3.1; nginx answers 400); HTTP/1.1 needs one. The pool writes `Host` from the URI
+            // on HTTP/1 connections only, so none may be sent from here.
             remove_header(&mut parts.headers, &header::HOST);
         }
         Ok(())
