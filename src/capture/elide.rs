@@ -9,6 +9,13 @@
 /// What a dropped string becomes; an item containing it is never kept in full.
 pub const MARKER: &[u8] = b"\"\\u0000rethread-elided\"";
 
+/// Keys whose string values are payloads no kept item needs (an image call's base64 `result`;
+/// image calls are never kept in full): such a value is dropped once it passes `BULKY_MAX`
+/// instead of being copied up to the general bound first, which for a 1.5 MB image was 256 KiB
+/// copied and thrown away per response.
+const BULKY_KEYS: [&[u8]; 2] = [b"\"result\"", b"\"partial_image_b64\""];
+const BULKY_MAX: usize = 1024;
+
 #[derive(Debug)]
 pub struct Eliding {
     out: Vec<u8>,
@@ -19,6 +26,10 @@ pub struct Eliding {
     string_start: usize,
     /// Inside a string already dropped: scanning for its end without writing.
     dropping: bool,
+    /// The bound of the current string.
+    bound: usize,
+    /// Where the last kept string (a key, if a `:` follows it) starts and ends in `out`.
+    last_string: Option<(usize, usize)>,
 }
 
 impl Eliding {
@@ -30,6 +41,8 @@ impl Eliding {
             escaped: false,
             string_start: 0,
             dropping: false,
+            bound: max_string,
+            last_string: None,
         }
     }
 
@@ -47,6 +60,17 @@ impl Eliding {
         self.in_string = false;
         self.escaped = false;
         self.dropping = false;
+        self.last_string = None;
+    }
+
+    /// Whether a string opening at the end of `out` is the value of a bulky key.
+    fn opens_bulky_value(&self) -> bool {
+        let Some((start, end)) = self.last_string else {
+            return false;
+        };
+        let between = &self.out[end..];
+        between.iter().filter(|b| !b.is_ascii_whitespace()).eq(b":")
+            && BULKY_KEYS.contains(&&self.out[start..end])
     }
 
     pub fn push(&mut self, mut bytes: &[u8]) {
@@ -56,6 +80,11 @@ impl Eliding {
                 match memchr::memchr(b'"', bytes) {
                     Some(i) => {
                         self.out.extend_from_slice(&bytes[..i]);
+                        self.bound = if self.opens_bulky_value() {
+                            BULKY_MAX.min(self.max_string)
+                        } else {
+                            self.max_string
+                        };
                         self.string_start = self.out.len();
                         self.out.push(b'"');
                         self.in_string = true;
@@ -83,7 +112,7 @@ impl Eliding {
             let run = next.unwrap_or(bytes.len());
             if !self.dropping {
                 self.out.extend_from_slice(&bytes[..run]);
-                if self.out.len() - self.string_start > self.max_string {
+                if self.out.len() - self.string_start > self.bound {
                     self.out.truncate(self.string_start);
                     self.dropping = true;
                 }
@@ -99,8 +128,10 @@ impl Eliding {
                 if self.dropping {
                     self.out.extend_from_slice(MARKER);
                     self.dropping = false;
+                    self.last_string = None;
                 } else {
                     self.out.push(b'"');
+                    self.last_string = Some((self.string_start, self.out.len()));
                 }
             }
             bytes = &bytes[i + 1..];
@@ -132,6 +163,36 @@ mod tests {
             );
             assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok());
         }
+    }
+
+    #[test]
+    fn an_image_result_is_dropped_without_being_copied_first() {
+        let image = "QUFB".repeat(25_000);
+        let text =
+            format!(r#"{{"type":"image_generation_call","result" : "{image}","note":"{image}"}}"#);
+        for split in [7, 1000, 16 * 1024, text.len()] {
+            let mut e = Eliding::new(256 << 10);
+            for chunk in text.as_bytes().chunks(split) {
+                e.push(chunk);
+                assert!(
+                    e.len() < 100_000 + 2048,
+                    "split {split}: the result was copied ({} bytes)",
+                    e.len()
+                );
+            }
+            let out = String::from_utf8(e.bytes().to_vec()).unwrap();
+            // Only the bulky key's value goes early; another long string keeps the general bound.
+            assert_eq!(
+                out,
+                format!(
+                    r#"{{"type":"image_generation_call","result" : "\u0000rethread-elided","note":"{image}"}}"#
+                ),
+                "{split}"
+            );
+        }
+        let mut e = Eliding::new(256 << 10);
+        e.push(format!(r#"{{"items":["result","{image}"]}}"#).as_bytes());
+        assert!(e.len() > 100_000, "a value after a comma is not a key's");
     }
 
     #[test]
