@@ -14,12 +14,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if settings.server.workers > 0 {
-        builder.worker_threads(settings.server.workers);
-    }
-    let runtime = match builder.build() {
+    // The main thread's loop: start-up, the listener, background tasks and the operator tools.
+    // Connections are served by the worker threads `server` starts.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rethread: cannot start the runtime: {e}");
@@ -64,7 +64,7 @@ async fn serve(settings: Settings) -> ExitCode {
     match server.local_addr() {
         Ok(addr) => tracing::info!(
             upstream = %upstream,
-            workers = tokio::runtime::Handle::current().metrics().num_workers(),
+            workers = server.workers(),
             "listening on http://{addr}"
         ),
         Err(e) => tracing::warn!(error = %e, "listening (address unknown)"),

@@ -2,6 +2,14 @@
 //!
 //! Connections are served by hyper directly (not `axum::serve`) so that header case is kept,
 //! slow clients are cut off by a header-read timeout, upgrades work, and shutdown can drain.
+//!
+//! Each accepted connection is handed, in turn, to one of `workers` threads that each run an
+//! event loop of their own (a current-thread runtime), as nginx's worker processes do. A request,
+//! its upstream connection (`forward::inline` prefers one its own thread opened) and its response
+//! stream then stay on one thread: a work-stealing runtime moved them between cores, and on a
+//! small machine shared with the client and the upstream every such hand-off was a wake-up of
+//! another thread that cost more than the parallelism gave. Connections are spread, not requests;
+//! the listener, start-up and background tasks stay on the main thread.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,9 +22,10 @@ use axum::Router;
 use http::StatusCode;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
 use crate::app::App;
 use crate::config::{Settings, StoreKind};
@@ -37,6 +46,8 @@ pub enum StartError {
     Upstream(std::io::Error),
     #[error("cannot create a tenant secret: {0}")]
     Secret(std::io::Error),
+    #[error("cannot start a worker thread: {0}")]
+    Worker(std::io::Error),
     #[error("store: {source}{}", crate::error::causes(.source))]
     Store {
         #[source]
@@ -49,6 +60,7 @@ pub struct Server {
     listener: TcpListener,
     app: Arc<App>,
     sweeper: Option<Arc<MemoryLedger>>,
+    workers: Workers,
 }
 
 pub async fn bind(settings: Settings) -> Result<Server, StartError> {
@@ -97,10 +109,13 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
         metrics: crate::metrics::install(),
     });
     export_at_zero();
+    let workers =
+        Workers::start(&router(app.clone()), &app.settings).map_err(StartError::Worker)?;
     Ok(Server {
         listener,
         app,
         sweeper,
+        workers,
     })
 }
 
@@ -194,6 +209,11 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// How many threads serve connections.
+    pub fn workers(&self) -> usize {
+        self.workers.queues.len()
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests and
     /// streams finish for up to the drain timeout.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
@@ -201,6 +221,7 @@ impl Server {
             listener,
             app,
             sweeper,
+            workers,
         } = self;
         let settings = app.settings.clone();
         let sweep_task = sweeper.map(|memory| {
@@ -215,20 +236,14 @@ impl Server {
             })
         });
         let ledger = app.ledger.clone();
-        let router = router(app);
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .preserve_header_case(true)
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.server.header_timeout);
+        drop(app);
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let (stream, _) = match accepted {
-                        Ok(pair) => pair,
+                    let stream = match accepted.and_then(|(stream, _)| stream.into_std()) {
+                        Ok(stream) => stream,
                         Err(e) => {
                             // Out of file descriptors and the like: pause rather than spin.
                             tracing::warn!(error = %e, "accept failed");
@@ -236,15 +251,7 @@ impl Server {
                             continue;
                         }
                     };
-                    let _ = stream.set_nodelay(true);
-                    let service = TowerToHyperService::new(router.clone());
-                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    let connection = graceful.watch(connection.into_owned());
-                    tokio::spawn(async move {
-                        if let Err(e) = connection.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                    });
+                    workers.hand(stream, graceful.watcher());
                 }
                 () = &mut shutdown => break,
             }
@@ -258,7 +265,85 @@ impl Server {
         if let Some(task) = sweep_task {
             task.abort();
         }
-        // Let the ledger writes of the last responses land.
+        // Let the ledger writes of the last responses land (a remote store's writes run on the
+        // worker threads, which serve on until `workers` is dropped).
         ledger.flush(Duration::from_secs(5)).await;
+        drop(workers);
+    }
+}
+
+/// The threads that serve connections, each with an event loop of its own.
+struct Workers {
+    queues: Vec<mpsc::UnboundedSender<(std::net::TcpStream, Watcher)>>,
+    next: std::cell::Cell<usize>,
+}
+
+impl Workers {
+    fn start(router: &Router, settings: &Settings) -> std::io::Result<Workers> {
+        let count = match settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let mut queues = Vec::with_capacity(count);
+        for index in 0..count {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let router = router.clone();
+            let header_timeout = settings.server.header_timeout;
+            std::thread::Builder::new()
+                .name(format!("rethread-worker-{index}"))
+                .spawn(move || runtime.block_on(serve_handed(rx, router, header_timeout)))?;
+            queues.push(tx);
+        }
+        Ok(Workers {
+            queues,
+            next: std::cell::Cell::new(0),
+        })
+    }
+
+    /// Gives an accepted connection to the next worker in turn.
+    fn hand(&self, stream: std::net::TcpStream, watcher: Watcher) {
+        let next = self.next.get();
+        self.next.set((next + 1) % self.queues.len());
+        if self.queues[next].send((stream, watcher)).is_err() {
+            tracing::error!(
+                worker = next,
+                "a worker thread has stopped; connection dropped"
+            );
+        }
+    }
+}
+
+/// A worker's loop: serves every connection handed to it until the queue closes.
+async fn serve_handed(
+    mut handed: mpsc::UnboundedReceiver<(std::net::TcpStream, Watcher)>,
+    router: Router,
+    header_timeout: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .preserve_header_case(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    while let Some((stream, watcher)) = handed.recv().await {
+        let stream = match TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot serve an accepted connection");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = watcher.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
     }
 }

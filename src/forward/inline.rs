@@ -71,6 +71,9 @@ struct Link {
     sender: http1::SendRequest<Body>,
     /// `None` once the connection has ended.
     conn: Option<Connection>,
+    /// The thread whose event loop the socket is registered with: used from there, its reads
+    /// wake no other thread.
+    home: std::thread::ThreadId,
 }
 
 impl Link {
@@ -186,15 +189,19 @@ impl InlinePool {
         }
     }
 
+    /// The newest idle connection this thread opened, else the newest of any thread.
     fn checkout(&self) -> Option<Link> {
+        let here = std::thread::current().id();
         loop {
-            let (mut link, since) = self.lock().pop_back()?;
-            if since.elapsed() > KEEP_IDLE {
-                // The newest is too old, so are all the others.
-                self.lock().clear();
-                return None;
-            }
-            if link.settle_idle() {
+            let (mut link, since) = {
+                let mut idle = self.lock();
+                let at = idle
+                    .iter()
+                    .rposition(|(link, _)| link.home == here)
+                    .or_else(|| idle.len().checked_sub(1))?;
+                idle.remove(at)?
+            };
+            if since.elapsed() <= KEEP_IDLE && link.settle_idle() {
                 return Some(link);
             }
         }
@@ -241,6 +248,7 @@ impl InlinePool {
         Ok(Some(Link {
             sender,
             conn: Some(conn),
+            home: std::thread::current().id(),
         }))
     }
 }

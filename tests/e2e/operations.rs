@@ -107,13 +107,20 @@ fn settings_come_from_flags_then_env_then_file_then_defaults() {
 }
 
 #[test]
-fn workers_sets_how_many_threads_serve_requests() {
+fn workers_sets_how_many_threads_serve_connections() {
     // The upstream is never reached: rethread connects on the first request.
     let upstream = "http://127.0.0.1:9";
     let one = Rethread::start(upstream, &["--workers", "1"]);
     one.wait_for_log("workers=1");
     let three = Rethread::start_env(upstream, &[], &[("RETHREAD_WORKERS", "3")]);
     three.wait_for_log("workers=3");
+    // Each worker is a thread with an event loop of its own (Linux names them in /proc).
+    let named = std::fs::read_dir(format!("/proc/{}/task", three.pid()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+        .filter(|comm| comm.starts_with("rethread-worker"))
+        .count();
+    assert_eq!(named, 3);
     let cores = std::thread::available_parallelism().unwrap().get();
     let default = Rethread::start(upstream, &[]);
     default.wait_for_log(&format!("workers={cores}"));
