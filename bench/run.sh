@@ -16,7 +16,7 @@
 # PREFILL_MAX_SECONDS (time budget per store for the prefill), W5_IDS (turns the W5
 # follow-ups name), W4_DIRECT / W5_DIRECT (raw|repaired: what the direct and nginx paths send,
 # see below), REDIS (auto|0|1), BUILD (auto|0|1), FAKE_MEM_LIMIT_MB, WRK_TIMEOUT, PREFILL_CHUNK,
-# BENCH_KEEP_TMP=1, UPSTREAM (plain|tls-h1|tls-h2), NGINX_BUF (0|1), W2_CONNS.
+# BENCH_KEEP_TMP=1, UPSTREAM (plain|tls-h1|tls-h2), NGINX_BUF (0|1), W2_CONNS (a list: "1 64" runs W2c1 and W2c64).
 #
 # UPSTREAM=tls-h1 / tls-h2: the fake serves HTTPS offering only HTTP/1.1 / only HTTP/2 (ALPN),
 # with a test CA of its own; rethread reaches it with --upstream-ca, nginx with proxy_pass
@@ -261,7 +261,7 @@ load() {
     case "$wl" in
         W1c1) wrk_run "$port" 1 "$secs" post.lua "$out" BENCH_BODY="$BENCH_TMP/w1.json" BENCH_SHAPE=rs,ig,msg ;;
         W1c64) wrk_run "$port" 64 "$secs" post.lua "$out" BENCH_BODY="$BENCH_TMP/w1.json" BENCH_SHAPE=rs,ig,msg ;;
-        W2) wrk_run "$port" "$W2_CONNS" "$secs" post.lua "$out" BENCH_BODY="$BENCH_TMP/w1.json" BENCH_SHAPE=rs,ig,msg ;;
+        W2c*) wrk_run "$port" "${wl#W2c}" "$secs" post.lua "$out" BENCH_BODY="$BENCH_TMP/w1.json" BENCH_SHAPE=rs,ig,msg ;;
         W3c1 | W3c64)
             local c=1
             [[ "$wl" == W3c64 ]] && c=64
@@ -286,7 +286,7 @@ load() {
 image_of() {
     case "$1" in
         W1*) echo "$W1_IMAGE" ;;
-        W2) echo "$W2_IMAGE" ;;
+        W2*) echo "$W2_IMAGE" ;;
         *) echo "$SMALL_IMAGE" ;;
     esac
 }
@@ -454,11 +454,11 @@ check_workload() {
             [[ "$status" == 200 ]] || die "W1 check: HTTP $status through rethread"
             note "W1c1.response size" "$size bytes (request $(stat -c %s "$BENCH_TMP/w1.json") bytes)"
             ;;
-        W2)
+        W2c*)
             restart_upstream "$W2_IMAGE"
             read -r status size ins <<<"$(post_check "$RT_PORT" "$BENCH_TMP/w1.json" rs,ig,msg)"
             [[ "$status" == 200 ]] || die "W2 check: HTTP $status through rethread"
-            note "W2.response size" "$size bytes"
+            note "$wl.response size" "$size bytes"
             ;;
         W3c1)
             restart_upstream "$SMALL_IMAGE"
@@ -594,21 +594,24 @@ for wl in $WORKLOADS; do
             done
             ;;
         W2)
-            log "W2: ${ROUNDS} rounds × ${DURATION}s × ${#PATHS[@]} paths"
-            new_rethread W2
-            check_workload W2
-            rounds W2 "${PATHS[@]}"
-            end_workload W2
-            # Growth across rounds: the peak RSS of each rethread round, in order.
-            note "W2.rethread peak RSS per round (MB)$([[ -n "$FAKE_TLS" ]] && echo ', a fresh rethread each run over TLS')" "$(python3 - "$RESULTS" <<'EOF'
+            for conns in $W2_CONNS; do
+                sub="W2c$conns"
+                log "$sub: ${ROUNDS} rounds × ${DURATION}s × ${#PATHS[@]} paths"
+                new_rethread "$sub"
+                check_workload "$sub"
+                rounds "$sub" "${PATHS[@]}"
+                end_workload "$sub"
+                # Growth across rounds: the peak RSS of each rethread round, in order.
+                note "$sub.rethread peak RSS per round (MB)$([[ -n "$FAKE_TLS" ]] && echo ', a fresh rethread each run over TLS')" "$(python3 - "$RESULTS" "$sub" <<'EOF'
 import json, sys
 rs = [json.loads(l) for l in open(sys.argv[1])]
-peaks = [r["rss_peak_kb"] // 1024 for r in rs if r["workload"] == "W2" and r["path"] == "rethread"]
+peaks = [r["rss_peak_kb"] // 1024 for r in rs if r["workload"] == sys.argv[2] and r["path"] == "rethread"]
 grow = len(peaks) > 1 and all(b >= a for a, b in zip(peaks, peaks[1:])) and peaks[-1] > peaks[0] * 1.1
 print(", ".join(map(str, peaks)) + (" — grows every round (+%d%%)" % ((peaks[-1] / peaks[0] - 1) * 100) if grow
       else " — no growth across rounds" if peaks else ""))
 EOF
 )"
+            done
             ;;
         W3)
             for sub in W3c1 W3c64; do

@@ -25,12 +25,17 @@ PATH_ORDER = ["direct", "nginx", "nginx-buf", "rethread", "rethread-redis"]
 WORKLOAD_TEXT = {
     "W1c1": "W1: 2 KB JSON request → ~100 KB Responses object (rs, ig 75 KB, msg), c=1",
     "W1c64": "W1: 2 KB JSON request → ~100 KB Responses object (rs, ig 75 KB, msg), c=64",
-    "W2": "W2: image turn, ~1.5 MB base64 `result`, c=16 (W2_CONNS)",
     "W3c1": "W3: SSE stream of ~200 events, c=1",
     "W3c64": "W3: SSE stream of ~200 events, c=64",
     "W4": "W4: follow-up with a 5 MB `input_image` data URL needing repair, c=4",
     "W5": "W5: repair-needed follow-ups against a full ledger, c=64",
 }
+
+
+def workload_text(wl):
+    if wl.startswith("W2c"):
+        return f"W2: image turn, ~1.5 MB base64 `result`, c={wl[3:]} (W2_CONNS)"
+    return WORKLOAD_TEXT.get(wl, wl)
 
 
 def cmd_add(argv):
@@ -137,7 +142,7 @@ def render(results_path, notes_path, out_path):
         wr = [r for r in runs if r["workload"] == wl]
         paths = [p for p in PATH_ORDER if any(r["path"] == p for r in wr)]
         sse = any("ttfb_p50_us" in r for r in wr)
-        w(f"## {WORKLOAD_TEXT.get(wl, wl)}")
+        w(f"## {workload_text(wl)}")
         w("")
         agg = {}
         for p in paths:
