@@ -12,7 +12,10 @@ pub const MARKER: &[u8] = b"\"\\u0000rethread-elided\"";
 /// Keys whose string values are payloads no kept item needs (an image call's base64 `result`;
 /// image calls are never kept in full): such a value is dropped once it passes `BULKY_MAX`
 /// instead of being copied up to the general bound first, which for a 1.5 MB image was 256 KiB
-/// copied and thrown away per response.
+/// copied and thrown away per response. The key alone decides: servers order an item's keys
+/// differently (the API writes `type` first, a sorted map writes `result` first). No item type
+/// kept in full has a string `result` in the API's schema; an unknown item that had one would
+/// lose only its full copy (it is still remembered by id), never a repair that was correct.
 const BULKY_KEYS: [&[u8]; 2] = [b"\"result\"", b"\"partial_image_b64\""];
 const BULKY_MAX: usize = 1024;
 

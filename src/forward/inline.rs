@@ -37,6 +37,9 @@ const KEEP_IDLE: Duration = Duration::from_secs(90);
 /// Most unused connections kept; beyond this a finished connection is closed.
 const MAX_IDLE: usize = 1024;
 
+/// How long a connection that chose HTTP/2 waits for the pooled client to take it.
+const HANDOFF_FRESH: Duration = Duration::from_secs(1);
+
 /// Why a request did not get a response head.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -115,7 +118,7 @@ pub struct InlinePool {
     /// Set once the upstream has chosen HTTP/2 by ALPN.
     speaks_h2: AtomicBool,
     /// Where the connection that chose HTTP/2 waits for the pooled client.
-    handoff: Arc<Mutex<Option<Stream>>>,
+    handoff: Arc<Mutex<Option<(Stream, Instant)>>>,
 }
 
 impl InlinePool {
@@ -237,7 +240,11 @@ impl InlinePool {
             .map_err(SendError::Connect)?;
         if stream.connected().is_negotiated_h2() {
             self.speaks_h2.store(true, Ordering::Relaxed);
-            *self.handoff.lock().unwrap_or_else(PoisonError::into_inner) = Some(stream);
+            // Requests that connected at the same time each learn it; one connection is kept.
+            let mut parked = self.handoff.lock().unwrap_or_else(PoisonError::into_inner);
+            if parked.is_none() {
+                *parked = Some((stream, Instant::now()));
+            }
             return Ok(None);
         }
         let (sender, conn) = self
@@ -257,7 +264,7 @@ impl InlinePool {
 #[derive(Clone)]
 pub struct Handoff {
     inner: HttpsConnector<HttpConnector>,
-    parked: Arc<Mutex<Option<Stream>>>,
+    parked: Arc<Mutex<Option<(Stream, Instant)>>>,
 }
 
 impl Handoff {
@@ -286,8 +293,12 @@ impl tower::Service<Uri> for Handoff {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         match parked {
-            Some(stream) => Box::pin(std::future::ready(Ok(stream))),
-            None => Box::pin(self.inner.call(uri)),
+            // Taken at once by the request that parked it; one left over from a crowd of first
+            // requests is not trusted later (the upstream may have closed it meanwhile).
+            Some((stream, since)) if since.elapsed() < HANDOFF_FRESH => {
+                Box::pin(std::future::ready(Ok(stream)))
+            }
+            _ => Box::pin(self.inner.call(uri)),
         }
     }
 }

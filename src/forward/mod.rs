@@ -201,9 +201,7 @@ impl Upstream {
             None => Err(ProxyError::Timeout(idle)),
             Some(Err(e)) => Err(e.into()),
             Some(Ok(inline::Sent::Response(response))) => Ok(response.map(|b| guarded(b, idle))),
-            Some(Ok(inline::Sent::NotHttp1(mut request))) => {
-                // Prepared for HTTP/1.1; the upstream chose HTTP/2, which takes no `host`.
-                remove_header(request.headers_mut(), &header::HOST);
+            Some(Ok(inline::Sent::NotHttp1(request))) => {
                 Ok(self.send_raw(request).await?.map(guard))
             }
         }
@@ -215,12 +213,17 @@ impl Upstream {
         self.inline.is_http1() && !is_upgrade(headers)
     }
 
-    /// Sends a prepared request and returns the upstream's response as it came (for upgrades,
-    /// whose connection outlives the body).
+    /// Sends a prepared request through the pooled client and returns the upstream's response as
+    /// it came (for upgrades, whose connection outlives the body).
     pub async fn send_raw(
         &self,
-        request: Request<Body>,
+        mut request: Request<Body>,
     ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
+        // The pooled client writes `Host` from the URI on HTTP/1 and must send none beside
+        // HTTP/2's `:authority`. `prepare` keeps the client's `Host` for an inline request, and
+        // the upstream may have been found to speak HTTP/2 since (by another request, or by this
+        // one's connection): whatever was prepared, none goes from here.
+        remove_header(request.headers_mut(), &header::HOST);
         let client = if is_upgrade(request.headers()) {
             &self.upgrades
         } else {
