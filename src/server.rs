@@ -5,13 +5,12 @@
 //!
 //! Each accepted connection is handed, in turn, to one of `workers` threads that each run an
 //! event loop of their own (a current-thread runtime), as nginx's worker processes do. A request,
-//! its HTTP/1.1 upstream connection (`forward::inline` prefers an idle one its own thread opened)
-//! and its response stream then stay on one thread: a work-stealing runtime moved them between
-//! cores, and on a small machine shared with the client and the upstream every such hand-off was
-//! a wake-up of another thread that cost more than the parallelism gave. An HTTP/2 upstream's one
-//! shared connection lives on the thread that opened it, and other threads' streams cross to it.
-//! Connections are spread, not requests; the listener, start-up and background tasks (and the
-//! first Redis connection) stay on the main thread.
+//! its upstream connection (`forward::inline` prefers an idle one its own thread opened; an
+//! HTTP/2 upstream gets one connection per worker) and its response stream then stay on one
+//! thread: a work-stealing runtime moved them between cores, and on a small machine shared with
+//! the client and the upstream every such hand-off was a wake-up of another thread that cost
+//! more than the parallelism gave. Connections are spread, not requests; the listener, start-up
+//! and background tasks (and the first Redis connection) stay on the main thread.
 
 use std::future::Future;
 use std::net::SocketAddr;

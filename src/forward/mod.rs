@@ -39,7 +39,8 @@ pub struct Upstream {
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     prefix: String,
-    client: Client<inline::Handoff, Body>,
+    /// Builds each thread's pooled client (`pooled`): HTTP/2 once the upstream chose it.
+    per_thread: PerThread,
     /// Pooled HTTP/1.1 connections for protocol upgrades (ALPN `http/1.1` only).
     upgrades: Client<inline::Handoff, Body>,
     /// The pooled client's connector, for `probe`.
@@ -48,6 +49,47 @@ pub struct Upstream {
     inline: std::sync::Arc<inline::InlinePool>,
     connect_timeout: Duration,
     idle_timeout: Duration,
+}
+
+fn pool_builder() -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(Duration::from_secs(90))
+        .http1_preserve_header_case(true);
+    builder
+}
+
+static NEXT_UPSTREAM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    /// Each thread's pooled clients, by `PerThread::id`.
+    static POOLED: std::cell::RefCell<Vec<(u64, Client<inline::Handoff, Body>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One pooled client per thread. An HTTP/2 connection is driven by a task of the thread that
+/// opened it; shared by every worker thread, each DATA frame for another thread's stream was a
+/// wake-up across threads (W3 over HTTP/2: 0.91 ms CPU per stream with two workers against
+/// 0.68 ms with one). So each worker keeps an HTTP/2 connection of its own, as it keeps its
+/// HTTP/1.1 ones.
+#[derive(Clone)]
+struct PerThread {
+    id: u64,
+    connector: inline::Handoff,
+}
+
+impl PerThread {
+    fn client(&self) -> Client<inline::Handoff, Body> {
+        POOLED.with(|pooled| {
+            let mut pooled = pooled.borrow_mut();
+            if let Some((_, client)) = pooled.iter().find(|(id, _)| *id == self.id) {
+                return client.clone();
+            }
+            let client = pool_builder().build(self.connector.clone());
+            pooled.push((self.id, client.clone()));
+            client
+        })
+    }
 }
 
 /// A response body as the client gets it: bounded by the idle timeout, events of one read
@@ -109,16 +151,9 @@ impl Upstream {
             http.clone(),
             tls::client_config(roots.clone(), tls::H2_AND_HTTP1)?,
         ));
-        let pooled = || {
-            let mut builder = Client::builder(TokioExecutor::new());
-            builder
-                .pool_idle_timeout(Duration::from_secs(90))
-                .http1_preserve_header_case(true);
-            builder
-        };
         // HTTP/2 has no `Upgrade` (a WebSocket would need RFC 8441's extended CONNECT, which the
         // upstream may not offer): protocol switches go on HTTP/1.1 connections of their own.
-        let upgrades = pooled().build(inline::Handoff::plain(HttpsConnector::from((
+        let upgrades = pool_builder().build(inline::Handoff::plain(HttpsConnector::from((
             http,
             tls::client_config(roots, tls::HTTP1_ONLY)?,
         ))));
@@ -131,12 +166,15 @@ impl Upstream {
             base.clone(),
             connect_timeout,
         ));
-        let client = pooled().build(inline.handoff());
+        let per_thread = PerThread {
+            id: NEXT_UPSTREAM.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            connector: inline.handoff(),
+        };
         Ok(Upstream {
             scheme,
             authority,
             prefix: base.path().trim_end_matches('/').to_owned(),
-            client,
+            per_thread,
             upgrades,
             connector,
             inline,
@@ -225,9 +263,9 @@ impl Upstream {
         // one's connection): whatever was prepared, none goes from here.
         remove_header(request.headers_mut(), &header::HOST);
         let client = if is_upgrade(request.headers()) {
-            &self.upgrades
+            self.upgrades.clone()
         } else {
-            &self.client
+            self.per_thread.client()
         };
         let progress = Progress::new();
         let request = request.map(|b| Body::new(Watched::new(b, progress.clone())));

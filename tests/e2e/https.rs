@@ -506,7 +506,13 @@ impl H2Upstream {
         self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// A rethread with one worker: these tests follow the fate of one HTTP/2 connection (each
+    /// worker thread keeps its own).
     fn proxy(&self) -> Rethread {
+        self.proxy_with_workers(1)
+    }
+
+    fn proxy_with_workers(&self, workers: usize) -> Rethread {
         Rethread::start(
             &self.url,
             &[
@@ -514,6 +520,8 @@ impl H2Upstream {
                 self.ca.to_str().unwrap(),
                 "--fallback-retries",
                 "0",
+                "--workers",
+                &workers.to_string(),
             ],
         )
     }
@@ -907,4 +915,18 @@ async fn events_read_together_from_an_https_http1_upstream_are_written_together(
         }
     }
     let _ = std::fs::remove_file(&ca_file);
+}
+
+/// Each worker thread drives an HTTP/2 connection of its own (a shared one woke another thread
+/// for every frame of the other's streams), reused by every request it serves; the connection
+/// that first found the upstream speaking HTTP/2 is one of them, not a wasted one.
+#[tokio::test]
+async fn each_worker_keeps_one_http2_connection_of_its_own() {
+    let upstream = H2Upstream::start().await;
+    let proxy = upstream.proxy_with_workers(2);
+    // A new client connection each time: accepted connections go to the workers in turn.
+    for _ in 0..6 {
+        still_serves(&proxy).await;
+    }
+    assert_eq!(upstream.connections(), 2, "{}", proxy.logs());
 }
