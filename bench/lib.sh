@@ -203,6 +203,16 @@ children() { pgrep -P "$1" 2>/dev/null | tr '\n' ' '; }
 FAKE_TLS="${FAKE_TLS:-}"
 FAKE_CA="${FAKE_CA:-}"
 
+# fake_tls_of UPSTREAM: the ALPN the fake offers in an upstream mode (plain: none).
+fake_tls_of() {
+    case "$1" in
+        plain) echo "" ;;
+        tls-h1) echo "http/1.1" ;;
+        tls-h2) echo "h2" ;;
+        *) echo "UPSTREAM must be plain, tls-h1 or tls-h2 (got '$1')" >&2; return 2 ;;
+    esac
+}
+
 # start_fake PORT IMAGE_BYTES → sets FAKE_PID. The fake prints "listening on http(s)://…" first
 # (with FAKE_TLS, after writing its CA to FAKE_CA). Every start makes a new CA.
 start_fake() {

@@ -19,12 +19,7 @@ WORKLOAD="${WORKLOAD:-W3}"
 UPSTREAM="${UPSTREAM:-plain}"
 SECONDS_PER="${SECONDS_PER:-8}"
 RECORD="${RECORD:-0}"
-case "$UPSTREAM" in
-    plain) FAKE_TLS="" ;;
-    tls-h1) FAKE_TLS="http/1.1" ;;
-    tls-h2) FAKE_TLS="h2" ;;
-    *) die "UPSTREAM must be plain, tls-h1 or tls-h2" ;;
-esac
+FAKE_TLS="$(fake_tls_of "$UPSTREAM")" || exit 2
 
 bench_init
 FAKE_CA="$BENCH_TMP/upstream-ca.pem"

@@ -59,12 +59,7 @@ WRK_TIMEOUT="${WRK_TIMEOUT:-30s}" # wrk's default (2 s) would count slow W2/W4 a
 UPSTREAM="${UPSTREAM:-plain}"
 NGINX_BUF="${NGINX_BUF:-0}"
 W2_CONNS="${W2_CONNS:-16}"
-case "$UPSTREAM" in
-    plain) FAKE_TLS="" ;;
-    tls-h1) FAKE_TLS="http/1.1" ;;
-    tls-h2) FAKE_TLS="h2" ;;
-    *) echo "UPSTREAM must be plain, tls-h1 or tls-h2 (got '$UPSTREAM')" >&2; exit 2 ;;
-esac
+FAKE_TLS="$(fake_tls_of "$UPSTREAM")" || exit 2
 if [[ -n "$FAKE_TLS" && " $WORKLOADS " == *" W5 "* ]]; then
     echo "UPSTREAM=$UPSTREAM: W5 runs over plain HTTP only (the fake's new CA at every restart means restarting rethread, which would drop W5's prefilled ledger); dropping W5" >&2
     WORKLOADS="$(echo " $WORKLOADS " | sed 's/ W5 / /; s/^ *//; s/ *$//')"
