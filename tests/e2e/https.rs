@@ -106,16 +106,6 @@ fn an_unreadable_upstream_ca_stops_rethread_at_start_naming_the_file() {
 /// Both protocols, and the version the fake then reports.
 const BOTH: [(Alpn, &str); 2] = [(Alpn::H2AndHttp1, "HTTP/2.0"), (Alpn::Http1, "HTTP/1.1")];
 
-fn header<'a>(echoed: &'a Value, name: &str) -> Vec<&'a str> {
-    echoed["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h[0] == name)
-        .map(|h| h[1].as_str().unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn image_followup_gets_its_reasoning_back_over_both_protocols() {
     for (alpn, version) in BOTH {
@@ -170,13 +160,17 @@ async fn the_authority_travels_as_http2_wants_and_http1_needs() {
         assert_eq!(echoed["version"], version);
         let authority = upstream.fake.addr().to_string();
         if alpn == Alpn::Http1 {
-            assert_eq!(header(&echoed, "host"), [authority.as_str()], "{echoed}");
+            assert_eq!(
+                echoed_header(&echoed, "host"),
+                [authority.as_str()],
+                "{echoed}"
+            );
         } else {
             // RFC 9113 §8.3.1: the authority in `:authority`, and no `host` beside it.
             assert_eq!(echoed["authority"], authority.as_str(), "{echoed}");
-            assert!(header(&echoed, "host").is_empty(), "{echoed}");
+            assert!(echoed_header(&echoed, "host").is_empty(), "{echoed}");
         }
-        assert_eq!(header(&echoed, "x-request-id"), ["mine"]);
+        assert_eq!(echoed_header(&echoed, "x-request-id"), ["mine"]);
     }
 }
 
@@ -212,21 +206,6 @@ async fn websocket_mode_is_repaired_through_an_upstream_that_offers_http2() {
             "{version}: {followup:?}"
         );
     }
-}
-
-fn fnv(data: &[u8]) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in data {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016x}")
-}
-
-async fn echo(req: reqwest::RequestBuilder) -> Value {
-    let resp = req.send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
 }
 
 #[tokio::test]
@@ -271,16 +250,20 @@ async fn passthrough_over_both_protocols_is_transparent() {
             "upgrade",
         ] {
             assert!(
-                header(&echoed, name).is_empty(),
+                echoed_header(&echoed, name).is_empty(),
                 "{version}: {name} in {echoed}"
             );
         }
         assert_eq!(
-            header(&echoed, "openai-beta"),
+            echoed_header(&echoed, "openai-beta"),
             ["responses=v1"],
             "{version}"
         );
-        assert_eq!(header(&echoed, "x-request-id"), ["mine"], "{version}");
+        assert_eq!(
+            echoed_header(&echoed, "x-request-id"),
+            ["mine"],
+            "{version}"
+        );
         // Response headers, statuses, bodiless answers.
         let resp = raw_client()
             .get(proxy.url("/v1/headers"))
@@ -361,8 +344,8 @@ async fn a_mixed_case_header_reaches_an_http2_upstream_lower_case() {
         serde_json::from_str(body.lines().find(|l| l.starts_with('{')).unwrap()).unwrap()
     });
     assert_eq!(echoed["version"], "HTTP/2.0");
-    assert_eq!(header(&echoed, "x-custom-header"), ["1"]);
-    assert_eq!(header(&echoed, "openai-organization"), ["org"]);
+    assert_eq!(echoed_header(&echoed, "x-custom-header"), ["1"]);
+    assert_eq!(echoed_header(&echoed, "openai-organization"), ["org"]);
 }
 
 #[tokio::test]

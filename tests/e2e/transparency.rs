@@ -13,29 +13,11 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use serde_json::Value;
 
-async fn echo(proxy: &Rethread, req: reqwest::RequestBuilder) -> Value {
-    let _ = proxy;
-    let resp = req.send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
-}
-
-fn header<'a>(echoed: &'a Value, name: &str) -> Vec<&'a str> {
-    echoed["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h[0] == name)
-        .map(|h| h[1].as_str().unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn content_length_zero_is_preserved() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &[]);
     let echoed = echo(
-        &proxy,
         client()
             .post(proxy.url("/v1/echo"))
             .header("content-length", "0")
@@ -50,7 +32,7 @@ async fn content_length_zero_is_preserved() {
 async fn bodiless_requests_get_no_transfer_encoding() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &[]);
-    let echoed = echo(&proxy, client().get(proxy.url("/v1/echo"))).await;
+    let echoed = echo(client().get(proxy.url("/v1/echo"))).await;
     assert_eq!(echoed["transfer_encoding"], Value::Null);
     assert_eq!(echoed["content_length"], Value::Null);
     assert_eq!(echoed["method"], "GET");
@@ -67,11 +49,7 @@ async fn a_chunked_upload_streams_through_intact() {
         .flat_map(|c| c.as_ref().unwrap().clone())
         .collect();
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
-    let echoed = echo(
-        &proxy,
-        client().post(proxy.url("/v1/echo/files")).body(body),
-    )
-    .await;
+    let echoed = echo(client().post(proxy.url("/v1/echo/files")).body(body)).await;
     assert_eq!(echoed["body_len"], all.len());
     assert_eq!(echoed["transfer_encoding"], "chunked");
     assert_eq!(echoed["body_fnv64"], fnv(&all));
@@ -95,7 +73,7 @@ async fn a_multipart_upload_passes_byte_for_byte() {
         .await
         .unwrap();
     let echoed: Value = resp.json().await.unwrap();
-    let content_type = header(&echoed, "content-type")[0];
+    let content_type = echoed_header(&echoed, "content-type")[0];
     assert!(content_type.starts_with("multipart/form-data; boundary="));
     assert!(echoed["body_len"].as_u64().unwrap() > data.len() as u64);
 }
@@ -213,7 +191,6 @@ async fn response_headers_pass_both_ways() {
     assert_eq!(resp.headers()["openai-processing-ms"], "5");
     assert_eq!(resp.headers()["x-ratelimit-remaining-requests"], "99");
     let echoed = echo(
-        &proxy,
         client()
             .get(proxy.url("/v1/echo"))
             .header("x-request-id", "mine")
@@ -224,11 +201,11 @@ async fn response_headers_pass_both_ways() {
             .header("keep-alive", "timeout=5"),
     )
     .await;
-    assert_eq!(header(&echoed, "x-request-id"), ["mine"]);
-    assert_eq!(header(&echoed, "openai-beta"), ["responses=v1"]);
-    assert_eq!(header(&echoed, "accept-encoding"), ["zstd"]);
-    assert!(header(&echoed, "x-private").is_empty());
-    assert!(header(&echoed, "keep-alive").is_empty());
+    assert_eq!(echoed_header(&echoed, "x-request-id"), ["mine"]);
+    assert_eq!(echoed_header(&echoed, "openai-beta"), ["responses=v1"]);
+    assert_eq!(echoed_header(&echoed, "accept-encoding"), ["zstd"]);
+    assert!(echoed_header(&echoed, "x-private").is_empty());
+    assert!(echoed_header(&echoed, "keep-alive").is_empty());
 }
 
 #[tokio::test]
@@ -236,11 +213,7 @@ async fn odd_query_strings_are_preserved() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &[]);
     let query = "a=%2F%2f&b=%E2%9C%93&c=+&d&e=%zz&f=a%20b";
-    let echoed = echo(
-        &proxy,
-        client().get(format!("{}?{query}", proxy.url("/v1/echo"))),
-    )
-    .await;
+    let echoed = echo(client().get(format!("{}?{query}", proxy.url("/v1/echo")))).await;
     assert_eq!(echoed["query"], query);
 }
 
@@ -248,7 +221,7 @@ async fn odd_query_strings_are_preserved() {
 async fn the_upstream_path_prefix_is_kept() {
     let fake = fake().await;
     let proxy = Rethread::start(&format!("{}/v1/echo/base", fake.url()), &[]);
-    let echoed = echo(&proxy, client().get(proxy.url("/v1/files?x=1"))).await;
+    let echoed = echo(client().get(proxy.url("/v1/files?x=1"))).await;
     assert_eq!(echoed["path"], "/v1/echo/base/v1/files");
 }
 
@@ -296,13 +269,4 @@ fn header_case_and_order_are_kept_both_ways() {
     let a = answer.find("Set-Cookie: a=1").expect(&answer);
     let b = answer.find("Set-Cookie: b=2").expect(&answer);
     assert!(a < b);
-}
-
-fn fnv(data: &[u8]) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in data {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016x}")
 }

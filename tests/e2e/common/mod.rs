@@ -342,3 +342,32 @@ pub fn family_sum(metrics: &str, family: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Sends a request to the fake's `/v1/echo` (through whatever URL it names) and returns what the
+/// fake saw; the answer must be 200.
+pub async fn echo(req: reqwest::RequestBuilder) -> Value {
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+/// Every value of header `name` the echo endpoint saw, in order.
+pub fn echoed_header<'a>(echoed: &'a Value, name: &str) -> Vec<&'a str> {
+    echoed["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0] == name)
+        .map(|h| h[1].as_str().unwrap())
+        .collect()
+}
+
+/// FNV-1a 64 of `data` in hex, as the fake's echo reports a body (`body_fnv64`).
+pub fn fnv(data: &[u8]) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in data {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
