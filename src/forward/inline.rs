@@ -156,8 +156,7 @@ impl InlinePool {
     /// Sends a prepared request (absolute URI) and returns the response head; the body carries the
     /// connection and drives it. A request that a reused connection closed under before sending
     /// is sent again on another one, as hyper-util's client does.
-    pub async fn send(self: &Arc<Self>, request: Request<Body>) -> Result<Sent, SendError> {
-        let mut request = request;
+    pub async fn send(self: &Arc<Self>, mut request: Request<Body>) -> Result<Sent, SendError> {
         loop {
             let (mut link, reused) = match self.checkout() {
                 Some(link) => (link, true),
@@ -197,7 +196,7 @@ impl InlinePool {
         let here = std::thread::current().id();
         loop {
             let (mut link, since) = {
-                let mut idle = self.lock();
+                let mut idle = lock(&self.idle);
                 let at = idle
                     .iter()
                     .rposition(|(link, _)| link.home == here)
@@ -214,7 +213,7 @@ impl InlinePool {
         if !link.settle_idle() {
             return;
         }
-        let mut idle = self.lock();
+        let mut idle = lock(&self.idle);
         while idle
             .front()
             .is_some_and(|(_, since)| since.elapsed() > KEEP_IDLE)
@@ -224,10 +223,6 @@ impl InlinePool {
         if idle.len() < MAX_IDLE {
             idle.push_back((link, Instant::now()));
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Link, Instant)>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A new connection (TCP, then TLS for `https://`), or `None` when the upstream chose HTTP/2.
@@ -241,7 +236,7 @@ impl InlinePool {
         if stream.connected().is_negotiated_h2() {
             self.speaks_h2.store(true, Ordering::Relaxed);
             // Requests that connected at the same time each learn it; one connection is kept.
-            let mut parked = self.handoff.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut parked = lock(&self.handoff);
             if parked.is_none() {
                 *parked = Some((stream, Instant::now()));
             }
@@ -258,6 +253,11 @@ impl InlinePool {
             home: std::thread::current().id(),
         }))
     }
+}
+
+/// A poisoned lock is still used: every holder leaves the pool's state whole.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A connector that first gives out the connection the inline pool found speaking HTTP/2.
@@ -287,11 +287,7 @@ impl tower::Service<Uri> for Handoff {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let parked = self
-            .parked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let parked = lock(&self.parked).take();
         match parked {
             // Taken at once by the request that parked it; one left over from a crowd of first
             // requests is not trusted later (the upstream may have closed it meanwhile).

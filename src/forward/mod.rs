@@ -229,9 +229,8 @@ impl Upstream {
     /// Sends a prepared request; the response body is guarded by the idle timeout.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
         let idle = self.idle_timeout;
-        let guard = |body| guarded(body, idle);
         if !self.goes_inline(request.headers()) {
-            return Ok(self.send_raw(request).await?.map(guard));
+            return Ok(self.send_raw(request).await?.map(|b| guarded(b, idle)));
         }
         let progress = Progress::new();
         let request = request.map(|b| Body::new(Watched::new(b, progress.clone())));
@@ -240,7 +239,7 @@ impl Upstream {
             Some(Err(e)) => Err(e.into()),
             Some(Ok(inline::Sent::Response(response))) => Ok(response.map(|b| guarded(b, idle))),
             Some(Ok(inline::Sent::NotHttp1(request))) => {
-                Ok(self.send_raw(request).await?.map(guard))
+                Ok(self.send_raw(request).await?.map(|b| guarded(b, idle)))
             }
         }
     }
@@ -257,10 +256,10 @@ impl Upstream {
         &self,
         mut request: Request<Body>,
     ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
-        // The pooled client writes `Host` from the URI on HTTP/1 and must send none beside
-        // HTTP/2's `:authority`. `prepare` keeps the client's `Host` for an inline request, and
-        // the upstream may have been found to speak HTTP/2 since (by another request, or by this
-        // one's connection): whatever was prepared, none goes from here.
+        // Every request the pooled client sends (HTTP/2, an upgrade, or one prepared for an inline
+        // connection before the upstream was found to speak HTTP/2) leaves without a `Host`:
+        // HTTP/2 carries the authority in `:authority` and strict servers refuse a `host` beside
+        // it (RFC 9113 §8.3.1; nginx answers 400); on HTTP/1 the pool writes `Host` from the URI.
         remove_header(request.headers_mut(), &header::HOST);
         let client = if is_upgrade(request.headers()) {
             self.upgrades.clone()
@@ -294,20 +293,13 @@ impl Upstream {
         parts.version = Version::HTTP_11;
         let upgrade = is_upgrade(&parts.headers);
         remove_hop_by_hop(&mut parts.headers, upgrade);
-        if self.goes_inline(&parts.headers) {
-            // HTTP/1.1 on a connection of our own: the client's `Host` is replaced in place, so
-            // header order is kept (`inline` writes one when the client sent none).
-            if parts.headers.contains_key(header::HOST) {
-                if let Ok(host) = http::HeaderValue::from_str(self.authority.as_str()) {
-                    parts.headers.insert(header::HOST, host);
-                }
+        // HTTP/1.1 on a connection of our own: the client's `Host` is replaced in place, so header
+        // order is kept (`inline` writes one when the client sent none). A request for the pooled
+        // client loses its `Host` in `send_raw`.
+        if self.goes_inline(&parts.headers) && parts.headers.contains_key(header::HOST) {
+            if let Ok(host) = http::HeaderValue::from_str(self.authority.as_str()) {
+                parts.headers.insert(header::HOST, host);
             }
-        } else {
-            // The pooled client: HTTP/2 (the upstream chose it) or an upgrade. HTTP/2 carries the
-            // authority in `:authority` and strict servers refuse a `host` beside it (RFC 9113
-            // §8.3.1; nginx answers 400); HTTP/1.1 needs one. The pool writes `Host` from the URI
-            // on HTTP/1 connections only, so none may be sent from here.
-            remove_header(&mut parts.headers, &header::HOST);
         }
         Ok(())
     }

@@ -93,6 +93,14 @@ end
 return found
 ";
 
+/// Routing to the cluster node at `host:port`.
+fn by_address(host: &str, port: u16) -> SingleNodeRoutingInfo {
+    SingleNodeRoutingInfo::ByAddress {
+        host: host.to_owned(),
+        port,
+    }
+}
+
 /// A connection that reconnects on its own: to one node, or to a cluster (commands go to the
 /// node holding their first key's slot; the client follows redirections and failovers).
 #[derive(Clone)]
@@ -150,10 +158,7 @@ impl Conn {
     ) -> redis::RedisResult<T> {
         match (self.clone(), node) {
             (Conn::Cluster(mut c), Some((host, port))) => {
-                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                    host: host.clone(),
-                    port: *port,
-                });
+                let route = RoutingInfo::SingleNode(by_address(host, *port));
                 Ok(redis::from_redis_value(c.route_command(cmd, route).await?)?)
             }
             _ => self.query(&cmd).await,
@@ -168,10 +173,7 @@ impl Conn {
     ) -> redis::RedisResult<T> {
         match (self.clone(), node) {
             (Conn::Cluster(mut c), Some((host, port))) => {
-                let route = SingleNodeRoutingInfo::ByAddress {
-                    host: host.clone(),
-                    port: *port,
-                };
+                let route = by_address(host, *port);
                 let count = pipe.len();
                 let values = c.route_pipeline(pipe, 0, count, route).await?;
                 Ok(redis::from_redis_value(redis::Value::Array(values))?)
