@@ -202,6 +202,10 @@ children() { pgrep -P "$1" 2>/dev/null | tr '\n' ' '; }
 # with proxy_ssl_* against the same CA. Empty (the default): plain HTTP, as before.
 FAKE_TLS="${FAKE_TLS:-}"
 FAKE_CA="${FAKE_CA:-}"
+# Over HTTP/2 the fake ends each connection with a GOAWAY after this many streams, naming the
+# last, as nginx does by default (keepalive_requests 1000) and servers in front of the API do;
+# 0: never.
+FAKE_H2_GOAWAY="${FAKE_H2_GOAWAY:-1000}"
 
 # fake_tls_of UPSTREAM: the ALPN the fake offers in an upstream mode (plain: none).
 fake_tls_of() {
@@ -219,6 +223,7 @@ start_fake() {
     local port="$1" image_bytes="$2" out="$BENCH_TMP/fake-$1.out" i
     local tls=()
     [[ -n "$FAKE_TLS" ]] && tls=(--tls "$FAKE_TLS" --ca-out "$FAKE_CA")
+    [[ -n "$FAKE_TLS" && "$FAKE_H2_GOAWAY" != 0 ]] && tls+=(--h2-goaway-after "$FAKE_H2_GOAWAY")
     "$FAKE_BIN" --listen "127.0.0.1:$port" --image-bytes "$image_bytes" "${tls[@]}" >"$out" 2>&1 &
     FAKE_PID=$!
     track "$FAKE_PID"

@@ -16,7 +16,9 @@
 # PREFILL_MAX_SECONDS (time budget per store for the prefill), W5_IDS (turns the W5
 # follow-ups name), W4_DIRECT / W5_DIRECT (raw|repaired: what the direct and nginx paths send,
 # see below), REDIS (auto|0|1), BUILD (auto|0|1), FAKE_MEM_LIMIT_MB, WRK_TIMEOUT, PREFILL_CHUNK,
-# BENCH_KEEP_TMP=1, UPSTREAM (plain|tls-h1|tls-h2), NGINX_BUF (0|1), W2_CONNS (a list: "1 64" runs W2c1 and W2c64).
+# BENCH_KEEP_TMP=1, UPSTREAM (plain|tls-h1|tls-h2), NGINX_BUF (0|1), W2_CONNS (a list: "1 64" runs W2c1 and W2c64),
+# FAKE_H2_GOAWAY (over HTTP/2 the fake sends GOAWAY after this many streams of a connection, as
+# nginx's default keepalive_requests: 1000; 0 never).
 #
 # UPSTREAM=tls-h1 / tls-h2: the fake serves HTTPS offering only HTTP/1.1 / only HTTP/2 (ALPN),
 # with a test CA of its own; rethread reaches it with --upstream-ca, nginx with proxy_pass

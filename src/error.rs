@@ -40,6 +40,14 @@ pub enum ProxyError {
         #[source]
         source: BoxError,
     },
+    /// The upstream did not process the request, and its body was read too far to send again.
+    #[error("the upstream did not process the request ({reason}), and it was not sent again: its body was read past the {limit} bytes kept for a resend: {source}{}", causes(&**.source))]
+    NotResent {
+        reason: &'static str,
+        limit: usize,
+        #[source]
+        source: BoxError,
+    },
     #[error("the upstream did not answer within {0:?}")]
     Timeout(std::time::Duration),
     #[error("request body exceeds rethread's limit of {limit} bytes")]
@@ -58,7 +66,7 @@ pub enum ProxyError {
 impl ProxyError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            Self::Unreachable { .. } => (
+            Self::Unreachable { .. } | Self::NotResent { .. } => (
                 StatusCode::BAD_GATEWAY,
                 "upstream_error",
                 "upstream_unreachable",

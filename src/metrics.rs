@@ -41,6 +41,7 @@ pub const UNREPAIRABLE: &str = "rethread_unrepairable_total";
 pub const UNPARSED: &str = "rethread_unparsed_requests_total";
 pub const FALLBACK_RETRIES: &str = "rethread_fallback_retries_total";
 pub const REVERTS: &str = "rethread_reverts_total";
+pub const UPSTREAM_RESENDS: &str = "rethread_upstream_resends_total";
 pub const TURNS_LEARNED: &str = "rethread_turns_learned_total";
 pub const CAPTURE_FAILURES: &str = "rethread_capture_failures_total";
 pub const STORE_ERRORS: &str = "rethread_store_errors_total";
@@ -84,6 +85,10 @@ fn describe() {
     describe_counter!(
         REVERTS,
         "Changed requests the upstream refused for their content, resent as the client sent them, by the refusal's kind."
+    );
+    describe_counter!(
+        UPSTREAM_RESENDS,
+        "Requests sent again on a new connection because the upstream proved it had not processed them (HTTP/2 GOAWAY, REFUSED_STREAM), by reason."
     );
     describe_counter!(TURNS_LEARNED, "Turns captured from responses.");
     describe_counter!(

@@ -150,6 +150,9 @@ fn export_at_zero() {
     for reason in Refusal::LABELS {
         zero(m::REVERTS, &[("reason", reason)]);
     }
+    for reason in crate::forward::RESEND_REASONS {
+        zero(m::UPSTREAM_RESENDS, &[("reason", reason)]);
+    }
     for outcome in m::FALLBACK_OUTCOMES {
         zero(m::FALLBACK_RETRIES, &[("outcome", outcome)]);
     }

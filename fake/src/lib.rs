@@ -24,6 +24,7 @@ mod encrypted;
 mod errors;
 mod events;
 mod generate;
+mod goaway;
 mod http2;
 mod ids;
 mod input;
@@ -58,7 +59,7 @@ use crate::state::Shared;
 
 pub use crate::encrypted::issue as issue_encrypted_content;
 pub use crate::models::reasons as model_reasons;
-pub use crate::tls::{Alpn, TestCa};
+pub use crate::tls::{Alpn, H2Faults, TestCa};
 pub use tokio_rustls::TlsAcceptor;
 
 /// Server settings.
@@ -77,6 +78,9 @@ pub struct FakeOptions {
     /// Serve HTTPS with a test CA of its own ([`FakeHandle::ca_pem`]), offering these protocols
     /// by ALPN. Default `None`: plain HTTP (HTTP/1.1, or HTTP/2 with prior knowledge).
     pub tls: Option<Alpn>,
+    /// Over HTTPS with HTTP/2: GOAWAY after N streams of a connection, and `REFUSED_STREAM`
+    /// resets (default: neither).
+    pub h2_faults: H2Faults,
 }
 
 impl Default for FakeOptions {
@@ -87,6 +91,7 @@ impl Default for FakeOptions {
             non_reasoning_models: Vec::new(),
             azure_wording_models: Vec::new(),
             tls: None,
+            h2_faults: H2Faults::default(),
         }
     }
 }
@@ -234,9 +239,10 @@ async fn run(
     tls: Option<tokio_rustls::TlsAcceptor>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let faults = shared.opts.h2_faults;
     let app = Router::new().fallback(dispatch).with_state(shared);
     if let Some(acceptor) = tls {
-        return tls::serve(listener, acceptor, app, stop).await;
+        return tls::serve(listener, acceptor, app, faults, stop).await;
     }
     // Streams are written one small event at a time: without TCP_NODELAY each would wait for
     // the peer's delayed ACK, and benchmarks would measure that stall.

@@ -8,14 +8,17 @@ use rethread_fake::{FakeOptions, TestCa};
 
 const USAGE: &str = "usage: rethread-fake [--listen ADDR] [--image-bytes N] [--no-compress] \
 [--non-reasoning-model NAME[,NAME…]]… [--azure-wording-model NAME[,NAME…]]… \
-[--tls h2,http/1.1|http/1.1|h2 --ca-out FILE]
+[--tls h2,http/1.1|http/1.1|h2 --ca-out FILE] [--h2-goaway-after N] [--h2-refuse-every N]
 
   --non-reasoning-model  exact model (deployment) names that do not reason, besides gpt-4*,
                          gpt-3.5*, chatgpt-* and *-chat*: no reasoning items, E14/E15
   --azure-wording-model  exact model (deployment) names that answer E1 in Azure's wording
   --tls                  serve HTTPS, offering these protocols by ALPN, with a certificate
                          signed by a test CA made at start
-  --ca-out               where to write that CA's certificate (PEM), for clients to trust";
+  --ca-out               where to write that CA's certificate (PEM), for clients to trust
+  --h2-goaway-after      over HTTPS and HTTP/2: GOAWAY after N streams of a connection, naming
+                         the Nth, ignoring streams opened after it (as nginx's keepalive_requests)
+  --h2-refuse-every      over HTTPS and HTTP/2: reset every Nth stream with REFUSED_STREAM";
 
 /// The names of a comma-separated list, trimmed, empty ones dropped.
 fn names(list: &str) -> impl Iterator<Item = String> + '_ {
@@ -61,6 +64,20 @@ fn parse_args() -> Result<Args, String> {
             "--tls" => {
                 let v = it.next().ok_or("--tls needs h2,http/1.1, http/1.1 or h2")?;
                 args.opts.tls = Some(v.parse()?);
+            }
+            "--h2-goaway-after" => {
+                let v = it.next().ok_or("--h2-goaway-after needs N")?;
+                let n = v
+                    .parse()
+                    .map_err(|_| format!("bad --h2-goaway-after: {v}"))?;
+                args.opts.h2_faults.goaway_after = Some(n);
+            }
+            "--h2-refuse-every" => {
+                let v = it.next().ok_or("--h2-refuse-every needs N")?;
+                let n = v
+                    .parse()
+                    .map_err(|_| format!("bad --h2-refuse-every: {v}"))?;
+                args.opts.h2_faults.refuse_every = Some(n);
             }
             "--ca-out" => args.ca_out = Some(it.next().ok_or("--ca-out needs FILE")?),
             "-h" | "--help" => return Err(USAGE.into()),

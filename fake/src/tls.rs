@@ -126,12 +126,23 @@ impl TestCa {
     }
 }
 
+/// How the fake's HTTP/2 connections end and refuse, as servers in front of the API do.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct H2Faults {
+    /// Send GOAWAY after this many streams of a connection, naming the last one, and ignore the
+    /// streams opened after it (nginx's `keepalive_requests`; `goaway.rs`).
+    pub goaway_after: Option<u32>,
+    /// Reset every Nth stream of a connection with `REFUSED_STREAM`, unprocessed.
+    pub refuse_every: Option<u32>,
+}
+
 /// Serves `app` over TLS until `stop`: HTTP/2 when the client chose `h2` by ALPN, else HTTP/1.1
 /// (with upgrades, for WebSocket mode). Connections are tasks of a set dropped with the server.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     acceptor: TlsAcceptor,
     app: axum::Router,
+    faults: H2Faults,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut stop = std::pin::pin!(stop);
@@ -143,28 +154,59 @@ pub async fn serve(
             accepted = listener.accept() => {
                 let Ok((tcp, _)) = accepted else { continue };
                 let _ = tcp.set_nodelay(true);
-                connections.spawn(connection(tcp, acceptor.clone(), app.clone()));
+                connections.spawn(connection(tcp, acceptor.clone(), app.clone(), faults));
             }
         }
     }
 }
 
-async fn connection(tcp: tokio::net::TcpStream, acceptor: TlsAcceptor, app: axum::Router) {
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    acceptor: TlsAcceptor,
+    app: axum::Router,
+    faults: H2Faults,
+) {
     let Ok(stream) = acceptor.accept(tcp).await else {
         return;
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let io = hyper_util::rt::TokioIo::new(stream);
     let service = hyper_util::service::TowerToHyperService::new(app);
     // A connection that ends in an error (a client gone, a reset) ends only itself.
-    let _ = if h2 {
-        hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .serve_connection(io, service)
-            .await
-    } else {
-        hyper::server::conn::http1::Builder::new()
+    if !h2 {
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let _ = hyper::server::conn::http1::Builder::new()
             .serve_connection(io, service)
             .with_upgrades()
-            .await
+            .await;
+        return;
+    }
+    let streams = std::sync::atomic::AtomicU32::new(0);
+    let service = hyper::service::service_fn(move |request| {
+        let n = streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let refuse = faults
+            .refuse_every
+            .is_some_and(|every| n.is_multiple_of(every.max(1)));
+        let answer = (!refuse).then(|| hyper::service::Service::call(&service, request));
+        async move {
+            match answer {
+                // hyper resets the stream with the reason the service's error carries.
+                None => Err(h2::Error::from(h2::Reason::REFUSED_STREAM)),
+                Some(answer) => Ok(match answer.await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }),
+            }
+        }
+    });
+    let builder = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let _ = match faults.goaway_after {
+        Some(after) => {
+            let io = hyper_util::rt::TokioIo::new(crate::goaway::GoAwayAfter::new(stream, after));
+            builder.serve_connection(io, service).await
+        }
+        None => {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            builder.serve_connection(io, service).await
+        }
     };
 }

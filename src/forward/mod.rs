@@ -23,6 +23,7 @@ mod body;
 mod coalesce;
 mod headers;
 mod inline;
+mod resend;
 mod tls;
 
 use body::{within_idle, Progress, Watched};
@@ -30,6 +31,8 @@ pub use body::{ChunksBody, IdleTimedOut, IdleTimeout, Prefixed};
 pub use coalesce::Coalesce;
 use headers::remove_header;
 pub use headers::{is_upgrade, remove_hop_by_hop};
+use resend::Replay;
+pub use resend::REASONS as RESEND_REASONS;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -226,11 +229,30 @@ impl Upstream {
             .map_err(|_| ProxyError::NotForwardable)
     }
 
-    /// Sends a prepared request; the response body is guarded by the idle timeout.
+    /// Sends a prepared request; the response body is guarded by the idle timeout. A request the
+    /// upstream did not process is sent again (`resend.rs`) if its body was not read past
+    /// `resend::KEEP_LIMIT`.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        self.send_keeping(request, resend::KEEP_LIMIT).await
+    }
+
+    /// `send` for a body the caller holds whole in memory: it can always be sent again, and
+    /// keeping it costs references to the same bytes.
+    pub async fn send_held(&self, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        self.send_keeping(request, usize::MAX).await
+    }
+
+    async fn send_keeping(
+        &self,
+        request: Request<Body>,
+        keep: usize,
+    ) -> Result<Response<Body>, ProxyError> {
         let idle = self.idle_timeout;
         if !self.goes_inline(request.headers()) {
-            return Ok(self.send_raw(request).await?.map(|b| guarded(b, idle)));
+            return Ok(self
+                .send_pooled(request, keep)
+                .await?
+                .map(|b| guarded(b, idle)));
         }
         let progress = Progress::new();
         let request = request.map(|b| Body::new(Watched::new(b, progress.clone())));
@@ -238,9 +260,10 @@ impl Upstream {
             None => Err(ProxyError::Timeout(idle)),
             Some(Err(e)) => Err(e.into()),
             Some(Ok(inline::Sent::Response(response))) => Ok(response.map(|b| guarded(b, idle))),
-            Some(Ok(inline::Sent::NotHttp1(request))) => {
-                Ok(self.send_raw(request).await?.map(|b| guarded(b, idle)))
-            }
+            Some(Ok(inline::Sent::NotHttp1(request))) => Ok(self
+                .send_pooled(request, keep)
+                .await?
+                .map(|b| guarded(b, idle))),
         }
     }
 
@@ -250,8 +273,60 @@ impl Upstream {
         self.inline.is_http1() && !is_upgrade(headers)
     }
 
-    /// Sends a prepared request through the pooled client and returns the upstream's response as
-    /// it came (for upgrades, whose connection outlives the body).
+    /// Sends a request through the pooled client, again on a new connection when the upstream
+    /// proves it did not process it (at most `resend::MAX_RESENDS` times).
+    async fn send_pooled(
+        &self,
+        request: Request<Body>,
+        keep: usize,
+    ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
+        let (head, body) = request.into_parts();
+        let replay = Replay::new(body, keep);
+        let mut resends = 0;
+        let mut body = replay.attempt();
+        while let Some(attempt) = body.take() {
+            let error = match self
+                .send_raw(Request::from_parts(copy_head(&head), attempt))
+                .await
+            {
+                Ok(response) => return Ok(response),
+                Err(error) => error,
+            };
+            let reason = match &error {
+                ProxyError::Unreachable {
+                    stage: Stage::Request,
+                    source,
+                } if resends < resend::MAX_RESENDS => resend::unprocessed(&**source),
+                _ => None,
+            };
+            let Some(reason) = reason else {
+                return Err(error);
+            };
+            body = replay.attempt();
+            if body.is_none() {
+                let ProxyError::Unreachable { source, .. } = error else {
+                    return Err(error);
+                };
+                return Err(ProxyError::NotResent {
+                    reason,
+                    limit: replay.limit(),
+                    source,
+                });
+            }
+            resends += 1;
+            metrics::counter!(crate::metrics::UPSTREAM_RESENDS, "reason" => reason).increment(1);
+            tracing::debug!(
+                reason,
+                resends,
+                "the upstream did not process the request; sending it again"
+            );
+        }
+        // The first attempt always has its body; a later one is only reached with one.
+        Err(ProxyError::NotForwardable)
+    }
+
+    /// Sends a prepared request through the pooled client once and returns the upstream's
+    /// response as it came (for upgrades, whose connection outlives the body).
     pub async fn send_raw(
         &self,
         mut request: Request<Body>,
@@ -303,6 +378,16 @@ impl Upstream {
         }
         Ok(())
     }
+}
+
+/// A copy of a request head for another attempt (extensions are not needed upstream).
+pub fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::app::App;
 use crate::capture::decode::Decoder;
 use crate::config::Mode;
 use crate::error::{is_caused_by, ProxyError};
-use crate::forward::{ChunksBody, Prefixed};
+use crate::forward::{copy_head, ChunksBody, Prefixed};
 use crate::repair::change::Change;
 use crate::repair::request;
 use crate::repair::upstream_error::{self, Refusal, UpstreamError};
@@ -65,7 +65,7 @@ pub async fn handle(
             (Some(view), false) => Body::new(ChunksBody::new(change.apply(&bytes, view))),
             _ => Body::from(bytes.clone()),
         };
-        let mut upstream_request = Request::from_parts(clone_head(&parts), body);
+        let mut upstream_request = Request::from_parts(copy_head(&parts), body);
         if !change.is_empty() {
             // The body changed length; hyper sets content-length from the body's exact size.
             upstream_request
@@ -73,7 +73,7 @@ pub async fn handle(
                 .remove(header::CONTENT_LENGTH);
         }
         let sent = Instant::now();
-        let response = app.upstream.send(upstream_request).await?;
+        let response = app.upstream.send_held(upstream_request).await?;
         note.upstream += sent.elapsed();
 
         // Only a refusal of the request's content is worth reading, and only once the client's
@@ -206,14 +206,4 @@ async fn read_error_body(mut body: Body) -> Result<Bytes, Body> {
             }
         }
     }
-}
-
-/// A copy of a request head for another attempt (extensions are not needed upstream).
-fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
-    let (mut head, ()) = Request::new(()).into_parts();
-    head.method = parts.method.clone();
-    head.uri = parts.uri.clone();
-    head.version = parts.version;
-    head.headers = parts.headers.clone();
-    head
 }

@@ -444,12 +444,14 @@ async fn a_client_leaving_mid_stream_leaves_the_proxy_and_the_connection_serving
 /// asks: `reset-before-head` (RST_STREAM instead of an answer), `reset-after-head` (RST_STREAM
 /// right after the response head, before any byte of the body), `reset-mid-body` (RST_STREAM after
 /// the first event), `goaway-mid-body` (GOAWAY with an error, the connection closed, after the
-/// first event), `goaway-graceful` (GOAWAY, then the stream finished); anything else answers
-/// `ok`. It counts the connections it accepted.
+/// first event), `goaway-graceful` (GOAWAY, then the stream finished), `refuse-after-head`
+/// (RST_STREAM with `REFUSED_STREAM` after the response head); anything else answers `ok`. It
+/// counts the connections and streams it accepted.
 struct H2Upstream {
     url: String,
     ca: std::path::PathBuf,
     connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    streams: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl H2Upstream {
@@ -466,14 +468,15 @@ impl H2Upstream {
         ));
         std::fs::write(&path, ca.ca_pem()).unwrap();
         let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = connections.clone();
+        let streams = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (count, streamed) = (connections.clone(), streams.clone());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
-                let acceptor = acceptor.clone();
+                let (acceptor, streamed) = (acceptor.clone(), streamed.clone());
                 tokio::spawn(async move {
                     if let Ok(tls) = acceptor.accept(tcp).await {
-                        h2_connection(tls).await;
+                        h2_connection(tls, &streamed).await;
                     }
                 });
             }
@@ -482,11 +485,16 @@ impl H2Upstream {
             url: format!("https://{addr}"),
             ca: path,
             connections,
+            streams,
         }
     }
 
     fn connections(&self) -> usize {
         self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn streams(&self) -> usize {
+        self.streams.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A rethread with one worker: these tests follow the fate of one HTTP/2 connection (each
@@ -516,7 +524,10 @@ impl Drop for H2Upstream {
     }
 }
 
-async fn h2_connection<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(io: T) {
+async fn h2_connection<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    io: T,
+    streams: &std::sync::atomic::AtomicUsize,
+) {
     use std::time::Duration;
     let Ok(mut conn) = h2::server::handshake(io).await else {
         return;
@@ -538,6 +549,7 @@ async fn h2_connection<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             Ok(Some(Ok(accepted))) => accepted,
             Ok(_) => return,
         };
+        streams.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let script = request
             .headers()
             .get("x-script")
@@ -555,14 +567,19 @@ async fn h2_connection<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             respond.send_reset(h2::Reason::INTERNAL_ERROR);
             continue;
         }
-        if script == "reset-after-head" {
+        if script == "reset-after-head" || script == "refuse-after-head" {
             let mut body = respond
                 .send_response(head("text/event-stream"), false)
                 .unwrap();
+            let reason = if script == "reset-after-head" {
+                h2::Reason::INTERNAL_ERROR
+            } else {
+                h2::Reason::REFUSED_STREAM
+            };
             tokio::spawn(async move {
                 // Long enough for rethread to have passed the head on.
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                body.send_reset(h2::Reason::INTERNAL_ERROR);
+                body.send_reset(reason);
             });
             continue;
         }
@@ -669,6 +686,29 @@ async fn an_http2_stream_reset_before_its_answer_is_a_502_and_the_proxy_serves_o
         1,
         "a stream reset keeps the connection"
     );
+    assert_eq!(
+        upstream.streams(),
+        5,
+        "three `ok`s and each reset stream once: a reset whose reason may follow processing is not sent again"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_reset_after_its_response_started_is_not_sent_again() {
+    let upstream = H2Upstream::start().await;
+    let proxy = upstream.proxy();
+    still_serves(&proxy).await;
+    for path in ["/v1/files/x/content", "/v1/responses"] {
+        let before = upstream.streams();
+        // REFUSED_STREAM, which before the head would prove the stream unprocessed: after the
+        // head, the answer has begun and is the client's to see broken.
+        let resp = scripted(&proxy, path, "refuse-after-head").await;
+        assert_eq!(resp.status(), 200, "{path}");
+        let (_, broken) = read_all(resp).await;
+        assert!(broken, "{path}: the body ends in an error");
+        assert_eq!(upstream.streams(), before + 1, "{path}: sent once");
+        still_serves(&proxy).await;
+    }
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 mod common;
 mod do_no_harm;
 mod faults;
+mod goaway;
 mod hostile;
 mod https;
 mod isolation;

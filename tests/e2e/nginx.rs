@@ -20,7 +20,7 @@ use crate::common::*;
 
 /// nginx serving HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with a test CA's certificate, proxying to
 /// `backend`; stopped on drop.
-struct Nginx {
+pub struct Nginx {
     child: Child,
     dir: PathBuf,
     port: u16,
@@ -28,7 +28,12 @@ struct Nginx {
 
 impl Nginx {
     /// `None` (with the reason printed) when nginx is not installed, outside CI.
-    fn start(backend: std::net::SocketAddr, ca: &TestCa) -> Option<Nginx> {
+    pub fn start(backend: std::net::SocketAddr, ca: &TestCa) -> Option<Nginx> {
+        Self::start_with(backend, ca, "")
+    }
+
+    /// `start`, with more directives for the `server` block (e.g. `keepalive_requests 50;`).
+    pub fn start_with(backend: std::net::SocketAddr, ca: &TestCa, server: &str) -> Option<Nginx> {
         if Command::new("nginx").arg("-v").output().is_err() {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -73,6 +78,7 @@ http {{
         ssl_certificate {d}/server.pem;
         ssl_certificate_key {d}/server.key;
         client_max_body_size 0;
+        {server}
         location / {{
             proxy_pass http://{backend};
             proxy_http_version 1.1;
@@ -106,8 +112,15 @@ http {{
         Some(nginx)
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// Writes `ca`'s certificate beside nginx's files; the path, for `--upstream-ca`.
+    pub fn write_ca(&self, ca: &TestCa) -> String {
+        let file = self.dir.join("ca.pem");
+        std::fs::write(&file, ca.ca_pem()).unwrap();
+        file.to_str().unwrap().to_owned()
     }
 
     fn error_log(&self) -> String {
@@ -141,9 +154,7 @@ async fn nginx_over_http2_accepts_what_rethread_sends() {
     let Some(nginx) = Nginx::start(fake.addr(), &ca) else {
         return;
     };
-    let ca_file = nginx.dir.join("ca.pem");
-    std::fs::write(&ca_file, ca.ca_pem()).unwrap();
-    let ca_path = ca_file.to_str().unwrap().to_owned();
+    let ca_path = nginx.write_ca(&ca);
 
     let check = {
         let (url, ca_path) = (nginx.url(), ca_path.clone());

@@ -114,13 +114,20 @@ fn workers_sets_how_many_threads_serve_connections() {
     one.wait_for_log("workers=1");
     let three = Rethread::start_env(upstream, &[], &[("RETHREAD_WORKERS", "3")]);
     three.wait_for_log("workers=3");
-    // Each worker is a thread with an event loop of its own (Linux names them in /proc).
-    let named = std::fs::read_dir(format!("/proc/{}/task", three.pid()))
-        .unwrap()
-        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
-        .filter(|comm| comm.starts_with("rethread-worker"))
-        .count();
-    assert_eq!(named, 3);
+    // Each worker is a thread with an event loop of its own (Linux names them in /proc); the
+    // log line can come before the last thread has named itself, so wait a little for it.
+    let named = || {
+        std::fs::read_dir(format!("/proc/{}/task", three.pid()))
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+            .filter(|comm| comm.starts_with("rethread-worker"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while named() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(named(), 3);
     let cores = std::thread::available_parallelism().unwrap().get();
     let default = Rethread::start(upstream, &[]);
     default.wait_for_log(&format!("workers={cores}"));
