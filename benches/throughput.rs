@@ -17,7 +17,9 @@ const LIMITS: CaptureLimits = CaptureLimits {
     max_body: 64 << 20,
     keep: KeepPolicy {
         full_item_max: 256 << 10,
+        image_max: 32 << 20,
     },
+    stateless: false,
 };
 
 fn image_response() -> Vec<u8> {

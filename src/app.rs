@@ -22,7 +22,11 @@ pub struct App {
 }
 
 impl App {
-    pub fn capture_limits(&self) -> CaptureLimits {
-        CaptureLimits::from_settings(&self.settings.capture)
+    /// Capture's limits for a response; `stateless`: its request was `store: false`.
+    pub fn capture_limits(&self, stateless: bool) -> CaptureLimits {
+        CaptureLimits {
+            stateless,
+            ..CaptureLimits::from_settings(&self.settings)
+        }
     }
 }

@@ -95,6 +95,12 @@ pub struct SettingsArgs {
     /// Memory one tenant's remembered full items may take, in the memory store [default: 64MiB]
     #[arg(long, env = "RETHREAD_TENANT_FULL_ITEMS_BUDGET", global = true)]
     pub tenant_full_items_budget: Option<ByteSize>,
+    /// Memory the image results of store:false turns may take (kept in RAM, oldest evicted first) [default: 64MiB]
+    #[arg(long, env = "RETHREAD_STATELESS_IMAGE_BUDGET", global = true)]
+    pub stateless_image_budget: Option<ByteSize>,
+    /// Memory one tenant's image results of store:false turns may take [default: 32MiB]
+    #[arg(long, env = "RETHREAD_TENANT_STATELESS_IMAGE_BUDGET", global = true)]
+    pub tenant_stateless_image_budget: Option<ByteSize>,
     /// Time allowed to connect to the upstream [default: 10s]
     #[arg(long, env = "RETHREAD_CONNECT_TIMEOUT", global = true)]
     pub connect_timeout: Option<Span>,
@@ -128,6 +134,9 @@ pub struct SettingsArgs {
     /// Complete a reasoning item sent without `summary` [default: true]
     #[arg(long, env = "RETHREAD_REWRITE_COMPLETE", global = true)]
     pub rewrite_complete: Option<bool>,
+    /// Remove `reasoning.encrypted_content` from the client's `include` for a model that refused it [default: true]
+    #[arg(long, env = "RETHREAD_REWRITE_EXCLUDE", global = true)]
+    pub rewrite_exclude: Option<bool>,
     /// Retries after an upstream error naming a missing reasoning item rethread did not know [default: 2]
     #[arg(long, env = "RETHREAD_FALLBACK_RETRIES", global = true)]
     pub fallback_retries: Option<u32>,
@@ -231,6 +240,8 @@ pub struct StoreSettings {
     pub capacity: usize,
     pub full_items_budget: usize,
     pub tenant_full_items_budget: usize,
+    pub stateless_image_budget: usize,
+    pub tenant_stateless_image_budget: usize,
 }
 
 /// How much of a request and of a response rethread reads.
@@ -367,6 +378,13 @@ impl Settings {
                 full_items_budget: pick!(full_items_budget, ByteSize(512 << 20)).0 as usize,
                 tenant_full_items_budget: pick!(tenant_full_items_budget, ByteSize(64 << 20)).0
                     as usize,
+                stateless_image_budget: pick!(stateless_image_budget, ByteSize(64 << 20)).0
+                    as usize,
+                tenant_stateless_image_budget: pick!(
+                    tenant_stateless_image_budget,
+                    ByteSize(32 << 20)
+                )
+                .0 as usize,
             },
             capture: CaptureSettings {
                 body_limit: pick!(body_limit, ByteSize(64 << 20)).0 as usize,
@@ -383,6 +401,7 @@ impl Settings {
                     drops: pick!(rewrite_drop, true),
                     adopt: pick!(rewrite_adopt, true),
                     complete: pick!(rewrite_complete, true),
+                    exclude: pick!(rewrite_exclude, true),
                 },
             },
             tenant_secret,
@@ -403,7 +422,7 @@ impl Settings {
             |p| p.display().to_string(),
         );
         // Keys as the file writes them, grouped as the settings are.
-        let lines: [(&str, String); 29] = [
+        let lines: [(&str, String); 32] = [
             ("listen", server.listen.to_string()),
             ("header_timeout", format!("{:?}", server.header_timeout)),
             ("drain_timeout", format!("{:?}", server.drain_timeout)),
@@ -425,6 +444,14 @@ impl Settings {
                 "tenant_full_items_budget",
                 store.tenant_full_items_budget.to_string(),
             ),
+            (
+                "stateless_image_budget",
+                store.stateless_image_budget.to_string(),
+            ),
+            (
+                "tenant_stateless_image_budget",
+                store.tenant_stateless_image_budget.to_string(),
+            ),
             ("body_limit", capture.body_limit.to_string()),
             ("full_item_max", capture.full_item_max.to_string()),
             ("repair", format!("{:?}", repair.policy)),
@@ -439,6 +466,7 @@ impl Settings {
             ("rewrite_drop", repair.rewrites.drops.to_string()),
             ("rewrite_adopt", repair.rewrites.adopt.to_string()),
             ("rewrite_complete", repair.rewrites.complete.to_string()),
+            ("rewrite_exclude", repair.rewrites.exclude.to_string()),
         ];
         lines
             .iter()

@@ -52,6 +52,12 @@ impl Models {
             .unwrap_or_else(|| !self.non_reasoning.matches(model))
     }
 
+    /// Whether traffic showed that `model` does not reason (the upstream refused reasoning or
+    /// encrypted reasoning for it), as opposed to a pattern's guess.
+    pub fn refused_reasoning(&self, tenant: TenantKey, model: Option<&str>) -> bool {
+        model.is_some_and(|model| self.known(tenant, model) == Some(false))
+    }
+
     /// Records what traffic showed about `model`. What is already known costs a read lock.
     pub fn learn(&self, tenant: TenantKey, model: &str, reasons: bool) {
         if model.is_empty() || model.len() > MAX_MODEL_LEN {
@@ -90,6 +96,9 @@ mod tests {
         models.learn(A, "my-deployment", false);
         assert!(models.may_reason(A, Some("gpt-4.1")));
         assert!(!models.may_reason(A, Some("my-deployment")));
+        assert!(models.refused_reasoning(A, Some("my-deployment")));
+        // A pattern's guess is not traffic's word.
+        assert!(!models.refused_reasoning(B, Some("gpt-4.1")));
         // Another tenant's deployment of the same name is its own.
         assert!(models.may_reason(B, Some("my-deployment")));
         assert!(!models.may_reason(B, Some("gpt-4.1")));

@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use crate::app::App;
 use crate::config::{Settings, StoreKind};
 use crate::forward::Upstream;
+use crate::ledger::images::{ImageBudget, WithImages};
 use crate::ledger::memory::{FullItemBudget, MemoryLedger};
 use crate::ledger::redis::RedisLedger;
 use crate::ledger::Ledger;
@@ -76,7 +77,7 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
         Some(secret) => Tenants::from_secret(secret.expose()),
         None => Tenants::random().map_err(StartError::Secret)?,
     };
-    let (ledger, sweeper): (Arc<dyn Ledger>, _) = match &settings.store.kind {
+    let (store, sweeper): (Arc<dyn Ledger>, _) = match &settings.store.kind {
         StoreKind::Memory => {
             let budget = FullItemBudget {
                 total: settings.store.full_items_budget,
@@ -100,6 +101,12 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
             (Arc::new(redis), None)
         }
     };
+    let images = ImageBudget {
+        total: settings.store.stateless_image_budget,
+        per_tenant: settings.store.tenant_stateless_image_budget,
+    };
+    let ledger: Arc<dyn Ledger> =
+        Arc::new(WithImages::new(store, images, settings.store.retention));
     let models = crate::models::Models::new(settings.repair.non_reasoning_models.clone());
     let app = Arc::new(App {
         models,

@@ -223,7 +223,7 @@ fn explain_text(
     // Offline, a recorded response of any size is read.
     let limits = CaptureLimits {
         max_body: usize::MAX / 32,
-        ..CaptureLimits::from_settings(&settings.capture)
+        ..CaptureLimits::from_settings(settings)
     };
     let mut turns = Vec::new();
     for path in turn_paths {
@@ -262,6 +262,7 @@ fn explain_text(
             .as_deref()
             .is_none_or(|m| !settings.repair.non_reasoning_models.matches(m)),
         switches: settings.repair.rewrites,
+        exclude_encrypted: false,
     };
     let (change, unrepairable) = change::decide(&body, &view, &turns, rules, &Default::default());
     let mut out = String::new();
@@ -279,6 +280,9 @@ fn explain_text(
     }
     if change.include {
         out.push_str("# add \"reasoning.encrypted_content\" to include\n");
+    }
+    if change.exclude {
+        out.push_str("# remove \"reasoning.encrypted_content\" from include\n");
     }
     if change.flatten {
         out.push_str("# flatten the nested input into one list\n");

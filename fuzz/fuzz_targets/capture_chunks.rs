@@ -7,7 +7,11 @@ use std::io::Write;
 use libfuzzer_sys::fuzz_target;
 use rethread::capture::{Capture, CaptureLimits, KeepPolicy};
 
-const LIMITS: CaptureLimits = CaptureLimits { max_body: 1 << 20, keep: KeepPolicy { full_item_max: 1 << 12 } };
+const LIMITS: CaptureLimits = CaptureLimits {
+    max_body: 1 << 20,
+    keep: KeepPolicy { full_item_max: 1 << 12, image_max: 1 << 14 },
+    stateless: true,
+};
 
 fn run(content_type: &str, encoding: Option<&str>, body: &[u8], split: usize) -> Option<String> {
     let mut capture = Capture::new(Some(content_type), encoding, LIMITS).ok()?;

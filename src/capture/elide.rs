@@ -16,7 +16,8 @@ pub const MARKER: &[u8] = b"\"\\u0000rethread-elided\"";
 /// differently (the API writes `type` first, a sorted map writes `result` first). No item type
 /// kept in full has a string `result` in the API's schema; an unknown item that had one would
 /// lose only its full copy (it is still remembered by id), never a repair that was correct.
-const BULKY_KEYS: [&[u8]; 2] = [b"\"result\"", b"\"partial_image_b64\""];
+const BULKY_KEYS: [&[u8]; 2] = [RESULT_KEY, b"\"partial_image_b64\""];
+const RESULT_KEY: &[u8] = b"\"result\"";
 const BULKY_MAX: usize = 1024;
 
 #[derive(Debug)]
@@ -33,6 +34,8 @@ pub struct Eliding {
     bound: usize,
     /// Where the last kept string (a key, if a `:` follows it) starts and ends in `out`.
     last_string: Option<(usize, usize)>,
+    /// The bound of a `result` value: an image kept for an unstored turn (`keeping_results`).
+    result_max: usize,
 }
 
 impl Eliding {
@@ -46,7 +49,15 @@ impl Eliding {
             dropping: false,
             bound: max_string,
             last_string: None,
+            result_max: BULKY_MAX.min(max_string),
         }
+    }
+
+    /// Keeps `result` values up to `max` bytes (the image results of an unstored turn, which
+    /// can only be replayed in full).
+    pub fn keeping_results(mut self, max: usize) -> Self {
+        self.result_max = self.result_max.max(max);
+        self
     }
 
     /// The kept text so far.
@@ -66,14 +77,22 @@ impl Eliding {
         self.last_string = None;
     }
 
-    /// Whether a string opening at the end of `out` is the value of a bulky key.
-    fn opens_bulky_value(&self) -> bool {
+    /// The bound of a string opening at the end of `out`: a bulky key's value has its own.
+    fn bound_of_value(&self) -> usize {
         let Some((start, end)) = self.last_string else {
-            return false;
+            return self.max_string;
         };
         let between = &self.out[end..];
-        between.iter().filter(|b| !b.is_ascii_whitespace()).eq(b":")
-            && BULKY_KEYS.contains(&&self.out[start..end])
+        let key = &self.out[start..end];
+        if !between.iter().filter(|b| !b.is_ascii_whitespace()).eq(b":") {
+            self.max_string
+        } else if key == RESULT_KEY {
+            self.result_max
+        } else if BULKY_KEYS.contains(&key) {
+            BULKY_MAX.min(self.max_string)
+        } else {
+            self.max_string
+        }
     }
 
     pub fn push(&mut self, mut bytes: &[u8]) {
@@ -83,11 +102,7 @@ impl Eliding {
                 match memchr::memchr(b'"', bytes) {
                     Some(i) => {
                         self.out.extend_from_slice(&bytes[..i]);
-                        self.bound = if self.opens_bulky_value() {
-                            BULKY_MAX.min(self.max_string)
-                        } else {
-                            self.max_string
-                        };
+                        self.bound = self.bound_of_value();
                         self.string_start = self.out.len();
                         self.out.push(b'"');
                         self.in_string = true;

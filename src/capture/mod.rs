@@ -29,13 +29,20 @@ use sse::SseFramer;
 pub struct KeepPolicy {
     /// Largest item kept in full, in bytes of JSON.
     pub full_item_max: usize,
+    /// Largest image call kept in full (an unstored turn's, for the image store's budget); 0:
+    /// none.
+    pub image_max: usize,
 }
 
 impl KeepPolicy {
     /// Client calls are always inserted in full, so they are always kept. Items of unstored
-    /// responses can only be replayed in full, so they are kept too, except bulky image results.
+    /// responses can only be replayed in full, so they are kept too; an image result within its
+    /// own bound (a stored turn's is looked up by the server, never sent back in full).
     fn keeps(&self, ty: &ItemType, stored: bool, len: usize) -> bool {
-        len <= self.full_item_max && (ty.is_client_call() || (!stored && !ty.has_bulky_payload()))
+        if ty.has_bulky_payload() {
+            return !stored && len <= self.image_max;
+        }
+        len <= self.full_item_max && (ty.is_client_call() || !stored)
     }
 }
 
@@ -221,16 +228,33 @@ pub struct CaptureLimits {
     /// Largest decoded JSON body, or SSE event, that is read.
     pub max_body: usize,
     pub keep: KeepPolicy,
+    /// The request was `store: false`: image results are read up to `keep.image_max` (its
+    /// response says so only after its output, too late for a body streaming by).
+    pub stateless: bool,
 }
 
 impl CaptureLimits {
     /// The limits the settings give.
-    pub fn from_settings(settings: &crate::config::CaptureSettings) -> Self {
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        let store = &settings.store;
         CaptureLimits {
-            max_body: settings.body_limit,
+            max_body: settings.capture.body_limit,
             keep: KeepPolicy {
-                full_item_max: settings.full_item_max,
+                full_item_max: settings.capture.full_item_max,
+                image_max: store
+                    .stateless_image_budget
+                    .min(store.tenant_stateless_image_budget),
             },
+            stateless: false,
+        }
+    }
+
+    /// The bound of an image result read from a body streaming by.
+    fn result_max(&self) -> usize {
+        if self.stateless {
+            self.keep.image_max
+        } else {
+            0
         }
     }
 }
@@ -260,13 +284,17 @@ impl Capture {
             .map(|m| m.trim().to_ascii_lowercase());
         let format = match mime.as_deref() {
             Some("text/event-stream") => Format::Sse(
-                SseFramer::new(limits.max_body, limits.keep.full_item_max),
+                SseFramer::new(
+                    limits.max_body,
+                    limits.keep.full_item_max,
+                    limits.result_max(),
+                ),
                 TurnBuilder::new(limits.keep),
                 None,
             ),
-            Some(m) if m == "application/json" || m.ends_with("+json") => {
-                Format::Json(Eliding::new(limits.keep.full_item_max))
-            }
+            Some(m) if m == "application/json" || m.ends_with("+json") => Format::Json(
+                Eliding::new(limits.keep.full_item_max).keeping_results(limits.result_max()),
+            ),
             _ => return Err(CaptureError::ContentType),
         };
         // Decoded output may be larger than the body limit by the SSE stream's length; bound it

@@ -57,13 +57,14 @@ pub fn is_wanted(event: &str) -> bool {
 
 impl SseFramer {
     /// `max_event` bounds the kept data of one event; `max_string` the longest JSON string kept
-    /// in it (longer ones, like image results, are dropped without being copied).
-    pub fn new(max_event: usize, max_string: usize) -> Self {
+    /// in it (longer ones, like image results, are dropped without being copied), `max_result`
+    /// an image result's (kept for an unstored turn).
+    pub fn new(max_event: usize, max_string: usize, max_result: usize) -> Self {
         SseFramer {
             line: Vec::new(),
             mode: Line::Start,
             named_wanted: None,
-            data: Eliding::new(max_string),
+            data: Eliding::new(max_string).keeping_results(max_result),
             has_data: false,
             strip_space: false,
             pending_cr: false,
@@ -219,7 +220,7 @@ mod tests {
     use super::*;
 
     fn events(stream: &[u8], split: usize) -> Vec<String> {
-        let mut framer = SseFramer::new(1 << 20, 1 << 20);
+        let mut framer = SseFramer::new(1 << 20, 1 << 20, 0);
         let mut out = Vec::new();
         for chunk in stream.chunks(split.max(1)) {
             framer.push(chunk, &mut |d| {
@@ -249,7 +250,7 @@ mod tests {
             "event: response.output_item.done\ndata: {{\"item\":{{\"id\":\"ig_1\",\"result\":\"{image}\"}}}}\n\n"
         );
         for split in [1usize, 7, 4096, stream.len()] {
-            let mut framer = SseFramer::new(1 << 20, 1024);
+            let mut framer = SseFramer::new(1 << 20, 1024, 0);
             let mut out = Vec::new();
             for chunk in stream.as_bytes().chunks(split) {
                 framer.push(chunk, &mut |d| {
@@ -270,7 +271,7 @@ mod tests {
 
     #[test]
     fn oversized_events_are_dropped_and_noted() {
-        let mut framer = SseFramer::new(8, 1 << 20);
+        let mut framer = SseFramer::new(8, 1 << 20, 0);
         let mut out = Vec::new();
         framer.push(
             b"event: response.completed\ndata: 0123456789abcdef\n\ndata: {}\n\n",

@@ -10,7 +10,9 @@ const LIMITS: CaptureLimits = CaptureLimits {
     max_body: 1 << 24,
     keep: KeepPolicy {
         full_item_max: 1 << 16,
+        image_max: 0,
     },
+    stateless: false,
 };
 
 fn capture(content_type: &str, encoding: Option<&str>, body: &[u8], split: usize) -> Option<Turn> {
@@ -97,17 +99,56 @@ fn the_terminal_event_is_authoritative() {
 }
 
 #[test]
-fn unstored_turns_keep_full_items_but_never_images() {
-    let body = r#"{"id":"resp_B","object":"response","store":false,"output":[{"id":"rs_B","type":"reasoning","summary":[],"encrypted_content":"enc"},{"id":"ig_B","type":"image_generation_call","result":"QUFB"},{"id":"msg_B","type":"message","role":"assistant","content":[]}]}"#;
-    let turn = capture("application/json", None, body.as_bytes(), 9).unwrap();
-    assert!(!turn.stored);
-    assert!(turn.items[0]
-        .full
-        .as_ref()
-        .unwrap()
-        .starts_with(br#"{"id":"rs_B""#));
-    assert!(turn.items[1].full.is_none());
-    assert!(turn.items[2].full.is_some());
+fn unstored_turns_keep_full_items_and_images_only_within_the_image_bound() {
+    let image = "QUFB".repeat(2000);
+    let body = format!(
+        r#"{{"id":"resp_B","object":"response","store":false,"output":[{{"id":"rs_B","type":"reasoning","summary":[],"encrypted_content":"enc"}},{{"id":"ig_B","type":"image_generation_call","result":"{image}"}},{{"id":"msg_B","type":"message","role":"assistant","content":[]}}]}}"#
+    );
+    let stateless = CaptureLimits {
+        keep: KeepPolicy {
+            image_max: 1 << 16,
+            ..LIMITS.keep
+        },
+        stateless: true,
+        ..LIMITS
+    };
+    for (limits, kept) in [
+        (LIMITS, false),
+        // A stored request's body drops the result as it streams by.
+        (
+            CaptureLimits {
+                stateless: false,
+                ..stateless
+            },
+            false,
+        ),
+        (stateless, true),
+    ] {
+        for content_type in ["application/json", "text/event-stream"] {
+            let text = if content_type == "application/json" {
+                body.clone()
+            } else {
+                format!("event: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{body}}}\n\n")
+            };
+            let mut c = Capture::new(Some(content_type), None, limits).unwrap();
+            for chunk in text.as_bytes().chunks(997) {
+                c.feed(chunk).unwrap();
+            }
+            let turn = c.finish().unwrap().unwrap();
+            assert!(!turn.stored);
+            assert!(turn.items[0]
+                .full
+                .as_ref()
+                .unwrap()
+                .starts_with(br#"{"id":"rs_B""#));
+            let full = turn.items[1].full.as_ref();
+            assert_eq!(full.is_some(), kept, "{content_type} {limits:?}");
+            if kept {
+                assert!(full.unwrap().len() > image.len(), "the whole result");
+            }
+            assert!(turn.items[2].full.is_some());
+        }
+    }
 }
 
 #[test]

@@ -12,6 +12,7 @@ use crate::repair::items::Turn;
 use crate::tenant::TenantKey;
 
 pub mod compact;
+pub mod images;
 pub mod memory;
 pub mod redis;
 

@@ -124,13 +124,18 @@ pub async fn handle(
     if !change.is_empty() {
         record_repair(&change);
     }
-    if response.status().is_success() && view.as_ref().is_some_and(|v| v.reasoning_param) {
+    // A request sent without its encrypted reasoning entry says nothing of the model reasoning.
+    if response.status().is_success()
+        && !change.exclude
+        && view.as_ref().is_some_and(|v| v.reasoning_param)
+    {
         if let Some(model) = &model {
             app.models.learn(tenant, model, true);
         }
     }
     let mut response = if response.status().is_success() {
-        captured(app, tenant, model, response)
+        let stateless = view.as_ref().is_some_and(|v| !v.store);
+        captured(app, tenant, model, stateless, response)
     } else {
         response
     };

@@ -54,6 +54,7 @@ impl Planned {
                 stateless_include: false,
                 model_may_reason: true,
                 switches: Default::default(),
+                exclude_encrypted: false,
             },
             directives: Directives::default(),
             retries: 0,
@@ -92,6 +93,17 @@ impl Planned {
                     metrics::counter!(crate::metrics::FALLBACK_RETRIES, "outcome" => "retried")
                         .increment(1);
                     self.retries += 1;
+                    return Next::Retry(next);
+                }
+            }
+        }
+        if *refusal == Refusal::EncryptedUnsupported && repair.mode == Mode::Repair {
+            if let Some(view) = view {
+                if let Some(next) = self.without_encrypted(body, view, sent) {
+                    tracing::info!(
+                        reason = refusal.label(),
+                        "upstream refused encrypted reasoning for this model; retrying without the client's include entry"
+                    );
                     return Next::Retry(next);
                 }
             }
@@ -140,6 +152,28 @@ impl Planned {
         metrics::counter!(crate::metrics::REVERTS, "reason" => refusal.label()).increment(1);
         self.reverted = true;
         Next::Revert(refusal.label())
+    }
+
+    /// E14 on the client's own `include`: the change decided again for a model that does not
+    /// reason, with the entry removed. Costs no retry of `fallback_retries`; once per request.
+    fn without_encrypted(
+        &mut self,
+        body: &[u8],
+        view: &RequestView<'_>,
+        sent: &Change,
+    ) -> Option<Change> {
+        if sent.exclude || !self.rules.switches.exclude || !view.includes_encrypted_reasoning {
+            return None;
+        }
+        let rules = Rules {
+            model_may_reason: false,
+            stateless_include: false,
+            exclude_encrypted: true,
+            ..self.rules
+        };
+        let (change, _) = change::decide(body, view, &self.turns, rules, &self.directives);
+        self.rules = rules;
+        change.exclude.then_some(change)
     }
 
     /// The change that answers the upstream's refusal of `change`, if there is one: the
@@ -209,6 +243,7 @@ pub async fn planned(app: &App, tenant: TenantKey, body: &[u8], view: &RequestVi
         stateless_include: app.settings.repair.stateless_include,
         model_may_reason: app.models.may_reason(tenant, view.model.as_deref()),
         switches: app.settings.repair.rewrites,
+        exclude_encrypted: app.models.refused_reasoning(tenant, view.model.as_deref()),
     };
     let keys = lookup_keys(view);
     let turns = if keys.is_empty() {
@@ -276,11 +311,13 @@ pub fn record_repair(change: &Change) {
 }
 
 /// Wraps a successful response so its turn is learned as it streams to the client.
-/// `model` is the request's, so a turn with reasoning items teaches that the model reasons.
+/// `model` is the request's, so a turn with reasoning items teaches that the model reasons;
+/// `stateless`: the request was `store: false`, so its image results are kept.
 pub fn captured(
     app: &Arc<App>,
     tenant: TenantKey,
     model: Option<Box<str>>,
+    stateless: bool,
     response: Response<Body>,
 ) -> Response<Body> {
     let header = |name| {
@@ -292,7 +329,7 @@ pub fn captured(
     let capture = Capture::new(
         header(header::CONTENT_TYPE),
         header(header::CONTENT_ENCODING),
-        app.capture_limits(),
+        app.capture_limits(stateless),
     );
     let app = app.clone();
     response.map(move |body| {

@@ -117,7 +117,7 @@ pub async fn relay(app: Arc<App>, tenant: TenantKey, client: Upgraded, upstream:
     let inbound = {
         let session = session.clone();
         async move {
-            let mut builder = TurnBuilder::new(session.app.capture_limits().keep);
+            let mut builder = TurnBuilder::new(session.app.capture_limits(false).keep);
             let mut model: Option<Box<str>> = None;
             while let Some(Ok(message)) = upstream_rx.next().await {
                 if let Message::Text(text) = &message {
@@ -270,7 +270,7 @@ fn learn(session: &Session, builder: &mut TurnBuilder, model: Option<&str>, text
             return;
         }
     }
-    let keep = session.app.capture_limits().keep;
+    let keep = session.app.capture_limits(false).keep;
     let done = std::mem::replace(builder, TurnBuilder::new(keep));
     if let Some(turn) = done.finish() {
         remember(&session.app, session.tenant, model, turn);

@@ -14,7 +14,7 @@ use super::items::{ItemType, Turn};
 use super::plan::{self, Insertion, Replacement, RestorePolicy, Unrepairable};
 use super::request::{InputList, RequestView};
 use super::rewrite::{self, Directives, ItemEdit, Rewrite, Switches};
-use super::splice::{apply, include_edit, input_edits, rewritten_input};
+use super::splice::{apply, include_edit, include_removal, input_edits, rewritten_input};
 
 /// What a request's change may do, as settings and model knowledge decide it.
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +26,9 @@ pub struct Rules {
     pub model_may_reason: bool,
     /// Which rewrites of the client's own items may apply.
     pub switches: Switches,
+    /// Traffic showed the model refuses encrypted reasoning (E14, E15): the client's own
+    /// `include` entry for it is removed.
+    pub exclude_encrypted: bool,
 }
 
 /// What rethread changes in a request.
@@ -41,11 +44,14 @@ pub struct Change {
     pub include: bool,
     /// Write a nested `input` as the flat list the API takes.
     pub flatten: bool,
+    /// Remove `reasoning.encrypted_content` from the client's own `include` (a model that
+    /// refused it).
+    pub exclude: bool,
 }
 
 /// The rules a change applied, with their counts: the `x-rethread-repairs` header, the log line
 /// and the metric labels.
-pub const RULES: [&str; 8] = [
+pub const RULES: [&str; 9] = [
     "insert",
     "rehydrate",
     "move",
@@ -54,6 +60,7 @@ pub const RULES: [&str; 8] = [
     "complete",
     "include",
     "flatten",
+    "exclude",
 ];
 
 impl Change {
@@ -63,6 +70,7 @@ impl Change {
             && self.rewrite.is_none()
             && !self.include
             && !self.flatten
+            && !self.exclude
     }
 
     /// Items placed into the input: inserted, or rehydrated in full.
@@ -98,8 +106,8 @@ impl Change {
         self.item_types().any(|t| *t == ItemType::Reasoning)
     }
 
-    /// Each rule this change applies, with how many items it touched (`include` and `flatten`
-    /// count 1), in the order of `RULES`.
+    /// Each rule this change applies, with how many items it touched (`include`, `flatten` and
+    /// `exclude` count 1), in the order of `RULES`.
     pub fn rules(&self) -> Vec<(&'static str, usize)> {
         let r = self.rewrite.as_ref();
         let counts = [
@@ -111,6 +119,7 @@ impl Change {
             r.map_or(0, |r| r.completed),
             usize::from(self.include),
             usize::from(self.flatten),
+            usize::from(self.exclude),
         ];
         RULES
             .into_iter()
@@ -151,6 +160,9 @@ impl Change {
         };
         if self.include {
             edits.extend(include_edit(body, view));
+        }
+        if self.exclude {
+            edits.extend(include_removal(body, view));
         }
         apply(body, edits)
     }
@@ -212,6 +224,14 @@ pub fn wants_include(body: &[u8], view: &RequestView<'_>, rules: Rules) -> bool 
         && include_edit(body, view).is_some()
 }
 
+/// Whether the client's own `include` entry for encrypted reasoning goes: the model refused it.
+pub fn wants_exclude(body: &[u8], view: &RequestView<'_>, rules: Rules) -> bool {
+    rules.exclude_encrypted
+        && rules.switches.exclude
+        && view.includes_encrypted_reasoning
+        && include_removal(body, view).is_some()
+}
+
 /// The change for a request, given the remembered turns its items name (none when memory was
 /// not asked or not reachable) and what an upstream refusal asked for, and why the items it
 /// names could not be repaired, if so.
@@ -224,6 +244,7 @@ pub fn decide(
 ) -> (Change, Option<Unrepairable>) {
     let mut change = Change {
         include: wants_include(body, view, rules),
+        exclude: wants_exclude(body, view, rules),
         flatten: view.input.as_ref().is_some_and(|i| i.nested),
         ..Change::default()
     };

@@ -615,6 +615,10 @@ fn insertable_form(
     }
     if store && turn.stored {
         Some(reference_json(&item.id))
+    } else if item.ty.has_bulky_payload() {
+        // An image result is put back only where the client named its call (a rehydration): a
+        // stateless follow-up may leave the image out, and megabytes it did not send stay out.
+        None
     } else {
         item.full.clone()
     }

@@ -43,6 +43,9 @@ pub struct Switches {
     pub drops: bool,
     pub adopt: bool,
     pub complete: bool,
+    /// Remove `reasoning.encrypted_content` from the client's own `include` for a model that
+    /// refused it (E14).
+    pub exclude: bool,
 }
 
 impl Default for Switches {
@@ -52,6 +55,7 @@ impl Default for Switches {
             drops: true,
             adopt: true,
             complete: true,
+            exclude: true,
         }
     }
 }

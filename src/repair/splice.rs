@@ -5,6 +5,8 @@
 //! Every change is an [`Edit`]: new bytes at an offset, optionally replacing a range. Nested
 //! `input` arrays are flattened when the input is changed (the API takes a flat list).
 
+use std::ops::Range;
+
 use bytes::Bytes;
 
 use super::plan::{Insertion, Replacement};
@@ -201,6 +203,82 @@ pub fn include_edit(body: &[u8], view: &RequestView<'_>) -> Option<Edit> {
     }
 }
 
+/// Removes `"reasoning.encrypted_content"` from the client's `include` list, keeping its other
+/// entries in their order; when none is left, the `include` member itself goes (with one of the
+/// commas around it). `None` when the list holds no such entry or cannot be read.
+pub fn include_removal(body: &[u8], view: &RequestView<'_>) -> Option<Edit> {
+    const ENTRY: &str = "reasoning.encrypted_content";
+    let span = view.include_span.clone()?;
+    let list: Vec<&serde_json::value::RawValue> =
+        serde_json::from_slice(body.get(span.clone())?).ok()?;
+    let kept: Vec<&str> = list
+        .iter()
+        .filter(|raw| {
+            serde_json::from_str::<std::borrow::Cow<'_, str>>(raw.get())
+                .ok()
+                .as_deref()
+                != Some(ENTRY)
+        })
+        .map(|raw| raw.get())
+        .collect();
+    if kept.len() == list.len() {
+        return None;
+    }
+    if !kept.is_empty() {
+        return Some(Edit {
+            at: span.start,
+            until: span.end,
+            order: 0,
+            text: vec![Bytes::from(format!("[{}]", kept.join(",")))],
+        });
+    }
+    let (at, until) = member_range(body, span.clone()).unwrap_or((span.start, span.end));
+    let text = if (at, until) == (span.start, span.end) {
+        vec![Bytes::from_static(b"[]")]
+    } else {
+        Vec::new()
+    };
+    Some(Edit {
+        at,
+        until,
+        order: 0,
+        text,
+    })
+}
+
+/// The bytes of the top-level member `"include": <value at span>` with one comma next to it, so
+/// removing them leaves a valid object. `None` when the key is not written plainly.
+fn member_range(body: &[u8], value: Range<usize>) -> Option<(usize, usize)> {
+    const KEY: &[u8] = b"\"include\"";
+    let before = |mut at: usize| {
+        while at > 0 && body[at - 1].is_ascii_whitespace() {
+            at -= 1;
+        }
+        at
+    };
+    let colon = before(value.start).checked_sub(1)?;
+    if body.get(colon) != Some(&b':') {
+        return None;
+    }
+    let key_end = before(colon);
+    let key_start = key_end.checked_sub(KEY.len())?;
+    if body.get(key_start..key_end) != Some(KEY) {
+        return None;
+    }
+    let prior = before(key_start).checked_sub(1)?;
+    if body.get(prior) == Some(&b',') {
+        return Some((prior, value.end));
+    }
+    let mut after = value.end;
+    while body.get(after).is_some_and(u8::is_ascii_whitespace) {
+        after += 1;
+    }
+    if body.get(after) == Some(&b',') {
+        return Some((key_start, after + 1));
+    }
+    Some((key_start, value.end))
+}
+
 /// The body with the edits applied, as chunks.
 pub fn apply(body: &Bytes, mut edits: Vec<Edit>) -> Vec<Bytes> {
     edits.sort_by_key(|e| (e.at, e.order));
@@ -282,5 +360,50 @@ mod tests {
                 "{out}"
             );
         }
+    }
+
+    fn without_encrypted(body: &str) -> Option<String> {
+        let bytes = Bytes::from(body.to_owned());
+        let view = parse(&bytes).unwrap();
+        let edit = include_removal(&bytes, &view)?;
+        Some(String::from_utf8(concat(&apply(&bytes, vec![edit]))).unwrap())
+    }
+
+    #[test]
+    fn the_clients_encrypted_reasoning_entry_is_removed_and_the_rest_kept() {
+        let cases = [
+            (
+                r#"{"include":["reasoning.encrypted_content"],"store":false}"#,
+                r#"{"store":false}"#,
+            ),
+            (
+                r#"{"store":false, "include" : [ "reasoning.encrypted_content" ] }"#,
+                r#"{"store":false }"#,
+            ),
+            (r#"{"include":["reasoning.encrypted_content"]}"#, "{}"),
+            (
+                r#"{"store":false,"include":["file_search_call.results","reasoning.encrypted_content"],"input":"hi"}"#,
+                r#"{"store":false,"include":["file_search_call.results"],"input":"hi"}"#,
+            ),
+            (
+                r#"{"include":["reasoning.encrypted_content","reasoning.encrypted_content","x"]}"#,
+                r#"{"include":["x"]}"#,
+            ),
+            (
+                r#"{"include":["reasoning\u002eencrypted_content"],"input":[]}"#,
+                r#"{"input":[]}"#,
+            ),
+        ];
+        for (body, expected) in cases {
+            let out = without_encrypted(body).unwrap();
+            assert_eq!(out, expected, "{body}");
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&out).is_ok(),
+                "{out}"
+            );
+        }
+        assert_eq!(without_encrypted(r#"{"include":["x"]}"#), None);
+        assert_eq!(without_encrypted(r#"{"include":null}"#), None);
+        assert_eq!(without_encrypted(r#"{"input":"hi"}"#), None);
     }
 }

@@ -80,7 +80,7 @@ fn break_once(rng: &mut Rng, items: &mut Vec<Value>, body: &mut Value, output: &
         return;
     }
     let k = rng.below(items.len());
-    match rng.below(12) {
+    match rng.below(14) {
         0 | 1 => {
             items.remove(k);
         }
@@ -133,6 +133,25 @@ fn break_once(rng: &mut Rng, items: &mut Vec<Value>, body: &mut Value, output: &
         10 => {
             let store = body["store"].as_bool().unwrap_or(true);
             body["store"] = json!(!store);
+        }
+        11 => {
+            // A client that asks every request for encrypted reasoning, to a model that does not
+            // reason (row 25; issue 27).
+            body["model"] = json!(*rng.pick(&["gpt-4.1", DEPLOYMENT]));
+            body["include"] = json!([
+                "reasoning.encrypted_content",
+                "message.output_text.logprobs"
+            ]);
+        }
+        12 => {
+            // The seed's follow-up: the image call by id alone, after the user's words (issue 27
+            // under store:false).
+            if let Some(ig) = output.iter().find(|i| i["type"] == "image_generation_call") {
+                *items = vec![
+                    json!({"role": "user", "content": [{"type": "input_text", "text": "again"}]}),
+                    json!({"type": "image_generation_call", "id": ig["id"]}),
+                ];
+            }
         }
         _ => {
             body["include"] = match rng.below(3) {

@@ -22,6 +22,10 @@ use crate::common::Rethread;
 
 /// The text of the API's error for an item replayed without its reasoning item.
 const MISSING_REASONING: &str = "was provided without its required 'reasoning' item";
+/// The text of the API's error for an item of a `store: false` turn sent back by id (E3).
+const NOT_PERSISTED: &str = "Items are not persisted when `store` is set to false";
+/// Raw bytes of a real-size image (1.1 MB, about 1.5 MB of base64).
+const REAL_IMAGE_BYTES: &str = "1100000";
 /// Longest a program may run; they take a second or two.
 const PROGRAM_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -63,9 +67,10 @@ struct FakeProcess {
 }
 
 impl FakeProcess {
-    fn start() -> FakeProcess {
+    fn start(args: &[&str]) -> FakeProcess {
         let mut child = Command::new(fake_binary())
             .args(["--listen", "127.0.0.1:0"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -300,10 +305,22 @@ fn wait_for_counts(proxy: &Rethread, done: impl Fn(&[u64]) -> bool) -> Vec<u64> 
 /// missing-reasoning error; through rethread (memory only, no cold-memory retries, so the repair
 /// comes from what rethread learnt from the SDK's own first turn) it succeeds.
 fn fails_direct_and_passes_through_rethread(runtime: Runtime, script: &str, args: &[&str]) {
+    fails_direct_with(runtime, script, args, &[], MISSING_REASONING);
+}
+
+/// `fails_direct_and_passes_through_rethread` against a fake started with `fake_args`, where the
+/// direct run fails with `expected`.
+fn fails_direct_with(
+    runtime: Runtime,
+    script: &str,
+    args: &[&str],
+    fake_args: &[&str],
+    expected: &str,
+) {
     if !ready(runtime) {
         return;
     }
-    let fake = FakeProcess::start();
+    let fake = FakeProcess::start(fake_args);
     let direct = run(runtime, script, args, &format!("{}/v1", fake.url));
     assert!(
         !direct.succeeded(),
@@ -311,8 +328,8 @@ fn fails_direct_and_passes_through_rethread(runtime: Runtime, script: &str, args
         direct.output()
     );
     assert!(
-        direct.stderr.contains(MISSING_REASONING) || direct.stdout.contains(MISSING_REASONING),
-        "{script} {args:?} failed directly, but not with the missing-reasoning error:\n{}",
+        direct.stderr.contains(expected) || direct.stdout.contains(expected),
+        "{script} {args:?} failed directly, but not with {expected:?}:\n{}",
         direct.output()
     );
 
@@ -350,8 +367,32 @@ fn node_function_loop_without_reasoning_fails_direct_and_passes_through_rethread
     fails_direct_and_passes_through_rethread(Runtime::Node, "function_loop.mjs", &[]);
 }
 
+/// Issue 27: the seed's program under `store: false` with a real-size image. Directly the API
+/// cannot look the image call up (E3); rethread sends it back whole, result included.
+#[test]
+fn node_image_program_without_store_fails_direct_and_passes_through_rethread() {
+    fails_direct_with(
+        Runtime::Node,
+        "image.mjs",
+        &["--no-store"],
+        &["--image-bytes", REAL_IMAGE_BYTES],
+        NOT_PERSISTED,
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Python: the official `openai` package, sync and async clients.
+
+#[test]
+fn python_image_program_without_store_fails_direct_and_passes_through_rethread() {
+    fails_direct_with(
+        Runtime::Python,
+        "image.py",
+        &["--no-store"],
+        &["--image-bytes", REAL_IMAGE_BYTES],
+        NOT_PERSISTED,
+    );
+}
 
 #[test]
 fn python_image_program_fails_direct_and_passes_through_rethread() {
@@ -433,7 +474,7 @@ fn agents_own_history_passes_direct_and_through_rethread_unchanged() {
         return;
     }
     let args = ["--keep-reasoning"];
-    let fake = FakeProcess::start();
+    let fake = FakeProcess::start(&[]);
     let direct = run(
         Runtime::Python,
         "agents_two_turns.py",

@@ -2,15 +2,19 @@
 // back only the image_generation_call by id. Without rethread the API answers 400 (the reasoning
 // item is missing); through rethread it succeeds.
 // Base URL from OPENAI_BASE_URL, key from OPENAI_API_KEY (the SDK's defaults).
+// Usage: node image.mjs [--no-store]   (--no-store: both calls with store: false, as under
+// Zero Data Retention; the API then cannot look the image call up by id.)
 import OpenAI from "openai";
 
 const openai = new OpenAI();
+const store = process.argv.includes("--no-store") ? { store: false } : {};
 
 try {
   const response = await openai.responses.create({
     model: "gpt-5",
     input: "Generate an image of gray tabby cat hugging an otter with an orange scarf",
     tools: [{ type: "image_generation" }],
+    ...store,
   });
   const imageGenerationCalls = response.output.filter((o) => o.type === "image_generation_call");
   if (imageGenerationCalls.length === 0) throw new Error("no image_generation_call in the first response");
@@ -23,6 +27,7 @@ try {
       { type: "image_generation_call", id: imageGenerationCalls[0].id },
     ],
     tools: [{ type: "image_generation" }],
+    ...store,
   });
   console.log(`follow-up: ${followup.output.map((o) => o.type).join(", ")}`);
   console.log("ok");

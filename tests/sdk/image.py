@@ -3,7 +3,9 @@ back only the image_generation_call by id. Fails against the API without rethrea
 item is missing); succeeds through rethread.
 
 Base URL from OPENAI_BASE_URL, key from OPENAI_API_KEY (the SDK's defaults).
-Usage: python image.py [--async]
+Usage: python image.py [--async] [--no-store]
+(--no-store: both calls with store=False, as under Zero Data Retention; the API then cannot look
+the image call up by id.)
 """
 
 import asyncio
@@ -13,6 +15,7 @@ from openai import AsyncOpenAI, OpenAI
 
 PROMPT = "Generate an image of gray tabby cat hugging an otter with an orange scarf"
 TOOLS = [{"type": "image_generation"}]
+STORE = {"store": False} if "--no-store" in sys.argv[1:] else {}
 
 
 def followup_input(ig_id):
@@ -31,19 +34,23 @@ def image_calls(response):
 
 def run_sync():
     client = OpenAI()
-    response = client.responses.create(model="gpt-5", input=PROMPT, tools=TOOLS)
+    response = client.responses.create(model="gpt-5", input=PROMPT, tools=TOOLS, **STORE)
     print("first turn:", ", ".join(o.type for o in response.output))
     ig = image_calls(response)
-    followup = client.responses.create(model="gpt-5", input=followup_input(ig[0].id), tools=TOOLS)
+    followup = client.responses.create(
+        model="gpt-5", input=followup_input(ig[0].id), tools=TOOLS, **STORE
+    )
     print("follow-up:", ", ".join(o.type for o in followup.output))
 
 
 async def run_async():
     client = AsyncOpenAI()
-    response = await client.responses.create(model="gpt-5", input=PROMPT, tools=TOOLS)
+    response = await client.responses.create(model="gpt-5", input=PROMPT, tools=TOOLS, **STORE)
     print("first turn:", ", ".join(o.type for o in response.output))
     ig = image_calls(response)
-    followup = await client.responses.create(model="gpt-5", input=followup_input(ig[0].id), tools=TOOLS)
+    followup = await client.responses.create(
+        model="gpt-5", input=followup_input(ig[0].id), tools=TOOLS, **STORE
+    )
     print("follow-up:", ", ".join(o.type for o in followup.output))
     await client.close()
 

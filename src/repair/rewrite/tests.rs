@@ -40,6 +40,7 @@ fn rules(switches: Switches) -> Rules {
         stateless_include: true,
         model_may_reason: true,
         switches,
+        exclude_encrypted: false,
     }
 }
 
