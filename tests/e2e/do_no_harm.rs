@@ -21,9 +21,6 @@ use std::time::Instant;
 use crate::common::*;
 use serde_json::{json, Value};
 
-/// A deployment the fake knows does not reason, and rethread does not.
-const DEPLOYMENT: &str = "contoso-gpt41";
-
 /// xorshift64*: small, seeded, good enough to pick shapes.
 struct Rng(u64);
 

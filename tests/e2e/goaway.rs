@@ -114,6 +114,19 @@ fn streamed_events(sse: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Runs `under_load` through `proxy`: every answer must come back whole, and once.
+async fn every_answer_whole(proxy: &Rethread) {
+    let failures = under_load(&proxy.url("")).await;
+    assert!(
+        failures.is_empty(),
+        "{} of {} failed, e.g. {:?}\n{}",
+        failures.len(),
+        CONCURRENCY * PER_CLIENT,
+        &failures[..failures.len().min(3)],
+        proxy.logs()
+    );
+}
+
 /// `CONCURRENCY` clients sending `PER_CLIENT` requests each; the failures.
 async fn under_load(base: &str) -> Vec<String> {
     let http = client();
@@ -163,15 +176,7 @@ async fn every_request_survives_an_http2_upstream_that_sends_goaway_every_50_str
     }))
     .await;
     let proxy = upstream.proxy(&[]);
-    let failures = under_load(&proxy.url("")).await;
-    assert!(
-        failures.is_empty(),
-        "{} of {} failed, e.g. {:?}\n{}",
-        failures.len(),
-        CONCURRENCY * PER_CLIENT,
-        &failures[..failures.len().min(3)],
-        proxy.logs()
-    );
+    every_answer_whole(&proxy).await;
     let metrics = metrics_text(&proxy).await;
     assert!(
         resends(&metrics, "goaway") > 0.0,
@@ -205,13 +210,5 @@ async fn every_request_survives_nginx_ending_http2_connections_after_50_requests
     };
     let ca_file = nginx.write_ca(&ca);
     let proxy = Rethread::start(&nginx.url(), &["--upstream-ca", &ca_file]);
-    let failures = under_load(&proxy.url("")).await;
-    assert!(
-        failures.is_empty(),
-        "{} of {} failed, e.g. {:?}\n{}",
-        failures.len(),
-        CONCURRENCY * PER_CLIENT,
-        &failures[..failures.len().min(3)],
-        proxy.logs()
-    );
+    every_answer_whole(&proxy).await;
 }

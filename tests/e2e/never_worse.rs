@@ -11,22 +11,6 @@
 use crate::common::*;
 use serde_json::{json, Value};
 
-/// An Azure-style deployment name that does not reason, known to the fake but not to rethread.
-const DEPLOYMENT: &str = "contoso-gpt41";
-
-async fn strict_fake() -> FakeHandle {
-    spawn_fake(FakeOptions {
-        non_reasoning_models: vec![DEPLOYMENT.into()],
-        ..FakeOptions::default()
-    })
-    .await
-    .unwrap()
-}
-
-fn sent_body(fake: &FakeHandle) -> Value {
-    serde_json::from_slice(&fake.last_request_body().unwrap()).unwrap()
-}
-
 fn header<'a>(answer: &'a Answer, name: &str) -> Option<&'a str> {
     answer.headers.get(name).map(|v| v.to_str().unwrap())
 }

@@ -8,24 +8,8 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-/// An Azure-style deployment that does not reason, known to the fake but not to rethread.
-const DEPLOYMENT: &str = "contoso-gpt41";
-
-async fn strict_fake() -> FakeHandle {
-    spawn_fake(FakeOptions {
-        non_reasoning_models: vec![DEPLOYMENT.into()],
-        ..FakeOptions::default()
-    })
-    .await
-    .unwrap()
-}
-
 fn request(model: &str, stream: bool, include: Value) -> Value {
     json!({"model": model, "store": false, "stream": stream, "include": include, "input": "hi"})
-}
-
-fn sent_body(fake: &FakeHandle) -> Value {
-    serde_json::from_slice(&fake.last_request_body().unwrap()).unwrap()
 }
 
 fn repairs(answer: &Answer) -> &str {

@@ -19,6 +19,25 @@ pub use rethread_fake::{spawn as spawn_fake, FakeHandle, FakeOptions};
 pub const KEY: &str = "Bearer sk-test-tenant-a-0123456789";
 pub const OTHER_KEY: &str = "Bearer sk-test-tenant-b-9876543210";
 
+/// An Azure-style deployment name that does not reason, known to `strict_fake` but not to
+/// rethread.
+pub const DEPLOYMENT: &str = "contoso-gpt41";
+
+/// The fake, refusing reasoning and encrypted reasoning for `DEPLOYMENT` too.
+pub async fn strict_fake() -> FakeHandle {
+    spawn_fake(FakeOptions {
+        non_reasoning_models: vec![DEPLOYMENT.into()],
+        ..FakeOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The body of the last Responses request the fake got.
+pub fn sent_body(fake: &FakeHandle) -> Value {
+    serde_json::from_slice(&fake.last_request_body().unwrap()).unwrap()
+}
+
 /// A running rethread process; killed on drop.
 pub struct Rethread {
     child: Child,
