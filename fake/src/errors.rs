@@ -21,6 +21,27 @@ struct ErrorBody<'a> {
     error: ErrorObject<'a>,
 }
 
+/// The `{"detail": "…"}` body some Responses servers send instead (the ChatGPT Codex backend;
+/// shared/reference/wild-failures-2026.md §3 item 7).
+#[derive(Serialize)]
+struct DetailBody<'a> {
+    detail: &'a str,
+}
+
+/// The largest `id`, `call_id` or `previous_response_id` the API accepts, in characters (N5).
+pub const MAX_ID_LEN: usize = 64;
+
+/// `'a'`, `'a' and 'b'`, `'a', 'b', and 'c'`: the API's way of listing values.
+fn quoted_list(values: &[&str]) -> String {
+    let quoted: Vec<String> = values.iter().map(|v| format!("'{v}'")).collect();
+    match quoted.as_slice() {
+        [] => String::new(),
+        [one] => one.clone(),
+        [a, b] => format!("{a} and {b}"),
+        [init @ .., last] => format!("{}, and {last}", init.join(", ")),
+    }
+}
+
 /// One error answer: HTTP status plus the `error` object.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -60,6 +81,14 @@ impl ApiError {
     pub fn body_string(&self) -> String {
         serde_json::to_string(&ErrorBody {
             error: self.object(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// The `{"detail": "<message>"}` body (`FakeOptions::detail_errors`).
+    pub fn detail_string(&self) -> String {
+        serde_json::to_string(&DetailBody {
+            detail: &self.message,
         })
         .unwrap_or_default()
     }
@@ -172,7 +201,7 @@ impl ApiError {
         )
     }
 
-    /// E5; `what` is "function call" or "custom tool call".
+    /// E5; `what` names the call type in words: "function call", "custom tool call", …
     pub fn no_tool_output(what: &str, call_id: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
@@ -182,7 +211,7 @@ impl ApiError {
         )
     }
 
-    /// E6; `what` is "function call output" or "custom tool call output".
+    /// E6; `what` names the output type in words: "function call output", …
     pub fn no_tool_call(what: &str, call_id: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
@@ -261,5 +290,75 @@ impl ApiError {
             Some("previous_response_id"),
             Some("previous_response_not_found"),
         )
+    }
+
+    /// N5: an `id`, `call_id` or `previous_response_id` longer than [`MAX_ID_LEN`]; `param` is
+    /// e.g. `input[3].call_id`, `len` the length in characters.
+    pub fn string_too_long(param: &str, len: usize) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid '{param}': string too long. Expected a string with maximum length {MAX_ID_LEN}, but got a string with length {len} instead."),
+            Some(param),
+            Some("string_above_max_length"),
+        )
+    }
+
+    /// N3: an array longer than `max` (a reasoning item's `content`, `max` 0).
+    pub fn array_too_long(param: &str, max: usize, len: usize) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid '{param}': array too long. Expected an array with maximum length {max}, but got an array with length {len} instead."),
+            Some(param),
+            Some("array_above_max_length"),
+        )
+    }
+
+    /// N4: a key the API does not take, e.g. an output-only `status` sent as `null`.
+    pub fn unknown_parameter(param: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("Unknown parameter: '{param}'."),
+            Some(param),
+            Some("unknown_parameter"),
+        )
+    }
+
+    /// N12 (and E11's form): a value outside an enumeration.
+    pub fn invalid_enum_value(param: &str, value: &str, supported: &[&str]) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Invalid value: '{value}'. Supported values are: {}.",
+                quoted_list(supported)
+            ),
+            Some(param),
+            Some("invalid_value"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_are_quoted_like_the_api() {
+        assert_eq!(
+            quoted_list(&["output_text", "refusal"]),
+            "'output_text' and 'refusal'"
+        );
+        assert_eq!(
+            quoted_list(&["search", "open_page", "find_in_page"]),
+            "'search', 'open_page', and 'find_in_page'"
+        );
+    }
+
+    #[test]
+    fn detail_body_carries_the_message_only() {
+        let err = ApiError::unknown_parameter("input[1].status");
+        assert_eq!(
+            err.detail_string(),
+            r#"{"detail":"Unknown parameter: 'input[1].status'."}"#
+        );
     }
 }

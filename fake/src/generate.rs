@@ -73,16 +73,42 @@ impl TurnRequest<'_> {
     }
 }
 
-/// The shape used when the request has no `x-fake-shape` header.
+/// Tools the client executes and the call kind (`x-fake-shape` code) a turn answers them with,
+/// in order of preference. A `tool_search` tool counts only with `execution: "client"`.
+const CLIENT_TOOLS: &[(&str, &str)] = &[
+    ("function", "fc"),
+    ("custom", "ct"),
+    ("local_shell", "lsh"),
+    ("shell", "sh"),
+    ("apply_patch", "apc"),
+    ("tool_search", "tsc"),
+];
+
+/// The call kind for the first client-executed tool of the request.
+fn client_call(req: &TurnRequest<'_>) -> Option<&'static str> {
+    CLIENT_TOOLS.iter().find_map(|(tool, code)| {
+        let offered = req.tools().iter().any(|t| {
+            t.get("type").and_then(Value::as_str) == Some(*tool)
+                && (*tool != "tool_search"
+                    || t.get("execution").and_then(Value::as_str) == Some("client"))
+        });
+        offered.then_some(*code)
+    })
+}
+
+/// The shape used when the request has no `x-fake-shape` header: a call of the first
+/// client-executed tool, unless the input ends with a tool's output (then a message).
 pub fn default_shape(req: &TurnRequest<'_>, last_input_type: Option<&str>) -> Vec<Kind> {
-    let codes: &[&str] = if req.has_tool(&["image_generation"]) {
-        &["rs", "ig", "msg"]
-    } else if req.has_tool(&["function"]) && last_input_type != Some("function_call_output") {
-        &["rs", "fc"]
+    let answered = last_input_type.is_some_and(|t| t.ends_with("_output"));
+    let call = client_call(req).filter(|_| !answered);
+    let codes: Vec<&str> = if req.has_tool(&["image_generation"]) {
+        vec!["rs", "ig", "msg"]
+    } else if let Some(code) = call {
+        vec!["rs", code]
     } else if req.has_tool(&["web_search", "web_search_preview"]) {
-        &["rs", "ws", "rs", "msg"]
+        vec!["rs", "ws", "rs", "msg"]
     } else {
-        &["rs", "msg"]
+        vec!["rs", "msg"]
     };
     codes.iter().filter_map(|c| kinds::by_code(c)).collect()
 }
@@ -167,6 +193,10 @@ fn build_item(kind: Kind, req: &TurnRequest<'_>) -> Value {
         "sh" => json!({
             "id": id, "type": "shell_call", "status": "completed", "call_id": call_id,
             "action": {"commands": ["ls"], "timeout_ms": null, "max_output_length": null},
+        }),
+        "tsc" => json!({
+            "id": id, "type": "tool_search_call", "status": "completed", "call_id": call_id,
+            "execution": "client", "arguments": {"query": "fake tools"},
         }),
         _ => json!({
             "id": id, "type": "apply_patch_call", "status": "completed", "call_id": call_id,

@@ -49,6 +49,7 @@ pub const KINDS: &[Kind] = &[
     k("lsh", "local_shell_call", "lsh", true),
     k("sh", "shell_call", "sh", true),
     k("apc", "apply_patch_call", "apc", true),
+    k("tsc", "tool_search_call", "tsc", true),
 ];
 
 /// The kind for a shape code (`rs`, `ig`, …).
@@ -96,6 +97,7 @@ mod tests {
         assert_eq!(prefix_for_type("custom_tool_call"), Some("ctc"));
         assert_eq!(prefix_for_type("compaction"), Some("cmp"));
         assert!(is_call_type("shell_call"));
+        assert_eq!(prefix_for_type("tool_search_call"), Some("tsc"));
         assert!(!is_call_type("reasoning"));
     }
 }

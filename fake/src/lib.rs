@@ -18,6 +18,9 @@
 //! [`model_reasons`] and [`FakeOptions::non_reasoning_models`]) returns no reasoning items and
 //! refuses reasoning input and encrypted content; a model listed in
 //! [`FakeOptions::azure_wording_models`] answers E1 in Azure's wording.
+//!
+//! With [`FakeOptions::detail_errors`] its refusals over HTTP are `{"detail": "<message>"}`, as
+//! some Responses servers (the ChatGPT Codex backend) send them, instead of `{"error": {…}}`.
 
 mod encoding;
 mod encrypted;
@@ -81,6 +84,10 @@ pub struct FakeOptions {
     /// Over HTTPS with HTTP/2: GOAWAY after N streams of a connection, and `REFUSED_STREAM`
     /// resets (default: neither).
     pub h2_faults: H2Faults,
+    /// Write HTTP refusals as `{"detail": "<message>"}` (the form of the ChatGPT Codex backend,
+    /// shared/reference/wild-failures-2026.md §3 item 7) instead of `{"error": {…}}`; same
+    /// status. WebSocket `error` frames keep their form. Default false.
+    pub detail_errors: bool,
 }
 
 impl Default for FakeOptions {
@@ -92,6 +99,7 @@ impl Default for FakeOptions {
             azure_wording_models: Vec::new(),
             tls: None,
             h2_faults: H2Faults::default(),
+            detail_errors: false,
         }
     }
 }

@@ -8,7 +8,8 @@ use rethread_fake::{FakeOptions, TestCa};
 
 const USAGE: &str = "usage: rethread-fake [--listen ADDR] [--image-bytes N] [--no-compress] \
 [--non-reasoning-model NAME[,NAME…]]… [--azure-wording-model NAME[,NAME…]]… \
-[--tls h2,http/1.1|http/1.1|h2 --ca-out FILE] [--h2-goaway-after N] [--h2-refuse-every N]
+[--tls h2,http/1.1|http/1.1|h2 --ca-out FILE] [--h2-goaway-after N] [--h2-refuse-every N] \
+[--detail-errors]
 
   --non-reasoning-model  exact model (deployment) names that do not reason, besides gpt-4*,
                          gpt-3.5*, chatgpt-* and *-chat*: no reasoning items, E14/E15
@@ -18,7 +19,9 @@ const USAGE: &str = "usage: rethread-fake [--listen ADDR] [--image-bytes N] [--n
   --ca-out               where to write that CA's certificate (PEM), for clients to trust
   --h2-goaway-after      over HTTPS and HTTP/2: GOAWAY after N streams of a connection, naming
                          the Nth, ignoring streams opened after it (as nginx's keepalive_requests)
-  --h2-refuse-every      over HTTPS and HTTP/2: reset every Nth stream with REFUSED_STREAM";
+  --h2-refuse-every      over HTTPS and HTTP/2: reset every Nth stream with REFUSED_STREAM
+  --detail-errors        write refusals as {\"detail\": \"<message>\"} (as the ChatGPT Codex
+                         backend does) instead of {\"error\": {…}}; WebSocket frames unchanged";
 
 /// The names of a comma-separated list, trimmed, empty ones dropped.
 fn names(list: &str) -> impl Iterator<Item = String> + '_ {
@@ -49,6 +52,7 @@ fn parse_args() -> Result<Args, String> {
                 args.opts.image_bytes = v.parse().map_err(|_| format!("bad --image-bytes: {v}"))?;
             }
             "--no-compress" => args.opts.compress = false,
+            "--detail-errors" => args.opts.detail_errors = true,
             "--non-reasoning-model" => {
                 let v = it
                     .next()

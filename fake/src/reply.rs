@@ -20,6 +20,8 @@ use crate::state::StoredEvent;
 pub struct ReplyOptions {
     pub coding: Coding,
     pub delay: Duration,
+    /// Write errors as `{"detail": "<message>"}` (`FakeOptions::detail_errors`).
+    pub detail_errors: bool,
 }
 
 impl ReplyOptions {
@@ -34,6 +36,7 @@ impl ReplyOptions {
         Ok(ReplyOptions {
             coding,
             delay: Duration::from_millis(delay_ms),
+            detail_errors: false,
         })
     }
 
@@ -41,6 +44,15 @@ impl ReplyOptions {
         ReplyOptions {
             coding: Coding::Identity,
             delay: Duration::ZERO,
+            detail_errors: false,
+        }
+    }
+
+    /// The same options, writing errors in the `{"detail": …}` form when `on`.
+    pub fn with_detail_errors(self, on: bool) -> Self {
+        ReplyOptions {
+            detail_errors: on,
+            ..self
         }
     }
 }
@@ -73,9 +85,13 @@ pub async fn json_text(status: StatusCode, raw: String, opts: ReplyOptions) -> R
     resp
 }
 
-/// An API error answer.
+/// An API error answer: `{"error": {…}}`, or `{"detail": "…"}` with `opts.detail_errors`.
 pub async fn error(err: &ApiError, opts: ReplyOptions) -> Response {
-    json_text(err.status, err.body_string(), opts).await
+    let body = match opts.detail_errors {
+        true => err.detail_string(),
+        false => err.body_string(),
+    };
+    json_text(err.status, body, opts).await
 }
 
 /// A `text/event-stream` answer, one chunk per event.

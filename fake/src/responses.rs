@@ -18,6 +18,7 @@ use crate::turn;
 fn reply_opts(shared: &Shared, headers: &HeaderMap) -> ReplyOptions {
     ReplyOptions::from_headers(headers, shared.opts.compress)
         .unwrap_or_else(|_| ReplyOptions::plain())
+        .with_detail_errors(shared.opts.detail_errors)
 }
 
 /// `POST …/responses`
@@ -27,9 +28,10 @@ pub async fn create(shared: Arc<Shared>, headers: HeaderMap, body: Body) -> Resp
         .await
         .unwrap_or_default();
     shared.set_last_body(bytes.clone());
+    let detail = shared.opts.detail_errors;
     let opts = match ReplyOptions::from_headers(&headers, shared.opts.compress) {
-        Ok(o) => o,
-        Err(e) => return reply::error(&e, ReplyOptions::plain()).await,
+        Ok(o) => o.with_detail_errors(detail),
+        Err(e) => return reply::error(&e, ReplyOptions::plain().with_detail_errors(detail)).await,
     };
     let Some(tenant) = turn::tenant_key(&headers) else {
         return reply::error(&ApiError::missing_key(), opts).await;

@@ -1,16 +1,32 @@
-//! The strict checks of `POST /responses` input, in this order, each over the whole input,
-//! first failure wins:
+//! The strict checks of `POST /responses` input, in this order, first failure wins:
 //!
-//! 1. E16: a full reasoning item (`"type":"reasoning"`) without `summary` (schema comes first);
+//! 1. the schema (shared/reference/wild-failures-2026.md, rows N3, N4, N5, N12): first
+//!    `previous_response_id` longer than 64 characters (N5), then each item in input order, and
+//!    for one item: `id` longer than 64 (N5), `call_id` longer than 64 (N5), E16 (a full
+//!    reasoning item without `summary`), a reasoning item with a non-empty `content` (N3),
+//!    `status: null` (N4), a `web_search_call` whose `action.type` the API does not know (N12);
 //! 2. E14: `include:["reasoning.encrypted_content"]` for a model that does not reason;
-//! 3. E9, E7, E4 (previous response, id prefixes, duplicates);
+//! 3. E9, E7, E4 (previous response, id prefixes, duplicates), each over the whole input;
 //! 4. E15: a reasoning item (typed, or a reference to a remembered one) for a model that does
 //!    not reason;
 //! 5. E3/E3b (lookups), E8 (encrypted content);
 //! 6. E1 (or E1b, Azure's wording, for the models of `FakeOptions::azure_wording_models`), then
 //!    E2 with its cases E12 (back-to-back reasoning) and E13 (nothing after the reasoning in its
 //!    turn) — both only for reasoning models: a model that does not reason pairs nothing;
-//! 7. E5, E6 (call/output pairing).
+//! 7. E5, E6 (call/output pairing), for every call type with its own wording (N2): function,
+//!    custom tool, local shell, shell, apply patch and tool search calls.
+//!
+//! The order inside the schema step is our choice: the reports show one violation at a time.
+//! Of the output-only keys a client replays as `null` (`model_dump()`), only `status` is
+//! refused: the reported request (openai/openai-python#3008) also carried
+//! `encrypted_content: null`, and the API named only `status`. A non-null `status` is accepted
+//! (only the ChatGPT Codex backend refuses it).
+//!
+//! The E5/E6 words are the type's name with spaces; reports confirm the function, custom tool,
+//! apply patch, tool search and local shell calls and the custom tool call and tool search
+//! outputs, the rest follow the pattern. A tool search the server executed
+//! (`execution: "server"`) is answered by the server: no E5 for its call, and no E6 for its
+//! output when that carries no `call_id`.
 //!
 //! The pairing rules (E1, E2) are our model of what the real validator enforces
 //! (shared/reference/responses-api.md §3.2): an item replayed with its id must sit right after its
@@ -26,7 +42,7 @@ use std::collections::HashSet;
 use serde_json::Value;
 
 use crate::encrypted;
-use crate::errors::ApiError;
+use crate::errors::{ApiError, MAX_ID_LEN};
 use crate::input::InItem;
 use crate::kinds;
 use crate::state::Tenant;
@@ -47,7 +63,7 @@ pub struct Request<'a> {
 /// Validate `items` (the flattened input) for `tenant`.
 pub fn validate(req: &Request<'_>, values: &[Value], tenant: &Tenant) -> Result<(), ApiError> {
     let items: Vec<InItem<'_>> = values.iter().map(InItem::new).collect();
-    check_schema(&items)?;
+    check_schema(req, &items)?;
     check_include(req)?;
     check_previous(req, tenant)?;
     check_prefixes(&items)?;
@@ -63,14 +79,107 @@ pub fn validate(req: &Request<'_>, values: &[Value], tenant: &Tenant) -> Result<
     check_calls(req, &items, tenant)
 }
 
-/// E16
-fn check_schema(items: &[InItem<'_>]) -> Result<(), ApiError> {
+/// The schema step: `previous_response_id`, then each item in input order under every rule of
+/// [`ITEM_RULES`].
+fn check_schema(req: &Request<'_>, items: &[InItem<'_>]) -> Result<(), ApiError> {
+    if let Some(prev) = req.previous_response_id {
+        check_length("previous_response_id", prev)?;
+    }
     for (n, it) in items.iter().enumerate() {
-        if it.is_type("reasoning") && it.value.get("summary").is_none() {
-            return Err(ApiError::missing_parameter(&format!("input[{n}].summary")));
+        for rule in ITEM_RULES {
+            rule(n, it)?;
         }
     }
     Ok(())
+}
+
+/// A schema rule of one input item: its index in the flattened input, the item.
+type ItemRule = fn(usize, &InItem<'_>) -> Result<(), ApiError>;
+
+/// The schema rules of one input item, in the order they are checked.
+const ITEM_RULES: &[ItemRule] = &[
+    check_id_length,
+    check_call_id_length,
+    check_summary,
+    check_reasoning_content,
+    check_null_status,
+    check_web_search_action,
+];
+
+/// N5, for one string parameter.
+fn check_length(param: &str, value: &str) -> Result<(), ApiError> {
+    let len = value.chars().count();
+    if len > MAX_ID_LEN {
+        return Err(ApiError::string_too_long(param, len));
+    }
+    Ok(())
+}
+
+/// N5: `input[n].id`
+fn check_id_length(n: usize, it: &InItem<'_>) -> Result<(), ApiError> {
+    match it.id {
+        Some(id) => check_length(&format!("input[{n}].id"), id),
+        None => Ok(()),
+    }
+}
+
+/// N5: `input[n].call_id`
+fn check_call_id_length(n: usize, it: &InItem<'_>) -> Result<(), ApiError> {
+    match it.call_id {
+        Some(call_id) => check_length(&format!("input[{n}].call_id"), call_id),
+        None => Ok(()),
+    }
+}
+
+/// E16
+fn check_summary(n: usize, it: &InItem<'_>) -> Result<(), ApiError> {
+    if it.is_type("reasoning") && it.value.get("summary").is_none() {
+        return Err(ApiError::missing_parameter(&format!("input[{n}].summary")));
+    }
+    Ok(())
+}
+
+/// N3: reasoning input takes no `content` (`null` and `[]` are fine).
+fn check_reasoning_content(n: usize, it: &InItem<'_>) -> Result<(), ApiError> {
+    if !it.is_type("reasoning") {
+        return Ok(());
+    }
+    match it.value.get("content").and_then(Value::as_array) {
+        Some(content) if !content.is_empty() => Err(ApiError::array_too_long(
+            &format!("input[{n}].content"),
+            0,
+            content.len(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// N4: `status: null` on any item.
+fn check_null_status(n: usize, it: &InItem<'_>) -> Result<(), ApiError> {
+    if it.value.get("status").is_some_and(Value::is_null) {
+        return Err(ApiError::unknown_parameter(&format!("input[{n}].status")));
+    }
+    Ok(())
+}
+
+/// The `action.type` values of a `web_search_call` the API accepts.
+const WEB_SEARCH_ACTIONS: &[&str] = &["search", "open_page", "find_in_page"];
+
+/// N12: a `web_search_call` whose `action.type` is a string the API does not know (`other`,
+/// `find`). A missing action or type is left alone: no report shows what the API says.
+fn check_web_search_action(n: usize, it: &InItem<'_>) -> Result<(), ApiError> {
+    if !it.is_type("web_search_call") {
+        return Ok(());
+    }
+    let action = it.value.get("action").and_then(|a| a.get("type"));
+    match action.and_then(Value::as_str) {
+        Some(t) if !WEB_SEARCH_ACTIONS.contains(&t) => Err(ApiError::invalid_enum_value(
+            &format!("input[{n}].action.type"),
+            t,
+            WEB_SEARCH_ACTIONS,
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// E14
@@ -248,6 +357,8 @@ fn check_followers(
     Ok(())
 }
 
+/// Every call type with the type of its output and the words E5 and E6 name them with (N2:
+/// the type's name with spaces, e.g. `No tool output found for local shell call call_….`).
 const PAIRS: &[(&str, &str, &str, &str)] = &[
     (
         "function_call",
@@ -261,13 +372,42 @@ const PAIRS: &[(&str, &str, &str, &str)] = &[
         "custom tool call",
         "custom tool call output",
     ),
+    (
+        "local_shell_call",
+        "local_shell_call_output",
+        "local shell call",
+        "local shell call output",
+    ),
+    (
+        "shell_call",
+        "shell_call_output",
+        "shell call",
+        "shell call output",
+    ),
+    (
+        "apply_patch_call",
+        "apply_patch_call_output",
+        "apply patch call",
+        "apply patch call output",
+    ),
+    (
+        "tool_search_call",
+        "tool_search_output",
+        "tool search call",
+        "tool search output",
+    ),
 ];
+
+/// Whether a call was executed by the server (a hosted tool search), which answers it itself.
+fn server_executed(it: &InItem<'_>) -> bool {
+    it.value.get("execution").and_then(Value::as_str) == Some("server")
+}
 
 /// E5
 fn check_outputs(items: &[InItem<'_>], tenant: &Tenant) -> Result<(), ApiError> {
     for (i, it) in items.iter().enumerate() {
         for (call, output, call_name, _) in PAIRS {
-            if !it.is_type(call) {
+            if !it.is_type(call) || server_executed(it) {
                 continue;
             }
             let Some(call_id) = it.resolved_call_id(tenant) else {
@@ -296,7 +436,7 @@ fn check_calls(req: &Request<'_>, items: &[InItem<'_>], tenant: &Tenant) -> Resu
     };
     for (i, it) in items.iter().enumerate() {
         for (call, output, _, output_name) in PAIRS {
-            if !it.is_type(output) {
+            if !it.is_type(output) || (it.call_id.is_none() && server_executed(it)) {
                 continue;
             }
             let call_id = it.call_id.unwrap_or("");

@@ -31,7 +31,8 @@ pub async fn upgrade(shared: Arc<Shared>, mut parts: Parts) -> Response {
     let opts =
         ReplyOptions::from_headers(&headers, false).unwrap_or_else(|_| ReplyOptions::plain());
     let Some(tenant) = turn::tenant_key(&headers) else {
-        return reply::error(&ApiError::missing_key(), ReplyOptions::plain()).await;
+        let plain = ReplyOptions::plain().with_detail_errors(shared.opts.detail_errors);
+        return reply::error(&ApiError::missing_key(), plain).await;
     };
     match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(ws) => ws.on_upgrade(move |socket| session(socket, shared, headers, tenant, opts)),

@@ -197,3 +197,36 @@ async fn binary_prints_its_address() {
         r#"{"error":{"message":"Encrypted content is not supported with this model.","type":"invalid_request_error","param":"include","code":null}}"#
     );
 }
+
+#[tokio::test]
+async fn binary_writes_detail_errors_when_asked() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rethread-fake"))
+        .args(["--listen", "127.0.0.1:0", "--detail-errors"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let call = json!({"type": "shell_call", "call_id": "call_s1", "action": {"commands": ["ls"]}});
+    let refused = reqwest::Client::new()
+        .post(format!("{url}/v1/responses"))
+        .header("authorization", KEY)
+        .json(&json!({"input": [call]}))
+        .send()
+        .await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    let refused = refused.unwrap();
+    assert_eq!(refused.status(), 400);
+    assert_eq!(
+        refused.text().await.unwrap(),
+        r#"{"detail":"No tool output found for shell call call_s1."}"#
+    );
+}

@@ -430,6 +430,25 @@ async fn websocket_mode_refuses_the_new_rules_like_http() {
             "input",
             "null",
         ),
+        // The shapes of 2026 (wild-failures-2026.md N4, N5, N12).
+        frame(
+            json!({"model": "gpt-5", "input": [user("x"), {"type": "reasoning", "id": rs2, "summary": [], "status": null}, item_ref(msg)]}),
+            "Unknown parameter: 'input[1].status'.",
+            "input[1].status",
+            r#""unknown_parameter""#,
+        ),
+        frame(
+            json!({"model": "gpt-5", "previous_response_id": format!("resp_{}", "0".repeat(70)), "input": "x"}),
+            "Invalid 'previous_response_id': string too long. Expected a string with maximum length 64, but got a string with length 75 instead.",
+            "previous_response_id",
+            r#""string_above_max_length""#,
+        ),
+        frame(
+            json!({"model": "gpt-5", "input": [{"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {"type": "other"}}]}),
+            "Invalid value: 'other'. Supported values are: 'search', 'open_page', and 'find_in_page'.",
+            "input[0].action.type",
+            r#""invalid_value""#,
+        ),
     ];
     for (mut body, expected) in cases {
         body["type"] = json!("response.create");

@@ -925,3 +925,327 @@ async fn checks_run_in_the_documented_order() {
         "Item with id 'rs_1' not found.",
     );
 }
+
+// The shapes of 2026 (shared/reference/wild-failures-2026.md).
+
+#[tokio::test]
+async fn n3_reasoning_input_takes_no_content() {
+    let fake = start().await;
+    let first = fake
+        .turn(
+            json!({"model": "gpt-5", "store": false, "input": "hi"}),
+            &[],
+        )
+        .await;
+    let out = first["output"].as_array().unwrap().clone();
+    let text = |t: &str| json!({"type": "reasoning_text", "text": t});
+    for (content, len) in [
+        (json!([text("I think")]), 1),
+        (json!([text("a"), text("b")]), 2),
+    ] {
+        let mut rs = out[0].clone();
+        rs["content"] = content;
+        let body = json!({"model": "gpt-5", "store": false, "input": [user("hi"), rs, out[1], user("more")]});
+        assert_error(
+            fake.post(body, &[]).await,
+            400,
+            &format!("Invalid 'input[1].content': array too long. Expected an array with maximum length 0, but got an array with length {len} instead."),
+            json!("input[1].content"),
+            json!("array_above_max_length"),
+        );
+    }
+    // The fix (content emptied) and a null content are accepted.
+    for content in [json!([]), Value::Null] {
+        let mut rs = out[0].clone();
+        rs["content"] = content;
+        let body = json!({"model": "gpt-5", "store": false, "input": [user("hi"), rs, out[1], user("more")]});
+        fake.turn(body, &[]).await;
+    }
+}
+
+#[tokio::test]
+async fn n4_a_null_status_is_an_unknown_parameter() {
+    let fake = start().await;
+    let first = fake
+        .turn(json!({"model": "gpt-5", "input": "hi"}), &[])
+        .await;
+    let out = first["output"].as_array().unwrap().clone();
+    // What `model_dump()` makes of the output items (openai/openai-python#3008).
+    let mut rs = out[0].clone();
+    rs["content"] = Value::Null;
+    rs["encrypted_content"] = Value::Null;
+    rs["status"] = Value::Null;
+    let mut msg = out[1].clone();
+    let unknown = |n: usize| {
+        let param = format!("input[{n}].status");
+        (format!("Unknown parameter: '{param}'."), json!(param))
+    };
+    let body = json!({"model": "gpt-5", "input": [user("hi"), rs, msg, user("more")]});
+    let (text, param) = unknown(1);
+    assert_error(
+        fake.post(body, &[]).await,
+        400,
+        &text,
+        param,
+        json!("unknown_parameter"),
+    );
+    // On any item, in input order.
+    rs.as_object_mut().unwrap().remove("status");
+    msg["status"] = Value::Null;
+    let body = json!({"model": "gpt-5", "input": [user("hi"), rs, msg, user("more")]});
+    let (text, param) = unknown(2);
+    assert_error(
+        fake.post(body, &[]).await,
+        400,
+        &text,
+        param,
+        json!("unknown_parameter"),
+    );
+    // The fix (null `status` dropped) is accepted, `content` and `encrypted_content` null too,
+    // and so is a non-null `status`.
+    msg["status"] = json!("completed");
+    rs["status"] = json!("completed");
+    let body = json!({"model": "gpt-5", "input": [user("hi"), rs, msg, user("more")]});
+    fake.turn(body, &[]).await;
+    rs.as_object_mut().unwrap().remove("status");
+    let body = json!({"model": "gpt-5", "input": [user("hi"), rs, msg, user("more")]});
+    fake.turn(body, &[]).await;
+}
+
+fn too_long(param: &str, len: usize) -> String {
+    format!("Invalid '{param}': string too long. Expected a string with maximum length 64, but got a string with length {len} instead.")
+}
+
+fn assert_too_long(got: (u16, Value), param: &str, len: usize) {
+    assert_error(
+        got,
+        400,
+        &too_long(param, len),
+        json!(param),
+        json!("string_above_max_length"),
+    );
+}
+
+#[tokio::test]
+async fn n5_ids_longer_than_64_characters() {
+    let fake = start().await;
+    let long = |prefix: &str, len: usize| format!("{prefix}{}", "a".repeat(len - prefix.len()));
+    let pair = |call_id: &str| {
+        [
+            json!({"type": "function_call", "call_id": call_id, "name": "f", "arguments": "{}"}),
+            json!({"type": "function_call_output", "call_id": call_id, "output": "1"}),
+        ]
+    };
+    // A call_id from a harness that namespaces it (69 characters).
+    let call_id = long("codex_mcp__server__tool_exec-", 69);
+    let [call, output] = pair(&call_id);
+    let body = json!({"input": [user("a"), call, output]});
+    assert_too_long(fake.post(body, &[]).await, "input[1].call_id", 69);
+    // Only the output carries it.
+    let [_, output] = pair(&call_id);
+    let body = json!({"input": [user("a"), output]});
+    assert_too_long(fake.post(body, &[]).await, "input[1].call_id", 69);
+    // An item id (a Copilot reasoning handle), before any lookup or pairing check.
+    let rs = json!({"type": "reasoning", "id": long("rs_", 1760), "summary": []});
+    let body = json!({"input": [user("a"), user("b"), rs, user("c")]});
+    assert_too_long(fake.post(body, &[]).await, "input[2].id", 1760);
+    let msg = json!({"type": "message", "id": long("msg_", 74), "role": "user", "content": "x"});
+    let body = json!({"input": [msg]});
+    assert_too_long(fake.post(body, &[]).await, "input[0].id", 74);
+    // In input order: the first over-long string wins; id before call_id on one item.
+    let [call, output] = pair(&call_id);
+    let mut with_id = call.clone();
+    with_id["id"] = json!(long("fc_", 65));
+    let body = json!({"input": [user("a"), with_id, output]});
+    assert_too_long(fake.post(body, &[]).await, "input[1].id", 65);
+    let body = json!({"input": [user("a"), user("b"), call, output, msg]});
+    assert_too_long(fake.post(body, &[]).await, "input[2].call_id", 69);
+    // previous_response_id (a double-base64 gateway id), before E9.
+    let body = json!({"previous_response_id": long("resp_", 205), "input": "x"});
+    assert_too_long(fake.post(body, &[]).await, "previous_response_id", 205);
+
+    // The fix: 64 characters are fine.
+    let [call, output] = pair(&long("call_", 64));
+    fake.turn(json!({"input": [user("a"), call, output]}), &[])
+        .await;
+    let msg = json!({"type": "message", "id": long("msg_", 64), "role": "user", "content": "x"});
+    fake.turn(json!({"input": [msg]}), &[]).await;
+    let body = json!({"previous_response_id": long("resp_", 64), "input": "x"});
+    assert_error(
+        fake.post(body, &[]).await,
+        400,
+        &format!(
+            "Previous response with id '{}' not found.",
+            long("resp_", 64)
+        ),
+        json!("previous_response_id"),
+        json!("previous_response_not_found"),
+    );
+}
+
+#[tokio::test]
+async fn n12_web_search_action_of_an_unknown_type() {
+    let fake = start().await;
+    let tools = json!([{"type": "web_search"}]);
+    let first = fake
+        .turn(
+            json!({"model": "gpt-5", "input": "search", "tools": tools}),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        types(&first),
+        ["reasoning", "web_search_call", "reasoning", "message"]
+    );
+    let out = first["output"].as_array().unwrap().clone();
+    for action in ["other", "find"] {
+        let mut ws = out[1].clone();
+        ws["action"] = json!({"type": action});
+        let body = json!({"model": "gpt-5", "tools": tools, "input": [user("search"), out[0], ws, out[2], out[3], user("more")]});
+        assert_error(
+            fake.post(body, &[]).await,
+            400,
+            &format!("Invalid value: '{action}'. Supported values are: 'search', 'open_page', and 'find_in_page'."),
+            json!("input[2].action.type"),
+            json!("invalid_value"),
+        );
+    }
+    // The recorded item, and the other known actions, are accepted.
+    let body = json!({"model": "gpt-5", "tools": tools, "input": [user("search"), out[0], out[1], out[2], out[3], user("more")]});
+    fake.turn(body, &[]).await;
+    for action in [
+        json!({"type": "open_page", "url": null}),
+        json!({"type": "find_in_page", "url": "https://example.com", "pattern": "x"}),
+    ] {
+        let mut ws = out[1].clone();
+        ws["action"] = action;
+        let body = json!({"model": "gpt-5", "tools": tools, "input": [user("search"), out[0], ws, out[2], out[3], user("more")]});
+        fake.turn(body, &[]).await;
+    }
+}
+
+#[tokio::test]
+async fn n2_every_call_type_pairs_with_its_own_words() {
+    let fake = start().await;
+    // (tool offered, call type, output type, call in words, output in words)
+    for (tool, call_type, output_type, call_words, output_words) in [
+        (
+            json!({"type": "function", "name": "f"}),
+            "function_call",
+            "function_call_output",
+            "function call",
+            "function call output",
+        ),
+        (
+            json!({"type": "custom", "name": "apply_patch"}),
+            "custom_tool_call",
+            "custom_tool_call_output",
+            "custom tool call",
+            "custom tool call output",
+        ),
+        (
+            json!({"type": "local_shell"}),
+            "local_shell_call",
+            "local_shell_call_output",
+            "local shell call",
+            "local shell call output",
+        ),
+        (
+            json!({"type": "shell"}),
+            "shell_call",
+            "shell_call_output",
+            "shell call",
+            "shell call output",
+        ),
+        (
+            json!({"type": "apply_patch"}),
+            "apply_patch_call",
+            "apply_patch_call_output",
+            "apply patch call",
+            "apply patch call output",
+        ),
+        (
+            json!({"type": "tool_search", "execution": "client"}),
+            "tool_search_call",
+            "tool_search_output",
+            "tool search call",
+            "tool search output",
+        ),
+    ] {
+        let tools = json!([tool]);
+        let first = fake
+            .turn(
+                json!({"model": "gpt-5", "input": "go", "tools": tools}),
+                &[],
+            )
+            .await;
+        assert_eq!(types(&first), ["reasoning", call_type]);
+        let out = first["output"].as_array().unwrap().clone();
+        let call_id = out[1]["call_id"].as_str().unwrap();
+        let output = json!({"type": output_type, "call_id": call_id, "output": "ok"});
+        let body = json!({"model": "gpt-5", "tools": tools, "input": [user("go"), out[0], out[1]]});
+        let text = format!("No tool output found for {call_words} {call_id}.");
+        assert_input_error(fake.post(body, &[]).await, 400, &text);
+        let body = json!({"model": "gpt-5", "tools": tools, "input": [user("go"), output]});
+        let text = format!("No tool call found for {output_words} with call_id {call_id}.");
+        assert_input_error(fake.post(body, &[]).await, 400, &text);
+        // Answered: accepted, and the turn answers with a message.
+        let body = json!({"model": "gpt-5", "tools": tools, "input": [user("go"), out[0], out[1], output]});
+        let second = fake.turn(body, &[]).await;
+        assert_eq!(types(&second), ["reasoning", "message"], "{call_type}");
+    }
+
+    // The Agents SDK's local-shell output carrying the call id in `id` leaves the call unanswered
+    // (openai/openai-agents-python PR#1855).
+    let tools = json!([{"type": "local_shell"}]);
+    let first = fake
+        .turn(
+            json!({"model": "gpt-5", "input": "ls", "tools": tools}),
+            &[],
+        )
+        .await;
+    let out = first["output"].as_array().unwrap().clone();
+    let call_id = out[1]["call_id"].as_str().unwrap();
+    let by_id = json!({"type": "local_shell_call_output", "id": call_id, "output": "ok"});
+    let body =
+        json!({"model": "gpt-5", "tools": tools, "input": [user("ls"), out[0], out[1], by_id]});
+    let text = format!("No tool output found for local shell call {call_id}.");
+    assert_input_error(fake.post(body, &[]).await, 400, &text);
+
+    // A tool search the server executed needs no output from the client.
+    let hosted = json!({"type": "tool_search_call", "id": "tsc_1", "call_id": null, "execution": "server", "arguments": {}, "status": "completed"});
+    let found = json!({"type": "tool_search_output", "id": "tso_1", "call_id": null, "execution": "server", "tools": [], "status": "completed"});
+    fake.turn(json!({"input": [user("a"), hosted, found, user("b")]}), &[])
+        .await;
+}
+
+#[tokio::test]
+async fn detail_errors_writes_the_message_only() {
+    let fake = start_with(FakeOptions {
+        detail_errors: true,
+        ..FakeOptions::default()
+    })
+    .await;
+    let call = json!({"type": "custom_tool_call", "call_id": "call_c1", "name": "t", "input": "x"});
+    let (status, body) = fake.post(json!({"input": [user("a"), call]}), &[]).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        json!({"detail": "No tool output found for custom tool call call_c1."})
+    );
+    let resp = fake
+        .http
+        .post(fake.url("/v1/responses"))
+        .json(&json!({"input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        r#"{"detail":"You didn't provide an API key."}"#
+    );
+    // Answers that are not refusals are unchanged.
+    let ok = fake.turn(json!({"input": "x"}), &[]).await;
+    assert_eq!(ok["object"], "response");
+}
