@@ -137,6 +137,21 @@ pub struct SettingsArgs {
     /// Remove `reasoning.encrypted_content` from the client's `include` for a model that refused it [default: true]
     #[arg(long, env = "RETHREAD_REWRITE_EXCLUDE", global = true)]
     pub rewrite_exclude: Option<bool>,
+    /// On the upstream's refusal, empty reasoning `content` and leave out output-only keys sent as null [default: true]
+    #[arg(long, env = "RETHREAD_REWRITE_SANITISE", global = true)]
+    pub rewrite_sanitise: Option<bool>,
+    /// On the upstream's refusal, shorten call ids over 64 characters to one alias, leave out over-long item ids [default: true]
+    #[arg(long, env = "RETHREAD_REWRITE_ALIAS", global = true)]
+    pub rewrite_alias: Option<bool>,
+    /// On the upstream's refusal, put back a remembered item the client mangled (a web_search_call's action) [default: true]
+    #[arg(long, env = "RETHREAD_REWRITE_RESTORE", global = true)]
+    pub rewrite_restore: Option<bool>,
+    /// Calls without an output: `refuse` (forward as they are) or `answer` (add an output saying the call was interrupted) [default: refuse]
+    #[arg(long, env = "RETHREAD_UNANSWERED_CALLS", global = true)]
+    pub unanswered_calls: Option<UnansweredCalls>,
+    /// The output text `unanswered_calls = answer` gives an unanswered call
+    #[arg(long, env = "RETHREAD_UNANSWERED_CALL_OUTPUT", global = true)]
+    pub unanswered_call_output: Option<String>,
     /// Retries after an upstream error naming a missing reasoning item rethread did not know [default: 2]
     #[arg(long, env = "RETHREAD_FALLBACK_RETRIES", global = true)]
     pub fallback_retries: Option<u32>,
@@ -261,7 +276,31 @@ pub struct RepairSettings {
     pub non_reasoning_models: ModelPatterns,
     /// Which rewrites of the client's own items apply.
     pub rewrites: Switches,
+    pub unanswered_calls: UnansweredCalls,
+    /// Leaked once at start-up: every request's `Rules` (which are `Copy`) refer to it.
+    pub unanswered_call_output: &'static str,
 }
+
+impl RepairSettings {
+    /// The output text for unanswered calls, when they are to be answered.
+    pub fn answer_calls(&self) -> Option<&'static str> {
+        (self.unanswered_calls == UnansweredCalls::Answer).then_some(self.unanswered_call_output)
+    }
+}
+
+/// What becomes of a call the request gives no output (N1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum UnansweredCalls {
+    /// Forwarded as it is (the API refuses it: `No tool output found for …`).
+    #[default]
+    Refuse,
+    /// An output saying the call was interrupted is added right after the call's group.
+    Answer,
+}
+
+/// The default text of an added output.
+pub const UNANSWERED_CALL_OUTPUT: &str = "The call was interrupted and returned no result.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -402,7 +441,15 @@ impl Settings {
                     adopt: pick!(rewrite_adopt, true),
                     complete: pick!(rewrite_complete, true),
                     exclude: pick!(rewrite_exclude, true),
+                    sanitise: pick!(rewrite_sanitise, true),
+                    alias: pick!(rewrite_alias, true),
+                    restore: pick!(rewrite_restore, true),
                 },
+                unanswered_calls: pick!(unanswered_calls, UnansweredCalls::Refuse),
+                unanswered_call_output: Box::leak(
+                    pick!(unanswered_call_output, UNANSWERED_CALL_OUTPUT.to_owned())
+                        .into_boxed_str(),
+                ),
             },
             tenant_secret,
         })
@@ -422,7 +469,7 @@ impl Settings {
             |p| p.display().to_string(),
         );
         // Keys as the file writes them, grouped as the settings are.
-        let lines: [(&str, String); 32] = [
+        let lines: [(&str, String); 37] = [
             ("listen", server.listen.to_string()),
             ("header_timeout", format!("{:?}", server.header_timeout)),
             ("drain_timeout", format!("{:?}", server.drain_timeout)),
@@ -467,6 +514,17 @@ impl Settings {
             ("rewrite_adopt", repair.rewrites.adopt.to_string()),
             ("rewrite_complete", repair.rewrites.complete.to_string()),
             ("rewrite_exclude", repair.rewrites.exclude.to_string()),
+            ("rewrite_sanitise", repair.rewrites.sanitise.to_string()),
+            ("rewrite_alias", repair.rewrites.alias.to_string()),
+            ("rewrite_restore", repair.rewrites.restore.to_string()),
+            (
+                "unanswered_calls",
+                format!("{:?}", repair.unanswered_calls).to_lowercase(),
+            ),
+            (
+                "unanswered_call_output",
+                format!("{:?}", repair.unanswered_call_output),
+            ),
         ];
         lines
             .iter()

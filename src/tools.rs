@@ -263,6 +263,7 @@ fn explain_text(
             .is_none_or(|m| !settings.repair.non_reasoning_models.matches(m)),
         switches: settings.repair.rewrites,
         exclude_encrypted: false,
+        answer_calls: settings.repair.answer_calls(),
     };
     let (change, unrepairable) = change::decide(&body, &view, &turns, rules, &Default::default());
     let mut out = String::new();

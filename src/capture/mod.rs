@@ -133,8 +133,16 @@ fn read_item(
     // A reasoning item is only ever inserted in full where nothing can be looked up, and there
     // it is refused without its encrypted content: such a copy is worth nothing.
     let replayable = ty != ItemType::Reasoning || fields.encrypted_content.is_some();
-    let full = (!elided && replayable && keep.keeps(&ty, stored, raw.get().len()))
-        .then(|| Bytes::copy_from_slice(raw.get().as_bytes()));
+    // An item the API would refuse as input (reasoning text in `content`, an output-only key
+    // as `null`: a compatible upstream's answer) is never inserted, so it is not kept.
+    let full = (!elided
+        && replayable
+        && keep.keeps(&ty, stored, raw.get().len())
+        && !crate::repair::fields::needs_sanitising(
+            raw.get().as_bytes(),
+            ty == ItemType::Reasoning,
+        ))
+    .then(|| Bytes::copy_from_slice(raw.get().as_bytes()));
     let digest = (!elided && matches!(ty, ItemType::Reasoning | ItemType::Message))
         .then(|| crate::repair::content::digest(raw.get().as_bytes()))
         .flatten();

@@ -11,7 +11,7 @@ use http::{header, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Limited};
 
 use super::outcome::Outcome;
-use super::session::{captured, planned, record_repair, Next, Planned};
+use super::session::{captured, finished, planned, Next, Planned};
 use crate::app::App;
 use crate::capture::decode::Decoder;
 use crate::config::Mode;
@@ -121,18 +121,14 @@ pub async fn handle(
     };
 
     note.inserted = change.items();
-    if !change.is_empty() {
-        record_repair(&change);
-    }
-    // A request sent without its encrypted reasoning entry says nothing of the model reasoning.
-    if response.status().is_success()
-        && !change.exclude
-        && view.as_ref().is_some_and(|v| v.reasoning_param)
-    {
-        if let Some(model) = &model {
-            app.models.learn(tenant, model, true);
-        }
-    }
+    finished(
+        app,
+        tenant,
+        model.as_deref(),
+        view.as_ref().is_some_and(|v| v.reasoning_param),
+        &change,
+        response.status().is_success(),
+    );
     let mut response = if response.status().is_success() {
         let stateless = view.as_ref().is_some_and(|v| !v.store);
         captured(app, tenant, model, stateless, response)

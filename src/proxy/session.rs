@@ -18,7 +18,7 @@ use crate::repair::change::{self, Change, Rules};
 use crate::repair::items::{ItemType, Turn};
 use crate::repair::request::RequestView;
 use crate::repair::rewrite::Directives;
-use crate::repair::upstream_error::{Refusal, UpstreamError};
+use crate::repair::upstream_error::{LongField, Refusal, UpstreamError};
 use crate::tenant::TenantKey;
 
 /// A request's change and what it was decided from, so that a refusal can ask for another.
@@ -55,6 +55,7 @@ impl Planned {
                 model_may_reason: true,
                 switches: Default::default(),
                 exclude_encrypted: false,
+                answer_calls: None,
             },
             directives: Directives::default(),
             retries: 0,
@@ -202,7 +203,9 @@ impl Planned {
 
     /// The change the upstream's refusal asks for, when a rewrite answers it: E2 naming a
     /// reasoning item the client sent (dropped), E6 for a call the client sent by reference (the
-    /// recorded call), E15 (every reasoning item dropped). `None` when there is none, or it
+    /// recorded call), E15 (every reasoning item dropped), and the field edits of `fields.rs`
+    /// (N3, N4, N5, N12; call ids are never aliased in a chained request, whose chain holds the
+    /// originals). `None` when there is none, or it
     /// would send the same request again.
     fn after(&mut self, body: &[u8], view: &RequestView<'_>, refusal: &Refusal) -> Option<Change> {
         let sent = |id: &str| {
@@ -224,6 +227,16 @@ impl Planned {
             Refusal::NoToolCall { call_id } if rules.switches.complete => {
                 directives.expand_calls.push(call_id.clone());
             }
+            Refusal::ReasoningContent | Refusal::UnknownParameter if rules.switches.sanitise => {
+                directives.sanitise = true;
+            }
+            Refusal::TooLong { field } if rules.switches.alias && !view.chained => match field {
+                LongField::CallId => directives.alias_call_ids = true,
+                LongField::Id => directives.drop_long_ids = true,
+            },
+            Refusal::InvalidAction if rules.switches.restore => {
+                directives.restore_actions = true;
+            }
             _ => return None,
         }
         if directives == self.directives {
@@ -244,6 +257,7 @@ pub async fn planned(app: &App, tenant: TenantKey, body: &[u8], view: &RequestVi
         model_may_reason: app.models.may_reason(tenant, view.model.as_deref()),
         switches: app.settings.repair.rewrites,
         exclude_encrypted: app.models.refused_reasoning(tenant, view.model.as_deref()),
+        answer_calls: app.settings.repair.answer_calls(),
     };
     let keys = lookup_keys(view);
     let turns = if keys.is_empty() {
@@ -297,9 +311,34 @@ const MAX_ID_LEN: usize = 256;
 /// At most this many distinct ids of one request are looked up.
 const MAX_LOOKUP_KEYS: usize = 4096;
 
+/// The last step of a request's life, over HTTP and WebSocket alike, once the upstream has
+/// answered what was finally sent (`accepted`: the response started): the change is counted
+/// and logged, and an accepted `reasoning` parameter teaches that the model reasons (unless
+/// rethread took encrypted reasoning out of the request, which says nothing of it).
+pub fn finished(
+    app: &App,
+    tenant: TenantKey,
+    model: Option<&str>,
+    reasoning_param: bool,
+    change: &Change,
+    accepted: bool,
+) {
+    if !change.is_empty() {
+        record_repair(change);
+    }
+    if accepted && reasoning_param && !change.exclude {
+        if let Some(model) = model {
+            app.models.learn(tenant, model, true);
+        }
+    }
+}
+
 /// One info line naming the rules a change applied (the ids at debug), and the metrics.
-pub fn record_repair(change: &Change) {
-    tracing::info!(rules = %change.rules_text(), "repaired request");
+fn record_repair(change: &Change) {
+    tracing::info!(rules = %change.rules_text(), inserted = change.items(), "repaired request");
+    if !change.answered.is_empty() {
+        tracing::info!(call_ids = ?change.answered, "wrote an output for calls the request left unanswered (unanswered_calls = answer)");
+    }
     tracing::debug!(inserted = ?change.ids(), dropped = ?change.dropped_ids(), "repaired request's items");
     metrics::counter!(crate::metrics::REPAIRED_REQUESTS).increment(1);
     for ty in change.item_types() {

@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::session::{planned, record_repair, remember, Next, Planned};
+use super::session::{finished, planned, remember, Next, Planned};
 use crate::app::App;
 use crate::capture::TurnBuilder;
 use crate::config::Mode;
@@ -61,6 +61,22 @@ struct Pending {
     /// What the change was decided from, and how many retries a refusal has had.
     planned: Planned,
     model: Option<Box<str>>,
+    /// The frame carried a `reasoning` parameter.
+    reasoning_param: bool,
+}
+
+impl Pending {
+    /// Its life's last step (`session::finished`), as HTTP ends one.
+    fn finish(&self, session: &Session, accepted: bool) {
+        finished(
+            &session.app,
+            session.tenant,
+            self.model.as_deref(),
+            self.reasoning_param,
+            &self.change,
+            accepted,
+        );
+    }
 }
 
 /// State shared by the two directions of one socket.
@@ -155,15 +171,20 @@ async fn outgoing(session: &Session, text: &str) -> String {
     }
     let app = &session.app;
     let bytes = Bytes::copy_from_slice(text.as_bytes());
-    let (mut planned, model) = match request::parse(&bytes) {
+    let (mut planned, model, reasoning_param) = match request::parse(&bytes) {
         Ok(view) => {
             let model = view.model.as_deref().map(Into::into);
-            (planned(app, session.tenant, &bytes, &view).await, model)
+            let param = view.reasoning_param;
+            (
+                planned(app, session.tenant, &bytes, &view).await,
+                model,
+                param,
+            )
         }
         Err(e) => {
             tracing::debug!(reason = %e, "response.create not understood; forwarding unchanged");
             metrics::counter!(crate::metrics::UNPARSED).increment(1);
-            (Planned::unchanged(), None)
+            (Planned::unchanged(), None, false)
         }
     };
     let mut change = std::mem::take(&mut planned.change);
@@ -173,18 +194,12 @@ async fn outgoing(session: &Session, text: &str) -> String {
         change = Change::default();
     }
     let frame = framed(&bytes, &change).unwrap_or_else(|| text.to_owned());
-    if !change.is_empty() {
-        record_repair(&change);
-        tracing::info!(
-            inserted = change.items(),
-            "repaired a websocket response.create"
-        );
-    }
     session.queue().push_back(Pending {
         original: bytes,
         change,
         planned,
         model,
+        reasoning_param,
     });
     frame
 }
@@ -212,6 +227,7 @@ fn incoming(session: &Session, text: &str, model: &mut Option<Box<str>>) -> Inco
     match ty.as_deref() {
         Some("response.created") => {
             if let Some(started) = queue.pop_front() {
+                started.finish(session, true);
                 *model = started.model;
             }
             Incoming::Relay
@@ -223,7 +239,9 @@ fn incoming(session: &Session, text: &str, model: &mut Option<Box<str>>) -> Inco
             match after_refusal(session, front, text.as_bytes()) {
                 Some(frame) => Incoming::Resend(frame),
                 None => {
-                    queue.pop_front();
+                    if let Some(refused) = queue.pop_front() {
+                        refused.finish(session, false);
+                    }
                     Incoming::Relay
                 }
             }

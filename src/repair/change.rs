@@ -29,6 +29,9 @@ pub struct Rules {
     /// Traffic showed the model refuses encrypted reasoning (E14, E15): the client's own
     /// `include` entry for it is removed.
     pub exclude_encrypted: bool,
+    /// `unanswered_calls = answer`: the output text given to a call the request leaves
+    /// unanswered (`unanswered.rs`).
+    pub answer_calls: Option<&'static str>,
 }
 
 /// What rethread changes in a request.
@@ -47,11 +50,13 @@ pub struct Change {
     /// Remove `reasoning.encrypted_content` from the client's own `include` (a model that
     /// refused it).
     pub exclude: bool,
+    /// Call ids given a written output (`unanswered.rs`); their outputs are in `insertions`.
+    pub answered: Vec<Box<str>>,
 }
 
 /// The rules a change applied, with their counts: the `x-rethread-repairs` header, the log line
 /// and the metric labels.
-pub const RULES: [&str; 9] = [
+pub const RULES: [&str; 13] = [
     "insert",
     "rehydrate",
     "move",
@@ -61,6 +66,10 @@ pub const RULES: [&str; 9] = [
     "include",
     "flatten",
     "exclude",
+    "sanitise",
+    "alias",
+    "restore",
+    "answer",
 ];
 
 impl Change {
@@ -76,6 +85,11 @@ impl Change {
     /// Items placed into the input: inserted, or rehydrated in full.
     pub fn items(&self) -> usize {
         self.insertions.len() + self.replacements.len()
+    }
+
+    /// Insertions from memory (the written outputs of unanswered calls are not).
+    fn remembered(&self) -> usize {
+        self.insertions.len() - self.answered.len()
     }
 
     pub fn ids(&self) -> Vec<&str> {
@@ -111,7 +125,7 @@ impl Change {
     pub fn rules(&self) -> Vec<(&'static str, usize)> {
         let r = self.rewrite.as_ref();
         let counts = [
-            self.insertions.len(),
+            self.remembered(),
             self.replacements.len(),
             r.map_or(0, |r| r.moved),
             r.map_or(0, |r| r.dropped),
@@ -120,6 +134,10 @@ impl Change {
             usize::from(self.include),
             usize::from(self.flatten),
             usize::from(self.exclude),
+            r.map_or(0, |r| r.sanitised),
+            r.map_or(0, |r| r.aliased),
+            r.map_or(0, |r| r.restored),
+            self.answered.len(),
         ];
         RULES
             .into_iter()
@@ -176,10 +194,18 @@ fn edited_item(
     edits: &[&ItemEdit],
     n: usize,
 ) -> Option<Vec<Bytes>> {
-    let own = body.slice(input.items.get(n)?.span.clone());
+    let replaced = edits.iter().find_map(|e| match e {
+        ItemEdit::Replace(text) | ItemEdit::IdAsCallId(text) => Some(text.clone()),
+        _ => None,
+    });
+    let own = match replaced {
+        Some(text) => text,
+        None => body.slice(input.items.get(n)?.span.clone()),
+    };
     let mut added: Vec<Bytes> = Vec::new();
     for edit in edits {
         match edit {
+            ItemEdit::Replace(_) | ItemEdit::IdAsCallId(_) => {}
             ItemEdit::AdoptId(id) => {
                 let id = serde_json::Value::String(id.to_string());
                 added.push(Bytes::from(format!("\"id\":{id}")));
@@ -265,6 +291,7 @@ pub fn decide(
         body,
         &input.items,
         turns,
+        view.store,
         rules.switches,
         rules.model_may_reason,
         directives,
@@ -277,6 +304,7 @@ pub fn decide(
     };
     if turns.is_empty() {
         change.rewrite = rewritten.then_some(rewrite);
+        answer_calls(&mut change, &items, rules);
         return (change, None);
     }
     let seen = RequestView {
@@ -296,5 +324,19 @@ pub fn decide(
     change.insertions = plan.insertions;
     change.replacements = plan.replacements;
     change.rewrite = rewritten.then_some(rewrite);
+    if let Some(input) = &seen.input {
+        answer_calls(&mut change, &input.items, rules);
+    }
     (change, plan.unrepairable)
+}
+
+/// With `unanswered_calls = answer`, the written outputs of the calls `items` leave unanswered.
+fn answer_calls(change: &mut Change, items: &[super::request::InputItem<'_>], rules: Rules) {
+    let Some(text) = rules.answer_calls else {
+        return;
+    };
+    for answer in super::unanswered::answers(items, text) {
+        change.answered.push(answer.id.clone());
+        change.insertions = plan::with_insertion(std::mem::take(&mut change.insertions), answer);
+    }
 }

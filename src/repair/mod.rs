@@ -4,11 +4,13 @@
 
 pub mod change;
 pub mod content;
+pub mod fields;
 pub mod items;
 pub mod plan;
 pub mod request;
 pub mod rewrite;
 pub mod splice;
+pub mod unanswered;
 pub mod upstream_error;
 
 pub use plan::{

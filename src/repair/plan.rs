@@ -54,6 +54,20 @@ pub struct Insertion {
     order: (u8, usize),
 }
 
+impl Insertion {
+    /// An item rethread writes itself (an unanswered call's output), after every insertion of
+    /// memory at the same gap, in the order made.
+    pub fn new_item(gap: usize, id: Box<str>, ty: ItemType, text: Bytes, nth: usize) -> Self {
+        Insertion {
+            gap,
+            id,
+            ty,
+            text,
+            order: (3, nth),
+        }
+    }
+}
+
 /// A client item that the server would have to look up, under `store: false` where nothing can
 /// be looked up, replaced by the full recorded item (same id, same place).
 #[derive(Clone, Debug, PartialEq, Eq)]

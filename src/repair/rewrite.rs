@@ -27,6 +27,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::content;
+use super::fields;
 use super::items::{is_output_of_call, ItemType, Turn};
 use super::plan::{Index, Loc};
 use super::request::InputItem;
@@ -46,6 +47,12 @@ pub struct Switches {
     /// Remove `reasoning.encrypted_content` from the client's own `include` for a model that
     /// refused it (E14).
     pub exclude: bool,
+    /// Empty a reasoning item's `content`, leave out output-only keys sent as `null` (N3, N4).
+    pub sanitise: bool,
+    /// Shorten call ids over 64 characters to one alias; leave out an over-long item id (N5).
+    pub alias: bool,
+    /// Put back a remembered item the client mangled (a `web_search_call`'s action, N12).
+    pub restore: bool,
 }
 
 impl Default for Switches {
@@ -56,6 +63,9 @@ impl Default for Switches {
             adopt: true,
             complete: true,
             exclude: true,
+            sanitise: true,
+            alias: true,
+            restore: true,
         }
     }
 }
@@ -69,6 +79,14 @@ pub struct Directives {
     pub drop_reasoning: bool,
     /// Calls the upstream found no call for (E6): a reference to the call becomes the call.
     pub expand_calls: Vec<String>,
+    /// The upstream refused reasoning text or an output-only `null` (N3, N4).
+    pub sanitise: bool,
+    /// The upstream refused an over-long call id (N5): every one gets its alias.
+    pub alias_call_ids: bool,
+    /// The upstream refused an over-long item id (N5): it is left out of the item.
+    pub drop_long_ids: bool,
+    /// The upstream refused an item's `action` (N12): remembered items are put back.
+    pub restore_actions: bool,
 }
 
 /// A change to one client item's own bytes.
@@ -84,6 +102,11 @@ pub enum ItemEdit {
         ty: ItemType,
         call_id: Option<Box<str>>,
     },
+    /// The item's own bytes with fields edited (`fields.rs`), or the recorded item in place of
+    /// a mangled copy; other edits apply on top.
+    Replace(Bytes),
+    /// An output's `id` that is its call's id, renamed `call_id` (N2).
+    IdAsCallId(Bytes),
 }
 
 /// The client's items after the rewrites: their new order, and edits to their bytes.
@@ -97,6 +120,9 @@ pub struct Rewrite {
     pub dropped: usize,
     pub adopted: usize,
     pub completed: usize,
+    pub sanitised: usize,
+    pub aliased: usize,
+    pub restored: usize,
     /// Ids of the items dropped, for the debug log.
     pub dropped_ids: Vec<Box<str>>,
 }
@@ -133,7 +159,11 @@ impl Rewrite {
                             item.call_id = call_id.as_deref().map(|c| c.to_owned().into());
                             item.bare = false;
                         }
-                        ItemEdit::CompleteSummary => {}
+                        ItemEdit::IdAsCallId(_) => {
+                            item.call_id = item.id.take();
+                            item.id_key = false;
+                        }
+                        ItemEdit::CompleteSummary | ItemEdit::Replace(_) => {}
                     }
                 }
                 item
@@ -147,6 +177,7 @@ pub fn rewrite(
     body: &[u8],
     items: &[InputItem<'_>],
     turns: &[Arc<Turn>],
+    store: bool,
     switches: Switches,
     model_may_reason: bool,
     directives: &Directives,
@@ -310,6 +341,10 @@ pub fn rewrite(
         }
     }
 
+    edit_fields(
+        body, items, turns, &locs, store, switches, directives, &mut out,
+    );
+
     // Regrouping scans the input once per remembered group: bounded, so a hostile input of
     // many items naming many groups costs no more than this.
     let groups = locs.iter().flatten().count();
@@ -320,6 +355,90 @@ pub fn rewrite(
         out.moved = regroup(&mut out.order, &locs, turns);
     }
     out
+}
+
+/// The edits of items' own fields that the upstream's refusal asked for (`fields.rs`): each
+/// client item kept in the request is sanitised, shortened or put back as the directives say.
+#[allow(clippy::too_many_arguments)] // one pass over what `rewrite` already holds
+fn edit_fields(
+    body: &[u8],
+    items: &[InputItem<'_>],
+    turns: &[Arc<Turn>],
+    locs: &[Option<Loc>],
+    store: bool,
+    switches: Switches,
+    directives: &Directives,
+    out: &mut Rewrite,
+) {
+    let sanitise = switches.sanitise && directives.sanitise;
+    let shorten = switches.alias && (directives.alias_call_ids || directives.drop_long_ids);
+    let restore = switches.restore && directives.restore_actions;
+    let misplaced = |i: &InputItem<'_>| {
+        i.ty().is_some_and(is_output_of_call) && i.call_id().is_none() && i.id().is_some()
+    };
+    let rename = switches.restore && items.iter().any(misplaced);
+    if !(sanitise || shorten || restore || rename) {
+        return;
+    }
+    // Calls a misplaced output id may name: those of the request, and remembered ones.
+    let calls: HashSet<&str> = items
+        .iter()
+        .filter(|i| i.ty().is_some_and(|t| ItemType::parse(t).is_client_call()))
+        .filter_map(InputItem::call_id)
+        .chain(
+            turns
+                .iter()
+                .flat_map(|t| t.items.iter().filter_map(|i| i.call_id.as_deref())),
+        )
+        .collect();
+    for &n in &out.order {
+        let item = &items[n];
+        let own = body.get(item.span.clone()).unwrap_or_default();
+        // An output without `call_id` is refused whatever else it holds; with its call's id
+        // in `id`, the rename is all it lacks.
+        if rename && misplaced(item) && item.id().is_some_and(|id| calls.contains(id)) {
+            if let Some(text) = fields::id_as_call_id(own) {
+                out.edits.push((n, ItemEdit::IdAsCallId(text)));
+                out.restored += 1;
+                continue;
+            }
+        }
+        if !(sanitise || shorten || restore) {
+            continue;
+        }
+        if restore && item.ty() == Some("web_search_call") && !fields::action_is_valid(own) {
+            let recorded = locs[n].map(|l| (&turns[l.turn], &turns[l.turn].items[l.pos]));
+            let text = recorded.and_then(|(turn, it)| {
+                if store && turn.stored {
+                    Some(super::plan::reference_json(&it.id))
+                } else {
+                    it.full.clone()
+                }
+            });
+            if let Some(text) = text {
+                out.edits.push((n, ItemEdit::Replace(text)));
+                out.restored += 1;
+                continue;
+            }
+        }
+        let mut text: Option<Bytes> = None;
+        if sanitise {
+            if let Some(clean) = fields::sanitised(own, item.ty() == Some("reasoning")) {
+                text = Some(clean);
+                out.sanitised += 1;
+            }
+        }
+        if shorten {
+            let current = text.as_deref().unwrap_or(own);
+            if let Some(short) = fields::shortened(current, directives.drop_long_ids) {
+                text = Some(short);
+                out.aliased += 1;
+            }
+        }
+        if let Some(text) = text {
+            out.edits.push((n, ItemEdit::Replace(text)));
+        }
+    }
 }
 
 /// Decides which client items to drop (into `drop`): later exact duplicates, reasoning that can

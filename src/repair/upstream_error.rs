@@ -39,13 +39,28 @@ pub enum Refusal {
     ReasoningUnsupported,
     /// E16: a reasoning item without `summary`.
     MissingSummary,
+    /// N3: a reasoning item with a non-empty `content` (`array_above_max_length`).
+    ReasoningContent,
+    /// N4: an output-only key sent back (`unknown_parameter` on an input item's key).
+    UnknownParameter,
+    /// N5: an id longer than the API's 64 characters (`string_above_max_length`).
+    TooLong { field: LongField },
+    /// N12: a value the API does not know in an item's `action.type` (`invalid_value`).
+    InvalidAction,
     /// Anything else, or a body that is not the API's error.
     Other,
 }
 
+/// Which field of an input item was too long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LongField {
+    CallId,
+    Id,
+}
+
 impl Refusal {
     /// Every label `label` can return.
-    pub const LABELS: [&'static str; 10] = [
+    pub const LABELS: [&'static str; 14] = [
         "missing_reasoning",
         "missing_reasoning_unnamed",
         "missing_follower",
@@ -55,6 +70,10 @@ impl Refusal {
         "encrypted_unsupported",
         "reasoning_unsupported",
         "missing_summary",
+        "reasoning_content",
+        "unknown_parameter",
+        "too_long",
+        "invalid_action",
         "other",
     ];
 
@@ -70,6 +89,10 @@ impl Refusal {
             Self::EncryptedUnsupported => "encrypted_unsupported",
             Self::ReasoningUnsupported => "reasoning_unsupported",
             Self::MissingSummary => "missing_summary",
+            Self::ReasoningContent => "reasoning_content",
+            Self::UnknownParameter => "unknown_parameter",
+            Self::TooLong { .. } => "too_long",
+            Self::InvalidAction => "invalid_action",
             Self::Other => "other",
         }
     }
@@ -108,6 +131,10 @@ struct Body<'a> {
     /// SPEC's flat `error` event, whose fields are then at the top.
     #[serde(borrow, default)]
     error: Option<Fields<'a>>,
+    /// `{"detail":"…"}`, as some Responses servers (the ChatGPT Codex backend) write a refusal:
+    /// the message alone. Any other `detail` (a list of validation errors) is not a message.
+    #[serde(borrow, default)]
+    detail: Option<&'a serde_json::value::RawValue>,
     #[serde(flatten, borrow)]
     flat: Fields<'a>,
 }
@@ -122,11 +149,45 @@ pub fn read(body: &[u8]) -> UpstreamError {
             param: None,
         };
     };
-    let fields = parsed.error.unwrap_or(parsed.flat);
+    let detail = parsed
+        .detail
+        .and_then(|raw| serde_json::from_str::<Cow<'_, str>>(raw.get()).ok());
+    let mut fields = parsed.error.unwrap_or(parsed.flat);
+    if fields.message.is_none() {
+        fields.message = detail;
+    }
+    let refusal = match (fields.code.as_deref(), fields.param.as_deref()) {
+        (Some(code), Some(param)) => by_code(code, param),
+        _ => None,
+    };
     UpstreamError {
-        refusal: fields.message.as_deref().map_or(Refusal::Other, classify),
+        refusal: refusal
+            .or_else(|| fields.message.as_deref().map(classify))
+            .unwrap_or(Refusal::Other),
         code: fields.code.map(Cow::into_owned),
         param: fields.param.map(Cow::into_owned),
+    }
+}
+
+/// The schema refusals, by their `code` and the input item's field in `param`
+/// (`input[N].content`, `input[N].call_id`, `input[N].action.type`).
+fn by_code(code: &str, param: &str) -> Option<Refusal> {
+    let field = param
+        .strip_prefix("input[")
+        .and_then(|rest| rest.split_once("]."))
+        .filter(|(n, _)| n.bytes().all(|b| b.is_ascii_digit()))
+        .map(|(_, field)| field)?;
+    match (code, field) {
+        ("array_above_max_length", "content") => Some(Refusal::ReasoningContent),
+        ("unknown_parameter", _) => Some(Refusal::UnknownParameter),
+        ("string_above_max_length", "call_id") => Some(Refusal::TooLong {
+            field: LongField::CallId,
+        }),
+        ("string_above_max_length", "id") => Some(Refusal::TooLong {
+            field: LongField::Id,
+        }),
+        ("invalid_value", "action.type") => Some(Refusal::InvalidAction),
+        _ => None,
     }
 }
 
@@ -194,6 +255,52 @@ mod tests {
     }
 
     #[test]
+    fn a_detail_body_is_read_like_an_error_body() {
+        let body = br#"{"detail":"Item with id 'rs_1' not found. Items are not persisted when `store` is set to false."}"#;
+        assert_eq!(read(body).refusal, Refusal::NotFound);
+        let list = br#"{"detail":[{"loc":["body"],"msg":"field required"}]}"#;
+        assert_eq!(read(list).refusal, Refusal::Other);
+    }
+
+    #[test]
+    fn schema_refusals_are_read_by_code_and_param() {
+        let error = |code: &str, param: &str| {
+            let body = serde_json::json!({"error": {"message": "m", "type": "invalid_request_error", "param": param, "code": code}});
+            read(body.to_string().as_bytes()).refusal
+        };
+        assert_eq!(
+            error("array_above_max_length", "input[3].content"),
+            Refusal::ReasoningContent
+        );
+        assert_eq!(
+            error("unknown_parameter", "input[1].status"),
+            Refusal::UnknownParameter
+        );
+        assert_eq!(
+            error("string_above_max_length", "input[2].call_id"),
+            Refusal::TooLong {
+                field: LongField::CallId
+            }
+        );
+        assert_eq!(
+            error("string_above_max_length", "input[0].id"),
+            Refusal::TooLong {
+                field: LongField::Id
+            }
+        );
+        assert_eq!(
+            error("invalid_value", "input[4].action.type"),
+            Refusal::InvalidAction
+        );
+        // Not an input item's field: not one of these.
+        assert_eq!(
+            error("string_above_max_length", "previous_response_id"),
+            Refusal::Other
+        );
+        assert_eq!(error("unknown_parameter", "temperature"), Refusal::Other);
+    }
+
+    #[test]
     fn the_missing_reasoning_error_is_read() {
         let body = br#"{"error":{"message":"Item 'ig_1' of type 'image_generation_call' was provided without its required 'reasoning' item: 'rs_1'.","type":"invalid_request_error","param":"input","code":null}}"#;
         let error = read(body);
@@ -245,6 +352,12 @@ mod tests {
             Refusal::EncryptedUnsupported,
             Refusal::ReasoningUnsupported,
             Refusal::MissingSummary,
+            Refusal::ReasoningContent,
+            Refusal::UnknownParameter,
+            Refusal::TooLong {
+                field: LongField::Id,
+            },
+            Refusal::InvalidAction,
             Refusal::Other,
         ];
         let labels: Vec<&str> = all.iter().map(Refusal::label).collect();

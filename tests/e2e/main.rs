@@ -17,6 +17,7 @@ mod redis;
 mod redis_cluster;
 mod repair;
 mod sdk;
+mod shapes_2026;
 mod stateless_azure;
 mod stateless_images;
 mod transparency;

@@ -159,3 +159,49 @@ async fn a_client_close_gets_the_upstreams_close_reply() {
         "expected the upstream's Close, got {reply:?}"
     );
 }
+
+/// The repair metrics a follow-up leaves behind: repaired requests, and items per rule.
+async fn repair_counts(proxy: &Rethread) -> (f64, f64) {
+    let metrics = metrics_text(proxy).await;
+    (
+        family_sum(&metrics, "rethread_repaired_requests_total"),
+        family_sum(&metrics, "rethread_repair_rules_total"),
+    )
+}
+
+#[tokio::test]
+async fn a_followup_repaired_after_a_refusal_is_counted_alike_over_http_and_websocket() {
+    // Cold memory: the upstream's E1 names the missing reasoning item, rethread inserts it and
+    // sends again. Over WebSocket that second change went uncounted (issue 21).
+    let fake = fake().await;
+    let first = post(
+        &format!("{}/v1/responses", fake.url()),
+        KEY,
+        &image_request(),
+        &[],
+    )
+    .await;
+    let ig = output_id(&first.body, "image_generation_call");
+
+    let http = Rethread::start(&fake.url(), &[]);
+    let answer = post(&http.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+
+    let ws = Rethread::start(&fake.url(), &[]);
+    let mut socket = ws_connect(&format!("ws://{}/v1/responses", ws.addr), KEY).await;
+    let events = ws_create(&mut socket, image_followup(&ig)).await;
+    assert_eq!(
+        events.last().unwrap()["type"],
+        "response.completed",
+        "{events:?}"
+    );
+
+    let over_http = repair_counts(&http).await;
+    assert_eq!(over_http.0, 1.0, "one repaired request");
+    assert!(over_http.1 >= 1.0);
+    assert_eq!(
+        repair_counts(&ws).await,
+        over_http,
+        "the same counts over WebSocket"
+    );
+}

@@ -41,6 +41,7 @@ fn rules(switches: Switches) -> Rules {
         model_may_reason: true,
         switches,
         exclude_encrypted: false,
+        answer_calls: None,
     }
 }
 
