@@ -88,6 +88,14 @@ impl Planned {
         }
         let repair = &app.settings.repair;
         if let Some(view) = view {
+            // The field edits each set a directive once, so they cannot loop: they cost no
+            // retry of `fallback_retries` (a request can need all of them, one refusal each).
+            if repair.mode == Mode::Repair && refusal.asks_for_field_edit() {
+                if let Some(next) = self.after(body, view, refusal).filter(|n| !n.is_empty()) {
+                    tracing::debug!(rules = %next.rules_text(), reason = refusal.label(), "upstream refused a field; retrying with it edited");
+                    return Next::Retry(next);
+                }
+            }
             if repair.mode == Mode::Repair && self.retries < repair.fallback_retries {
                 if let Some(next) = self.answer(body, view, sent, refusal) {
                     tracing::debug!(ids = ?next.ids(), rules = %next.rules_text(), "upstream named what to change; retrying with it");

@@ -272,13 +272,14 @@ pub fn plan(
         }
     }
     let rehydrate = |plan: Plan| -> Plan {
-        // Items sent by reference under store:false are rehydrated whatever else happens: one
-        // group that cannot be repaired does not keep the others from their full form.
-        if view.store || view.chained {
+        // Items sent by reference where nothing can be looked up are rehydrated whatever else
+        // happens: one group that cannot be repaired does not keep the others from their full
+        // form.
+        if view.chained {
             return plan;
         }
         Plan {
-            replacements: rehydrations(&input.items, &locs, turns, model_may_reason),
+            replacements: rehydrations(view.store, &input.items, &locs, turns, model_may_reason),
             ..plan
         }
     };
@@ -310,11 +311,7 @@ pub fn plan(
             return rehydrate(Plan::unrepairable(Unrepairable::NoFollower { id }));
         }
     }
-    let replacements = if view.store {
-        Vec::new()
-    } else {
-        rehydrations(&input.items, &locs, turns, model_may_reason)
-    };
+    let replacements = rehydrations(view.store, &input.items, &locs, turns, model_may_reason);
     if insertions.is_empty() && replacements.is_empty() {
         return Plan::default();
     }
@@ -481,9 +478,12 @@ fn first_violation(sequence: &[Slot], turns: &[Arc<Turn>]) -> Option<String> {
     None
 }
 
-/// Client items a stateless request sends by reference (or a reasoning item without its
-/// content), replaced by the full recorded items where rethread has them.
+/// Client items sent by reference (or a reasoning item without its content) where the server
+/// cannot look them up, replaced by the full recorded items where rethread has them: every
+/// such item of a stateless request, and, in a stored one, those of a turn that was not stored
+/// (a client that flipped `store` between turns).
 fn rehydrations(
+    store: bool,
     items: &[InputItem<'_>],
     locs: &[Option<Loc>],
     turns: &[Arc<Turn>],
@@ -496,6 +496,9 @@ fn rehydrations(
         .filter(|(_, (item, _))| item.needs_lookup())
         .filter_map(|(index, (_, loc))| {
             let loc = (*loc)?;
+            if store && turns[loc.turn].stored {
+                return None;
+            }
             let recorded = &turns[loc.turn].items[loc.pos];
             if !model_may_reason && recorded.ty == ItemType::Reasoning {
                 return None;

@@ -97,6 +97,17 @@ impl Refusal {
         }
     }
 
+    /// Whether the refusal names an input item's field that `fields.rs` edits (N3, N4, N5, N12).
+    pub fn asks_for_field_edit(&self) -> bool {
+        matches!(
+            self,
+            Self::ReasoningContent
+                | Self::UnknownParameter
+                | Self::TooLong { .. }
+                | Self::InvalidAction
+        )
+    }
+
     /// Whether the refusal says the request's model does not reason.
     pub fn model_does_not_reason(&self) -> bool {
         matches!(

@@ -1,8 +1,15 @@
 //! Do no harm, as a property through the real binary and the strict fake: random turns, then
 //! follow-ups built from them the way clients break them (drop, duplicate, reorder, strip ids,
 //! strip `summary`, nest, switch the model, flip `store`, reference instead of full, answer each
-//! call right after it). Each follow-up goes to the fake directly and through rethread; an answer
-//! the API gives as 2xx must stay 2xx through rethread.
+//! call right after it; and the 2026 breaks: `model_dump()` nulls, reasoning text in `content`,
+//! calls dropped with their outputs kept, over-long call ids, custom and local-shell calls). Each
+//! follow-up goes to the fake directly and through rethread. Two properties hold:
+//!
+//! 1. never worse: an answer the API gives as 2xx stays 2xx through rethread;
+//! 2. nothing the client said is lost: when rethread's answer is 2xx, what reached the upstream
+//!    holds every user, system and developer message and every `*_output` of the client's, in
+//!    the client's order, and every call and assistant message, by content (only reasoning items
+//!    and exact duplicates may go; the model's own items may be put back).
 //!
 //! `RETHREAD_HARM_CASES` (default 300) and `RETHREAD_HARM_SEED` choose the run; the dedicated
 //! large run is `RETHREAD_HARM_CASES=10000 cargo test --test e2e do_no_harm -- --nocapture`.
@@ -44,7 +51,9 @@ impl Rng {
 
 /// Output kinds a turn is made of; reasoning is more likely, so groups and back-to-back
 /// reasoning appear often.
-const KINDS: &[&str] = &["rs", "rs", "rs", "msg", "msg", "fc", "fc", "ig", "ws", "ct"];
+const KINDS: &[&str] = &[
+    "rs", "rs", "rs", "msg", "msg", "fc", "fc", "ig", "ws", "ct", "lsh",
+];
 
 fn shape(rng: &mut Rng) -> String {
     let n = 1 + rng.below(5);
@@ -55,7 +64,7 @@ fn shape(rng: &mut Rng) -> String {
 fn is_call(item: &Value) -> bool {
     matches!(
         item["type"].as_str(),
-        Some("function_call" | "custom_tool_call")
+        Some("function_call" | "custom_tool_call" | "local_shell_call")
     )
 }
 
@@ -77,7 +86,7 @@ fn break_once(rng: &mut Rng, items: &mut Vec<Value>, body: &mut Value, output: &
         return;
     }
     let k = rng.below(items.len());
-    match rng.below(14) {
+    match rng.below(19) {
         0 | 1 => {
             items.remove(k);
         }
@@ -140,6 +149,59 @@ fn break_once(rng: &mut Rng, items: &mut Vec<Value>, body: &mut Value, output: &
                 "message.output_text.logprobs"
             ]);
         }
+        13 => {
+            // model_dump(): output-only keys as null (N4).
+            if let Some(o) = items[k].as_object_mut() {
+                if o.contains_key("type") {
+                    o.insert("status".into(), Value::Null);
+                }
+            }
+        }
+        14 => {
+            // Reasoning text in `content`, from a compatible provider (N3).
+            if items[k]["type"] == "reasoning" {
+                items[k]["content"] = json!([{"type": "reasoning_text", "text": "thinking"}]);
+            }
+        }
+        15 => {
+            // A call dropped, its output kept (N2: a gateway's compression).
+            if let Some(at) = items.iter().position(is_call) {
+                items.remove(at);
+            }
+        }
+        16 => {
+            // A call id over 64 characters on a call and its output (N5).
+            if let Some(call_id) = items
+                .iter()
+                .find(|i| is_call(i))
+                .map(|c| c["call_id"].clone())
+            {
+                let long = format!(
+                    "harness__{}_{}",
+                    call_id.as_str().unwrap_or(""),
+                    "x".repeat(64)
+                );
+                for item in items.iter_mut() {
+                    if item["call_id"] == call_id {
+                        item["call_id"] = json!(long);
+                    }
+                }
+            }
+        }
+        17 => {
+            // A custom tool call in place of the function call it was (N2's clients).
+            if items[k]["type"] == "function_call" {
+                let call = items[k].clone();
+                items[k] = json!({"type": "custom_tool_call", "call_id": call["call_id"],
+                    "name": call["name"], "input": call["arguments"]});
+                for item in items.iter_mut() {
+                    if item["type"] == "function_call_output" && item["call_id"] == call["call_id"]
+                    {
+                        item["type"] = json!("custom_tool_call_output");
+                    }
+                }
+            }
+        }
         12 => {
             // The seed's follow-up: the image call by id alone, after the user's words (issue 27
             // under store:false).
@@ -172,6 +234,63 @@ fn input_value(rng: &mut Rng, items: Vec<Value>) -> Value {
     Value::Array(items)
 }
 
+fn flat(input: &Value) -> Vec<Value> {
+    match input {
+        Value::Array(items) => items.iter().flat_map(flat).collect(),
+        Value::Object(_) => vec![input.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// What a client item said, for the properties: `(in order, key)`; `None` for what may go
+/// (reasoning, ids alone).
+fn said(item: &Value) -> Option<(bool, String)> {
+    let ty = item["type"].as_str().unwrap_or("message");
+    let role = item["role"].as_str();
+    if ty == "message" && matches!(role, Some("user" | "system" | "developer")) {
+        return Some((true, format!("{role:?}:{}", item["content"])));
+    }
+    if ty.ends_with("_output") && ty != "tool_search_output" {
+        return Some((true, format!("{ty}:{}", item["output"])));
+    }
+    if is_call(item) && item.get("name").is_some()
+        || ty == "local_shell_call" && item.get("action").is_some()
+    {
+        let what = [
+            &item["name"],
+            &item["arguments"],
+            &item["input"],
+            &item["action"],
+        ];
+        return Some((false, format!("{ty}:{what:?}")));
+    }
+    if ty == "message" && role == Some("assistant") && item.get("content").is_some() {
+        return Some((false, format!("assistant:{}", item["content"])));
+    }
+    None
+}
+
+/// Property 2: what the client said that did not reach the upstream, if anything.
+fn lost(client: &Value, sent: &Value) -> Option<String> {
+    let sent: Vec<String> = flat(&sent["input"])
+        .iter()
+        .filter_map(said)
+        .map(|(_, k)| k)
+        .collect();
+    let mut at = 0;
+    for (ordered, key) in flat(&client["input"]).iter().filter_map(said) {
+        if ordered {
+            match sent[at..].iter().position(|k| *k == key) {
+                Some(p) => at += p + 1,
+                None => return Some(format!("{key} missing or out of the client's order")),
+            }
+        } else if !sent.contains(&key) {
+            return Some(format!("{key} missing"));
+        }
+    }
+    None
+}
+
 #[derive(Default)]
 struct Tally {
     cases: AtomicU64,
@@ -180,7 +299,9 @@ struct Tally {
     both_refused: AtomicU64,
 }
 
-async fn one_case(seed: u64, fake_url: &str, proxy_url: &str, tally: &Tally) -> Option<String> {
+async fn one_case(seed: u64, fake: &FakeHandle, proxy: &Rethread, tally: &Tally) -> Option<String> {
+    let proxy_url = &proxy.url("/v1/responses");
+    let fake_url = &format!("{}/v1/responses", fake.url());
     let mut rng = Rng(seed | 1);
     let stored = !rng.chance(30);
     let model = if rng.chance(10) { "gpt-4.1" } else { "gpt-5" };
@@ -228,9 +349,19 @@ async fn one_case(seed: u64, fake_url: &str, proxy_url: &str, tally: &Tally) -> 
         }
         (true, true) => tally.direct_ok.fetch_add(1, Ordering::Relaxed),
         (false, true) => tally.repaired.fetch_add(1, Ordering::Relaxed),
-        (false, false) => tally.both_refused.fetch_add(1, Ordering::Relaxed),
+        (false, false) => {
+            tally.both_refused.fetch_add(1, Ordering::Relaxed);
+            if std::env::var_os("RETHREAD_HARM_SHOW_REFUSED").is_some() {
+                let logs = proxy.logs();
+                let tail: Vec<&str> = logs.lines().rev().take(6).collect();
+                println!("refused both ways: {}\n  {body}\n  {tail:?}", through.text);
+            }
+            return None;
+        }
     };
-    None
+    // This worker's fake got nothing else since: its last body is what rethread sent.
+    let sent: Value = serde_json::from_slice(&fake.last_request_body()?).ok()?;
+    lost(&body, &sent).map(|what| format!("seed {seed}: {what}\nrequest: {body}\nsent: {sent}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,31 +374,25 @@ async fn an_answer_the_api_accepts_is_never_refused_through_rethread() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed_2026_1201);
-    let fake = spawn_fake(FakeOptions {
-        non_reasoning_models: vec![DEPLOYMENT.into()],
-        ..FakeOptions::default()
-    })
-    .await
-    .unwrap();
-    let proxy = Rethread::start_env(
-        &fake.url(),
-        &[],
-        &[("RETHREAD_LOG", "warn,rethread=info,rethread::proxy=warn")],
-    );
-    let fake_url = format!("{}/v1/responses", fake.url());
-    let proxy_url = proxy.url("/v1/responses");
     let tally = Arc::new(Tally::default());
     let started = Instant::now();
     let workers = 4;
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let (fake_url, proxy_url, tally) = (fake_url.clone(), proxy_url.clone(), tally.clone());
+        let tally = tally.clone();
         tasks.push(tokio::spawn(async move {
+            // A fake and a rethread of its own: the fake's last request is this worker's.
+            let fake = strict_fake().await;
+            let proxy = Rethread::start_env(
+                &fake.url(),
+                &[],
+                &[("RETHREAD_LOG", "warn,rethread=info,rethread::proxy=warn")],
+            );
             let mut failures = Vec::new();
             let mut n = w;
             while n < cases {
                 let case_seed = seed.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-                if let Some(f) = one_case(case_seed, &fake_url, &proxy_url, &tally).await {
+                if let Some(f) = one_case(case_seed, &fake, &proxy, &tally).await {
                     failures.push(f);
                 }
                 n += workers;
@@ -294,4 +419,24 @@ async fn an_answer_the_api_accepts_is_never_refused_through_rethread() {
         failures.len(),
         failures[0]
     );
+}
+
+#[test]
+fn the_second_property_catches_lost_or_reordered_words_and_allows_what_may_go() {
+    let call = json!({"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "f", "arguments": "{}"});
+    let output = json!({"type": "function_call_output", "call_id": "c1", "output": "ok"});
+    let client = json!({"input": [user("a"), {"type": "reasoning", "id": "rs_1", "summary": []}, call, output, user("b")]});
+    // Reasoning dropped, the call's call_id aliased: nothing the client said is lost.
+    let mut aliased_output = output.clone();
+    aliased_output["call_id"] = json!("call_rt00");
+    let fine = json!({"input": [user("a"), call, aliased_output, [user("b")]]});
+    assert_eq!(lost(&client, &fine), None);
+    // A user's words dropped, or two put in another order, or the call gone: caught.
+    assert!(lost(&client, &json!({"input": [user("a"), call, output]})).is_some());
+    assert!(lost(
+        &client,
+        &json!({"input": [user("b"), call, output, user("a")]})
+    )
+    .is_some());
+    assert!(lost(&client, &json!({"input": [user("a"), output, user("b")]})).is_some());
 }

@@ -565,6 +565,20 @@ fn stored_requests_keep_their_references() {
 }
 
 #[test]
+fn a_stored_requests_reference_to_an_unstored_turn_is_rehydrated() {
+    // The client flipped `store`: the API cannot look up an item of the unstored turn.
+    let t = [turn("rs fc", false)];
+    let (plan, out) = run_with(
+        &t,
+        &[reference("rs_0"), call("fc_1"), output("call_fc_1")],
+        "",
+        RestorePolicy::Group,
+    );
+    assert_eq!(out, s(&["full:rs_0", "fc_1", "out:call_fc_1"]));
+    assert_eq!(plan.replacements.len(), 1);
+}
+
+#[test]
 fn nested_input_with_a_rehydration_flattens_in_order() {
     let t = [turn("rs fc", false)];
     let input = [
