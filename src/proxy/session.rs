@@ -91,7 +91,10 @@ impl Planned {
             // The field edits each set a directive once, so they cannot loop: they cost no
             // retry of `fallback_retries` (a request can need all of them, one refusal each).
             if repair.mode == Mode::Repair && refusal.asks_for_field_edit() {
-                if let Some(next) = self.after(body, view, refusal).filter(|n| !n.is_empty()) {
+                // Only a change that edits more than was sent: a refused field rethread does not
+                // edit (a non-null `status` a stricter server refuses) is not sent again as it was.
+                let more = |n: &Change| n.field_edits() > sent.field_edits();
+                if let Some(next) = self.after(body, view, refusal).filter(more) {
                     tracing::debug!(rules = %next.rules_text(), reason = refusal.label(), "upstream refused a field; retrying with it edited");
                     return Next::Retry(next);
                 }

@@ -87,6 +87,13 @@ impl Change {
         self.insertions.len() + self.replacements.len()
     }
 
+    /// Items whose own fields this change edits (sanitise, alias, restore).
+    pub fn field_edits(&self) -> usize {
+        self.rewrite
+            .as_ref()
+            .map_or(0, |r| r.sanitised + r.aliased + r.restored)
+    }
+
     /// Insertions from memory (the written outputs of unanswered calls are not).
     fn remembered(&self) -> usize {
         self.insertions.len() - self.answered.len()

@@ -41,6 +41,16 @@ impl std::str::FromStr for RestorePolicy {
     }
 }
 
+/// Where an insertion stands among those sharing its gap: the previous group's tail, then the
+/// outputs rethread writes for that group's unanswered calls, then the next group's head, then a
+/// cold-fallback insertion (each in turn order, or in the order written).
+mod phase {
+    pub const TAIL: u8 = 0;
+    pub const WRITTEN: u8 = 1;
+    pub const HEAD: u8 = 2;
+    pub const COLD: u8 = 3;
+}
+
 /// One item to place before client item `gap` (`gap == items.len()` places it at the end).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Insertion {
@@ -49,21 +59,20 @@ pub struct Insertion {
     pub ty: ItemType,
     /// The JSON to insert: an `item_reference` or the recorded item.
     pub text: Bytes,
-    /// Orders insertions sharing a gap: a group's trailing items, then the next group's leading
-    /// items, then cold-fallback insertions; each in turn order.
+    /// Orders insertions sharing a gap (`phase`, then turn position or order written).
     order: (u8, usize),
 }
 
 impl Insertion {
-    /// An item rethread writes itself (an unanswered call's output), after every insertion of
-    /// memory at the same gap, in the order made.
+    /// An item rethread writes itself (an unanswered call's output): after the tail of the group
+    /// its call ends, before the next group's reasoning item and what must follow it.
     pub fn new_item(gap: usize, id: Box<str>, ty: ItemType, text: Bytes, nth: usize) -> Self {
         Insertion {
             gap,
             id,
             ty,
             text,
-            order: (3, nth),
+            order: (phase::WRITTEN, nth),
         }
     }
 }
@@ -391,7 +400,7 @@ fn orphan_outputs(
                     id: item.id.clone(),
                     ty: item.ty.clone(),
                     text,
-                    order: (1, pos),
+                    order: (phase::HEAD, pos),
                 }),
                 None if restore.reasoning && Some(pos) == group.reasoning => {
                     restored.clear();
@@ -540,15 +549,15 @@ fn plan_group(
     // its last, or between the two client items it originally sat between.
     let slot_for = |pos: usize| -> (usize, u8) {
         if pos < first_pos {
-            (first, 1)
+            (first, phase::HEAD)
         } else if pos > last_pos {
-            (last + 1, 0)
+            (last + 1, phase::TAIL)
         } else {
             let next = members
                 .iter()
                 .find(|&&(_, p)| p > pos)
                 .map_or(last + 1, |&(n, _)| n);
-            (next, 1)
+            (next, phase::HEAD)
         }
     };
     let insertion = |pos: usize| -> Option<Insertion> {
@@ -668,7 +677,7 @@ pub fn cold_insertion(
         id: reasoning_id.into(),
         ty: ItemType::Reasoning,
         text: reference_json(reasoning_id),
-        order: (2, 0),
+        order: (phase::COLD, 0),
     })
 }
 

@@ -159,16 +159,34 @@ impl Rewrite {
                             item.call_id = call_id.as_deref().map(|c| c.to_owned().into());
                             item.bare = false;
                         }
-                        ItemEdit::IdAsCallId(_) => {
+                        ItemEdit::IdAsCallId(text) => {
                             item.call_id = item.id.take();
                             item.id_key = false;
+                            aliased_view(&mut item, text);
                         }
-                        ItemEdit::CompleteSummary | ItemEdit::Replace(_) => {}
+                        ItemEdit::Replace(text) => aliased_view(&mut item, text),
+                        ItemEdit::CompleteSummary => {}
                     }
                 }
                 item
             })
             .collect()
+    }
+}
+
+/// An edited item's `call_id` as the edit wrote it: an over-long one that `text` carries as its
+/// alias (`fields::shortened`) is seen as the alias, so what is planned for the call (an
+/// answer) names what is sent.
+fn aliased_view(item: &mut InputItem<'_>, text: &[u8]) {
+    let Some(call_id) = item
+        .call_id()
+        .filter(|c| c.chars().count() > fields::MAX_ID_LEN)
+    else {
+        return;
+    };
+    let alias = fields::alias(call_id);
+    if memchr::memmem::find(text, alias.as_bytes()).is_some() {
+        item.call_id = Some(std::borrow::Cow::Owned(alias));
     }
 }
 
@@ -398,6 +416,11 @@ fn edit_fields(
         // in `id`, the rename is all it lacks.
         if rename && misplaced(item) && item.id().is_some_and(|id| calls.contains(id)) {
             if let Some(text) = fields::id_as_call_id(own) {
+                // An over-long id becomes an over-long call id: aliased like the call's.
+                let text = shorten
+                    .then(|| fields::shortened(&text, false))
+                    .flatten()
+                    .unwrap_or(text);
                 out.edits.push((n, ItemEdit::IdAsCallId(text)));
                 out.restored += 1;
                 continue;

@@ -372,3 +372,57 @@ fn nothing_is_rewritten_in_a_request_the_api_accepts() {
         assert!(change.rewrite.is_none(), "{input:?}: {change:?}");
     }
 }
+
+#[test]
+fn a_written_answer_never_separates_a_reasoning_item_from_its_follower() {
+    // unanswered_calls = answer, and a message whose reasoning the client stripped: the answer
+    // for the call goes before the inserted reasoning item, never between it and its message.
+    let t = [turn("rs msg", true)];
+    let items = [
+        USER.to_owned(),
+        call("fc_9"),
+        r#"{"type":"message","role":"assistant","id":"msg_1","content":"x"}"#.to_owned(),
+        USER.to_owned(),
+    ];
+    let body = Bytes::from(format!(
+        r#"{{"model":"gpt-5","input":[{}]}}"#,
+        items.join(",")
+    ));
+    let view = parse(&body).unwrap();
+    let turns: Vec<Arc<Turn>> = t.iter().cloned().map(Arc::new).collect();
+    let rules = Rules {
+        answer_calls: Some("interrupted"),
+        ..rules(Switches::default())
+    };
+    let (change, _) = decide(&body, &view, &turns, rules, &Directives::default());
+    let sent: Value =
+        serde_json::from_slice(&crate::repair::splice::concat(&change.apply(&body, &view)))
+            .unwrap();
+    let kinds: Vec<String> = sent["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            format!(
+                "{}{}",
+                i["type"].as_str().unwrap_or("user"),
+                i["id"]
+                    .as_str()
+                    .map(|id| format!(":{id}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "user",
+            "function_call:fc_9",
+            "function_call_output",
+            "item_reference:rs_0",
+            "message:msg_1",
+            "user"
+        ]
+    );
+    assert_eq!(change.rules_text(), "insert=1, answer=1");
+}
