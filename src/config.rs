@@ -16,10 +16,19 @@ use serde::Deserialize;
 use crate::repair::plan::RestorePolicy;
 use crate::repair::rewrite::Switches;
 
+/// `rethread --version`: the crate's version (the wheel's and the npm packages' too) and the
+/// commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("RETHREAD_COMMIT"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "rethread",
-    version,
+    version = VERSION,
     about = "A reverse proxy for the OpenAI Responses API that restores the items a follow-up request left out."
 )]
 pub struct Cli {

@@ -12,6 +12,7 @@ mod never_worse;
 mod nginx;
 mod operations;
 mod own_include;
+mod packaging;
 mod properties;
 mod redis;
 mod redis_cluster;
