@@ -152,12 +152,7 @@ async fn under_load(base: &str) -> Vec<String> {
 }
 
 fn resends(metrics: &str, reason: &str) -> f64 {
-    let line = format!("rethread_upstream_resends_total{{reason=\"{reason}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&line))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    series(metrics, "rethread_upstream_resends_total", "reason", reason)
 }
 
 fn fake_with(faults: H2Faults) -> FakeOptions {

@@ -72,12 +72,15 @@ async fn refused_direct_and_passed_through(
 }
 
 fn repairs_metric(metrics: &str, rule: &str) -> f64 {
-    let line = format!("rethread_repair_rules_total{{rule=\"{rule}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&line))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    series(metrics, "rethread_repair_rules_total", "rule", rule)
+}
+
+/// The weather call's follow-up: the user's words, `rs` and `fc` as the client sends them back,
+/// and the call's output.
+fn call_followup(rs: Value, fc: Value) -> Value {
+    let output =
+        json!({"type": "function_call_output", "call_id": fc["call_id"], "output": "sunny"});
+    json!({"model": "gpt-5", "tools": function_tools(), "input": [user("weather?"), rs, fc, output]})
 }
 
 #[tokio::test]
@@ -93,10 +96,7 @@ async fn n3_reasoning_replayed_with_its_text_in_content_is_sanitised() {
     let mut rs = of_type(&output, "reasoning").clone();
     rs["content"] = json!([{"type": "reasoning_text", "text": "I should call the tool."}]);
     let fc = of_type(&output, "function_call").clone();
-    let followup = json!({"model": "gpt-5", "tools": function_tools(), "input": [
-        user("weather?"), rs, fc,
-        {"type": "function_call_output", "call_id": fc["call_id"], "output": "sunny"}
-    ]});
+    let followup = call_followup(rs, fc);
     refused_direct_and_passed_through("N3", &fake, &proxy, &followup, "array too long").await;
     let sent = sent_body(&fake);
     assert!(sent["input"][1].get("content").is_none(), "{sent}");
@@ -119,10 +119,7 @@ async fn n4_output_only_keys_sent_as_null_are_left_out() {
     rs["encrypted_content"] = Value::Null;
     let mut fc = of_type(&output, "function_call").clone();
     fc["status"] = Value::Null;
-    let followup = json!({"model": "gpt-5", "tools": function_tools(), "input": [
-        user("weather?"), rs, fc.clone(),
-        {"type": "function_call_output", "call_id": fc["call_id"], "output": "sunny"}
-    ]});
+    let followup = call_followup(rs, fc.clone());
     refused_direct_and_passed_through("N4", &fake, &proxy, &followup, "Unknown parameter").await;
     let sent = sent_body(&fake);
     assert!(sent["input"][1].get("status").is_none(), "{sent}");

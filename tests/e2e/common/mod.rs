@@ -350,6 +350,17 @@ impl Drop for HttpsFake {
     }
 }
 
+/// The value of one series of a metric family with one label (`family{label="value"}`), 0 when
+/// the page does not have it.
+pub fn series(metrics: &str, family: &str, label: &str, value: &str) -> f64 {
+    let line = format!("{family}{{{label}=\"{value}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The sum of every series of a metric family in a `/metrics` page.
 pub fn family_sum(metrics: &str, family: &str) -> f64 {
     metrics
