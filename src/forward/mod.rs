@@ -281,38 +281,41 @@ impl Upstream {
         keep: usize,
     ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
         let (head, body) = request.into_parts();
-        let replay = Replay::new(body, keep);
+        let (replay, mut body) = Replay::start(body, keep);
         let mut resends = 0;
-        let mut body = replay.attempt();
-        while let Some(attempt) = body.take() {
+        loop {
             let error = match self
-                .send_raw(Request::from_parts(copy_head(&head), attempt))
+                .send_raw(Request::from_parts(copy_head(&head), body))
                 .await
             {
                 Ok(response) => return Ok(response),
                 Err(error) => error,
             };
-            let reason = match &error {
+            let (reason, source) = match error {
                 ProxyError::Unreachable {
                     stage: Stage::Request,
                     source,
-                } if resends < resend::MAX_RESENDS => resend::unprocessed(&**source),
-                _ => None,
+                } if resends < resend::MAX_RESENDS => match resend::unprocessed(&*source) {
+                    Some(reason) => (reason, source),
+                    None => {
+                        return Err(ProxyError::Unreachable {
+                            stage: Stage::Request,
+                            source,
+                        })
+                    }
+                },
+                other => return Err(other),
             };
-            let Some(reason) = reason else {
-                return Err(error);
+            body = match replay.attempt() {
+                Some(next) => next,
+                None => {
+                    return Err(ProxyError::NotResent {
+                        reason,
+                        limit: replay.limit(),
+                        source,
+                    })
+                }
             };
-            body = replay.attempt();
-            if body.is_none() {
-                let ProxyError::Unreachable { source, .. } = error else {
-                    return Err(error);
-                };
-                return Err(ProxyError::NotResent {
-                    reason,
-                    limit: replay.limit(),
-                    source,
-                });
-            }
             resends += 1;
             metrics::counter!(crate::metrics::UPSTREAM_RESENDS, "reason" => reason).increment(1);
             tracing::debug!(
@@ -321,8 +324,6 @@ impl Upstream {
                 "the upstream did not process the request; sending it again"
             );
         }
-        // The first attempt always has its body; a later one is only reached with one.
-        Err(ProxyError::NotForwardable)
     }
 
     /// Sends a prepared request through the pooled client once and returns the upstream's

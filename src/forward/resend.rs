@@ -96,17 +96,24 @@ pub struct Replay {
 }
 
 impl Replay {
-    pub fn new(body: Body, limit: usize) -> Self {
-        Replay {
+    /// Keeps what `body` hands out, up to `limit` bytes; with the first attempt's body.
+    pub fn start(body: Body, limit: usize) -> (Self, Body) {
+        let replay = Replay {
             shared: Arc::new(Mutex::new(Shared {
                 rest: body,
                 kept: Vec::new(),
                 kept_bytes: 0,
                 limit,
                 spent: false,
-                current: 0,
+                current: 1,
             })),
-        }
+        };
+        let first = Body::new(Attempt {
+            shared: replay.shared.clone(),
+            id: 1,
+            at: 0,
+        });
+        (replay, first)
     }
 
     /// The body for the next attempt: what earlier attempts read, then the rest. `None` once the
@@ -223,8 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_attempt_reads_what_the_first_read_then_the_rest() {
-        let replay = Replay::new(chunks(&["ab", "cd", "ef"]), 1024);
-        let mut first = replay.attempt().unwrap();
+        let (replay, mut first) = Replay::start(chunks(&["ab", "cd", "ef"]), 1024);
         let frame = first.frame().await.unwrap().unwrap();
         assert_eq!(frame.data_ref().unwrap(), "ab");
         drop(first);
@@ -236,8 +242,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_read_past_its_limit_cannot_be_sent_again() {
-        let replay = Replay::new(chunks(&["abcd", "efgh"]), 6);
-        let all = replay.attempt().unwrap().collect().await.unwrap();
+        let (replay, first) = Replay::start(chunks(&["abcd", "efgh"]), 6);
+        let all = first.collect().await.unwrap();
         assert_eq!(
             all.to_bytes(),
             "abcdefgh",
@@ -248,17 +254,15 @@ mod tests {
 
     #[tokio::test]
     async fn an_older_attempt_reads_nothing_once_a_newer_one_began() {
-        let replay = Replay::new(chunks(&["ab", "cd"]), 1024);
-        let mut old = replay.attempt().unwrap();
+        let (replay, mut old) = Replay::start(chunks(&["ab", "cd"]), 1024);
         let _new = replay.attempt().unwrap();
         assert!(old.frame().await.unwrap().is_err());
     }
 
     #[test]
     fn the_exact_size_of_a_known_body_is_kept_across_attempts() {
-        let replay = Replay::new(Body::from("hello"), 1024);
-        let attempt = replay.attempt().unwrap();
-        assert_eq!(attempt.size_hint().exact(), Some(5));
+        let (_replay, first) = Replay::start(Body::from("hello"), 1024);
+        assert_eq!(first.size_hint().exact(), Some(5));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::items::{is_output_of_call, ItemType, Turn};
+use super::items::{is_output_of_call, ItemType, Turn, TurnItem};
 use super::request::{InputItem, RequestView};
 
 /// How much of a group to restore around the items a client sent.
@@ -639,12 +639,19 @@ fn insertable_form(
             .any(|key| present.last_output.get(key).is_some_and(|&n| n >= gap));
         return if answered { item.full.clone() } else { None };
     }
-    if store && turn.stored {
-        Some(reference_json(&item.id))
-    } else if item.ty.has_bulky_payload() {
+    if item.ty.has_bulky_payload() && !(store && turn.stored) {
         // An image result is put back only where the client named its call (a rehydration): a
         // stateless follow-up may leave the image out, and megabytes it did not send stay out.
-        None
+        return None;
+    }
+    recorded_form(store, turn, item)
+}
+
+/// How a remembered item goes into a request: a reference where the server can look it up (the
+/// request and its turn both stored), else the recorded item, if rethread kept it.
+pub fn recorded_form(store: bool, turn: &Turn, item: &TurnItem) -> Option<Bytes> {
+    if store && turn.stored {
+        Some(reference_json(&item.id))
     } else {
         item.full.clone()
     }

@@ -430,13 +430,9 @@ fn edit_fields(
             continue;
         }
         if restore && item.ty() == Some("web_search_call") && !fields::action_is_valid(own) {
-            let recorded = locs[n].map(|l| (&turns[l.turn], &turns[l.turn].items[l.pos]));
-            let text = recorded.and_then(|(turn, it)| {
-                if store && turn.stored {
-                    Some(super::plan::reference_json(&it.id))
-                } else {
-                    it.full.clone()
-                }
+            let text = locs[n].and_then(|l| {
+                let turn = &turns[l.turn];
+                super::plan::recorded_form(store, turn, &turn.items[l.pos])
             });
             if let Some(text) = text {
                 out.edits.push((n, ItemEdit::Replace(text)));
