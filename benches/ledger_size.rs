@@ -8,7 +8,9 @@
 //!
 //! Run: `cargo bench --bench ledger_size`. TURNS / TENANTS and REDIS_TURNS / REDIS_TENANTS
 //! override the counts; REDIS=0 skips Redis (it is skipped with a message when `redis-server` is
-//! not installed).
+//! not installed). CHAINED=1 gives every turn the link a chained response carries (its own id
+//! and its parent's), CHAINED=root its own id only (a turn that starts a chain), so the
+//! difference of two runs is what a turn's link costs.
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 use rethread::ledger::memory::{FullItemBudget, MemoryLedger};
 use rethread::ledger::redis::RedisLedger;
 use rethread::ledger::Ledger;
-use rethread::repair::items::{ItemType, Turn, TurnItem};
+use rethread::repair::items::{ItemType, Link, Turn, TurnItem};
 use rethread::tenant::TenantKey;
 
 #[global_allocator]
@@ -55,7 +57,24 @@ fn image_turn(n: u64) -> Turn {
             item("msg", ItemType::Message, 3),
         ]
         .into(),
+        link: linked().then(|| {
+            Box::new(Link {
+                response: hex_id("resp", n, 4),
+                parent: chained().then(|| hex_id("resp", n.wrapping_sub(1), 4)),
+                input: None,
+            })
+        }),
     }
+}
+
+/// `CHAINED=1`: every turn continues a chain; `CHAINED=root`: every turn has its response id
+/// only (it starts a chain).
+fn chained() -> bool {
+    std::env::var("CHAINED").as_deref() == Ok("1")
+}
+
+fn linked() -> bool {
+    chained() || std::env::var("CHAINED").as_deref() == Ok("root")
 }
 
 fn env_count(name: &str, default: u64) -> u64 {
@@ -106,13 +125,20 @@ fn memory() {
         let id = hex_id("ig", t, 2);
         let keys = [&*id];
         hits += runtime
-            .block_on(ledger.lookup(tenant(t, tenants), &keys))
+            .block_on(ledger.lookup(tenant(t, tenants), &keys, rethread::ledger::ITEM_KEYS))
             .unwrap()
             .len();
     }
     let looked = started.elapsed();
     println!(
-        "memory store: {turns} turns ([rs, ig, msg], API-shaped ids) across {tenants} tenants"
+        "memory store: {turns} turns ([rs, ig, msg], API-shaped ids{}) across {tenants} tenants",
+        if chained() {
+            ", chained"
+        } else if linked() {
+            ", with response ids"
+        } else {
+            ""
+        }
     );
     println!(
         "  live heap: {:.1} MiB = {:.0} bytes per turn (target <= 128)",
@@ -238,7 +264,10 @@ fn redis() {
             .record(tenant(0, 1), image_turn(u64::MAX))
             .await
             .unwrap();
-        ledger.lookup(tenant(0, 1), &["none"]).await.unwrap();
+        ledger
+            .lookup(tenant(0, 1), &["none"], rethread::ledger::ITEM_KEYS)
+            .await
+            .unwrap();
     });
     let before = info(&mut admin, "memory", "used_memory");
     let _: () = redis::cmd("CONFIG")
@@ -276,7 +305,7 @@ fn redis() {
             // A follow-up names its user message and the image call: two ids, four fields.
             let keys = [&*id, "msg_user_message_without_a_turn"];
             hits += ledger
-                .lookup(tenant(t, tenants), &keys)
+                .lookup(tenant(t, tenants), &keys, rethread::ledger::ITEM_KEYS)
                 .await
                 .unwrap()
                 .len();
@@ -286,7 +315,8 @@ fn redis() {
     let looked = started.elapsed();
     let (lookups, lookup_usec) = script_usec(&mut admin);
     println!(
-        "redis store: {turns} turns ([rs, ig, msg], API-shaped ids) across {tenants} tenants, redis {}",
+        "redis store: {turns} turns ([rs, ig, msg], API-shaped ids{}) across {tenants} tenants, redis {}",
+        if chained() { ", chained" } else if linked() { ", with response ids" } else { "" },
         info_text(&mut admin, "server", "redis_version")
     );
     println!(

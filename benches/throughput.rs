@@ -79,6 +79,7 @@ fn turns() -> Vec<Arc<Turn>> {
                     item("msg", ItemType::Message),
                 ]
                 .into(),
+                link: None,
             })
         })
         .collect()

@@ -10,7 +10,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 # The layer order of ARCHITECTURE.md: no circle, no import upwards (the tool lives beside the
 # repository in the project's shared folder; skipped where it is absent).
-layers=main,server,proxy,tools,app,ledger,capture,forward,models,config,metrics,tenant,repair,error
+layers=main,server,proxy,tools,app,ledger,capture,forward,models,upstream_store,config,metrics,tenant,repair,error
 if [ -f ../shared/tools/imports.py ]; then
   echo "== import layers"
   out=$(python3 ../shared/tools/imports.py src --layers "$layers")

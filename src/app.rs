@@ -10,6 +10,7 @@ use crate::forward::Upstream;
 use crate::ledger::Ledger;
 use crate::models::Models;
 use crate::tenant::Tenants;
+use crate::upstream_store::UpstreamStore;
 
 pub struct App {
     pub settings: Settings,
@@ -18,6 +19,8 @@ pub struct App {
     pub tenants: Tenants,
     /// Which models reason, as configured and as traffic shows.
     pub models: Models,
+    /// Tenants whose upstream did not store what they asked it to.
+    pub upstream_store: UpstreamStore,
     pub metrics: Option<PrometheusHandle>,
 }
 

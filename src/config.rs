@@ -155,6 +155,12 @@ pub struct SettingsArgs {
     /// On the upstream's refusal, put back a remembered item the client mangled (a web_search_call's action) [default: true]
     #[arg(long, env = "RETHREAD_REWRITE_RESTORE", global = true)]
     pub rewrite_restore: Option<bool>,
+    /// Leave out of a request that continues a chain (`previous_response_id`) the items rethread saw that chain hold [default: true]
+    #[arg(long, env = "RETHREAD_REWRITE_DEDUPE", global = true)]
+    pub rewrite_dedupe: Option<bool>,
+    /// When the upstream lost a `store: false` chain (another socket, another replica), send the chain's whole history in its place, if rethread holds all of it [default: true]
+    #[arg(long, env = "RETHREAD_REWRITE_EXPAND", global = true)]
+    pub rewrite_expand: Option<bool>,
     /// Calls without an output: `refuse` (forward as they are) or `answer` (add an output saying the call was interrupted) [default: refuse]
     #[arg(long, env = "RETHREAD_UNANSWERED_CALLS", global = true)]
     pub unanswered_calls: Option<UnansweredCalls>,
@@ -453,6 +459,8 @@ impl Settings {
                     sanitise: pick!(rewrite_sanitise, true),
                     alias: pick!(rewrite_alias, true),
                     restore: pick!(rewrite_restore, true),
+                    dedupe: pick!(rewrite_dedupe, true),
+                    expand: pick!(rewrite_expand, true),
                 },
                 unanswered_calls: pick!(unanswered_calls, UnansweredCalls::Refuse),
                 unanswered_call_output: Box::leak(
@@ -478,7 +486,7 @@ impl Settings {
             |p| p.display().to_string(),
         );
         // Keys as the file writes them, grouped as the settings are.
-        let lines: [(&str, String); 37] = [
+        let lines: [(&str, String); 39] = [
             ("listen", server.listen.to_string()),
             ("header_timeout", format!("{:?}", server.header_timeout)),
             ("drain_timeout", format!("{:?}", server.drain_timeout)),
@@ -526,6 +534,8 @@ impl Settings {
             ("rewrite_sanitise", repair.rewrites.sanitise.to_string()),
             ("rewrite_alias", repair.rewrites.alias.to_string()),
             ("rewrite_restore", repair.rewrites.restore.to_string()),
+            ("rewrite_dedupe", repair.rewrites.dedupe.to_string()),
+            ("rewrite_expand", repair.rewrites.expand.to_string()),
             (
                 "unanswered_calls",
                 format!("{:?}", repair.unanswered_calls).to_lowercase(),

@@ -17,3 +17,4 @@ pub mod repair;
 pub mod server;
 pub mod tenant;
 pub mod tools;
+mod upstream_store;

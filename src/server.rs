@@ -110,6 +110,7 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
     let models = crate::models::Models::new(settings.repair.non_reasoning_models.clone());
     let app = Arc::new(App {
         models,
+        upstream_store: Default::default(),
         settings,
         upstream,
         ledger,

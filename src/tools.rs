@@ -264,6 +264,7 @@ fn explain_text(
         switches: settings.repair.rewrites,
         exclude_encrypted: false,
         answer_calls: settings.repair.answer_calls(),
+        upstream_unstored: false,
     };
     let (change, unrepairable) = change::decide(&body, &view, &turns, rules, &Default::default());
     let mut out = String::new();

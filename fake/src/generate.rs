@@ -22,14 +22,19 @@ pub struct TurnRequest<'a> {
     pub tenant_key: &'a str,
     pub image_bytes: usize,
     pub input_len: usize,
+    /// Take the request as `store:false` whatever it says (`FakeOptions::force_store_false`).
+    pub force_store_false: bool,
 }
 
 impl TurnRequest<'_> {
+    /// The effective `store`: the request's (default true), unless forced to false.
     pub fn store(&self) -> bool {
-        self.body
-            .get("store")
-            .and_then(Value::as_bool)
-            .unwrap_or(true)
+        !self.force_store_false
+            && self
+                .body
+                .get("store")
+                .and_then(Value::as_bool)
+                .unwrap_or(true)
     }
 
     /// Whether `include` asks for `reasoning.encrypted_content`.

@@ -21,6 +21,11 @@
 //!
 //! With [`FakeOptions::detail_errors`] its refusals over HTTP are `{"detail": "<message>"}`, as
 //! some Responses servers (the ChatGPT Codex backend) send them, instead of `{"error": {…}}`.
+//! With [`FakeOptions::force_store_false`] it behaves as an upstream behind a gateway that
+//! forces `store:false`: every request is taken as `store:false`.
+//!
+//! WebSocket mode keeps chains of `store:false` responses per socket: such a response can be
+//! named by `previous_response_id` only on the socket that produced it.
 
 mod encoding;
 mod encrypted;
@@ -88,6 +93,11 @@ pub struct FakeOptions {
     /// shared/reference/wild-failures-2026.md §3 item 7) instead of `{"error": {…}}`; same
     /// status. WebSocket `error` frames keep their form. Default false.
     pub detail_errors: bool,
+    /// Take every request as `store:false` whatever it says, as an upstream behind a gateway
+    /// that forces it (shared/reference/wild-failures-2026.md N8): nothing is kept for lookups
+    /// or chaining, reasoning comes with `encrypted_content`, and the response echoes
+    /// `"store": false`. Default false.
+    pub force_store_false: bool,
 }
 
 impl Default for FakeOptions {
@@ -100,6 +110,7 @@ impl Default for FakeOptions {
             tls: None,
             h2_faults: H2Faults::default(),
             detail_errors: false,
+            force_store_false: false,
         }
     }
 }

@@ -9,7 +9,7 @@ use rethread_fake::{FakeOptions, TestCa};
 const USAGE: &str = "usage: rethread-fake [--listen ADDR] [--image-bytes N] [--no-compress] \
 [--non-reasoning-model NAME[,NAME…]]… [--azure-wording-model NAME[,NAME…]]… \
 [--tls h2,http/1.1|http/1.1|h2 --ca-out FILE] [--h2-goaway-after N] [--h2-refuse-every N] \
-[--detail-errors]
+[--detail-errors] [--force-store-false]
 
   --non-reasoning-model  exact model (deployment) names that do not reason, besides gpt-4*,
                          gpt-3.5*, chatgpt-* and *-chat*: no reasoning items, E14/E15
@@ -21,7 +21,9 @@ const USAGE: &str = "usage: rethread-fake [--listen ADDR] [--image-bytes N] [--n
                          the Nth, ignoring streams opened after it (as nginx's keepalive_requests)
   --h2-refuse-every      over HTTPS and HTTP/2: reset every Nth stream with REFUSED_STREAM
   --detail-errors        write refusals as {\"detail\": \"<message>\"} (as the ChatGPT Codex
-                         backend does) instead of {\"error\": {…}}; WebSocket frames unchanged";
+                         backend does) instead of {\"error\": {…}}; WebSocket frames unchanged
+  --force-store-false    take every request as store:false whatever it says (as behind a
+                         gateway that forces it): nothing kept, responses echo store:false";
 
 /// The names of a comma-separated list, trimmed, empty ones dropped.
 fn names(list: &str) -> impl Iterator<Item = String> + '_ {
@@ -53,6 +55,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--no-compress" => args.opts.compress = false,
             "--detail-errors" => args.opts.detail_errors = true,
+            "--force-store-false" => args.opts.force_store_false = true,
             "--non-reasoning-model" => {
                 let v = it
                     .next()

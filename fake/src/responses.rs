@@ -39,7 +39,7 @@ pub async fn create(shared: Arc<Shared>, headers: HeaderMap, body: Body) -> Resp
     let Ok(value) = serde_json::from_slice::<Value>(&bytes) else {
         return reply::error(&ApiError::bad_json(), opts).await;
     };
-    match turn::create(&shared, &tenant, &headers, &value) {
+    match turn::create(&shared, &tenant, &headers, &value, None) {
         Err(e) => reply::error(&e, opts).await,
         Ok(created) if created.stream => reply::sse(created.events, opts),
         Ok(created) => reply::json(StatusCode::OK, &created.response, opts).await,

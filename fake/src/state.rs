@@ -82,7 +82,8 @@ impl Tenant {
         self.call_index.get(call_id).map(String::as_str)
     }
 
-    /// A turn reachable by id for GET / previous_response_id.
+    /// A turn reachable by id for GET and (beside a socket's own `store:false` turns, see
+    /// `validate`) for `previous_response_id`.
     pub fn visible_turn(&self, id: &str) -> Option<&Turn> {
         self.turns.get(id).filter(|t| t.visible())
     }

@@ -3,6 +3,10 @@
 //! Shared by `POST …/responses` and WebSocket mode, so both are exactly as strict. The turn is
 //! recorded before anything is sent, so a follow-up racing the end of a stream still finds it.
 //! A model that does not reason (`FakeOptions::reasons`) gets its shape without reasoning items.
+//! With `FakeOptions::force_store_false` every request is taken as `store:false`, whatever it
+//! says, as behind a gateway that forces it (wild-failures-2026.md N8).
+
+use std::collections::HashSet;
 
 use axum::http::HeaderMap;
 use serde_json::{json, Value};
@@ -18,6 +22,8 @@ use crate::validate::{self, Request};
 
 /// A created turn, ready to be sent.
 pub struct Created {
+    /// The new response's id.
+    pub id: String,
     pub response: Value,
     pub events: Vec<StoredEvent>,
     pub stream: bool,
@@ -74,12 +80,14 @@ fn header_flag(headers: &HeaderMap, name: &str) -> bool {
         .is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
 }
 
-/// Validate and generate a turn for `tenant`.
+/// Validate and generate a turn for `tenant`. `local` holds the response ids made earlier on the
+/// same WebSocket (`None` over HTTP), whose `store:false` turns may be chained there (N6).
 pub fn create(
     shared: &Shared,
     tenant: &str,
     headers: &HeaderMap,
     body: &Value,
+    local: Option<&HashSet<String>>,
 ) -> Result<Created, ApiError> {
     if !body.is_object() {
         return Err(ApiError::bad_json());
@@ -100,6 +108,7 @@ pub fn create(
         body,
         tenant_key: tenant,
         image_bytes: shared.opts.image_bytes,
+        force_store_false: shared.opts.force_store_false,
         input_len: body.get("input").map(|v| v.to_string().len()).unwrap_or(0),
     };
     let shape = match headers.get("x-fake-shape").and_then(|v| v.to_str().ok()) {
@@ -135,6 +144,7 @@ pub fn create(
             reasons,
             include_encrypted: req.includes_encrypted(),
             azure_wording: shared.opts.azure_wording(model),
+            local,
         };
         validate::validate(&vreq, &items, state)?;
     }
@@ -170,8 +180,9 @@ pub fn create(
         .tenants()
         .entry(tenant.to_string())
         .or_default()
-        .remember(id, turn);
+        .remember(id.clone(), turn);
     Ok(Created {
+        id,
         response,
         events,
         stream,

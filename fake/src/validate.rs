@@ -14,7 +14,9 @@
 //!    E2 with its cases E12 (back-to-back reasoning) and E13 (nothing after the reasoning in its
 //!    turn) — both only for reasoning models: a model that does not reason pairs nothing;
 //! 7. E5, E6 (call/output pairing), for every call type with its own wording (N2): function,
-//!    custom tool, local shell, shell, apply patch and tool search calls.
+//!    custom tool, local shell, shell, apply patch and tool search calls. E5 first for the
+//!    calls in the previous response's own output (N1 chained: each needs its output somewhere
+//!    in this input; older turns of the chain are not checked), then for the calls in input.
 //!
 //! The order inside the schema step is our choice: the reports show one violation at a time.
 //! Of the output-only keys a client replays as `null` (`model_dump()`), only `status` is
@@ -36,6 +38,10 @@
 //! reasoning item, or there is none) can never be replayed (E12, E13). One exception (§10 item 3,
 //! a recorded 200): under `store:false` a full reasoning item carrying `encrypted_content` may be
 //! followed by any item that is not a reasoning item.
+//!
+//! A `previous_response_id` resolves when its turn is stored and not deleted, or (N6) when it is
+//! a `store:false` turn made earlier on the same WebSocket: the API keeps those in the socket's
+//! memory only, so another socket, or HTTP, gets E9 for them.
 
 use std::collections::HashSet;
 
@@ -45,7 +51,7 @@ use crate::encrypted;
 use crate::errors::{ApiError, MAX_ID_LEN};
 use crate::input::InItem;
 use crate::kinds;
-use crate::state::Tenant;
+use crate::state::{Tenant, Turn};
 
 /// What the validator needs from the request besides the items.
 pub struct Request<'a> {
@@ -58,6 +64,9 @@ pub struct Request<'a> {
     pub include_encrypted: bool,
     /// Answer E1 in Azure's wording (E1b).
     pub azure_wording: bool,
+    /// The response ids made on this WebSocket (`None` over HTTP): its `store:false` turns
+    /// chain here only (N6).
+    pub local: Option<&'a HashSet<String>>,
 }
 
 /// Validate `items` (the flattened input) for `tenant`.
@@ -75,6 +84,7 @@ pub fn validate(req: &Request<'_>, values: &[Value], tenant: &Tenant) -> Result<
         check_reasoning_before(req, &items, tenant)?;
         check_followers(req, &items, tenant)?;
     }
+    check_pending(req, &items, tenant)?;
     check_outputs(&items, tenant)?;
     check_calls(req, &items, tenant)
 }
@@ -213,10 +223,19 @@ fn check_reasoning_allowed(
     Ok(())
 }
 
+/// The turn `previous_response_id` names, when the request may chain to it: a visible one, or a
+/// `store:false` one made on this WebSocket (N6).
+fn previous_turn<'t>(req: &Request<'_>, tenant: &'t Tenant) -> Option<&'t Turn> {
+    let id = req.previous_response_id?;
+    let turn = tenant.turns.get(id)?;
+    let local = !turn.stored && req.local.is_some_and(|ids| ids.contains(id));
+    (turn.visible() || local).then_some(turn)
+}
+
 /// E9
 fn check_previous(req: &Request<'_>, tenant: &Tenant) -> Result<(), ApiError> {
     match req.previous_response_id {
-        Some(id) if tenant.visible_turn(id).is_none() => Err(ApiError::previous_not_found(id)),
+        Some(id) if previous_turn(req, tenant).is_none() => Err(ApiError::previous_not_found(id)),
         _ => Ok(()),
     }
 }
@@ -403,23 +422,45 @@ fn server_executed(it: &InItem<'_>) -> bool {
     it.value.get("execution").and_then(Value::as_str) == Some("server")
 }
 
-/// E5
+/// E5 for one item: a client call with no output of its type and `call_id` among `answers`.
+fn check_answered<'a>(
+    call: &InItem<'a>,
+    answers: &[InItem<'_>],
+    tenant: &'a Tenant,
+) -> Result<(), ApiError> {
+    for (call_type, output, call_name, _) in PAIRS {
+        if !call.is_type(call_type) || server_executed(call) {
+            continue;
+        }
+        let Some(call_id) = call.resolved_call_id(tenant) else {
+            continue;
+        };
+        if !answers
+            .iter()
+            .any(|o| o.is_type(output) && o.call_id == Some(call_id))
+        {
+            return Err(ApiError::no_tool_output(call_name, call_id));
+        }
+    }
+    Ok(())
+}
+
+/// E5 for the previous response (N1 chained): the calls of its own output are still pending,
+/// so this input must answer each of them.
+fn check_pending(req: &Request<'_>, items: &[InItem<'_>], tenant: &Tenant) -> Result<(), ApiError> {
+    let Some(prev) = previous_turn(req, tenant) else {
+        return Ok(());
+    };
+    for call in prev.output.iter().map(InItem::new) {
+        check_answered(&call, items, tenant)?;
+    }
+    Ok(())
+}
+
+/// E5: a call in input must be answered after it.
 fn check_outputs(items: &[InItem<'_>], tenant: &Tenant) -> Result<(), ApiError> {
     for (i, it) in items.iter().enumerate() {
-        for (call, output, call_name, _) in PAIRS {
-            if !it.is_type(call) || server_executed(it) {
-                continue;
-            }
-            let Some(call_id) = it.resolved_call_id(tenant) else {
-                continue;
-            };
-            let answered = items[i + 1..]
-                .iter()
-                .any(|o| o.is_type(output) && o.call_id == Some(call_id));
-            if !answered {
-                return Err(ApiError::no_tool_output(call_name, call_id));
-            }
-        }
+        check_answered(it, &items[i + 1..], tenant)?;
     }
     Ok(())
 }

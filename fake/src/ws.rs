@@ -1,7 +1,12 @@
 //! WebSocket mode: `GET …/responses` with `Upgrade: websocket`. Each `response.create` text
 //! frame is validated exactly like a POST body and answered with the same events as SSE, one
 //! text frame per event; validation errors come back as an `error` frame.
+//!
+//! Each socket remembers the response ids it produced: a `store:false` response can be chained
+//! with `previous_response_id` on its own socket only, as the API keeps it in that socket's
+//! memory (wild-failures-2026.md N6); elsewhere it is E9.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -56,6 +61,7 @@ async fn session(
     tenant: String,
     opts: ReplyOptions,
 ) {
+    let mut local = HashSet::new();
     while let Some(Ok(msg)) = socket.recv().await {
         let text = match msg {
             Message::Text(t) => t,
@@ -63,7 +69,7 @@ async fn session(
             _ => continue,
         };
         shared.set_last_body(Bytes::copy_from_slice(text.as_bytes()));
-        let frames = answer(&shared, &headers, &tenant, text.as_str());
+        let frames = answer(&shared, &headers, &tenant, &mut local, text.as_str());
         for frame in frames {
             if !opts.delay.is_zero() {
                 tokio::time::sleep(opts.delay).await;
@@ -75,8 +81,14 @@ async fn session(
     }
 }
 
-/// The frames answering one client frame.
-fn answer(shared: &Shared, headers: &HeaderMap, tenant: &str, text: &str) -> Vec<Message> {
+/// The frames answering one client frame; a created response's id joins the socket's `local`.
+fn answer(
+    shared: &Shared,
+    headers: &HeaderMap,
+    tenant: &str,
+    local: &mut HashSet<String>,
+    text: &str,
+) -> Vec<Message> {
     let Ok(mut body) = serde_json::from_str::<Value>(text) else {
         return vec![error_frame(&ApiError::bad_json())];
     };
@@ -89,12 +101,15 @@ fn answer(shared: &Shared, headers: &HeaderMap, tenant: &str, text: &str) -> Vec
         obj.remove("type");
         obj.insert("stream".into(), Value::Bool(true));
     }
-    match turn::create(shared, tenant, headers, &body) {
-        Ok(created) => created
-            .events
-            .into_iter()
-            .map(|e| Message::Text(e.data.into()))
-            .collect(),
+    match turn::create(shared, tenant, headers, &body, Some(local)) {
+        Ok(created) => {
+            local.insert(created.id);
+            created
+                .events
+                .into_iter()
+                .map(|e| Message::Text(e.data.into()))
+                .collect()
+        }
         Err(err) => vec![error_frame(&err)],
     }
 }

@@ -1249,3 +1249,164 @@ async fn detail_errors_writes_the_message_only() {
     let ok = fake.turn(json!({"input": "x"}), &[]).await;
     assert_eq!(ok["object"], "response");
 }
+
+fn e9(id: &str) -> String {
+    format!("Previous response with id '{id}' not found.")
+}
+
+#[tokio::test]
+async fn a_store_false_chain_resolves_on_its_own_socket_only() {
+    // wild-failures-2026.md N6: the API keeps a store:false response in its socket's memory.
+    let fake = start().await;
+    let tools = json!([{"type": "function", "name": "f"}]);
+    let mut a = fake.ws().await;
+    let first = ws_turn(
+        &mut a,
+        json!({"model": "gpt-5", "store": false, "input": "go", "tools": tools}),
+    )
+    .await;
+    assert_eq!(first["store"], false);
+    let id = first["id"].as_str().unwrap();
+    let call = first["output"][1].clone();
+    let output =
+        json!({"type": "function_call_output", "call_id": call["call_id"], "output": "ok"});
+
+    // On socket A the chain resolves and its items count: its call is a duplicate (E4), and an
+    // output for it pairs with it (no E6).
+    let resent = json!({"model": "gpt-5", "store": false, "previous_response_id": id, "tools": tools, "input": [call, output]});
+    let dup = format!(
+        "Duplicate item found with id {}. Remove duplicate items from your input and try again.",
+        call["id"].as_str().unwrap()
+    );
+    assert_eq!(
+        ws_create(&mut a, resent).await,
+        error_frame(&dup, json!("input"), Value::Null)
+    );
+    let chained = json!({"model": "gpt-5", "store": false, "previous_response_id": id, "tools": tools, "input": [output]});
+    let second = ws_turn(&mut a, chained.clone()).await;
+    assert_eq!(second["previous_response_id"], id);
+    assert_eq!(types(&second), ["reasoning", "message"]);
+
+    // Socket B and HTTP never saw it: E9.
+    let mut b = fake.ws().await;
+    assert_eq!(
+        ws_create(&mut b, chained.clone()).await,
+        error_frame(
+            &e9(id),
+            json!("previous_response_id"),
+            json!("previous_response_not_found")
+        )
+    );
+    assert_error(
+        fake.post(chained, &[]).await,
+        400,
+        &e9(id),
+        json!("previous_response_id"),
+        json!("previous_response_not_found"),
+    );
+
+    // A stored response made on A resolves everywhere.
+    let stored = ws_turn(&mut a, json!({"model": "gpt-5", "input": "hi"})).await;
+    let next = json!({"model": "gpt-5", "previous_response_id": stored["id"], "input": "more"});
+    ws_turn(&mut b, next.clone()).await;
+    fake.turn(next, &[]).await;
+}
+
+#[tokio::test]
+async fn a_chained_request_must_answer_the_previous_responses_calls() {
+    // wild-failures-2026.md N1, chained: the calls of the previous response are pending.
+    let fake = start().await;
+    let tools = json!([{"type": "function", "name": "f"}]);
+    let first = fake
+        .turn(
+            json!({"model": "gpt-5", "input": "go", "tools": tools}),
+            &[("x-fake-shape", "rs,fc,fc")],
+        )
+        .await;
+    let out = first["output"].as_array().unwrap().clone();
+    let output_of =
+        |c: &Value| json!({"type": "function_call_output", "call_id": c["call_id"], "output": "1"});
+    let chained = |input: Value| json!({"model": "gpt-5", "previous_response_id": first["id"], "tools": tools, "input": input});
+    let e5 = |c: &Value| {
+        format!(
+            "No tool output found for function call {}.",
+            c["call_id"].as_str().unwrap()
+        )
+    };
+    let got = fake.post(chained(json!([user("and?")])), &[]).await;
+    assert_input_error(got, 400, &e5(&out[1]));
+    // Only the last output of a parallel batch.
+    let got = fake.post(chained(json!([output_of(&out[2])])), &[]).await;
+    assert_input_error(got, 400, &e5(&out[1]));
+    let second = fake
+        .turn(
+            chained(json!([output_of(&out[2]), output_of(&out[1])])),
+            &[],
+        )
+        .await;
+
+    // Only the previous response's own output: the calls of older turns were answered before.
+    let next =
+        json!({"model": "gpt-5", "previous_response_id": second["id"], "input": [user("thanks")]});
+    fake.turn(next, &[]).await;
+
+    // Every call type in its own words.
+    let tools = json!([{"type": "custom", "name": "apply_patch"}]);
+    let first = fake
+        .turn(
+            json!({"model": "gpt-5", "input": "go", "tools": tools}),
+            &[],
+        )
+        .await;
+    let call_id = first["output"][1]["call_id"].as_str().unwrap();
+    let next = json!({"model": "gpt-5", "previous_response_id": first["id"], "tools": tools, "input": [user("and?")]});
+    let text = format!("No tool output found for custom tool call {call_id}.");
+    assert_input_error(fake.post(next, &[]).await, 400, &text);
+}
+
+#[tokio::test]
+async fn forced_store_false_answers_store_false_and_keeps_nothing() {
+    // wild-failures-2026.md N8: a gateway in front of the upstream forces store:false.
+    let fake = start_with(FakeOptions {
+        force_store_false: true,
+        ..FakeOptions::default()
+    })
+    .await;
+    let first = fake
+        .turn(json!({"model": "gpt-5", "store": true, "input": "hi"}), &[])
+        .await;
+    assert_eq!(first["store"], false);
+    assert!(first["output"][0]["encrypted_content"].is_string());
+    let [_rs, msg] = &ids(&first)[..] else {
+        panic!()
+    };
+    let id = first["id"].as_str().unwrap();
+
+    let bare = json!({"model": "gpt-5", "store": true, "input": [{"type": "message", "id": msg}, user("more")]});
+    let e3 = format!("Item with id '{msg}' not found. Items are not persisted when `store` is set to false. Try again with `store` set to true, or remove this item from your input.");
+    assert_input_error(fake.post(bare, &[]).await, 404, &e3);
+    let chained =
+        json!({"model": "gpt-5", "store": true, "previous_response_id": id, "input": "more"});
+    assert_error(
+        fake.post(chained, &[]).await,
+        400,
+        &e9(id),
+        json!("previous_response_id"),
+        json!("previous_response_not_found"),
+    );
+    let got = fake
+        .http
+        .get(fake.url(&format!("/v1/responses/{id}")))
+        .header("authorization", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 404);
+
+    // Over WebSocket the chain is socket-local, as for any store:false response.
+    let mut socket = fake.ws().await;
+    let own = ws_turn(&mut socket, json!({"model": "gpt-5", "input": "hi"})).await;
+    assert_eq!(own["store"], false);
+    let next = json!({"model": "gpt-5", "store": true, "previous_response_id": own["id"], "input": "more"});
+    ws_turn(&mut socket, next).await;
+}

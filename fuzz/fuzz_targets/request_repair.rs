@@ -23,7 +23,7 @@ fn turn(shape: &[(&str, &str)], stored: bool) -> Arc<Turn> {
             TurnItem { id: (*id).into(), ty, call_id, full, digest: None }
         })
         .collect();
-    Arc::new(Turn { stored, items })
+    Arc::new(Turn { stored, items, link: None })
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -19,7 +19,7 @@ pub mod decode;
 mod elide;
 mod sse;
 
-use crate::repair::items::{ItemType, Turn, TurnItem};
+use crate::repair::items::{ItemType, Link, Turn, TurnItem};
 use decode::Decoder;
 use elide::{Eliding, MARKER};
 use sse::SseFramer;
@@ -89,6 +89,10 @@ impl CaptureError {
 
 #[derive(Deserialize)]
 struct ResponseFields<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    previous_response_id: Option<Cow<'a, str>>,
     #[serde(default)]
     store: Option<bool>,
     #[serde(borrow, default)]
@@ -166,14 +170,33 @@ pub fn turn_from_response(body: &[u8], keep: KeepPolicy) -> Result<Option<Turn>,
     Ok((!items.is_empty()).then(|| Turn {
         stored,
         items: items.into(),
+        link: link(fields.id.as_deref(), fields.previous_response_id.as_deref()),
     }))
 }
+
+/// The link of a response with this id and the `previous_response_id` it echoes (the session
+/// puts in what the request said, which wins: an expanded request no longer names its parent).
+fn link(id: Option<&str>, parent: Option<&str>) -> Option<Box<Link>> {
+    let usable = |id: &&str| !id.is_empty() && id.len() <= MAX_RESPONSE_ID;
+    let id = id.filter(usable)?;
+    Some(Box::new(Link {
+        response: id.into(),
+        parent: parent.filter(usable).map(Into::into),
+        input: None,
+    }))
+}
+
+/// Longer response ids are not the API's; such a response is not linked.
+const MAX_RESPONSE_ID: usize = 256;
 
 /// Builds a turn from stream events.
 #[derive(Debug)]
 pub struct TurnBuilder {
     keep: KeepPolicy,
     stored: bool,
+    /// The response's id and `previous_response_id`, from `response.created`.
+    id: Option<Box<str>>,
+    parent: Option<Box<str>>,
     done: BTreeMap<u64, TurnItem>,
     terminal: Option<Turn>,
 }
@@ -183,6 +206,8 @@ impl TurnBuilder {
         TurnBuilder {
             keep,
             stored: true,
+            id: None,
+            parent: None,
             done: BTreeMap::new(),
             terminal: None,
         }
@@ -197,6 +222,8 @@ impl TurnBuilder {
                 if let Some(response) = event.response {
                     let fields: ResponseFields<'_> = serde_json::from_str(response.get())?;
                     self.stored = fields.store != Some(false);
+                    self.id = fields.id.map(Into::into);
+                    self.parent = fields.previous_response_id.map(Into::into);
                 }
             }
             Some("response.output_item.done") => {
@@ -226,6 +253,7 @@ impl TurnBuilder {
         (!self.done.is_empty()).then(|| Turn {
             stored: self.stored,
             items: self.done.into_values().collect(),
+            link: link(self.id.as_deref(), self.parent.as_deref()),
         })
     }
 }

@@ -10,11 +10,17 @@
 //! index into `ItemType::KNOWN`, or `OTHER` followed by the name; bit 5: a 4-byte digest of the
 //! item's content follows the id; bit 6: a call id follows; bit 7: a full item follows), the id,
 //! the digest, the call id, and `varint(len)` + the full item's JSON.
+//!
+//! Then, for a turn whose response id was seen, its link: a flags byte (`LINK`, bit 1: a parent
+//! follows, bit 2: the request's input follows), the response id, the parent id, and
+//! `varint(len)` + the input's JSON. A turn written before links existed simply ends after its
+//! items, and a reader that knows no links stops there, so both forms live side by side in a
+//! shared store during a rolling upgrade.
 
 use bytes::Bytes;
 
 use super::KeyKind;
-use crate::repair::items::{ItemType, Turn, TurnItem};
+use crate::repair::items::{ItemType, Link, Turn, TurnItem};
 
 /// Type byte: the low five bits are the type (an index into `ItemType::KNOWN`, or `OTHER`
 /// followed by the name), bit 5 says a digest follows the id, bit 6 a call id, bit 7 a full item.
@@ -137,6 +143,72 @@ pub fn put_items(out: &mut Vec<u8>, turn: &Turn) -> Option<()> {
         }
     }
     Some(())
+}
+
+/// Link flags: the section is present, a parent follows, the input follows.
+const LINK: u8 = 1;
+const HAS_PARENT: u8 = 1 << 1;
+const HAS_INPUT: u8 = 1 << 2;
+
+/// Appends a turn's link, if it has one.
+pub fn put_link(out: &mut Vec<u8>, turn: &Turn) {
+    let Some(link) = &turn.link else { return };
+    let mut flags = LINK;
+    if link.parent.is_some() {
+        flags |= HAS_PARENT;
+    }
+    if link.input.is_some() {
+        flags |= HAS_INPUT;
+    }
+    out.push(flags);
+    put_id(out, &link.response);
+    if let Some(parent) = &link.parent {
+        put_id(out, parent);
+    }
+    if let Some(input) = &link.input {
+        put_varint(out, input.len() as u64);
+        out.extend_from_slice(input);
+    }
+}
+
+/// A link, borrowed: ids encoded.
+struct LinkView<'a> {
+    response: &'a [u8],
+    parent: Option<&'a [u8]>,
+    input: Option<&'a [u8]>,
+}
+
+/// Reads the link after a turn's items: `Some(None)` when the turn has none.
+fn walk_link<'a>(r: &mut Reader<'a>) -> Option<Option<LinkView<'a>>> {
+    let Some(flags) = r.byte() else {
+        return Some(None);
+    };
+    if flags & LINK == 0 {
+        return None;
+    }
+    let response = r.id_span()?;
+    let parent = if flags & HAS_PARENT != 0 {
+        Some(r.id_span()?)
+    } else {
+        None
+    };
+    let input = if flags & HAS_INPUT != 0 {
+        let n = r.len()?;
+        Some(r.take(n)?)
+    } else {
+        None
+    };
+    Some(Some(LinkView {
+        response,
+        parent,
+        input,
+    }))
+}
+
+/// The key of the link after a turn's items (its response id, encoded) and the bytes of its
+/// input; `Some(None)` when the turn has no link.
+pub fn link_key<'a>(r: &mut Reader<'a>) -> Option<Option<(&'a [u8], usize)>> {
+    Some(walk_link(r)?.map(|l| (l.response, l.input.map_or(0, <[u8]>::len))))
 }
 
 /// Reads encoded bytes; every read is bounds-checked, so damaged bytes decode to `None`.
@@ -335,9 +407,24 @@ pub fn read_turn(r: &mut Reader<'_>) -> Option<Turn> {
             _ => broken = true,
         }
     })?;
-    (!broken).then(|| Turn {
+    if broken {
+        return None;
+    }
+    let link = match walk_link(r)? {
+        Some(view) => Some(Box::new(Link {
+            response: decode_id(view.response)?.into(),
+            parent: match view.parent {
+                Some(p) => Some(decode_id(p)?.into()),
+                None => None,
+            },
+            input: view.input.map(Bytes::copy_from_slice),
+        })),
+        None => None,
+    };
+    Some(Turn {
         stored,
         items: items.into(),
+        link,
     })
 }
 
@@ -347,6 +434,9 @@ pub fn holds(r: &mut Reader<'_>, kind: KeyKind, key: &[u8]) -> bool {
     let read = walk_items(r, |view| {
         found |= view.keys().any(|(k, bytes)| k == kind && bytes == key);
     });
+    if kind == KeyKind::ResponseId {
+        return read.is_some() && walk_link(r).flatten().is_some_and(|l| l.response == key);
+    }
     read.is_some() && found
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
-use super::{Ledger, LedgerError, LedgerStats};
+use super::{KeyKind, Ledger, LedgerError, LedgerStats};
 use crate::repair::items::{ItemType, Turn};
 use crate::tenant::TenantKey;
 
@@ -204,9 +204,10 @@ impl Ledger for WithImages {
         &'a self,
         tenant: TenantKey,
         keys: &'a [&'a str],
+        kinds: &'static [KeyKind],
     ) -> BoxFuture<'a, Result<Vec<Arc<Turn>>, LedgerError>> {
         Box::pin(async move {
-            let turns = self.inner.lookup(tenant, keys).await?;
+            let turns = self.inner.lookup(tenant, keys, kinds).await?;
             Ok(turns
                 .into_iter()
                 .map(|turn| self.completed(tenant, turn))
@@ -234,6 +235,7 @@ impl Ledger for WithImages {
 mod tests {
     use super::*;
     use crate::ledger::memory::{FullItemBudget, MemoryLedger};
+    use crate::ledger::ITEM_KEYS;
     use crate::repair::items::TurnItem;
 
     const A: TenantKey = TenantKey([1; 16]);
@@ -258,6 +260,7 @@ mod tests {
                 ),
             ]
             .into(),
+            link: None,
         }
     }
 
@@ -279,7 +282,7 @@ mod tests {
 
     fn image_of(l: &WithImages, tenant: TenantKey, n: u32) -> Option<usize> {
         let id = format!("ig_{n}");
-        let turns = futures_util::FutureExt::now_or_never(l.lookup(tenant, &[&id]))
+        let turns = futures_util::FutureExt::now_or_never(l.lookup(tenant, &[&id], ITEM_KEYS))
             .unwrap()
             .unwrap();
         let turn = turns.first()?;

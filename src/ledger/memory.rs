@@ -264,18 +264,17 @@ impl MemoryLedger {
             full_bytes += item.full.map_or(0, <[u8]>::len);
             hashes.extend(item.keys().map(|(kind, key)| self.hash(tenant, kind, key)));
         })?;
+        if let Some((response, input)) = compact::link_key(&mut r)? {
+            hashes.push(self.hash(tenant, KeyKind::ResponseId, response));
+            full_bytes += input;
+        }
         Some((tenant, ticks, hashes, full_bytes))
     }
 
     /// Charges a turn's full items to the budgets, or drops them (keeping ids and order) when
     /// they would exceed either budget.
     fn charge(&self, tenant: TenantKey, turn: &mut Turn) -> usize {
-        let bytes: usize = turn
-            .items
-            .iter()
-            .filter_map(|i| i.full.as_ref())
-            .map(|f| f.len())
-            .sum();
+        let bytes = full_bytes(turn);
         if bytes == 0 {
             return 0;
         }
@@ -321,6 +320,7 @@ impl MemoryLedger {
         body.extend_from_slice(&tenant.to_le_bytes());
         body.extend_from_slice(&ticks.to_le_bytes());
         compact::put_items(&mut body, turn)?;
+        compact::put_link(&mut body, turn);
         let mut record = Vec::with_capacity(body.len() + 3);
         compact::put_varint(&mut record, body.len() as u64);
         record.extend_from_slice(&body);
@@ -343,14 +343,9 @@ impl MemoryLedger {
             self.refund(t8, charged);
             return;
         };
-        let mut hashes = Vec::with_capacity(turn.items.len() + 1);
-        for item in turn.items.iter() {
-            let id = compact::encode_id(&item.id);
-            hashes.push(self.hash(t8, KeyKind::ItemId, &id));
-            if let Some(call) = item.call_id.as_deref().filter(|_| item.ty.is_client_call()) {
-                hashes.push(self.hash(t8, KeyKind::CallId, &compact::encode_id(call)));
-            }
-        }
+        let hashes: Vec<u64> = super::keys_of(&turn)
+            .map(|(kind, key)| self.hash(t8, kind, &compact::encode_id(key)))
+            .collect();
 
         let mut w = lock(&self.writer);
         let now = ticks;
@@ -515,7 +510,12 @@ impl MemoryLedger {
         self.publish(&w);
     }
 
-    fn find(&self, tenant: TenantKey, keys: &[&str]) -> Vec<std::sync::Arc<Turn>> {
+    fn find(
+        &self,
+        tenant: TenantKey,
+        keys: &[&str],
+        kinds: &[KeyKind],
+    ) -> Vec<std::sync::Arc<Turn>> {
         let t8 = tenant8(&tenant);
         let now = self.now_ticks();
         let head = self.head.load(Ordering::Acquire) as u32;
@@ -523,7 +523,7 @@ impl MemoryLedger {
         let mut found = Vec::new();
         for key in keys {
             let encoded = compact::encode_id(key);
-            for kind in [KeyKind::ItemId, KeyKind::CallId] {
+            for &kind in kinds {
                 let hash = self.hash(t8, kind, &encoded);
                 let table = lock(&self.shards[shard_of(hash)]);
                 // The newest turn holding the key (a response recorded twice has two).
@@ -572,9 +572,28 @@ impl MemoryLedger {
     }
 }
 
+/// The bytes a turn holds in full: its items', and its request's input.
+fn full_bytes(turn: &Turn) -> usize {
+    let items: usize = turn
+        .items
+        .iter()
+        .filter_map(|i| i.full.as_ref())
+        .map(|f| f.len())
+        .sum();
+    items
+        + turn
+            .link
+            .as_ref()
+            .and_then(|l| l.input.as_ref())
+            .map_or(0, |i| i.len())
+}
+
 fn drop_full(turn: &mut Turn) {
     for item in turn.items.iter_mut() {
         item.full = None;
+    }
+    if let Some(link) = &mut turn.link {
+        link.input = None;
     }
 }
 
@@ -588,8 +607,9 @@ impl Ledger for MemoryLedger {
         &'a self,
         tenant: TenantKey,
         keys: &'a [&'a str],
+        kinds: &'static [KeyKind],
     ) -> BoxFuture<'a, Result<Vec<std::sync::Arc<Turn>>, LedgerError>> {
-        let found = self.find(tenant, keys);
+        let found = self.find(tenant, keys, kinds);
         async move { Ok(found) }.boxed()
     }
 
@@ -609,6 +629,7 @@ impl Ledger for MemoryLedger {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::disallowed_methods)]
 mod tests {
+    use crate::ledger::ITEM_KEYS;
     use std::sync::Arc;
 
     use bytes::Bytes;
@@ -646,6 +667,7 @@ mod tests {
                 item("msg", ItemType::Message, 3),
             ]
             .into(),
+            link: None,
         }
     }
 
@@ -653,26 +675,26 @@ mod tests {
     fn a_turn_is_found_by_any_of_its_ids_and_call_ids() {
         let l = MemoryLedger::new(Duration::from_secs(60), 10, ROOMY);
         l.insert(A, turn("rs fc msg", true));
-        assert_eq!(l.find(A, &["fc_1"]).len(), 1);
-        assert_eq!(l.find(A, &["call_fc_1"]).len(), 1);
+        assert_eq!(l.find(A, &["fc_1"], ITEM_KEYS).len(), 1);
+        assert_eq!(l.find(A, &["call_fc_1"], ITEM_KEYS).len(), 1);
         assert_eq!(
-            l.find(A, &["rs_0", "msg_2", "fc_1"]).len(),
+            l.find(A, &["rs_0", "msg_2", "fc_1"], ITEM_KEYS).len(),
             1,
             "one turn, found once"
         );
-        assert!(l.find(A, &["nope"]).is_empty());
-        assert_eq!(*l.find(A, &["fc_1"])[0], turn("rs fc msg", true));
+        assert!(l.find(A, &["nope"], ITEM_KEYS).is_empty());
+        assert_eq!(*l.find(A, &["fc_1"], ITEM_KEYS)[0], turn("rs fc msg", true));
     }
 
     #[test]
     fn tenants_never_see_each_others_turns() {
         let l = MemoryLedger::new(Duration::from_secs(60), 10, ROOMY);
         l.insert(A, turn("rs ig msg", true));
-        assert!(l.find(B, &["ig_1"]).is_empty());
+        assert!(l.find(B, &["ig_1"], ITEM_KEYS).is_empty());
         // The same ids under two tenants: each finds its own.
         l.insert(B, turn("rs ig", false));
-        assert!(l.find(A, &["ig_1"])[0].stored);
-        assert!(!l.find(B, &["ig_1"])[0].stored);
+        assert!(l.find(A, &["ig_1"], ITEM_KEYS)[0].stored);
+        assert!(!l.find(B, &["ig_1"], ITEM_KEYS)[0].stored);
     }
 
     #[test]
@@ -683,8 +705,8 @@ mod tests {
         l.insert(A, first);
         l.insert(B, turn("rs msg", true));
         l.insert(A, turn("rs ig", true));
-        assert!(l.find(A, &["rs_first"]).is_empty());
-        assert_eq!(l.find(A, &["ig_1"]).len(), 1);
+        assert!(l.find(A, &["rs_first"], ITEM_KEYS).is_empty());
+        assert_eq!(l.find(A, &["ig_1"], ITEM_KEYS).len(), 1);
         assert_eq!(l.stats().evictions, 1);
         assert_eq!(l.stats().turns, 2);
     }
@@ -694,7 +716,7 @@ mod tests {
         let l = MemoryLedger::new(Duration::from_millis(30), 10, ROOMY);
         l.insert(A, turn("rs msg", true));
         std::thread::sleep(Duration::from_millis(40));
-        assert!(l.find(A, &["rs_0"]).is_empty());
+        assert!(l.find(A, &["rs_0"], ITEM_KEYS).is_empty());
         l.sweep();
         assert_eq!(l.stats().turns, 0);
         assert_eq!(live_slots(&l), 0);
@@ -705,7 +727,7 @@ mod tests {
         let l = MemoryLedger::new(Duration::from_secs(60), 1, ROOMY);
         l.insert(A, turn("rs msg", true));
         l.insert(A, turn("rs msg", true));
-        assert_eq!(l.find(A, &["rs_0"]).len(), 1);
+        assert_eq!(l.find(A, &["rs_0"], ITEM_KEYS).len(), 1);
     }
 
     #[test]
@@ -713,7 +735,7 @@ mod tests {
         let l = MemoryLedger::new(Duration::from_secs(60), 10, ROOMY);
         l.insert(A, turn("rs msg", true));
         l.insert(A, turn("rs msg", false));
-        let found = l.find(A, &["rs_0", "msg_1"]);
+        let found = l.find(A, &["rs_0", "msg_1"], ITEM_KEYS);
         assert_eq!(found.len(), 1);
         assert!(!found[0].stored);
     }
@@ -733,14 +755,14 @@ mod tests {
         for n in (0..total).step_by(997) {
             let tenant = TenantKey([(n % 7) as u8; 16]);
             let t = api_turn(n);
-            let found = l.find(tenant, &[&t.items[1].id]);
+            let found = l.find(tenant, &[&t.items[1].id], ITEM_KEYS);
             if n < total - capacity as u64 {
                 assert!(found.is_empty(), "{n} was evicted");
             } else {
                 assert_eq!(found.len(), 1, "{n}");
                 assert_eq!(*found[0], t);
                 let other = TenantKey([((n + 1) % 7) as u8; 16]);
-                assert!(l.find(other, &[&t.items[1].id]).is_empty());
+                assert!(l.find(other, &[&t.items[1].id], ITEM_KEYS).is_empty());
             }
         }
         // The chunks the oldest turns left are freed: about 30,000 × 93 bytes live.
@@ -754,7 +776,7 @@ mod tests {
         let big = Bytes::from(vec![b'x'; CHUNK]);
         t.items[1].full = Some(big);
         l.insert(A, t);
-        let found = l.find(A, &["fc_1"]);
+        let found = l.find(A, &["fc_1"], ITEM_KEYS);
         assert_eq!(found.len(), 1);
         assert!(found[0].items[1].full.is_none());
         assert_eq!(l.full_total.load(Ordering::Relaxed), 0);
@@ -768,16 +790,16 @@ mod tests {
         };
         let l = MemoryLedger::new(Duration::from_secs(60), 2, budget);
         l.insert(A, turn("rs fc msg", false));
-        assert!(l.find(A, &["fc_1"])[0].items[1].full.is_some());
+        assert!(l.find(A, &["fc_1"], ITEM_KEYS)[0].items[1].full.is_some());
         l.insert(A, turn("rs fc msg", false));
         assert!(
-            l.find(A, &["fc_1"])[0].items[1].full.is_none(),
+            l.find(A, &["fc_1"], ITEM_KEYS)[0].items[1].full.is_none(),
             "over the tenant's budget"
         );
         assert_eq!(l.over_budget.load(Ordering::Relaxed), 1);
         // Another tenant has its own budget.
         l.insert(B, turn("rs fc msg", false));
-        assert!(l.find(B, &["fc_1"])[0].items[1].full.is_some());
+        assert!(l.find(B, &["fc_1"], ITEM_KEYS)[0].items[1].full.is_some());
         // Evicting A's first turn refunds its bytes.
         l.insert(B, turn("rs", true));
         assert!(l.full_by_tenant.get(&tenant8(&A)).is_none());
@@ -831,7 +853,7 @@ mod tests {
                         let tenant = TenantKey([t as u8; 16]);
                         let turn = api_turn(n);
                         l.insert(tenant, turn.clone());
-                        let found = l.find(tenant, &[&turn.items[2].id]);
+                        let found = l.find(tenant, &[&turn.items[2].id], ITEM_KEYS);
                         assert_eq!(found.len(), 1, "{n}");
                         assert_eq!(*found[0], turn);
                     }

@@ -11,6 +11,7 @@ use futures_util::future::BoxFuture;
 use crate::repair::items::Turn;
 use crate::tenant::TenantKey;
 
+pub mod chain;
 pub mod compact;
 pub mod images;
 pub mod memory;
@@ -40,11 +41,13 @@ pub trait Ledger: Send + Sync + 'static {
     /// moment the client has the response finds it. The future completes a remote write.
     fn record(&self, tenant: TenantKey, turn: Turn) -> BoxFuture<'static, Result<(), LedgerError>>;
 
-    /// The tenant's turns holding any of `keys` (item ids, or call ids of client calls).
+    /// The tenant's turns holding any of `keys` as one of `kinds` (`ITEM_KEYS`: item ids, or
+    /// call ids of client calls; `RESPONSE_KEYS`: the responses' own ids).
     fn lookup<'a>(
         &'a self,
         tenant: TenantKey,
         keys: &'a [&'a str],
+        kinds: &'static [KeyKind],
     ) -> BoxFuture<'a, Result<Vec<Arc<Turn>>, LedgerError>>;
 
     /// Whether the store answers.
@@ -59,26 +62,33 @@ pub trait Ledger: Send + Sync + 'static {
     }
 }
 
-/// The keys under which a turn is found: its items' ids, and its client calls' call ids.
+/// The keys under which a turn is found: its items' ids, its client calls' call ids, and its
+/// response's id.
 pub fn keys_of(turn: &Turn) -> impl Iterator<Item = (KeyKind, &str)> {
-    turn.items.iter().flat_map(|item| {
+    let items = turn.items.iter().flat_map(|item| {
         let call = item
             .call_id
             .as_deref()
             .filter(|_| item.ty.is_client_call())
             .map(|c| (KeyKind::CallId, c));
         std::iter::once((KeyKind::ItemId, &*item.id)).chain(call)
-    })
+    });
+    let response = turn
+        .link
+        .as_ref()
+        .map(|l| (KeyKind::ResponseId, &*l.response));
+    items.chain(response)
 }
 
-/// Item ids and call ids live in separate namespaces.
+/// Item ids, call ids and response ids live in separate namespaces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KeyKind {
     ItemId,
     CallId,
+    ResponseId,
 }
 
-/// Whether `turn` holds `key` as an item id or a client call's call id.
-pub fn turn_holds(turn: &Turn, key: &str) -> bool {
-    keys_of(turn).any(|(_, k)| k == key)
-}
+/// The kinds of key a request's item ids and call ids are looked up as.
+pub const ITEM_KEYS: &[KeyKind] = &[KeyKind::ItemId, KeyKind::CallId];
+/// The kind of key a `previous_response_id` is looked up as.
+pub const RESPONSE_KEYS: &[KeyKind] = &[KeyKind::ResponseId];

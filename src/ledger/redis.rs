@@ -317,6 +317,7 @@ fn field(kind: KeyKind, encoded: &[u8]) -> [u8; 8] {
     h.update(&[match kind {
         KeyKind::ItemId => b'i',
         KeyKind::CallId => b'c',
+        KeyKind::ResponseId => b'r',
     }]);
     h.update(encoded);
     let mut out = [0u8; 8];
@@ -330,6 +331,7 @@ fn encode(turn: &Turn, at_ms: u64) -> Option<Vec<u8>> {
     out.push(FORMAT);
     out.extend_from_slice(&tenths(at_ms).to_le_bytes());
     compact::put_items(&mut out, turn)?;
+    compact::put_link(&mut out, turn);
     Some(out)
 }
 
@@ -435,6 +437,7 @@ impl RedisLedger {
         &self,
         tenant: TenantKey,
         keys: &[&str],
+        kinds: &[KeyKind],
     ) -> Result<Vec<Arc<Turn>>, redis::RedisError> {
         let now = now_ms();
         let buckets = self.window(&tenant, now);
@@ -442,7 +445,7 @@ impl RedisLedger {
         let mut fields: Vec<Vec<u8>> = Vec::with_capacity(keys.len() * 2);
         for key in keys {
             let encoded = compact::encode_id(key);
-            for kind in [KeyKind::ItemId, KeyKind::CallId] {
+            for &kind in kinds {
                 let f = field(kind, &encoded).to_vec();
                 if !fields.contains(&f) {
                     fields.push(f);
@@ -628,9 +631,10 @@ impl Ledger for RedisLedger {
         &'a self,
         tenant: TenantKey,
         keys: &'a [&'a str],
+        kinds: &'static [KeyKind],
     ) -> BoxFuture<'a, Result<Vec<Arc<Turn>>, LedgerError>> {
         async move {
-            tokio::time::timeout(self.timeout, self.find(tenant, keys))
+            tokio::time::timeout(self.timeout, self.find(tenant, keys, kinds))
                 .await
                 .map_err(|_| LedgerError::Timeout)?
                 .map_err(unavailable)

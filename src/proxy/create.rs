@@ -11,7 +11,7 @@ use http::{header, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Limited};
 
 use super::outcome::Outcome;
-use super::session::{captured, finished, planned, Next, Planned};
+use super::session::{captured, finished, planned, Next, Origin, Planned};
 use crate::app::App;
 use crate::capture::decode::Decoder;
 use crate::config::Mode;
@@ -101,17 +101,19 @@ pub async fn handle(
             code: None,
             param: None,
         });
-        let next = planned.after_refusal(
-            app,
-            tenant,
-            model.as_deref(),
-            &bytes,
-            view.as_ref(),
-            &change,
-            &error,
-        );
+        let next = planned
+            .after_refusal(
+                app,
+                tenant,
+                model.as_deref(),
+                &bytes,
+                view.as_ref(),
+                &change,
+                &error,
+            )
+            .await;
         match next {
-            Next::Retry(next) => change = next,
+            Next::Retry(next) => change = *next,
             Next::Revert(reason) => {
                 reverted = Some(reason);
                 change = Change::default();
@@ -130,8 +132,11 @@ pub async fn handle(
         response.status().is_success(),
     );
     let mut response = if response.status().is_success() {
-        let stateless = view.as_ref().is_some_and(|v| !v.store);
-        captured(app, tenant, model, stateless, response)
+        let stateless = view
+            .as_ref()
+            .is_some_and(|v| !v.store || app.upstream_store.drops_store(tenant));
+        let origin = Origin::of(view.as_ref(), &bytes, &change, false);
+        captured(app, tenant, model, stateless, origin, response)
     } else {
         response
     };

@@ -159,7 +159,10 @@ async fn retrieve(
     if !response.status().is_success() {
         return Ok((response, note));
     }
-    Ok((session::captured(app, tenant, None, false, response), note))
+    Ok((
+        session::captured(app, tenant, None, false, Default::default(), response),
+        note,
+    ))
 }
 
 /// A protocol switch (WebSocket): forwarded, then bytes are copied both ways until either side

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
+use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{header, HeaderValue, Response};
 
@@ -12,7 +13,7 @@ use super::tee::Tee;
 use crate::app::App;
 use crate::capture::{Capture, CaptureError};
 use crate::config::Mode;
-use crate::ledger::LedgerError;
+use crate::ledger::{self, LedgerError};
 use crate::repair;
 use crate::repair::change::{self, Change, Rules};
 use crate::repair::items::{ItemType, Turn};
@@ -25,6 +26,11 @@ use crate::tenant::TenantKey;
 pub struct Planned {
     pub change: Change,
     turns: Vec<Arc<Turn>>,
+    /// The chain the request continues, as memory holds it, newest first (walked only when
+    /// needed: see `planned`).
+    chain: Vec<Arc<Turn>>,
+    /// The chain's whole history, once the upstream said it lost the chain and memory held it.
+    history: Option<Arc<[Bytes]>>,
     rules: Rules,
     directives: Directives,
     /// Retries a refusal has asked for so far (bounded by `fallback_retries`).
@@ -36,7 +42,7 @@ pub struct Planned {
 /// What to send after the upstream refused what was sent.
 pub enum Next {
     /// This change: what the refusal asked for.
-    Retry(Change),
+    Retry(Box<Change>),
     /// The client's own request, once (never worse than no proxy); the refusal's kind.
     Revert(&'static str),
     /// Nothing better: the refusal goes to the client.
@@ -49,6 +55,8 @@ impl Planned {
         Planned {
             change: Change::default(),
             turns: Vec::new(),
+            chain: Vec::new(),
+            history: None,
             rules: Rules {
                 policy: Default::default(),
                 stateless_include: false,
@@ -56,6 +64,7 @@ impl Planned {
                 switches: Default::default(),
                 exclude_encrypted: false,
                 answer_calls: None,
+                upstream_unstored: false,
             },
             directives: Directives::default(),
             retries: 0,
@@ -67,7 +76,7 @@ impl Planned {
     /// refusal asks for (within `fallback_retries`; dropping a refused `include` edit costs no
     /// retry), else the client's own request once if `sent` was changed, else nothing.
     #[allow(clippy::too_many_arguments)]
-    pub fn after_refusal(
+    pub async fn after_refusal(
         &mut self,
         app: &App,
         tenant: TenantKey,
@@ -87,6 +96,11 @@ impl Planned {
             return Next::Relay;
         }
         let repair = &app.settings.repair;
+        if *refusal == Refusal::PreviousNotFound && repair.mode == Mode::Repair {
+            if let Some(next) = self.expanded(app, tenant, view, sent).await {
+                return Next::Retry(Box::new(next));
+            }
+        }
         if let Some(view) = view {
             // The field edits each set a directive once, so they cannot loop: they cost no
             // retry of `fallback_retries` (a request can need all of them, one refusal each).
@@ -96,7 +110,7 @@ impl Planned {
                 let more = |n: &Change| n.field_edits() > sent.field_edits();
                 if let Some(next) = self.after(body, view, refusal).filter(more) {
                     tracing::debug!(rules = %next.rules_text(), reason = refusal.label(), "upstream refused a field; retrying with it edited");
-                    return Next::Retry(next);
+                    return Next::Retry(Box::new(next));
                 }
             }
             if repair.mode == Mode::Repair && self.retries < repair.fallback_retries {
@@ -105,7 +119,7 @@ impl Planned {
                     metrics::counter!(crate::metrics::FALLBACK_RETRIES, "outcome" => "retried")
                         .increment(1);
                     self.retries += 1;
-                    return Next::Retry(next);
+                    return Next::Retry(Box::new(next));
                 }
             }
         }
@@ -116,7 +130,7 @@ impl Planned {
                         reason = refusal.label(),
                         "upstream refused encrypted reasoning for this model; retrying without the client's include entry"
                     );
-                    return Next::Retry(next);
+                    return Next::Retry(Box::new(next));
                 }
             }
         }
@@ -133,7 +147,7 @@ impl Planned {
                 );
                 metrics::counter!(crate::metrics::REVERTS, "reason" => refusal.label())
                     .increment(1);
-                return Next::Retry(next);
+                return Next::Retry(Box::new(next));
             }
         }
         if self.retries > 0 {
@@ -166,6 +180,56 @@ impl Planned {
         Next::Revert(refusal.label())
     }
 
+    /// N6: the upstream lost the chain the request continues; when memory holds all of it, the
+    /// change as sent with the chain's history in place of `previous_response_id`. Once per
+    /// request, on top of `fallback_retries`.
+    async fn expanded(
+        &mut self,
+        app: &App,
+        tenant: TenantKey,
+        view: Option<&RequestView<'_>>,
+        sent: &Change,
+    ) -> Option<Change> {
+        let previous = view?.previous_response_id.as_deref()?;
+        if !self.rules.switches.expand || self.history.is_some() {
+            return None;
+        }
+        if self.chain.len() < ledger::chain::MAX_DEPTH {
+            self.chain = walk_chain(app, tenant, previous, ledger::chain::MAX_DEPTH).await;
+        }
+        let Some(history) = repair::chain::history(&self.chain) else {
+            tracing::info!(
+                turns = self.chain.len(),
+                "upstream lost the chain; memory does not hold all of it"
+            );
+            return None;
+        };
+        tracing::info!(
+            turns = self.chain.len(),
+            items = history.len(),
+            "upstream lost the chain; sending its history in its place"
+        );
+        let history: Arc<[Bytes]> = history.into();
+        self.history = Some(history.clone());
+        Some(Change {
+            expand: Some(history),
+            ..sent.clone()
+        })
+    }
+
+    /// The change for the request under `rules` and `directives`, with what its chain asks.
+    fn decide(
+        &self,
+        body: &[u8],
+        view: &RequestView<'_>,
+        rules: Rules,
+        directives: &Directives,
+    ) -> (Change, Option<repair::plan::Unrepairable>) {
+        let (change, why) = change::decide(body, view, &self.turns, rules, directives);
+        let change = change::with_chain(change, view, &self.chain, rules, self.history.clone());
+        (change, why)
+    }
+
     /// E14 on the client's own `include`: the change decided again for a model that does not
     /// reason, with the entry removed. Costs no retry of `fallback_retries`; once per request.
     fn without_encrypted(
@@ -183,7 +247,7 @@ impl Planned {
             exclude_encrypted: true,
             ..self.rules
         };
-        let (change, _) = change::decide(body, view, &self.turns, rules, &self.directives);
+        let (change, _) = self.decide(body, view, rules, &self.directives);
         self.rules = rules;
         change.exclude.then_some(change)
     }
@@ -253,7 +317,7 @@ impl Planned {
         if directives == self.directives {
             return None;
         }
-        let (change, _) = change::decide(body, view, &self.turns, rules, &directives);
+        let (change, _) = self.decide(body, view, rules, &directives);
         self.directives = directives;
         self.rules = rules;
         Some(change)
@@ -269,12 +333,13 @@ pub async fn planned(app: &App, tenant: TenantKey, body: &[u8], view: &RequestVi
         switches: app.settings.repair.rewrites,
         exclude_encrypted: app.models.refused_reasoning(tenant, view.model.as_deref()),
         answer_calls: app.settings.repair.answer_calls(),
+        upstream_unstored: app.upstream_store.drops_store(tenant),
     };
     let keys = lookup_keys(view);
     let turns = if keys.is_empty() {
         Vec::new()
     } else {
-        match app.ledger.lookup(tenant, &keys).await {
+        match app.ledger.lookup(tenant, &keys, ledger::ITEM_KEYS).await {
             Ok(turns) => turns,
             Err(e) => {
                 tracing::warn!(error = %e, "ledger lookup failed; forwarding without memory");
@@ -283,19 +348,46 @@ pub async fn planned(app: &App, tenant: TenantKey, body: &[u8], view: &RequestVi
             }
         }
     };
-    let directives = Directives::default();
-    let (change, unrepairable) = change::decide(body, view, &turns, rules, &directives);
+    let chain = match &view.previous_response_id {
+        // Only a chain memory knows items of is walked whole; the last response's calls need
+        // just that response.
+        Some(previous) if rules.switches.dedupe && turns.iter().any(|t| t.link.is_some()) => {
+            walk_chain(app, tenant, previous, ledger::chain::MAX_DEPTH).await
+        }
+        Some(previous) if rules.answer_calls.is_some() => {
+            walk_chain(app, tenant, previous, 1).await
+        }
+        _ => Vec::new(),
+    };
+    let mut planned = Planned {
+        change: Change::default(),
+        turns,
+        chain,
+        history: None,
+        rules,
+        directives: Directives::default(),
+        retries: 0,
+        reverted: false,
+    };
+    let (change, unrepairable) = planned.decide(body, view, rules, &Directives::default());
     if let Some(why) = unrepairable {
         tracing::info!(reason = why.reason(), detail = ?why, "request names remembered items that cannot be made whole; inserting none");
         metrics::counter!(crate::metrics::UNREPAIRABLE, "reason" => why.reason()).increment(1);
     }
-    Planned {
-        change,
-        turns,
-        rules,
-        directives,
-        retries: 0,
-        reverted: false,
+    planned.change = change;
+    planned
+}
+
+/// The chain ending at `last` as memory holds it (`ledger::chain`), or none when the store
+/// fails (counted like any lookup).
+async fn walk_chain(app: &App, tenant: TenantKey, last: &str, depth: usize) -> Vec<Arc<Turn>> {
+    match ledger::chain::walk(&*app.ledger, tenant, last, depth).await {
+        Ok(chain) => chain,
+        Err(e) => {
+            tracing::warn!(error = %e, "ledger lookup failed; forwarding without the chain");
+            metrics::counter!(crate::metrics::STORE_ERRORS, "op" => "lookup").increment(1);
+            Vec::new()
+        }
     }
 }
 
@@ -360,6 +452,60 @@ fn record_repair(change: &Change) {
     }
 }
 
+/// What a response's request said of its chain: recorded with the turn (`Link`).
+#[derive(Debug, Default)]
+pub struct Origin {
+    /// `previous_response_id`, as the client sent it (an expanded request's upstream copy no
+    /// longer names it).
+    parent: Option<Box<str>>,
+    /// The request's input as sent, kept for a `store: false` chain: one made over WebSocket,
+    /// or a chained request (over HTTP the server never holds such a chain; rethread does).
+    input: Option<Bytes>,
+    /// The request asked the upstream to store the response (`upstream_store.rs` learns whether
+    /// it did).
+    asked_store: bool,
+}
+
+impl Origin {
+    /// The origin of a request whose `change` was accepted.
+    pub fn of(
+        view: Option<&RequestView<'_>>,
+        body: &Bytes,
+        change: &Change,
+        websocket: bool,
+    ) -> Origin {
+        let Some(view) = view else {
+            return Origin::default();
+        };
+        let parent = view.previous_response_id.as_deref().map(Into::into);
+        let keep = !view.store && (websocket || parent.is_some());
+        let input = keep.then(|| {
+            if change.is_empty() {
+                return repair::chain::input_array(body);
+            }
+            let sent = Change {
+                expand: None,
+                ..change.clone()
+            };
+            repair::chain::input_array(&repair::splice::concat(&sent.apply(body, view)))
+        });
+        Origin {
+            parent,
+            input: input.flatten(),
+            asked_store: view.store,
+        }
+    }
+
+    fn apply(self, turn: &mut Turn) {
+        if let Some(link) = &mut turn.link {
+            if self.parent.is_some() {
+                link.parent = self.parent;
+            }
+            link.input = self.input;
+        }
+    }
+}
+
 /// Wraps a successful response so its turn is learned as it streams to the client.
 /// `model` is the request's, so a turn with reasoning items teaches that the model reasons;
 /// `stateless`: the request was `store: false`, so its image results are kept.
@@ -368,6 +514,7 @@ pub fn captured(
     tenant: TenantKey,
     model: Option<Box<str>>,
     stateless: bool,
+    origin: Origin,
     response: Response<Body>,
 ) -> Response<Body> {
     let header = |name| {
@@ -386,7 +533,9 @@ pub fn captured(
         Body::new(Tee::new(
             body,
             capture,
-            Box::new(move |capture, clean| learn(&app, tenant, model.as_deref(), capture, clean)),
+            Box::new(move |capture, clean| {
+                learn(&app, tenant, model.as_deref(), origin, capture, clean)
+            }),
         ))
     })
 }
@@ -397,6 +546,7 @@ fn learn(
     app: &App,
     tenant: TenantKey,
     model: Option<&str>,
+    origin: Origin,
     capture: Result<Capture, CaptureError>,
     clean: bool,
 ) {
@@ -413,13 +563,23 @@ fn learn(
     if !clean {
         tracing::debug!("upstream body broke; remembering the items it completed");
     }
-    remember(app, tenant, model, turn);
+    remember(app, tenant, model, origin, turn);
 }
 
 /// Records a learned turn: visible to this replica at once, a remote write finished in a task.
 /// The memory store's write is already done when `record` returns, so it costs no task (a
 /// spawn per turn would wake a parked runtime worker for nothing).
-pub fn remember(app: &App, tenant: TenantKey, model: Option<&str>, turn: Turn) {
+pub fn remember(app: &App, tenant: TenantKey, model: Option<&str>, origin: Origin, mut turn: Turn) {
+    if origin.asked_store {
+        app.upstream_store.learn(tenant, turn.stored);
+    }
+    let repair = &app.settings.repair;
+    if repair.rewrites.dedupe || repair.rewrites.expand || repair.answer_calls().is_some() {
+        origin.apply(&mut turn);
+    } else {
+        // Nothing reads a chain: it is not remembered.
+        turn.link = None;
+    }
     if let Some(model) = model {
         if turn.items.iter().any(|i| i.ty == ItemType::Reasoning) {
             app.models.learn(tenant, model, true);

@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::session::{finished, planned, remember, Next, Planned};
+use super::session::{finished, planned, remember, Next, Origin, Planned};
 use crate::app::App;
 use crate::capture::TurnBuilder;
 use crate::config::Mode;
@@ -134,16 +134,18 @@ pub async fn relay(app: Arc<App>, tenant: TenantKey, client: Upgraded, upstream:
         let session = session.clone();
         async move {
             let mut builder = TurnBuilder::new(session.app.capture_limits(false).keep);
-            let mut model: Option<Box<str>> = None;
+            let mut started = Started::default();
             while let Some(Ok(message)) = upstream_rx.next().await {
                 if let Message::Text(text) = &message {
-                    match incoming(&session, text.as_str(), &mut model) {
+                    match incoming(&session, text.as_str(), &mut started) {
                         Incoming::Relay => {
-                            learn(&session, &mut builder, model.as_deref(), text.as_str())
+                            learn(&session, &mut builder, &mut started, text.as_str())
                         }
-                        Incoming::Resend(frame) => {
-                            if resend.send(frame).is_ok() {
-                                continue; // the client never sees this refusal
+                        Incoming::Refused(pending) => {
+                            if let Some(frame) = refused(&session, pending, text.as_bytes()).await {
+                                if resend.send(frame).is_ok() {
+                                    continue; // the client never sees this refusal
+                                }
                             }
                         }
                     }
@@ -216,58 +218,83 @@ fn framed(original: &Bytes, change: &Change) -> Option<String> {
 enum Incoming {
     /// Pass the event to the client.
     Relay,
-    /// Swallow the event and send this frame upstream instead.
-    Resend(String),
+    /// The upstream refused this `response.create` (taken from the front of the queue): decide
+    /// what to send instead (`refused`).
+    Refused(Box<Pending>),
+}
+
+/// The response being streamed: its request's model and origin, for the turn it teaches.
+#[derive(Default)]
+struct Started {
+    model: Option<Box<str>>,
+    origin: Option<Origin>,
 }
 
 /// What to do with a server event, given the `response.create` frames waiting for theirs.
-fn incoming(session: &Session, text: &str, model: &mut Option<Box<str>>) -> Incoming {
+fn incoming(session: &Session, text: &str, current: &mut Started) -> Incoming {
     let ty = frame_type(text);
     let mut queue = session.queue();
     match ty.as_deref() {
         Some("response.created") => {
             if let Some(started) = queue.pop_front() {
                 started.finish(session, true);
-                *model = started.model;
+                let view = request::parse(&started.original).ok();
+                current.origin = Some(Origin::of(
+                    view.as_ref(),
+                    &started.original,
+                    &started.change,
+                    true,
+                ));
+                current.model = started.model;
             }
             Incoming::Relay
         }
-        Some("error") => {
-            let Some(front) = queue.front_mut() else {
-                return Incoming::Relay;
-            };
-            match after_refusal(session, front, text.as_bytes()) {
-                Some(frame) => Incoming::Resend(frame),
-                None => {
-                    if let Some(refused) = queue.pop_front() {
-                        refused.finish(session, false);
-                    }
-                    Incoming::Relay
-                }
-            }
-        }
+        Some("error") => match queue.pop_front() {
+            Some(front) => Incoming::Refused(Box::new(front)),
+            None => Incoming::Relay,
+        },
         _ => Incoming::Relay,
     }
 }
 
-/// The frame to send after the upstream refused `pending`'s: with the reasoning item it named,
-/// or the client's own; `None` to let the client see the refusal.
-fn after_refusal(session: &Session, pending: &mut Pending, event: &[u8]) -> Option<String> {
+/// After the upstream refused `pending`'s frame: the frame to send instead (back at the front
+/// of the queue, which waits for its response), or `None` to let the client see the refusal.
+/// The upstream answers one `response.create` at a time, so nothing in the queue moves while
+/// this decides.
+async fn refused(session: &Session, mut pending: Box<Pending>, event: &[u8]) -> Option<String> {
+    match after_refusal(session, &mut pending, event).await {
+        Some(frame) => {
+            session.queue().push_front(*pending);
+            Some(frame)
+        }
+        None => {
+            pending.finish(session, false);
+            None
+        }
+    }
+}
+
+/// The frame to send after the upstream refused `pending`'s: what the refusal asks for, or the
+/// client's own; `None` to let the client see the refusal.
+async fn after_refusal(session: &Session, pending: &mut Pending, event: &[u8]) -> Option<String> {
     let error = upstream_error::read(event);
     let view = request::parse(&pending.original).ok();
-    let next = pending.planned.after_refusal(
-        &session.app,
-        session.tenant,
-        pending.model.as_deref(),
-        &pending.original,
-        view.as_ref(),
-        &pending.change,
-        &error,
-    );
+    let next = pending
+        .planned
+        .after_refusal(
+            &session.app,
+            session.tenant,
+            pending.model.as_deref(),
+            &pending.original,
+            view.as_ref(),
+            &pending.change,
+            &error,
+        )
+        .await;
     match next {
         Next::Retry(next) => {
             let frame = framed(&pending.original, &next)?;
-            pending.change = next;
+            pending.change = *next;
             Some(frame)
         }
         Next::Revert(_) => {
@@ -279,7 +306,7 @@ fn after_refusal(session: &Session, pending: &mut Pending, event: &[u8]) -> Opti
 }
 
 /// Feeds a server event to the turn being built; a terminal event records the turn.
-fn learn(session: &Session, builder: &mut TurnBuilder, model: Option<&str>, text: &str) {
+fn learn(session: &Session, builder: &mut TurnBuilder, current: &mut Started, text: &str) {
     match builder.on_event(text.as_bytes()) {
         Ok(true) => {}
         Ok(false) => return,
@@ -291,6 +318,13 @@ fn learn(session: &Session, builder: &mut TurnBuilder, model: Option<&str>, text
     let keep = session.app.capture_limits(false).keep;
     let done = std::mem::replace(builder, TurnBuilder::new(keep));
     if let Some(turn) = done.finish() {
-        remember(&session.app, session.tenant, model, turn);
+        let origin = current.origin.take().unwrap_or_default();
+        remember(
+            &session.app,
+            session.tenant,
+            current.model.as_deref(),
+            origin,
+            turn,
+        );
     }
 }

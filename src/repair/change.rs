@@ -32,6 +32,9 @@ pub struct Rules {
     /// `unanswered_calls = answer`: the output text given to a call the request leaves
     /// unanswered (`unanswered.rs`).
     pub answer_calls: Option<&'static str>,
+    /// The upstream answers this tenant's requests `store: false` whatever they ask (N8): they
+    /// are repaired as `store: false` ones.
+    pub upstream_unstored: bool,
 }
 
 /// What rethread changes in a request.
@@ -52,11 +55,14 @@ pub struct Change {
     pub exclude: bool,
     /// Call ids given a written output (`unanswered.rs`); their outputs are in `insertions`.
     pub answered: Vec<Box<str>>,
+    /// The chain's whole history, sent in place of `previous_response_id` (the server lost the
+    /// chain; `chain.rs`).
+    pub expand: Option<Arc<[Bytes]>>,
 }
 
 /// The rules a change applied, with their counts: the `x-rethread-repairs` header, the log line
 /// and the metric labels.
-pub const RULES: [&str; 13] = [
+pub const RULES: [&str; 15] = [
     "insert",
     "rehydrate",
     "move",
@@ -70,6 +76,8 @@ pub const RULES: [&str; 13] = [
     "alias",
     "restore",
     "answer",
+    "dedupe",
+    "expand",
 ];
 
 impl Change {
@@ -80,6 +88,7 @@ impl Change {
             && !self.include
             && !self.flatten
             && !self.exclude
+            && self.expand.is_none()
     }
 
     /// Items placed into the input: inserted, or rehydrated in full.
@@ -145,6 +154,8 @@ impl Change {
             r.map_or(0, |r| r.aliased),
             r.map_or(0, |r| r.restored),
             self.answered.len(),
+            r.map_or(0, |r| r.deduped),
+            usize::from(self.expand.is_some()),
         ];
         RULES
             .into_iter()
@@ -189,7 +200,17 @@ impl Change {
         if self.exclude {
             edits.extend(include_removal(body, view));
         }
-        apply(body, edits)
+        let chunks = apply(body, edits);
+        match &self.expand {
+            Some(history) => {
+                let edited = super::splice::concat(&chunks);
+                match super::chain::expanded(&edited, history) {
+                    Some(expanded) => vec![Bytes::from(expanded)],
+                    None => chunks,
+                }
+            }
+            None => chunks,
+        }
     }
 }
 
@@ -275,6 +296,17 @@ pub fn decide(
     rules: Rules,
     directives: &Directives,
 ) -> (Change, Option<Unrepairable>) {
+    if rules.upstream_unstored && view.store {
+        let unstored = RequestView {
+            store: false,
+            ..view.clone()
+        };
+        let rules = Rules {
+            upstream_unstored: false,
+            ..rules
+        };
+        return decide(body, &unstored, turns, rules, directives);
+    }
     let mut change = Change {
         include: wants_include(body, view, rules),
         exclude: wants_exclude(body, view, rules),
@@ -317,6 +349,7 @@ pub fn decide(
     let seen = RequestView {
         store: view.store,
         chained: view.chained,
+        previous_response_id: view.previous_response_id.clone(),
         includes_encrypted_reasoning: view.includes_encrypted_reasoning,
         include_span: view.include_span.clone(),
         model: view.model.clone(),
@@ -335,6 +368,52 @@ pub fn decide(
         answer_calls(&mut change, &input.items, rules);
     }
     (change, plan.unrepairable)
+}
+
+/// What the chain a request continues changes in it (`chain.rs`; `chain` newest first, its
+/// first turn the request's `previous_response_id`): the items the chain holds left out (N7),
+/// the last response's calls the request leaves unanswered answered (`unanswered_calls =
+/// answer`, N1), and the chain's `history` sent in its place when the server lost it (N6).
+pub fn with_chain(
+    mut change: Change,
+    view: &RequestView<'_>,
+    chain: &[Arc<Turn>],
+    rules: Rules,
+    history: Option<Arc<[Bytes]>>,
+) -> Change {
+    let (Some(input), Some(last)) = (&view.input, chain.first()) else {
+        change.expand = history;
+        return change;
+    };
+    if rules.switches.dedupe && change.rewrite.is_none() {
+        let dups = super::chain::duplicates(&input.items, chain);
+        if !dups.is_empty() {
+            change.rewrite = Some(Rewrite {
+                order: (0..input.items.len())
+                    .filter(|n| !dups.contains(n))
+                    .collect(),
+                deduped: dups.len(),
+                dropped_ids: dups
+                    .iter()
+                    .filter_map(|&n| input.items[n].id().map(Into::into))
+                    .collect(),
+                ..Rewrite::default()
+            });
+        }
+    }
+    if let Some(text) = rules.answer_calls {
+        let items = match &change.rewrite {
+            Some(rewrite) => rewrite.items(&input.items),
+            None => input.items.clone(),
+        };
+        for answer in super::chain::answers(&items, last, text) {
+            change.answered.push(answer.id.clone());
+            change.insertions =
+                plan::with_insertion(std::mem::take(&mut change.insertions), answer);
+        }
+    }
+    change.expand = history;
+    change
 }
 
 /// With `unanswered_calls = answer`, the written outputs of the calls `items` leave unanswered.

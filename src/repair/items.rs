@@ -121,6 +121,21 @@ pub struct Turn {
     /// items be inserted as `item_reference`s.
     pub stored: bool,
     pub items: Box<[TurnItem]>,
+    /// Where the response sits in a chain the server holds (`previous_response_id`); `None`
+    /// when its id was not seen.
+    pub link: Option<Box<Link>>,
+}
+
+/// A response's place in its chain, as the client's request made it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Link {
+    /// The response's own id.
+    pub response: Box<str>,
+    /// The request's `previous_response_id`: the chain this response continues.
+    pub parent: Option<Box<str>>,
+    /// The request's own input items in full, as one JSON array: kept for a `store: false`
+    /// chain only, whose history nothing else holds once its socket is gone.
+    pub input: Option<Bytes>,
 }
 
 /// The group an item belongs to, as positions in its turn.
@@ -225,7 +240,11 @@ pub(crate) mod tests {
                 }
             })
             .collect();
-        Turn { stored, items }
+        Turn {
+            stored,
+            items,
+            link: None,
+        }
     }
 
     #[test]

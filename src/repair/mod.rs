@@ -2,6 +2,7 @@
 //! is, and what to change in a request. Nothing here does I/O or knows about HTTP; everything
 //! above it (capture, the ledger, the proxy) uses these types.
 
+pub mod chain;
 pub mod change;
 pub mod content;
 pub mod fields;

@@ -12,12 +12,14 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// What repair needs to know about a create request.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct RequestView<'a> {
     /// `store`, which defaults to true.
     pub store: bool,
     /// The request continues a chain the server holds (`previous_response_id` or `conversation`).
     pub chained: bool,
+    /// `previous_response_id`, when it is a string.
+    pub previous_response_id: Option<Cow<'a, str>>,
     /// `include` already asks for `reasoning.encrypted_content`.
     pub includes_encrypted_reasoning: bool,
     /// Byte range of the `include` value, when present (`null` included: it is replaced, never
@@ -32,7 +34,7 @@ pub struct RequestView<'a> {
 }
 
 /// The `input` array, flattened.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct InputList<'a> {
     /// Byte range of the whole `input` value in the body.
     pub span: Range<usize>,
@@ -232,6 +234,9 @@ pub fn parse(body: &[u8]) -> Result<RequestView<'_>, ParseError> {
     Ok(RequestView {
         store: fields.store.is_none_or(|s| s.get() != "false"),
         chained: fields.previous_response_id.is_some() || fields.conversation.is_some(),
+        previous_response_id: fields
+            .previous_response_id
+            .and_then(|raw| serde_json::from_str::<Cow<'_, str>>(raw.get()).ok()),
         includes_encrypted_reasoning,
         include_span,
         model,

@@ -53,6 +53,10 @@ pub struct Switches {
     pub alias: bool,
     /// Put back a remembered item the client mangled (a `web_search_call`'s action, N12).
     pub restore: bool,
+    /// Leave out of a chained request the items its chain already holds (N7).
+    pub dedupe: bool,
+    /// Send a lost `store: false` chain's whole history in its place (N6).
+    pub expand: bool,
 }
 
 impl Default for Switches {
@@ -66,6 +70,8 @@ impl Default for Switches {
             sanitise: true,
             alias: true,
             restore: true,
+            dedupe: true,
+            expand: true,
         }
     }
 }
@@ -123,6 +129,8 @@ pub struct Rewrite {
     pub sanitised: usize,
     pub aliased: usize,
     pub restored: usize,
+    /// Items dropped because the chain the request continues holds them (`chain.rs`).
+    pub deduped: usize,
     /// Ids of the items dropped, for the debug log.
     pub dropped_ids: Vec<Box<str>>,
 }
@@ -130,7 +138,8 @@ pub struct Rewrite {
 impl Rewrite {
     /// Whether anything changes.
     pub fn is_empty(&self) -> bool {
-        self.moved + self.dropped + self.adopted + self.completed == 0 && self.edits.is_empty()
+        self.moved + self.dropped + self.adopted + self.completed + self.deduped == 0
+            && self.edits.is_empty()
     }
 
     /// The edits of each client item, by its index.

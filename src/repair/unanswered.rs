@@ -16,7 +16,7 @@ use super::request::InputItem;
 
 /// Call types whose output is a plain string: the only ones rethread can answer (a computer
 /// call's output is a screenshot; a shell or patch call's output has a structure of its own).
-fn answerable(ty: &str) -> bool {
+pub fn answerable(ty: &str) -> bool {
     matches!(
         ty,
         "function_call" | "custom_tool_call" | "local_shell_call"
@@ -46,17 +46,22 @@ pub fn answers(items: &[InputItem<'_>], text: &str) -> Vec<Insertion> {
         let gap = (n + 1..items.len())
             .find(|&k| !is_call(&items[k]))
             .unwrap_or(items.len());
-        let output_type = format!("{ty}_output");
-        let json = serde_json::json!({"type": output_type, "call_id": call_id, "output": text});
-        out.push(Insertion::new_item(
-            gap,
-            call_id.into(),
-            ItemType::parse(&output_type),
-            Bytes::from(json.to_string()),
-            out.len(),
-        ));
+        out.push(answer(gap, ty, call_id, text, out.len()));
     }
     out
+}
+
+/// The written output of one call of type `ty`, inserted at `gap`.
+pub fn answer(gap: usize, ty: &str, call_id: &str, text: &str, order: usize) -> Insertion {
+    let output_type = format!("{ty}_output");
+    let json = serde_json::json!({"type": output_type, "call_id": call_id, "output": text});
+    Insertion::new_item(
+        gap,
+        call_id.into(),
+        ItemType::parse(&output_type),
+        Bytes::from(json.to_string()),
+        order,
+    )
 }
 
 #[cfg(test)]

@@ -47,6 +47,9 @@ pub enum Refusal {
     TooLong { field: LongField },
     /// N12: a value the API does not know in an item's `action.type` (`invalid_value`).
     InvalidAction,
+    /// E9 (N6): the server does not hold the request's `previous_response_id` (unknown, expired,
+    /// or a `store: false` chain on another socket).
+    PreviousNotFound,
     /// Anything else, or a body that is not the API's error.
     Other,
 }
@@ -60,7 +63,7 @@ pub enum LongField {
 
 impl Refusal {
     /// Every label `label` can return.
-    pub const LABELS: [&'static str; 14] = [
+    pub const LABELS: [&'static str; 15] = [
         "missing_reasoning",
         "missing_reasoning_unnamed",
         "missing_follower",
@@ -74,6 +77,7 @@ impl Refusal {
         "unknown_parameter",
         "too_long",
         "invalid_action",
+        "previous_not_found",
         "other",
     ];
 
@@ -93,6 +97,7 @@ impl Refusal {
             Self::UnknownParameter => "unknown_parameter",
             Self::TooLong { .. } => "too_long",
             Self::InvalidAction => "invalid_action",
+            Self::PreviousNotFound => "previous_not_found",
             Self::Other => "other",
         }
     }
@@ -168,6 +173,7 @@ pub fn read(body: &[u8]) -> UpstreamError {
         fields.message = detail;
     }
     let refusal = match (fields.code.as_deref(), fields.param.as_deref()) {
+        (Some("previous_response_not_found"), _) => Some(Refusal::PreviousNotFound),
         (Some(code), Some(param)) => by_code(code, param),
         _ => None,
     };
@@ -223,6 +229,10 @@ fn classify(message: &str) -> Refusal {
         Refusal::MissingFollower { id }
     } else if message.starts_with("Item with id '") && has("not found") {
         Refusal::NotFound
+    } else if (message.starts_with("Previous response with id '") && has("not found"))
+        || message == "Invalid previous_response_id."
+    {
+        Refusal::PreviousNotFound
     } else if message.starts_with("Duplicate item found with id ") {
         Refusal::Duplicate
     } else if message.starts_with("No tool output found for ") {
@@ -339,6 +349,8 @@ mod tests {
             ("Encrypted content is not supported with this model.", "encrypted_unsupported"),
             ("Reasoning input items can only be provided to a reasoning or computer use model. Remove reasoning items from your input and try again.", "reasoning_unsupported"),
             ("Missing required parameter: 'input[3].summary'.", "missing_summary"),
+            ("Previous response with id 'resp_1' not found.", "previous_not_found"),
+            ("Invalid previous_response_id.", "previous_not_found"),
             ("Rate limit reached", "other"),
         ];
         for (message, label) in cases {
@@ -369,6 +381,7 @@ mod tests {
                 field: LongField::Id,
             },
             Refusal::InvalidAction,
+            Refusal::PreviousNotFound,
             Refusal::Other,
         ];
         let labels: Vec<&str> = all.iter().map(Refusal::label).collect();

@@ -11,6 +11,11 @@
 //!    the client's order, and every call and assistant message, by content (only reasoning items
 //!    and exact duplicates may go; the model's own items may be put back).
 //!
+//! A third of the cases continue a chain instead (`chained_case`): one or two turns made through
+//! rethread over WebSocket or HTTP, stored or not, the socket closed, then a follow-up over HTTP
+//! naming the chain's last response, broken the ways chained clients break it (items of the chain
+//! sent again, calls left unanswered, `store` flipped). There, items the chain holds may go too.
+//!
 //! `RETHREAD_HARM_CASES` (default 300) and `RETHREAD_HARM_SEED` choose the run; the dedicated
 //! large run is `RETHREAD_HARM_CASES=10000 cargo test --test e2e do_no_harm -- --nocapture`.
 #![allow(
@@ -297,12 +302,17 @@ struct Tally {
     direct_ok: AtomicU64,
     repaired: AtomicU64,
     both_refused: AtomicU64,
+    chained: AtomicU64,
+    chained_repaired: AtomicU64,
+    chained_refused: AtomicU64,
 }
 
 async fn one_case(seed: u64, fake: &FakeHandle, proxy: &Rethread, tally: &Tally) -> Option<String> {
     let proxy_url = &proxy.url("/v1/responses");
-    let fake_url = &format!("{}/v1/responses", fake.url());
     let mut rng = Rng(seed | 1);
+    if rng.chance(33) {
+        return chained_case(seed, &mut rng, fake, proxy, tally).await;
+    }
     let stored = !rng.chance(30);
     let model = if rng.chance(10) { "gpt-4.1" } else { "gpt-5" };
     let tools = json!([{"type": "function", "name": "get_weather"}, {"type": "image_generation"}]);
@@ -335,9 +345,107 @@ async fn one_case(seed: u64, fake: &FakeHandle, proxy: &Rethread, tally: &Tally)
     if rng.chance(15) {
         body["stream"] = json!(true);
     }
+    compare(seed, &body, fake, proxy, tally, None).await
+}
 
-    let direct = post(fake_url, KEY, &body, &[]).await;
-    let through = post(proxy_url, KEY, &body, &[]).await;
+/// A follow-up that continues a chain made through rethread (see the module's doc).
+async fn chained_case(
+    seed: u64,
+    rng: &mut Rng,
+    fake: &FakeHandle,
+    proxy: &Rethread,
+    tally: &Tally,
+) -> Option<String> {
+    let proxy_url = &proxy.url("/v1/responses");
+    let stored = rng.chance(40);
+    let over_socket = !stored && rng.chance(70);
+    let tools = json!([{"type": "function", "name": "get_weather"}, {"type": "image_generation"}]);
+    let mut socket = match over_socket {
+        true => {
+            let url = format!("ws://{}/v1/responses", proxy.addr);
+            Some(ws_connect_with(&url, KEY, &[("x-fake-shape", &shape(rng))]).await)
+        }
+        false => None,
+    };
+    // Over HTTP a `store: false` response cannot be continued at all: one turn.
+    let turns = if stored || over_socket {
+        1 + rng.below(2)
+    } else {
+        1
+    };
+    let (mut previous, mut last, mut chain) = (Value::Null, Vec::new(), Vec::new());
+    for depth in 0..turns {
+        let mut input = vec![user(if depth == 0 { "go" } else { "more" })];
+        input.splice(0..0, last.iter().filter(|i| is_call(i)).map(output_of));
+        let mut body = json!({"model": "gpt-5", "store": stored, "input": input, "tools": tools});
+        if !previous.is_null() {
+            body["previous_response_id"] = previous.clone();
+        }
+        let response = match &mut socket {
+            Some(socket) => {
+                let events = ws_create(socket, body).await;
+                let end = events.last()?.clone();
+                if end["type"] != "response.completed" {
+                    return Some(format!("chain turn refused: {end}"));
+                }
+                end["response"].clone()
+            }
+            None => {
+                let shape = [("x-fake-shape", shape(rng))];
+                let shape: Vec<(&str, &str)> =
+                    shape.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let answer = post(proxy_url, KEY, &body, &shape).await;
+                if answer.status != 200 {
+                    return Some(format!("chain turn refused: {}", answer.text));
+                }
+                answer.body
+            }
+        };
+        last = response["output"].as_array()?.clone();
+        chain.extend(last.iter().cloned());
+        previous = response["id"].clone();
+    }
+    drop(socket);
+    let mut items: Vec<Value> = last.iter().filter(|_| rng.chance(25)).cloned().collect();
+    if rng.chance(10) {
+        items.extend(chain.first().cloned());
+    }
+    items.extend(
+        last.iter()
+            .filter(|i| is_call(i) && !rng.chance(15))
+            .map(output_of),
+    );
+    items.push(user("and then?"));
+    let mut body = json!({"model": "gpt-5", "store": stored, "tools": tools,
+        "previous_response_id": previous, "input": items});
+    if rng.chance(15) {
+        body["store"] = json!(!stored);
+    }
+    if rng.chance(15) {
+        body["stream"] = json!(true);
+    }
+    let held: Vec<String> = chain
+        .iter()
+        .filter_map(|i| i["id"].as_str().map(str::to_owned))
+        .collect();
+    tally.chained.fetch_add(1, Ordering::Relaxed);
+    compare(seed, &body, fake, proxy, tally, Some(&held)).await
+}
+
+/// Sends `body` direct and through rethread and checks both properties; `held`, for a chained
+/// case: ids of items the request's chain holds, which may go.
+async fn compare(
+    seed: u64,
+    body: &Value,
+    fake: &FakeHandle,
+    proxy: &Rethread,
+    tally: &Tally,
+    held: Option<&[String]>,
+) -> Option<String> {
+    let proxy_url = &proxy.url("/v1/responses");
+    let fake_url = &format!("{}/v1/responses", fake.url());
+    let direct = post(fake_url, KEY, body, &[]).await;
+    let through = post(proxy_url, KEY, body, &[]).await;
     tally.cases.fetch_add(1, Ordering::Relaxed);
     let ok = |s: u16| (200..300).contains(&s);
     match (ok(direct.status), ok(through.status)) {
@@ -348,8 +456,16 @@ async fn one_case(seed: u64, fake: &FakeHandle, proxy: &Rethread, tally: &Tally)
             ))
         }
         (true, true) => tally.direct_ok.fetch_add(1, Ordering::Relaxed),
-        (false, true) => tally.repaired.fetch_add(1, Ordering::Relaxed),
+        (false, true) => {
+            if held.is_some() {
+                tally.chained_repaired.fetch_add(1, Ordering::Relaxed);
+            }
+            tally.repaired.fetch_add(1, Ordering::Relaxed)
+        }
         (false, false) => {
+            if held.is_some() {
+                tally.chained_refused.fetch_add(1, Ordering::Relaxed);
+            }
             tally.both_refused.fetch_add(1, Ordering::Relaxed);
             if std::env::var_os("RETHREAD_HARM_SHOW_REFUSED").is_some() {
                 let logs = proxy.logs();
@@ -361,7 +477,16 @@ async fn one_case(seed: u64, fake: &FakeHandle, proxy: &Rethread, tally: &Tally)
     };
     // This worker's fake got nothing else since: its last body is what rethread sent.
     let sent: Value = serde_json::from_slice(&fake.last_request_body()?).ok()?;
-    lost(&body, &sent).map(|what| format!("seed {seed}: {what}\nrequest: {body}\nsent: {sent}"))
+    let mut said = body.clone();
+    said["input"] = flat(&body["input"])
+        .into_iter()
+        .filter(|i| {
+            !i["id"]
+                .as_str()
+                .is_some_and(|id| held.unwrap_or_default().iter().any(|h| h == id))
+        })
+        .collect();
+    lost(&said, &sent).map(|what| format!("seed {seed}: {what}\nrequest: {body}\nsent: {sent}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,8 +530,11 @@ async fn an_answer_the_api_accepts_is_never_refused_through_rethread() {
         failures.extend(task.await.unwrap());
     }
     println!(
-        "do no harm: {} cases, seed {seed}, {:.1}s: {} accepted directly, {} refused directly and accepted through rethread, {} refused both ways, {} counter-examples",
+        "do no harm: {} cases ({} chained: {} refused directly and accepted through rethread, {} refused both ways), seed {seed}, {:.1}s: {} accepted directly, {} refused directly and accepted through rethread, {} refused both ways, {} counter-examples",
         tally.cases.load(Ordering::Relaxed),
+        tally.chained.load(Ordering::Relaxed),
+        tally.chained_repaired.load(Ordering::Relaxed),
+        tally.chained_refused.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64(),
         tally.direct_ok.load(Ordering::Relaxed),
         tally.repaired.load(Ordering::Relaxed),

@@ -313,6 +313,23 @@ async fn a_turn_learned_by_one_replica_repairs_a_followup_on_another() {
 }
 
 #[tokio::test]
+async fn a_websocket_session_moves_to_another_replica_after_a_reconnect() {
+    use crate::chains::{a_closed_session, assert_whole_history, completed, request, ws_url};
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let fake = fake().await;
+    let a = replica(&fake.url(), &redis, &[]);
+    let b = replica(&fake.url(), &redis, &[]);
+    let (id, ids) = a_closed_session(&format!("http://{}", a.addr)).await;
+    wait_written(&redis, 2);
+    let mut socket = ws_connect(&ws_url(&format!("http://{}", b.addr)), KEY).await;
+    let next = request(false, Some(&id), serde_json::json!("and tomorrow?"));
+    completed(&ws_create(&mut socket, next).await);
+    assert_whole_history(&fake, &ids);
+}
+
+#[tokio::test]
 async fn redis_going_down_never_fails_a_client_and_repair_resumes_when_it_is_back() {
     let Some(mut redis) = RedisServer::start() else {
         return;

@@ -1,9 +1,17 @@
-//! Shared helpers for the fake's integration tests: a small reqwest wrapper.
+//! Shared helpers for the fake's integration tests: a small reqwest wrapper and a WebSocket
+//! client for `response.create` frames.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use futures_util::{SinkExt, StreamExt};
 use reqwest::header::HeaderMap;
 use rethread_fake::{spawn, FakeHandle, FakeOptions};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A WebSocket to the fake's `/v1/responses`.
+pub type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub struct Fake {
     pub handle: FakeHandle,
@@ -56,6 +64,42 @@ impl Fake {
         assert_eq!(status, 200, "{value}");
         value
     }
+
+    /// A new WebSocket to `/v1/responses` as tenant KEY.
+    pub async fn ws(&self) -> Socket {
+        let url = format!("ws://{}/v1/responses", self.handle.addr());
+        let mut req = url.as_str().into_client_request().unwrap();
+        req.headers_mut()
+            .insert("authorization", KEY.parse().unwrap());
+        tokio_tungstenite::connect_async(req).await.unwrap().0
+    }
+}
+
+/// Send `body` as a `response.create` frame; returns the frame that ends the answer: a
+/// `response.completed` event or an `error` frame.
+pub async fn ws_create(socket: &mut Socket, mut body: Value) -> Value {
+    body["type"] = json!("response.create");
+    socket
+        .send(Message::Text(body.to_string().into()))
+        .await
+        .unwrap();
+    while let Some(msg) = socket.next().await {
+        let Message::Text(text) = msg.unwrap() else {
+            continue;
+        };
+        let frame: Value = serde_json::from_str(text.as_str()).unwrap();
+        if frame["type"] == "response.completed" || frame["type"] == "error" {
+            return frame;
+        }
+    }
+    panic!("the socket closed before the answer ended")
+}
+
+/// A successful `response.create` over `socket`; returns the response.
+pub async fn ws_turn(socket: &mut Socket, body: Value) -> Value {
+    let frame = ws_create(socket, body).await;
+    assert_eq!(frame["type"], "response.completed", "{frame}");
+    frame["response"].clone()
 }
 
 /// The ids of a response's output items.
@@ -98,4 +142,9 @@ pub fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
         );
     }
     h
+}
+
+/// The `error` frame of WebSocket mode for a 400.
+pub fn error_frame(message: &str, param: Value, code: Value) -> Value {
+    json!({"type": "error", "status": 400, "error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}})
 }

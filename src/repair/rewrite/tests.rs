@@ -42,6 +42,7 @@ fn rules(switches: Switches) -> Rules {
         switches,
         exclude_encrypted: false,
         answer_calls: None,
+        upstream_unstored: false,
     }
 }
 
@@ -392,6 +393,7 @@ fn a_written_answer_never_separates_a_reasoning_item_from_its_follower() {
     let turns: Vec<Arc<Turn>> = t.iter().cloned().map(Arc::new).collect();
     let rules = Rules {
         answer_calls: Some("interrupted"),
+        upstream_unstored: false,
         ..rules(Switches::default())
     };
     let (change, _) = decide(&body, &view, &turns, rules, &Directives::default());

@@ -262,11 +262,21 @@ pub type Socket =
 
 /// Opens the Responses API's WebSocket mode at `url` with credentials `key`.
 pub async fn ws_connect(url: &str, key: &str) -> Socket {
+    ws_connect_with(url, key, &[]).await
+}
+
+/// The same, with more headers on the upgrade request (the fake reads `x-fake-shape` there).
+pub async fn ws_connect_with(url: &str, key: &str, headers: &[(&str, &str)]) -> Socket {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderName;
     let mut request = url.into_client_request().unwrap();
     request
         .headers_mut()
         .insert("authorization", key.parse().unwrap());
+    for (name, value) in headers {
+        let name: HeaderName = name.parse().unwrap();
+        request.headers_mut().insert(name, value.parse().unwrap());
+    }
     let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
     assert_eq!(response.status(), 101);
     socket
