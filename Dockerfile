@@ -9,6 +9,7 @@
 #   /out/rethread                              the static binary
 #   /out/etc/ssl/certs/ca-certificates.crt     CA roots (rustls-native-certs reads this path)
 #   /out/etc/passwd, /out/etc/group            the non-root user 65532 ("rethread")
+#   /out/var/lib/rethread                      the file store's directory, owned by 65532
 #
 # The final stage copies only those paths, so `builder` can be replaced by a local directory
 # with the same layout (a binary built outside the image, e.g. by scripts/image-check.sh):
@@ -16,7 +17,9 @@
 #   podman build --format docker --build-context builder=DIR -t rethread .   # DIR/out/rethread, …
 #
 # Settings are the usual RETHREAD_* environment variables (README.md, config/rethread.toml);
-# the image only changes the listen address, to 0.0.0.0:8080.
+# the image only changes the listen address, to 0.0.0.0:8080. It declares a volume at
+# /var/lib/rethread for the file store: `-e RETHREAD_STORE=file:/var/lib/rethread -v
+# rethread-data:/var/lib/rethread` keeps turns across restarts (the default store is memory).
 
 ARG RUST_IMAGE=docker.io/library/rust:1-bookworm
 
@@ -32,7 +35,7 @@ WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl -p rethread --bin rethread
 # The last check refuses a dynamically linked binary: a scratch image has no loader.
-RUN mkdir -p /out/etc/ssl/certs \
+RUN mkdir -p /out/etc/ssl/certs /out/var/lib/rethread \
  && cp target/x86_64-unknown-linux-musl/release/rethread /out/rethread \
  && strip /out/rethread \
  && cp /etc/ssl/certs/ca-certificates.crt /out/etc/ssl/certs/ca-certificates.crt \
@@ -40,6 +43,7 @@ RUN mkdir -p /out/etc/ssl/certs \
  && echo 'rethread:x:65532:' > /out/etc/group \
  && chmod 0755 /out/rethread \
  && chmod 0644 /out/etc/passwd /out/etc/group /out/etc/ssl/certs/ca-certificates.crt \
+ && chmod 0700 /out/var/lib/rethread \
  && ! readelf -l /out/rethread | grep -q 'Requesting program interpreter'
 
 FROM scratch
@@ -47,6 +51,8 @@ COPY --from=builder /out/etc/passwd /etc/passwd
 COPY --from=builder /out/etc/group /etc/group
 COPY --from=builder /out/etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=builder /out/rethread /rethread
+COPY --from=builder --chown=65532:65532 /out/var/lib/rethread /var/lib/rethread
+VOLUME ["/var/lib/rethread"]
 USER 65532:65532
 ENV RETHREAD_LISTEN=0.0.0.0:8080
 EXPOSE 8080

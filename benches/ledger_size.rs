@@ -62,6 +62,7 @@ fn image_turn(n: u64) -> Turn {
                 response: hex_id("resp", n, 4),
                 parent: chained().then(|| hex_id("resp", n.wrapping_sub(1), 4)),
                 input: None,
+                complete: true,
             })
         }),
     }
@@ -75,6 +76,37 @@ fn chained() -> bool {
 
 fn linked() -> bool {
     chained() || std::env::var("CHAINED").as_deref() == Ok("root")
+}
+
+/// What the turns carry, for the report.
+fn shape() -> &'static str {
+    if chained() {
+        ", chained"
+    } else if linked() {
+        ", with response ids"
+    } else {
+        ""
+    }
+}
+
+/// Looks up existing ids, one request's worth at a time: the time taken, the hits, the probes.
+fn probe(ledger: &dyn Ledger, turns: u64, tenants: u64) -> (Duration, usize, u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let probes = 200_000u64;
+    let started = Instant::now();
+    let mut hits = 0;
+    for n in 0..probes {
+        let t = (n * 7919) % turns;
+        let id = hex_id("ig", t, 2);
+        let keys = [&*id];
+        hits += runtime
+            .block_on(ledger.lookup(tenant(t, tenants), &keys, rethread::ledger::ITEM_KEYS))
+            .unwrap()
+            .len();
+    }
+    (started.elapsed(), hits, probes)
 }
 
 fn env_count(name: &str, default: u64) -> u64 {
@@ -93,9 +125,80 @@ fn tenant(n: u64, tenants: u64) -> TenantKey {
 
 fn main() {
     memory();
+    if std::env::var("FILE").as_deref() != Ok("0") {
+        file();
+    }
     if std::env::var("REDIS").as_deref() != Ok("0") {
         redis();
     }
+}
+
+/// The file store: TURNS turns written through it into a temp directory, its bytes on disk,
+/// then a restart: the time to read them back and the live heap after it (the memory store's
+/// figure is the one to compare with).
+fn file() {
+    use rethread::ledger::file::FileLedger;
+    let turns = env_count("TURNS", 1_000_000);
+    let tenants = env_count("TENANTS", 10_000);
+    let budget = FullItemBudget {
+        total: 1 << 30,
+        per_tenant: 1 << 30,
+    };
+    let retention = Duration::from_secs(86_400);
+    let dir = std::env::temp_dir().join(format!("rethread-bench-file-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let open = || {
+        let memory = std::sync::Arc::new(MemoryLedger::new(retention, turns as usize, budget));
+        FileLedger::open(
+            &dir,
+            memory,
+            retention,
+            turns as usize,
+            Duration::from_secs(1),
+        )
+        .unwrap()
+    };
+    let ledger = open();
+    let started = Instant::now();
+    for n in 0..turns {
+        drop(ledger.record(tenant(n, tenants), image_turn(n)));
+    }
+    let written = started.elapsed();
+    ledger.sync();
+    let disk = ledger.disk();
+    drop(ledger);
+    let before = count_alloc::live();
+    let started = Instant::now();
+    let ledger = open();
+    let reopened = started.elapsed();
+    let heap = count_alloc::live() - before;
+    let (looked, hits, probes) = probe(&ledger, turns, tenants);
+    println!(
+        "file store: {turns} turns ([rs, ig, msg], API-shaped ids{}) across {tenants} tenants",
+        shape()
+    );
+    println!(
+        "  on disk: {:.1} MiB in {} segments = {:.0} bytes per turn (target <= 160)",
+        disk.bytes as f64 / 1048576.0,
+        disk.segments,
+        disk.bytes as f64 / turns as f64
+    );
+    println!(
+        "  write: {:.0} ns per turn (memory store and one write syscall)",
+        written.as_nanos() as f64 / turns as f64
+    );
+    println!(
+        "  start-up with {turns} turns: {:.2} s (target <= 2 s); live heap after it {:.1} MiB = {:.0} bytes per turn",
+        reopened.as_secs_f64(),
+        heap as f64 / 1048576.0,
+        heap as f64 / turns as f64
+    );
+    println!(
+        "  lookup: {:.0} ns per request ({hits}/{probes} hits)",
+        looked.as_nanos() as f64 / probes as f64
+    );
+    drop(ledger);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn memory() {
@@ -113,32 +216,10 @@ fn memory() {
     }
     let inserted = started.elapsed();
     let bytes = count_alloc::live() - before;
-    // Lookups of existing ids, one request's worth at a time.
-    let started = Instant::now();
-    let probes = 200_000u64;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let mut hits = 0;
-    for n in 0..probes {
-        let t = (n * 7919) % turns;
-        let id = hex_id("ig", t, 2);
-        let keys = [&*id];
-        hits += runtime
-            .block_on(ledger.lookup(tenant(t, tenants), &keys, rethread::ledger::ITEM_KEYS))
-            .unwrap()
-            .len();
-    }
-    let looked = started.elapsed();
+    let (looked, hits, probes) = probe(&ledger, turns, tenants);
     println!(
         "memory store: {turns} turns ([rs, ig, msg], API-shaped ids{}) across {tenants} tenants",
-        if chained() {
-            ", chained"
-        } else if linked() {
-            ", with response ids"
-        } else {
-            ""
-        }
+        shape()
     );
     println!(
         "  live heap: {:.1} MiB = {:.0} bytes per turn (target <= 128)",

@@ -117,6 +117,7 @@ fi
 install -m 0644 "$HOST_CA" "$CTX/out/etc/ssl/certs/ca-certificates.crt"
 echo 'rethread:x:65532:65532:rethread:/nonexistent:/sbin/nologin' >"$CTX/out/etc/passwd"
 echo 'rethread:x:65532:' >"$CTX/out/etc/group"
+mkdir -p "$CTX/out/var/lib/rethread" # the file store's directory (the COPY gives it to 65532)
 chmod 0644 "$CTX/out/etc/passwd" "$CTX/out/etc/group"
 (cd "$CTX" && find . -type f -printf '    %P (%s bytes)\n' | sort)
 
@@ -149,6 +150,7 @@ expect_config '{{.Config.User}}' '65532:65532'
 expect_config '{{json .Config.Entrypoint}}' '["/rethread"]'
 # shellcheck disable=SC2016 # Go template variables, not shell ones
 expect_config '{{range $p, $_ := .Config.ExposedPorts}}{{$p}} {{end}}' '8080/tcp '
+expect_config '{{range $v, $_ := .Config.Volumes}}{{$v}} {{end}}' '/var/lib/rethread '
 expect_config '{{range .Config.Env}}{{if eq . "RETHREAD_LISTEN=0.0.0.0:8080"}}{{.}}{{end}}{{end}}' 'RETHREAD_LISTEN=0.0.0.0:8080'
 expect_config '{{json .HealthCheck.Test}}' '["CMD","/rethread","health"]'
 expect_config '{{index .Config.Labels "org.opencontainers.image.title"}}' 'rethread'
@@ -171,6 +173,9 @@ for f in rethread etc/passwd etc/group etc/ssl/certs/ca-certificates.crt; do
   [[ -f "$ROOTFS/$f" ]] || fail "/$f is missing from the image"
 done
 [[ -x "$ROOTFS/rethread" ]] || fail "/rethread is not executable"
+[[ -d "$ROOTFS/var/lib/rethread" ]] || fail "/var/lib/rethread (the file store's volume) is missing"
+[[ "$(stat -c %u "$ROOTFS/var/lib/rethread")" == 65532 ]] || fail "/var/lib/rethread is not owned by 65532"
+ok "/var/lib/rethread belongs to 65532"
 
 # Run the image's entrypoint as the container would: its user, a clean environment.
 in_image() { # ENV=VALUE... -- ARGS...

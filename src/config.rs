@@ -71,13 +71,16 @@ pub struct SettingsArgs {
     /// Where to accept clients [default: 127.0.0.1:8080]
     #[arg(long, env = "RETHREAD_LISTEN", global = true)]
     pub listen: Option<SocketAddr>,
+    /// Where /healthz, /readyz and /metrics answer instead of `listen` (which then forwards those paths upstream like any other), so clients of a shared gateway cannot read its metrics [default: none: on `listen`]
+    #[arg(long, env = "RETHREAD_ADMIN_LISTEN", global = true)]
+    pub admin_listen: Option<SocketAddr>,
     /// Where to forward; the request's path and query are appended [default: https://api.openai.com]
     #[arg(long, env = "RETHREAD_UPSTREAM", global = true)]
     pub upstream: Option<String>,
     /// A PEM file of CA certificates to trust for an HTTPS upstream, beside the system roots (a private CA, a company gateway) [default: none]
     #[arg(long, env = "RETHREAD_UPSTREAM_CA", global = true)]
     pub upstream_ca: Option<PathBuf>,
-    /// Where turns are remembered: `memory`; or shared by replicas, `redis://[user:pass@]host:port[/db]` (one node; `rediss://` for TLS) or `redis+cluster://[user:pass@]host:port,host:port,…` (a Redis Cluster or cluster-mode Valkey, by seed nodes; `rediss+cluster://` for TLS) [default: memory]
+    /// Where turns are remembered: `memory`; `file:DIR` (the memory store kept on disk in DIR, so a restart forgets nothing); or shared by replicas, `redis://[user:pass@]host:port[/db]` (one node; `rediss://` for TLS) or `redis+cluster://[user:pass@]host:port,host:port,…` (a Redis Cluster or cluster-mode Valkey, by seed nodes; `rediss+cluster://` for TLS) [default: memory]
     #[arg(long, env = "RETHREAD_STORE", hide_env_values = true, global = true)]
     pub store: Option<Secret>,
     /// Prefix of every key rethread writes to a shared store [default: rethread]
@@ -86,6 +89,9 @@ pub struct SettingsArgs {
     /// Longest wait for a shared store's lookup before a request goes on without memory [default: 20ms]
     #[arg(long, env = "RETHREAD_STORE_TIMEOUT", global = true)]
     pub store_timeout: Option<Span>,
+    /// How often the file store syncs its writes to the disk: what a power loss may lose (a killed process loses nothing) [default: 1s]
+    #[arg(long, env = "RETHREAD_STORE_SYNC", global = true)]
+    pub store_sync: Option<Span>,
     /// How long a turn is remembered, e.g. `30d`, `12h`, `90s` [default: 30d]
     #[arg(long, env = "RETHREAD_RETENTION", global = true)]
     pub retention: Option<Span>,
@@ -212,6 +218,8 @@ pub enum LogFormat {
 #[derive(Clone, PartialEq, Eq)]
 pub enum StoreKind {
     Memory,
+    /// The memory store kept on disk in this directory (`ledger/file.rs`).
+    File(PathBuf),
     /// A Redis URL — one node (`redis://`, `rediss://`) or a cluster's seed nodes
     /// (`redis+cluster://`, `rediss+cluster://`); it may hold a password, so it prints redacted.
     Redis(Secret),
@@ -221,6 +229,7 @@ impl fmt::Debug for StoreKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Memory => f.write_str("memory"),
+            Self::File(dir) => write!(f, "file:{}", dir.display()),
             Self::Redis(url) => f.write_str(&redact_url(url.expose())),
         }
     }
@@ -242,6 +251,8 @@ pub struct Settings {
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
+    /// Where the own endpoints answer, when not on `listen`.
+    pub admin_listen: Option<SocketAddr>,
     pub header_timeout: Duration,
     pub drain_timeout: Duration,
     /// Runtime worker threads; `0`: one per CPU core.
@@ -266,6 +277,8 @@ pub struct StoreSettings {
     pub kind: StoreKind,
     pub prefix: String,
     pub timeout: Duration,
+    /// How often the file store syncs to the disk.
+    pub sync: Duration,
     pub retention: Duration,
     pub capacity: usize,
     pub full_items_budget: usize,
@@ -380,6 +393,9 @@ impl Settings {
         let store = match top.store.or(file.store) {
             None => StoreKind::Memory,
             Some(url) if url.expose() == "memory" => StoreKind::Memory,
+            Some(url) if url.expose().starts_with("file:") && url.expose().len() > 5 => {
+                StoreKind::File(PathBuf::from(&url.expose()[5..]))
+            }
             Some(url)
                 if ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"]
                     .iter()
@@ -391,7 +407,7 @@ impl Settings {
                 return Err(ConfigError::Invalid {
                     key: "store",
                     message: format!(
-                        "unsupported store {:?}; use `memory`, `redis://…`, `rediss://…`, `redis+cluster://host:port,host:port,…` or `rediss+cluster://…`",
+                        "unsupported store {:?}; use `memory`, `file:DIR`, `redis://…`, `rediss://…`, `redis+cluster://host:port,host:port,…` or `rediss+cluster://…`",
                         redact_url(other.expose())
                     ),
                 })
@@ -407,6 +423,7 @@ impl Settings {
         Ok(Settings {
             server: ServerSettings {
                 listen: pick!(listen, SocketAddr::from(([127, 0, 0, 1], 8080))),
+                admin_listen: top.admin_listen.or(file.admin_listen),
                 header_timeout: pick!(header_timeout, Span(Duration::from_secs(30))).0,
                 drain_timeout: pick!(drain_timeout, Span(Duration::from_secs(30))).0,
                 workers: pick!(workers, 0),
@@ -427,6 +444,7 @@ impl Settings {
                 kind: store,
                 prefix: pick!(store_prefix, "rethread".to_owned()),
                 timeout: pick!(store_timeout, Span(Duration::from_millis(20))).0,
+                sync: pick!(store_sync, Span(Duration::from_secs(1))).0,
                 retention: pick!(retention, Span(Duration::from_secs(30 * 86_400))).0,
                 capacity: pick!(capacity, 1_000_000),
                 full_items_budget: pick!(full_items_budget, ByteSize(512 << 20)).0 as usize,
@@ -486,8 +504,14 @@ impl Settings {
             |p| p.display().to_string(),
         );
         // Keys as the file writes them, grouped as the settings are.
-        let lines: [(&str, String); 39] = [
+        let lines: [(&str, String); 41] = [
             ("listen", server.listen.to_string()),
+            (
+                "admin_listen",
+                server
+                    .admin_listen
+                    .map_or_else(|| "none (on listen)".to_owned(), |a| a.to_string()),
+            ),
             ("header_timeout", format!("{:?}", server.header_timeout)),
             ("drain_timeout", format!("{:?}", server.drain_timeout)),
             ("workers", server.workers.to_string()),
@@ -501,6 +525,7 @@ impl Settings {
             ("store", format!("{:?}", store.kind)),
             ("store_prefix", store.prefix.clone()),
             ("store_timeout", format!("{:?}", store.timeout)),
+            ("store_sync", format!("{:?}", store.sync)),
             ("retention", format!("{:?}", store.retention)),
             ("capacity", store.capacity.to_string()),
             ("full_items_budget", store.full_items_budget.to_string()),

@@ -69,6 +69,9 @@ async fn serve(settings: Settings) -> ExitCode {
         ),
         Err(e) => tracing::warn!(error = %e, "listening (address unknown)"),
     }
+    if let Some(Ok(addr)) = server.admin_addr() {
+        tracing::info!("health, readiness and metrics on http://{addr}");
+    }
     server.serve(shutdown_signal()).await;
     ExitCode::SUCCESS
 }

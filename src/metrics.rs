@@ -49,6 +49,8 @@ pub const FULL_ITEMS_OVER_BUDGET: &str = "rethread_full_items_over_budget_total"
 pub const LEDGER_TURNS: &str = "rethread_ledger_turns";
 pub const LEDGER_EVICTIONS: &str = "rethread_ledger_evictions";
 pub const LEDGER_BYTES: &str = "rethread_ledger_bytes";
+pub const OUTBOX_TURNS: &str = "rethread_store_outbox_turns";
+pub const OUTBOX_DROPPED: &str = "rethread_store_outbox_dropped_total";
 pub const UPSTREAM_SECONDS: &str = "rethread_upstream_seconds";
 pub const OVERHEAD_SECONDS: &str = "rethread_overhead_seconds";
 
@@ -105,6 +107,14 @@ fn describe() {
     describe_gauge!(
         LEDGER_BYTES,
         "Memory the memory store holds for its turns (log chunks and index slots)."
+    );
+    describe_gauge!(
+        OUTBOX_TURNS,
+        "Turns the shared store could not take, kept on this replica and written again once it takes them."
+    );
+    describe_counter!(
+        OUTBOX_DROPPED,
+        "Turns the outbox dropped, oldest first, past its bound during a long store outage."
     );
     describe_histogram!(
         UPSTREAM_SECONDS,

@@ -33,6 +33,7 @@ use crate::config::{Settings, StoreKind};
 use crate::forward::Upstream;
 use crate::ledger::images::{ImageBudget, WithImages};
 use crate::ledger::memory::{FullItemBudget, MemoryLedger};
+use crate::ledger::outbox::Outbox;
 use crate::ledger::redis::RedisLedger;
 use crate::ledger::Ledger;
 use crate::tenant::Tenants;
@@ -55,11 +56,15 @@ pub enum StartError {
         #[source]
         source: crate::ledger::redis::StoreError,
     },
+    #[error("{0}")]
+    FileStore(#[from] crate::ledger::file::FileStoreError),
 }
 
 /// A bound, not yet serving, rethread.
 pub struct Server {
     listener: TcpListener,
+    /// `admin_listen`'s listener, when set: the own endpoints answer there only.
+    admin: Option<TcpListener>,
     app: Arc<App>,
     sweeper: Option<Arc<MemoryLedger>>,
     workers: Workers,
@@ -72,23 +77,50 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
             addr: settings.server.listen,
             source,
         })?;
+    let admin = match settings.server.admin_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
     let upstream = Upstream::from_settings(&settings.upstream).map_err(StartError::Upstream)?;
-    let tenants = match &settings.tenant_secret {
-        Some(secret) => Tenants::from_secret(secret.expose()),
-        None => Tenants::random().map_err(StartError::Secret)?,
+    let tenants = match (&settings.tenant_secret, &settings.store.kind) {
+        (Some(secret), _) => Tenants::from_secret(secret.expose()),
+        // The file store's turns outlive the process: so does the secret their tenants are
+        // hashed with.
+        (None, StoreKind::File(dir)) => Tenants::from_secret(
+            &crate::ledger::file::tenant_secret(dir).map_err(StartError::Secret)?,
+        ),
+        (None, _) => Tenants::random().map_err(StartError::Secret)?,
+    };
+    let memory = || {
+        let budget = FullItemBudget {
+            total: settings.store.full_items_budget,
+            per_tenant: settings.store.tenant_full_items_budget,
+        };
+        Arc::new(MemoryLedger::new(
+            settings.store.retention,
+            settings.store.capacity,
+            budget,
+        ))
     };
     let (store, sweeper): (Arc<dyn Ledger>, _) = match &settings.store.kind {
         StoreKind::Memory => {
-            let budget = FullItemBudget {
-                total: settings.store.full_items_budget,
-                per_tenant: settings.store.tenant_full_items_budget,
-            };
-            let memory = Arc::new(MemoryLedger::new(
+            let memory = memory();
+            (memory.clone(), Some(memory))
+        }
+        StoreKind::File(dir) => {
+            let memory = memory();
+            let file = crate::ledger::file::FileLedger::open(
+                dir,
+                memory.clone(),
                 settings.store.retention,
                 settings.store.capacity,
-                budget,
-            ));
-            (memory.clone(), Some(memory))
+                settings.store.sync,
+            )?;
+            (Arc::new(file), Some(memory))
         }
         StoreKind::Redis(url) => {
             let redis = RedisLedger::new(
@@ -98,7 +130,8 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
                 settings.store.timeout,
             )
             .map_err(|source| StartError::Store { source })?;
-            (Arc::new(redis), None)
+            let outbox = Outbox::new(Arc::new(redis), settings.store.retention);
+            (Arc::new(outbox), None)
         }
     };
     let images = ImageBudget {
@@ -122,6 +155,7 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
         Workers::start(&router(app.clone()), &app.settings).map_err(StartError::Worker)?;
     Ok(Server {
         listener,
+        admin,
         app,
         sweeper,
         workers,
@@ -176,22 +210,30 @@ fn export_at_zero() {
         m::UNPARSED,
         m::TURNS_LEARNED,
         m::FULL_ITEMS_OVER_BUDGET,
+        m::OUTBOX_DROPPED,
     ] {
         zero(name, &[]);
     }
     metrics::gauge!(m::LEDGER_TURNS).set(0.0);
     metrics::gauge!(m::LEDGER_EVICTIONS).set(0.0);
     metrics::gauge!(m::LEDGER_BYTES).set(0.0);
+    metrics::gauge!(m::OUTBOX_TURNS).set(0.0);
 }
 
-/// The routes: rethread's own three, then everything else to the proxy.
+/// The proxy's routes: everything is forwarded, but for the own endpoints unless they answer
+/// on `admin_listen`.
 fn router(app: Arc<App>) -> Router {
+    let own = app.settings.server.admin_listen.is_none();
+    let router = if own { own_endpoints() } else { Router::new() };
+    router.fallback(crate::proxy::handle).with_state(app)
+}
+
+/// `/healthz`, `/readyz` and `/metrics`.
+fn own_endpoints() -> Router<Arc<App>> {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(crate::proxy::handle)
-        .with_state(app)
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
@@ -221,6 +263,11 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// Where the own endpoints answer, when `admin_listen` is set.
+    pub fn admin_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.admin.as_ref().map(TcpListener::local_addr)
+    }
+
     /// How many threads serve connections.
     pub fn workers(&self) -> usize {
         self.workers.queues.len()
@@ -231,11 +278,22 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let Server {
             listener,
+            admin,
             app,
             sweeper,
             workers,
         } = self;
         let settings = app.settings.clone();
+        // The own endpoints on their own port: a handful of small requests, served on this
+        // runtime; they answer until the drain ends.
+        let admin_task = admin.map(|listener| {
+            let router = own_endpoints().with_state(app.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::warn!(error = %e, "admin listener stopped");
+                }
+            })
+        });
         let sweep_task = sweeper.map(|memory| {
             let every = (settings.store.retention / 4)
                 .clamp(Duration::from_millis(100), Duration::from_secs(60));
@@ -275,6 +333,9 @@ impl Server {
             () = tokio::time::sleep(settings.server.drain_timeout) => tracing::warn!("drain timeout reached; remaining connections close once the ledger is flushed"),
         }
         if let Some(task) = sweep_task {
+            task.abort();
+        }
+        if let Some(task) = admin_task {
             task.abort();
         }
         // Let the ledger writes of the last responses land (a remote store's writes run on the

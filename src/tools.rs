@@ -16,9 +16,13 @@ use crate::config::Settings;
 use crate::repair::change::{self, Rules};
 use crate::repair::{request, splice};
 
-/// The address a local client should use for `listen` (a wildcard means this host).
+/// The address a local client should use for the own endpoints: `admin_listen` when set, else
+/// `listen` (a wildcard means this host).
 fn local_url(settings: &Settings) -> String {
-    let mut addr = settings.server.listen;
+    let mut addr = settings
+        .server
+        .admin_listen
+        .unwrap_or(settings.server.listen);
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
@@ -108,6 +112,27 @@ pub async fn check(settings: &Settings) -> ExitCode {
             }
             true
         }
+        crate::config::StoreKind::File(dir) => match crate::ledger::file::usage(dir) {
+            Ok(usage) => {
+                println!(
+                    "store: file {}: {} turns in {} segments, {} on disk ({} bytes per turn)",
+                    dir.display(),
+                    usage.turns,
+                    usage.segments,
+                    mib(usage.bytes),
+                    usage.bytes.checked_div(usage.turns).unwrap_or(0)
+                );
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                println!("store: file {} (empty: created at start)", dir.display());
+                true
+            }
+            Err(e) => {
+                println!("store: file {}: UNREADABLE: {e}", dir.display());
+                false
+            }
+        },
         crate::config::StoreKind::Redis(url) => {
             let redis = crate::ledger::redis::RedisLedger::new(
                 url.expose(),

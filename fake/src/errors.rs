@@ -98,6 +98,19 @@ impl ApiError {
         serde_json::to_string(&self.object()).unwrap_or_default()
     }
 
+    /// The API's answer when it fails (`Faults::error_rate`): 500, type `server_error`.
+    pub fn server_error() -> Self {
+        ApiError {
+            kind: "server_error",
+            ..Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The server had an error while processing your request. Sorry about that!".into(),
+                None,
+                None,
+            )
+        }
+    }
+
     pub fn missing_key() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

@@ -24,6 +24,9 @@
 //! With [`FakeOptions::force_store_false`] it behaves as an upstream behind a gateway that
 //! forces `store:false`: every request is taken as `store:false`.
 //!
+//! With [`FakeOptions::faults`] it fails at random, reproducibly from a seed, for load tests of
+//! a bad day: some `POST …/responses` get a 500, some a 200 cut mid-body, some a stall first.
+//!
 //! WebSocket mode keeps chains of `store:false` responses per socket: such a response can be
 //! named by `previous_response_id` only on the socket that produced it.
 
@@ -31,6 +34,7 @@ mod encoding;
 mod encrypted;
 mod errors;
 mod events;
+mod faults;
 mod generate;
 mod goaway;
 mod http2;
@@ -66,6 +70,7 @@ use crate::query::Query;
 use crate::state::Shared;
 
 pub use crate::encrypted::issue as issue_encrypted_content;
+pub use crate::faults::{FaultCounts, Faults};
 pub use crate::models::reasons as model_reasons;
 pub use crate::tls::{Alpn, H2Faults, TestCa};
 pub use tokio_rustls::TlsAcceptor;
@@ -98,6 +103,9 @@ pub struct FakeOptions {
     /// or chaining, reasoning comes with `encrypted_content`, and the response echoes
     /// `"store": false`. Default false.
     pub force_store_false: bool,
+    /// Random 500s, cut answers and stalls on HTTP `POST …/responses`, for load tests (default:
+    /// none). Counted by [`FakeHandle::faults_injected`].
+    pub faults: Faults,
 }
 
 impl Default for FakeOptions {
@@ -111,6 +119,7 @@ impl Default for FakeOptions {
             h2_faults: H2Faults::default(),
             detail_errors: false,
             force_store_false: false,
+            faults: Faults::default(),
         }
     }
 }
@@ -165,6 +174,11 @@ impl FakeHandle {
     /// Number of HTTP requests received (any route).
     pub fn requests_total(&self) -> u64 {
         self.shared.requests_total.load(Ordering::Relaxed)
+    }
+
+    /// Faults of [`FakeOptions::faults`] injected so far.
+    pub fn faults_injected(&self) -> FaultCounts {
+        self.shared.faults.counts()
     }
 
     /// Body of the last `POST …/responses` (or WebSocket `response.create` frame).

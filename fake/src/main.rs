@@ -3,13 +3,15 @@
 //! `--help` lists the options (the `FakeOptions` fields).
 
 use std::io::Write;
+use std::time::Duration;
 
 use rethread_fake::{FakeOptions, TestCa};
 
 const USAGE: &str = "usage: rethread-fake [--listen ADDR] [--image-bytes N] [--no-compress] \
 [--non-reasoning-model NAME[,NAME…]]… [--azure-wording-model NAME[,NAME…]]… \
 [--tls h2,http/1.1|http/1.1|h2 --ca-out FILE] [--h2-goaway-after N] [--h2-refuse-every N] \
-[--detail-errors] [--force-store-false]
+[--detail-errors] [--force-store-false] [--fault-error-rate F] [--fault-reset-rate F] \
+[--fault-stall-rate F] [--fault-stall DURATION_MS] [--fault-seed N]
 
   --non-reasoning-model  exact model (deployment) names that do not reason, besides gpt-4*,
                          gpt-3.5*, chatgpt-* and *-chat*: no reasoning items, E14/E15
@@ -23,7 +25,32 @@ const USAGE: &str = "usage: rethread-fake [--listen ADDR] [--image-bytes N] [--n
   --detail-errors        write refusals as {\"detail\": \"<message>\"} (as the ChatGPT Codex
                          backend does) instead of {\"error\": {…}}; WebSocket frames unchanged
   --force-store-false    take every request as store:false whatever it says (as behind a
-                         gateway that forces it): nothing kept, responses echo store:false";
+                         gateway that forces it): nothing kept, responses echo store:false
+  --fault-error-rate     fraction (0 to 1) of POST …/responses answered 500 server_error
+  --fault-reset-rate     fraction answered 200 and then cut: the connection is aborted after a
+                         few SSE events or half the JSON, and the turn is not remembered
+  --fault-stall-rate     fraction that wait --fault-stall before answering
+  --fault-stall          that wait, in milliseconds (default 0)
+  --fault-seed           seed of the fault draws (default 0): the same seed and request order
+                         give the same faults; counts are in GET /fake/stats";
+
+/// The value of `flag`, parsed.
+fn value<T: std::str::FromStr>(
+    it: &mut impl Iterator<Item = String>,
+    flag: &str,
+) -> Result<T, String> {
+    let v = it.next().ok_or(format!("{flag} needs a value"))?;
+    v.parse().map_err(|_| format!("bad {flag}: {v}"))
+}
+
+/// A fault rate: a fraction from 0 to 1.
+fn rate(it: &mut impl Iterator<Item = String>, flag: &str) -> Result<f64, String> {
+    let r: f64 = value(it, flag)?;
+    match (0.0..=1.0).contains(&r) {
+        true => Ok(r),
+        false => Err(format!("{flag} must be from 0 to 1, not {r}")),
+    }
+}
 
 /// The names of a comma-separated list, trimmed, empty ones dropped.
 fn names(list: &str) -> impl Iterator<Item = String> + '_ {
@@ -86,10 +113,21 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|_| format!("bad --h2-refuse-every: {v}"))?;
                 args.opts.h2_faults.refuse_every = Some(n);
             }
+            "--fault-error-rate" => args.opts.faults.error_rate = rate(&mut it, &arg)?,
+            "--fault-reset-rate" => args.opts.faults.reset_rate = rate(&mut it, &arg)?,
+            "--fault-stall-rate" => args.opts.faults.stall_rate = rate(&mut it, &arg)?,
+            "--fault-stall" => {
+                args.opts.faults.stall = Duration::from_millis(value(&mut it, &arg)?);
+            }
+            "--fault-seed" => args.opts.faults.seed = value(&mut it, &arg)?,
             "--ca-out" => args.ca_out = Some(it.next().ok_or("--ca-out needs FILE")?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument: {other}")),
         }
+    }
+    let f = &args.opts.faults;
+    if f.error_rate + f.reset_rate + f.stall_rate > 1.0 {
+        return Err("the --fault-*-rate fractions add up to more than 1".into());
     }
     if args.opts.tls.is_some() != args.ca_out.is_some() {
         return Err("--tls and --ca-out go together".into());

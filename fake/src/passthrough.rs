@@ -164,9 +164,11 @@ pub async fn json_blob(query: &Query, body: Body) -> Response {
 
 /// `GET /fake/stats`.
 pub async fn stats(shared: &Shared) -> Response {
+    let faults = shared.faults.counts();
     let value = json!({
         "responses_posts": shared.responses_posts.load(Ordering::Relaxed),
         "requests_total": shared.requests_total.load(Ordering::Relaxed),
+        "faults": {"errors": faults.errors, "resets": faults.resets, "stalls": faults.stalls},
     });
     reply::json(StatusCode::OK, &value, ReplyOptions::plain()).await
 }

@@ -10,10 +10,11 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use crate::errors::ApiError;
+use crate::faults::{self, Fault};
 use crate::query::Query;
 use crate::reply::{self, ReplyOptions};
 use crate::state::Shared;
-use crate::turn;
+use crate::turn::{self, Created};
 
 fn reply_opts(shared: &Shared, headers: &HeaderMap) -> ReplyOptions {
     ReplyOptions::from_headers(headers, shared.opts.compress)
@@ -21,13 +22,17 @@ fn reply_opts(shared: &Shared, headers: &HeaderMap) -> ReplyOptions {
         .with_detail_errors(shared.opts.detail_errors)
 }
 
-/// `POST …/responses`
+/// `POST …/responses`, with the faults of `FakeOptions::faults` injected.
 pub async fn create(shared: Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
     shared.responses_posts.fetch_add(1, Ordering::Relaxed);
     let bytes = axum::body::to_bytes(body, usize::MAX)
         .await
         .unwrap_or_default();
     shared.set_last_body(bytes.clone());
+    let fault = shared.faults.draw(&shared.opts.faults);
+    if let Some(failed) = early_fault(&shared, &headers, fault).await {
+        return failed;
+    }
     let detail = shared.opts.detail_errors;
     let opts = match ReplyOptions::from_headers(&headers, shared.opts.compress) {
         Ok(o) => o.with_detail_errors(detail),
@@ -39,10 +44,45 @@ pub async fn create(shared: Arc<Shared>, headers: HeaderMap, body: Body) -> Resp
     let Ok(value) = serde_json::from_slice::<Value>(&bytes) else {
         return reply::error(&ApiError::bad_json(), opts).await;
     };
-    match turn::create(&shared, &tenant, &headers, &value, None) {
+    match turn::prepare(&shared, &tenant, &headers, &value, None) {
         Err(e) => reply::error(&e, opts).await,
-        Ok(created) if created.stream => reply::sse(created.events, opts),
-        Ok(created) => reply::json(StatusCode::OK, &created.response, opts).await,
+        // Cut: the turn is dropped unrecorded, as if the server had failed.
+        Ok(prepared) if fault == Some(Fault::Reset) => {
+            shared.faults.count(Fault::Reset);
+            let stream = prepared.created.stream;
+            faults::cut(answer(prepared.created, opts).await, stream).await
+        }
+        Ok(prepared) => answer(prepared.remember(&shared, &tenant), opts).await,
+    }
+}
+
+/// The faults that strike before the request is looked at: a 500, or a stall (then `None`, to
+/// answer normally).
+async fn early_fault(
+    shared: &Shared,
+    headers: &HeaderMap,
+    fault: Option<Fault>,
+) -> Option<Response> {
+    match fault? {
+        Fault::Error => {
+            shared.faults.count(Fault::Error);
+            let opts = reply_opts(shared, headers);
+            Some(reply::error(&ApiError::server_error(), opts).await)
+        }
+        Fault::Stall => {
+            shared.faults.count(Fault::Stall);
+            tokio::time::sleep(shared.opts.faults.stall).await;
+            None
+        }
+        Fault::Reset => None,
+    }
+}
+
+/// A created turn's answer: SSE when it asked to stream, else JSON.
+async fn answer(created: Created, opts: ReplyOptions) -> Response {
+    match created.stream {
+        true => reply::sse(created.events, opts),
+        false => reply::json(StatusCode::OK, &created.response, opts).await,
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::faults::FaultState;
 use crate::FakeOptions;
 
 /// One output item of a remembered turn.
@@ -146,6 +147,8 @@ pub struct Shared {
     /// Requests that came over HTTP/2.
     pub http2_requests: AtomicU64,
     pub last_body: Mutex<Option<Bytes>>,
+    /// Draws and counts of `FakeOptions::faults`.
+    pub faults: FaultState,
 }
 
 impl Shared {

@@ -1,7 +1,9 @@
 //! Creating one turn from a `response.create` body: validate, generate, remember.
 //!
 //! Shared by `POST …/responses` and WebSocket mode, so both are exactly as strict. The turn is
-//! recorded before anything is sent, so a follow-up racing the end of a stream still finds it.
+//! recorded before anything is sent, so a follow-up racing the end of a stream still finds it —
+//! unless its answer is to be cut (`Faults::reset_rate`): then it is never recorded, as if the
+//! server had failed.
 //! A model that does not reason (`FakeOptions::reasons`) gets its shape without reasoning items.
 //! With `FakeOptions::force_store_false` every request is taken as `store:false`, whatever it
 //! says, as behind a gateway that forces it (wild-failures-2026.md N8).
@@ -80,8 +82,26 @@ fn header_flag(headers: &HeaderMap, name: &str) -> bool {
         .is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
 }
 
-/// Validate and generate a turn for `tenant`. `local` holds the response ids made earlier on the
-/// same WebSocket (`None` over HTTP), whose `store:false` turns may be chained there (N6).
+/// A validated, generated turn not yet recorded.
+pub struct Prepared {
+    pub created: Created,
+    turn: Turn,
+}
+
+impl Prepared {
+    /// Record the turn for `tenant`, so lookups and follow-ups find it.
+    pub fn remember(self, shared: &Shared, tenant: &str) -> Created {
+        shared
+            .tenants()
+            .entry(tenant.to_string())
+            .or_default()
+            .remember(self.created.id.clone(), self.turn);
+        self.created
+    }
+}
+
+/// Validate, generate and record a turn for `tenant`. `local` holds the response ids made earlier
+/// on the same WebSocket (`None` over HTTP), whose `store:false` turns may be chained there (N6).
 pub fn create(
     shared: &Shared,
     tenant: &str,
@@ -89,6 +109,17 @@ pub fn create(
     body: &Value,
     local: Option<&HashSet<String>>,
 ) -> Result<Created, ApiError> {
+    prepare(shared, tenant, headers, body, local).map(|p| p.remember(shared, tenant))
+}
+
+/// Validate and generate a turn for `tenant` without recording it (see [`create`]).
+pub fn prepare(
+    shared: &Shared,
+    tenant: &str,
+    headers: &HeaderMap,
+    body: &Value,
+    local: Option<&HashSet<String>>,
+) -> Result<Prepared, ApiError> {
     if !body.is_object() {
         return Err(ApiError::bad_json());
     }
@@ -176,15 +207,13 @@ pub fn create(
         output,
         events: events.clone(),
     };
-    shared
-        .tenants()
-        .entry(tenant.to_string())
-        .or_default()
-        .remember(id.clone(), turn);
-    Ok(Created {
-        id,
-        response,
-        events,
-        stream,
+    Ok(Prepared {
+        created: Created {
+            id,
+            response,
+            events,
+            stream,
+        },
+        turn,
     })
 }

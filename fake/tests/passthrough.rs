@@ -144,7 +144,10 @@ async fn blob_sse_status_headers_json_stats() {
         .json()
         .await
         .unwrap();
-    assert_eq!(stats, json!({"responses_posts": 0, "requests_total": 8}));
+    assert_eq!(
+        stats,
+        json!({"responses_posts": 0, "requests_total": 8, "faults": {"errors": 0, "resets": 0, "stalls": 0}})
+    );
     assert_eq!(fake.handle.requests_total(), 8);
 }
 

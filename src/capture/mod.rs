@@ -90,9 +90,9 @@ impl CaptureError {
 #[derive(Deserialize)]
 struct ResponseFields<'a> {
     #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
+    id: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    previous_response_id: Option<Cow<'a, str>>,
+    previous_response_id: Option<&'a RawValue>,
     #[serde(default)]
     store: Option<bool>,
     #[serde(borrow, default)]
@@ -163,27 +163,36 @@ fn read_item(
 pub fn turn_from_response(body: &[u8], keep: KeepPolicy) -> Result<Option<Turn>, CaptureError> {
     let fields: ResponseFields<'_> = serde_json::from_slice(body)?;
     let stored = fields.store != Some(false);
+    let output = fields.output.unwrap_or_default();
     let mut items = Vec::new();
-    for raw in fields.output.unwrap_or_default() {
+    for raw in &output {
         items.extend(read_item(raw, stored, keep)?);
     }
+    let (id, parent) = (text(fields.id), text(fields.previous_response_id));
+    let complete = items.len() == output.len();
     Ok((!items.is_empty()).then(|| Turn {
         stored,
         items: items.into(),
-        link: link(fields.id.as_deref(), fields.previous_response_id.as_deref()),
+        link: link(id.as_deref(), parent.as_deref(), complete),
     }))
 }
 
 /// The link of a response with this id and the `previous_response_id` it echoes (the session
 /// puts in what the request said, which wins: an expanded request no longer names its parent).
-fn link(id: Option<&str>, parent: Option<&str>) -> Option<Box<Link>> {
+fn link(id: Option<&str>, parent: Option<&str>, complete: bool) -> Option<Box<Link>> {
     let usable = |id: &&str| !id.is_empty() && id.len() <= MAX_RESPONSE_ID;
     let id = id.filter(usable)?;
     Some(Box::new(Link {
         response: id.into(),
         parent: parent.filter(usable).map(Into::into),
         input: None,
+        complete,
     }))
+}
+
+/// A string field of a response read leniently: a compatible server's odd value is no id.
+fn text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
+    raw.and_then(|r| serde_json::from_str(r.get()).ok())
 }
 
 /// Longer response ids are not the API's; such a response is not linked.
@@ -222,8 +231,8 @@ impl TurnBuilder {
                 if let Some(response) = event.response {
                     let fields: ResponseFields<'_> = serde_json::from_str(response.get())?;
                     self.stored = fields.store != Some(false);
-                    self.id = fields.id.map(Into::into);
-                    self.parent = fields.previous_response_id.map(Into::into);
+                    self.id = text(fields.id).map(Into::into);
+                    self.parent = text(fields.previous_response_id).map(Into::into);
                 }
             }
             Some("response.output_item.done") => {
@@ -253,7 +262,8 @@ impl TurnBuilder {
         (!self.done.is_empty()).then(|| Turn {
             stored: self.stored,
             items: self.done.into_values().collect(),
-            link: link(self.id.as_deref(), self.parent.as_deref()),
+            // The stream ended before its terminal event: its output is not whole.
+            link: link(self.id.as_deref(), self.parent.as_deref(), false),
         })
     }
 }

@@ -12,7 +12,7 @@
 //! the digest, the call id, and `varint(len)` + the full item's JSON.
 //!
 //! Then, for a turn whose response id was seen, its link: a flags byte (`LINK`, bit 1: a parent
-//! follows, bit 2: the request's input follows), the response id, the parent id, and
+//! follows, bit 2: the request's input follows, bit 3: the output was read whole), the response id, the parent id, and
 //! `varint(len)` + the input's JSON. A turn written before links existed simply ends after its
 //! items, and a reader that knows no links stops there, so both forms live side by side in a
 //! shared store during a rolling upgrade.
@@ -54,7 +54,7 @@ pub fn put_varint(out: &mut Vec<u8>, mut n: u64) {
 
 fn is_lower_hex(s: &str) -> bool {
     !s.is_empty()
-        && s.len() % 2 == 0
+        && s.len().is_multiple_of(2)
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
@@ -149,6 +149,7 @@ pub fn put_items(out: &mut Vec<u8>, turn: &Turn) -> Option<()> {
 const LINK: u8 = 1;
 const HAS_PARENT: u8 = 1 << 1;
 const HAS_INPUT: u8 = 1 << 2;
+const COMPLETE: u8 = 1 << 3;
 
 /// Appends a turn's link, if it has one.
 pub fn put_link(out: &mut Vec<u8>, turn: &Turn) {
@@ -159,6 +160,9 @@ pub fn put_link(out: &mut Vec<u8>, turn: &Turn) {
     }
     if link.input.is_some() {
         flags |= HAS_INPUT;
+    }
+    if link.complete {
+        flags |= COMPLETE;
     }
     out.push(flags);
     put_id(out, &link.response);
@@ -176,6 +180,7 @@ struct LinkView<'a> {
     response: &'a [u8],
     parent: Option<&'a [u8]>,
     input: Option<&'a [u8]>,
+    complete: bool,
 }
 
 /// Reads the link after a turn's items: `Some(None)` when the turn has none.
@@ -202,6 +207,7 @@ fn walk_link<'a>(r: &mut Reader<'a>) -> Option<Option<LinkView<'a>>> {
         response,
         parent,
         input,
+        complete: flags & COMPLETE != 0,
     }))
 }
 
@@ -418,6 +424,7 @@ pub fn read_turn(r: &mut Reader<'_>) -> Option<Turn> {
                 None => None,
             },
             input: view.input.map(Bytes::copy_from_slice),
+            complete: view.complete,
         })),
         None => None,
     };
@@ -450,6 +457,62 @@ mod tests {
         let mut out = Vec::new();
         put_items(&mut out, t).unwrap();
         read_turn(&mut Reader::new(&out)).unwrap()
+    }
+
+    fn linked(shape: &str, parent: Option<&str>, input: Option<&str>) -> Turn {
+        let mut t = turn(shape, false);
+        t.link = Some(Box::new(Link {
+            response: "resp_68c42d0fb418819dbfa579f69406b49508fbf9b1584184ff".into(),
+            parent: parent.map(Into::into),
+            input: input.map(|i| Bytes::copy_from_slice(i.as_bytes())),
+            complete: true,
+        }));
+        t
+    }
+
+    fn encoded(t: &Turn) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_items(&mut out, t).unwrap();
+        put_link(&mut out, t);
+        out
+    }
+
+    #[test]
+    fn a_link_round_trips_and_is_found_by_its_response_id() {
+        for t in [
+            linked(
+                "rs fc",
+                Some("resp_1"),
+                Some(r#"[{"role":"user","content":"hi"}]"#),
+            ),
+            linked("msg", None, None),
+        ] {
+            let out = encoded(&t);
+            assert_eq!(read_turn(&mut Reader::new(&out)).unwrap(), t);
+            let key = encode_id(&t.link.as_ref().unwrap().response);
+            assert!(holds(&mut Reader::new(&out), KeyKind::ResponseId, &key));
+            assert!(!holds(&mut Reader::new(&out), KeyKind::ItemId, &key));
+        }
+    }
+
+    #[test]
+    fn a_record_cut_anywhere_in_its_link_reads_as_nothing_and_never_panics() {
+        let t = linked("rs fc", Some("resp_1"), Some("[1,2,3]"));
+        let out = encoded(&t);
+        let mut items = Vec::new();
+        put_items(&mut items, &t).unwrap();
+        for end in items.len() + 1..out.len() {
+            assert_eq!(
+                read_turn(&mut Reader::new(&out[..end])),
+                None,
+                "cut at {end}"
+            );
+            let _ = link_key(&mut Reader::new(&out[items.len()..end]));
+        }
+        // A record written before links existed ends after its items.
+        let mut old = turn("rs fc", false);
+        old.link = None;
+        assert_eq!(read_turn(&mut Reader::new(&items)).unwrap(), old);
     }
 
     #[test]

@@ -166,6 +166,8 @@ struct Writer {
 enum Oldest {
     /// The rest of a chunk no record fitted in.
     Padding,
+    /// A record whose keys cannot be read (never written so; it goes whatever is asked).
+    Unreadable { len: u64 },
     Record {
         len: u64,
         ticks: u32,
@@ -273,12 +275,28 @@ impl MemoryLedger {
 
     /// Charges a turn's full items to the budgets, or drops them (keeping ids and order) when
     /// they would exceed either budget.
-    fn charge(&self, tenant: TenantKey, turn: &mut Turn) -> usize {
+    fn charge(&self, t8: u64, turn: &mut Turn) -> usize {
         let bytes = full_bytes(turn);
         if bytes == 0 {
             return 0;
         }
-        let mut used = self.full_by_tenant.entry(tenant8(&tenant)).or_insert(0);
+        if self.reserve(t8, bytes) {
+            return bytes;
+        }
+        // The request's input goes first: the output's full items repair more.
+        if drop_input(turn) {
+            let bytes = full_bytes(turn);
+            if bytes == 0 || self.reserve(t8, bytes) {
+                return bytes;
+            }
+        }
+        drop_full(turn);
+        0
+    }
+
+    /// Reserves `bytes` of full items for a tenant within both budgets; counts a refusal.
+    fn reserve(&self, t8: u64, bytes: usize) -> bool {
+        let mut used = self.full_by_tenant.entry(t8).or_insert(0);
         // The tenant's share is guarded by its entry's lock; the total is reserved atomically,
         // so concurrent turns of different tenants cannot both pass the last free bytes.
         let within_tenant = *used + bytes <= self.budget.per_tenant;
@@ -296,11 +314,10 @@ impl MemoryLedger {
                 "full items over budget; remembering this turn by id only"
             );
             metrics::counter!(crate::metrics::FULL_ITEMS_OVER_BUDGET).increment(1);
-            drop_full(turn);
-            return 0;
+            return false;
         }
         *used += bytes;
-        bytes
+        true
     }
 
     fn refund(&self, tenant: u64, bytes: usize) {
@@ -327,34 +344,100 @@ impl MemoryLedger {
         Some(record)
     }
 
-    fn insert(&self, tenant: TenantKey, mut turn: Turn) {
-        let t8 = tenant8(&tenant);
-        let mut charged = self.charge(tenant, &mut turn);
-        let ticks = self.now_ticks();
+    /// Remembers a turn learned now; returns its record as stored (`varint(len)`, then the
+    /// body: tenant, ticks, items), or `None` when it could not be kept.
+    pub(crate) fn insert(&self, tenant: TenantKey, turn: Turn) -> Option<Vec<u8>> {
+        self.insert_at(tenant8(&tenant), self.now_ticks(), turn)
+    }
+
+    fn insert_at(&self, t8: u64, ticks: u32, mut turn: Turn) -> Option<Vec<u8>> {
+        let mut charged = self.charge(t8, &mut turn);
         let mut record = Self::encode(t8, ticks, &turn);
-        if record.as_ref().is_none_or(|r| r.len() > CHUNK) && charged > 0 {
-            // Too large for a chunk with its full items: remember it by id only.
+        let too_large = |r: &Option<Vec<u8>>| r.as_ref().is_none_or(|r| r.len() > CHUNK);
+        if too_large(&record) && charged > 0 {
+            // Too large for a chunk: without the request's input, else by id only.
             self.refund(t8, charged);
             charged = 0;
-            drop_full(&mut turn);
-            record = Self::encode(t8, ticks, &turn);
+            if drop_input(&mut turn) {
+                charged = self.charge(t8, &mut turn);
+                record = Self::encode(t8, ticks, &turn);
+            }
+            if too_large(&record) {
+                self.refund(t8, charged);
+                charged = 0;
+                drop_full(&mut turn);
+                record = Self::encode(t8, ticks, &turn);
+            }
         }
         let Some(record) = record.filter(|r| r.len() <= CHUNK) else {
             self.refund(t8, charged);
-            return;
+            return None;
         };
         let hashes: Vec<u64> = super::keys_of(&turn)
             .map(|(kind, key)| self.hash(t8, kind, &compact::encode_id(key)))
             .collect();
+        self.place(ticks, &record, hashes, true);
+        Some(record)
+    }
 
+    /// Remembers a record body a persistent store kept (`file.rs`), learned `age` ago: as it
+    /// is when its full items fit the budgets (no decoding), else by id only. `false` when it
+    /// is past retention or unreadable.
+    pub(crate) fn restore(&self, body: &[u8], age: Duration) -> bool {
+        let age_ticks = u64::try_from(age.as_millis()).unwrap_or(u64::MAX) / self.tick_ms;
+        if age_ticks >= u64::from(self.retention_ticks) || body.len() < HEADER {
+            return false;
+        }
+        let ticks = self.now_ticks().wrapping_sub(age_ticks as u32);
+        let mut record = Vec::with_capacity(body.len() + 3);
+        compact::put_varint(&mut record, body.len() as u64);
+        let at = record.len();
+        record.extend_from_slice(body);
+        record[at + 8..at + HEADER].copy_from_slice(&ticks.to_le_bytes());
+        let body = &record[at..];
+        let Some((t8, _, hashes, full_bytes)) = self.record_keys(body) else {
+            return false;
+        };
+        if full_bytes > 0 && !self.reserve(t8, full_bytes) {
+            let Some(turn) = compact::read_turn(&mut Reader::new(&body[HEADER..])) else {
+                return false;
+            };
+            return self.insert_at(t8, ticks, turn).is_some();
+        }
+        if record.len() > CHUNK {
+            self.refund(t8, full_bytes);
+            return false;
+        }
+        // Restored oldest first and within retention: nothing older is left to expire.
+        self.place(ticks, &record, hashes, false);
+        true
+    }
+
+    /// Sizes the index of an empty store for `keys` keys at once, as growing to them would
+    /// (a restore would otherwise rebuild every shard many times over, reading each record's
+    /// keys again each time).
+    pub(crate) fn presize(&self, keys: usize) {
+        let per_shard = keys.div_ceil(SHARDS) + keys.div_ceil(SHARDS) / 16 + 16;
+        let slots = (per_shard * 8 / 7 + 1).next_power_of_two();
+        for shard in self.shards.iter() {
+            let mut table = lock(shard);
+            if table.live == 0 && table.tags.len() < slots {
+                *table = Table::with_slots(slots);
+            }
+        }
+    }
+
+    /// Writes a record learned at `ticks` at the log's tail and indexes its keys, making room
+    /// first (capacity, the log's bound, and with `expire` retention).
+    fn place(&self, ticks: u32, record: &[u8], hashes: Vec<u64>, expire: bool) {
         let mut w = lock(&self.writer);
         let now = ticks;
         while w.turns >= self.capacity && self.drop_oldest(&mut w, |_| true, true) {}
-        while self.drop_oldest(&mut w, |ticks| !self.fresh(ticks, now), false) {}
+        while expire && self.drop_oldest(&mut w, |ticks| !self.fresh(ticks, now), false) {}
         while (w.tail + (record.len() + CHUNK) as u64) - w.head > LOG_MAX
             && self.drop_oldest(&mut w, |_| true, true)
         {}
-        let r = self.append(&mut w, &record);
+        let r = self.append(&mut w, record);
         for hash in hashes {
             let mut table = lock(&self.shards[shard_of(hash)]);
             if table.full() {
@@ -382,7 +465,7 @@ impl MemoryLedger {
         }
         let slot_index = ((w.tail >> CHUNK_BITS) as usize) % CHUNKS;
         let mut slot = lock(&self.chunks[slot_index]);
-        if w.tail % CHUNK as u64 == 0 || slot.is_none() {
+        if w.tail.is_multiple_of(CHUNK as u64) || slot.is_none() {
             // A chunk starts zeroed: whatever a record leaves unwritten at its end is padding.
             if slot.replace(vec![0u8; CHUNK].into_boxed_slice()).is_none() {
                 w.chunks += 1;
@@ -411,7 +494,11 @@ impl MemoryLedger {
             None | Some(0) => Some(Oldest::Padding),
             Some(len) => {
                 let body = reader.take(usize::try_from(len).ok()?)?;
-                let (tenant, ticks, hashes, full_bytes) = self.record_keys(body)?;
+                let Some((tenant, ticks, hashes, full_bytes)) = self.record_keys(body) else {
+                    return Some(Oldest::Unreadable {
+                        len: reader.at as u64,
+                    });
+                };
                 Some(Oldest::Record {
                     len: reader.at as u64,
                     ticks,
@@ -433,6 +520,12 @@ impl MemoryLedger {
                 Some(Oldest::Padding) => {
                     w.head = ((w.head >> CHUNK_BITS) + 1) << CHUNK_BITS;
                     self.free_passed(w, before);
+                }
+                Some(Oldest::Unreadable { len }) => {
+                    w.head += len;
+                    w.turns -= 1;
+                    self.free_passed(w, before);
+                    return true;
                 }
                 Some(Oldest::Record {
                     len,
@@ -588,6 +681,13 @@ fn full_bytes(turn: &Turn) -> usize {
             .map_or(0, |i| i.len())
 }
 
+/// Leaves out the request's input a turn keeps; says whether it had one.
+fn drop_input(turn: &mut Turn) -> bool {
+    turn.link
+        .as_mut()
+        .is_some_and(|link| link.input.take().is_some())
+}
+
 fn drop_full(turn: &mut Turn) {
     for item in turn.items.iter_mut() {
         item.full = None;
@@ -599,7 +699,7 @@ fn drop_full(turn: &mut Turn) {
 
 impl Ledger for MemoryLedger {
     fn record(&self, tenant: TenantKey, turn: Turn) -> BoxFuture<'static, Result<(), LedgerError>> {
-        self.insert(tenant, turn);
+        let _ = self.insert(tenant, turn);
         async { Ok(()) }.boxed()
     }
 
@@ -709,6 +809,39 @@ mod tests {
         assert_eq!(l.find(A, &["ig_1"], ITEM_KEYS).len(), 1);
         assert_eq!(l.stats().evictions, 1);
         assert_eq!(l.stats().turns, 2);
+    }
+
+    #[test]
+    fn an_evicted_turn_leaves_its_response_id_and_its_input_bytes() {
+        let budget = FullItemBudget {
+            total: 1 << 20,
+            per_tenant: 1 << 20,
+        };
+        let l = MemoryLedger::new(Duration::from_secs(60), 1, budget);
+        let mut first = turn("rs msg", true);
+        first.link = Some(Box::new(crate::repair::items::Link {
+            response: "resp_1".into(),
+            parent: None,
+            input: Some(bytes::Bytes::from_static(
+                b"[{\"role\":\"user\",\"content\":\"hi\"}]",
+            )),
+            complete: true,
+        }));
+        l.insert(A, first);
+        assert_eq!(
+            l.find(A, &["resp_1"], crate::ledger::RESPONSE_KEYS).len(),
+            1
+        );
+        assert!(l.full_total.load(Ordering::Relaxed) > 0);
+        l.insert(A, turn("rs ig", true));
+        assert!(l
+            .find(A, &["resp_1"], crate::ledger::RESPONSE_KEYS)
+            .is_empty());
+        assert_eq!(
+            l.full_total.load(Ordering::Relaxed),
+            0,
+            "the input's bytes are refunded"
+        );
     }
 
     #[test]
@@ -827,7 +960,7 @@ mod tests {
                     let mut worst = 0;
                     for _ in 0..20_000 {
                         let mut one = turn("rs fc msg", false);
-                        let charged = l.charge(TenantKey([t; 16]), &mut one);
+                        let charged = l.charge(tenant8(&TenantKey([t; 16])), &mut one);
                         worst = worst.max(l.full_total.load(Ordering::Relaxed));
                         l.refund(tenant8(&TenantKey([t; 16])), charged);
                     }

@@ -13,8 +13,10 @@ use crate::tenant::TenantKey;
 
 pub mod chain;
 pub mod compact;
+pub mod file;
 pub mod images;
 pub mod memory;
+pub mod outbox;
 pub mod redis;
 
 /// A storage failure. The request goes on without memory; the failure is logged and counted.

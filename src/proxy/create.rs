@@ -135,7 +135,7 @@ pub async fn handle(
         let stateless = view
             .as_ref()
             .is_some_and(|v| !v.store || app.upstream_store.drops_store(tenant));
-        let origin = Origin::of(view.as_ref(), &bytes, &change, false);
+        let origin = Origin::of(app, tenant, view.as_ref(), &bytes, &change, false);
         captured(app, tenant, model, stateless, origin, response)
     } else {
         response

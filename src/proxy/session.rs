@@ -195,7 +195,8 @@ impl Planned {
             return None;
         }
         if self.chain.len() < ledger::chain::MAX_DEPTH {
-            self.chain = walk_chain(app, tenant, previous, ledger::chain::MAX_DEPTH).await;
+            self.chain =
+                walk_chain(app, tenant, previous, ledger::chain::MAX_DEPTH, |_| false).await;
         }
         let Some(history) = repair::chain::history(&self.chain) else {
             tracing::info!(
@@ -226,7 +227,8 @@ impl Planned {
         directives: &Directives,
     ) -> (Change, Option<repair::plan::Unrepairable>) {
         let (change, why) = change::decide(body, view, &self.turns, rules, directives);
-        let change = change::with_chain(change, view, &self.chain, rules, self.history.clone());
+        let change =
+            change::with_chain(change, body, view, &self.chain, rules, self.history.clone());
         (change, why)
     }
 
@@ -349,15 +351,8 @@ pub async fn planned(app: &App, tenant: TenantKey, body: &[u8], view: &RequestVi
         }
     };
     let chain = match &view.previous_response_id {
-        // Only a chain memory knows items of is walked whole; the last response's calls need
-        // just that response.
-        Some(previous) if rules.switches.dedupe && turns.iter().any(|t| t.link.is_some()) => {
-            walk_chain(app, tenant, previous, ledger::chain::MAX_DEPTH).await
-        }
-        Some(previous) if rules.answer_calls.is_some() => {
-            walk_chain(app, tenant, previous, 1).await
-        }
-        _ => Vec::new(),
+        Some(previous) => chain_for(app, tenant, view, &turns, rules, previous).await,
+        None => Vec::new(),
     };
     let mut planned = Planned {
         change: Change::default(),
@@ -378,10 +373,54 @@ pub async fn planned(app: &App, tenant: TenantKey, body: &[u8], view: &RequestVi
     planned
 }
 
+/// The part of the chain a chained request needs at first: back to the turns holding the items
+/// it sends that memory knows by id (they may be sent again, N7), or just the last response
+/// (its calls, with `unanswered_calls = answer`); none when it sends nothing memory knows.
+async fn chain_for(
+    app: &App,
+    tenant: TenantKey,
+    view: &RequestView<'_>,
+    turns: &[Arc<Turn>],
+    rules: Rules,
+    previous: &str,
+) -> Vec<Arc<Turn>> {
+    let sent: std::collections::HashSet<&str> = view
+        .input
+        .iter()
+        .flat_map(|i| i.items.iter().filter_map(|item| item.id()))
+        .collect();
+    // Ids of the request's items that remembered, linked turns hold as items (a call id an
+    // output names is no item of the chain sent again).
+    let known: Vec<&str> = turns
+        .iter()
+        .filter(|t| t.link.is_some())
+        .flat_map(|t| t.items.iter().map(|i| &*i.id))
+        .filter(|id| sent.contains(id))
+        .collect();
+    if rules.switches.dedupe && !known.is_empty() {
+        let found_all = |chain: &[Arc<Turn>]| {
+            known
+                .iter()
+                .all(|id| chain.iter().any(|t| t.items.iter().any(|i| &*i.id == *id)))
+        };
+        walk_chain(app, tenant, previous, ledger::chain::MAX_DEPTH, found_all).await
+    } else if rules.answer_calls.is_some() {
+        walk_chain(app, tenant, previous, 1, |_| false).await
+    } else {
+        Vec::new()
+    }
+}
+
 /// The chain ending at `last` as memory holds it (`ledger::chain`), or none when the store
 /// fails (counted like any lookup).
-async fn walk_chain(app: &App, tenant: TenantKey, last: &str, depth: usize) -> Vec<Arc<Turn>> {
-    match ledger::chain::walk(&*app.ledger, tenant, last, depth).await {
+async fn walk_chain(
+    app: &App,
+    tenant: TenantKey,
+    last: &str,
+    depth: usize,
+    enough: impl Fn(&[Arc<Turn>]) -> bool,
+) -> Vec<Arc<Turn>> {
+    match ledger::chain::walk(&*app.ledger, tenant, last, depth, enough).await {
         Ok(chain) => chain,
         Err(e) => {
             tracing::warn!(error = %e, "ledger lookup failed; forwarding without the chain");
@@ -467,8 +506,11 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// The origin of a request whose `change` was accepted.
+    /// The origin of a request whose `change` was accepted. Its input is kept only up to
+    /// `full_item_max`, like any item kept in full.
     pub fn of(
+        app: &App,
+        tenant: TenantKey,
         view: Option<&RequestView<'_>>,
         body: &Bytes,
         change: &Change,
@@ -478,7 +520,8 @@ impl Origin {
             return Origin::default();
         };
         let parent = view.previous_response_id.as_deref().map(Into::into);
-        let keep = !view.store && (websocket || parent.is_some());
+        let stateless = !view.store || app.upstream_store.drops_store(tenant);
+        let keep = stateless && (websocket || parent.is_some());
         let input = keep.then(|| {
             if change.is_empty() {
                 return repair::chain::input_array(body);
@@ -489,9 +532,10 @@ impl Origin {
             };
             repair::chain::input_array(&repair::splice::concat(&sent.apply(body, view)))
         });
+        let limit = app.settings.capture.full_item_max;
         Origin {
             parent,
-            input: input.flatten(),
+            input: input.flatten().filter(|i| i.len() <= limit),
             asked_store: view.store,
         }
     }

@@ -7,7 +7,8 @@
 //! unchanged.
 //!
 //! The guarantees of HTTP hold here too. A `response.create` waits in a queue until its response
-//! starts (`response.created`). An `error` event that arrives before that is the upstream's
+//! starts (`response.created`), and the client's next one is sent only then (the upstream
+//! answers one at a time anyway), so every event is matched with the frame it answers. An `error` event that arrives before that is the upstream's
 //! refusal of it: if memory lacked a reasoning item the error names, the frame is sent again with
 //! it; if rethread had changed the frame, the client's own frame is sent once; only then does the
 //! client see the error. The upstream answers one `response.create` at a time, in order.
@@ -84,13 +85,35 @@ struct Session {
     app: Arc<App>,
     tenant: TenantKey,
     pending: Mutex<VecDeque<Pending>>,
+    /// Told whenever a `response.create` leaves the queue (its response started, or its
+    /// refusal went to the client).
+    left: tokio::sync::Notify,
 }
 
 impl Session {
     fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Waits (up to `PIPELINE_WAIT`) until no `response.create` waits for its response, so
+    /// each event that starts or refuses one is matched with the right frame, even when a
+    /// refused one is sent again.
+    async fn one_at_a_time(&self) {
+        let deadline = tokio::time::Instant::now() + PIPELINE_WAIT;
+        loop {
+            let left = self.left.notified();
+            if self.queue().is_empty() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, left).await.is_err() {
+                return;
+            }
+        }
+    }
 }
+
+/// Longest a client's `response.create` waits for the one before it to start.
+const PIPELINE_WAIT: Duration = Duration::from_secs(10);
 
 /// Relays messages between the upgraded client and upstream connections until both close (or
 /// one has closed and the other has had `CLOSE_GRACE` to follow).
@@ -104,6 +127,7 @@ pub async fn relay(app: Arc<App>, tenant: TenantKey, client: Upgraded, upstream:
         app,
         tenant,
         pending: Mutex::new(VecDeque::new()),
+        left: tokio::sync::Notify::new(),
     });
     // Frames the inbound side wants sent again (a retry or the client's own), in order.
     let (resend, mut resends) = mpsc::unbounded_channel::<String>();
@@ -171,6 +195,7 @@ async fn outgoing(session: &Session, text: &str) -> String {
     if frame_type(text).as_deref() != Some("response.create") {
         return text.to_owned();
     }
+    session.one_at_a_time().await;
     let app = &session.app;
     let bytes = Bytes::copy_from_slice(text.as_bytes());
     let (mut planned, model, reasoning_param) = match request::parse(&bytes) {
@@ -237,9 +262,12 @@ fn incoming(session: &Session, text: &str, current: &mut Started) -> Incoming {
     match ty.as_deref() {
         Some("response.created") => {
             if let Some(started) = queue.pop_front() {
+                session.left.notify_waiters();
                 started.finish(session, true);
                 let view = request::parse(&started.original).ok();
                 current.origin = Some(Origin::of(
+                    &session.app,
+                    session.tenant,
                     view.as_ref(),
                     &started.original,
                     &started.change,
@@ -259,8 +287,8 @@ fn incoming(session: &Session, text: &str, current: &mut Started) -> Incoming {
 
 /// After the upstream refused `pending`'s frame: the frame to send instead (back at the front
 /// of the queue, which waits for its response), or `None` to let the client see the refusal.
-/// The upstream answers one `response.create` at a time, so nothing in the queue moves while
-/// this decides.
+/// The client's next `response.create` waits meanwhile (`one_at_a_time`), so nothing is sent
+/// between the refusal and what answers it.
 async fn refused(session: &Session, mut pending: Box<Pending>, event: &[u8]) -> Option<String> {
     match after_refusal(session, &mut pending, event).await {
         Some(frame) => {
@@ -269,6 +297,7 @@ async fn refused(session: &Session, mut pending: Box<Pending>, event: &[u8]) -> 
         }
         None => {
             pending.finish(session, false);
+            session.left.notify_waiters();
             None
         }
     }

@@ -13,7 +13,7 @@
 //! parent. Everything here is pure: the session walks the chain and applies what this decides.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -35,15 +35,18 @@ struct Kept<'a> {
     call_id: Option<Cow<'a, str>>,
 }
 
-/// One item the chain holds: its type, id and call id.
+/// One item the chain holds: its type and call id, and what it says (its JSON when kept in
+/// full, else the digest of its text or encrypted content).
 struct Held {
     ty: Option<String>,
     call_id: Option<String>,
+    full: Option<Bytes>,
+    digest: Option<super::content::Digest>,
 }
 
 /// The items of the chain, by id: every turn's output, and the inputs kept in full.
-fn held(chain: &[Arc<Turn>]) -> std::collections::HashMap<String, Held> {
-    let mut out = std::collections::HashMap::new();
+fn held(chain: &[Arc<Turn>]) -> HashMap<String, Held> {
+    let mut out = HashMap::new();
     for turn in chain {
         for item in turn.items.iter() {
             out.insert(
@@ -51,11 +54,15 @@ fn held(chain: &[Arc<Turn>]) -> std::collections::HashMap<String, Held> {
                 Held {
                     ty: Some(item.ty.as_str().to_owned()),
                     call_id: item.call_id.as_deref().map(str::to_owned),
+                    full: item.full.clone(),
+                    digest: item.digest,
                 },
             );
         }
-        let input = turn.link.as_ref().and_then(|l| l.input.as_ref());
-        for raw in input.map(|i| elements(i)).unwrap_or_default() {
+        let Some(input) = turn.link.as_ref().and_then(|l| l.input.as_ref()) else {
+            continue;
+        };
+        for raw in elements(input) {
             let Ok(kept) = serde_json::from_str::<Kept<'_>>(raw.get()) else {
                 continue;
             };
@@ -65,6 +72,8 @@ fn held(chain: &[Arc<Turn>]) -> std::collections::HashMap<String, Held> {
                     Held {
                         ty: kept.ty.map(Cow::into_owned),
                         call_id: kept.call_id.map(Cow::into_owned),
+                        full: Some(input.slice_ref(raw.get().as_bytes())),
+                        digest: None,
                     },
                 );
             }
@@ -78,10 +87,36 @@ fn elements(array: &[u8]) -> Vec<&RawValue> {
     serde_json::from_slice(array).unwrap_or_default()
 }
 
-/// Indices of the client's items the chain already holds: the same id, the same type (or a
-/// reference to it), and no other call id. Two different items under one id (a gateway's
-/// merge gone wrong) are not a duplicate this can settle.
-pub fn duplicates(items: &[InputItem<'_>], chain: &[Arc<Turn>]) -> Vec<usize> {
+/// An item's JSON without its `status` (which the server sets), for comparing two copies.
+fn without_status(json: &[u8]) -> Option<serde_json::Value> {
+    let mut value: serde_json::Value = serde_json::from_slice(json).ok()?;
+    value.as_object_mut()?.remove("status");
+    Some(value)
+}
+
+/// Whether the client's item (`raw`, read as `item`) says what the held one says: a reference
+/// says nothing else; an item sent in full must equal the held item's JSON (but for `status`),
+/// or carry the same text or encrypted content.
+fn same_content(raw: &[u8], item: &InputItem<'_>, held: &Held) -> bool {
+    let reference = match item.ty() {
+        None => !item.has_role,
+        Some("item_reference") => true,
+        Some(_) => item.needs_lookup(),
+    };
+    if reference {
+        return true;
+    }
+    if let Some(full) = &held.full {
+        return without_status(raw).is_some_and(|v| Some(v) == without_status(full));
+    }
+    held.digest
+        .is_some_and(|d| super::content::digest(raw) == Some(d))
+}
+
+/// Indices of the client's items the chain already holds: the same id and type (or a reference
+/// to it), no other call id, and the same content. Two different items under one id (an edit,
+/// a gateway's merge gone wrong) are not a duplicate this can settle: both are left alone.
+pub fn duplicates(body: &[u8], items: &[InputItem<'_>], chain: &[Arc<Turn>]) -> Vec<usize> {
     if chain.is_empty() || items.iter().all(|i| i.id().is_none()) {
         return Vec::new();
     }
@@ -104,7 +139,8 @@ pub fn duplicates(items: &[InputItem<'_>], chain: &[Arc<Turn>]) -> Vec<usize> {
                 (Some(a), Some(b)) => a == b,
                 _ => true,
             };
-            same_type && same_call
+            let raw = body.get(item.span.clone()).unwrap_or_default();
+            same_type && same_call && same_content(raw, item, h)
         })
         .map(|(n, _)| n)
         .collect()
@@ -120,7 +156,8 @@ pub fn history(chain: &[Arc<Turn>]) -> Option<Vec<Bytes>> {
     }
     let mut out = Vec::new();
     for turn in chain.iter().rev() {
-        let input = turn.link.as_ref()?.input.as_ref()?;
+        let link = turn.link.as_ref().filter(|l| l.complete)?;
+        let input = link.input.as_ref()?;
         for raw in serde_json::from_slice::<Vec<&RawValue>>(input).ok()? {
             out.push(input.slice_ref(raw.get().as_bytes()));
         }
@@ -302,12 +339,20 @@ mod tests {
                 if let Some(c) = &mut item.call_id {
                     *c = format!("{c}{n}").into();
                 }
+                let (ty, id) = (item.ty.as_str(), &item.id);
+                item.full = Some(Bytes::from(match &item.call_id {
+                    Some(c) => format!(
+                        r#"{{"type":"{ty}","id":"{id}","call_id":"{c}","name":"f","arguments":"{{}}"}}"#
+                    ),
+                    None => format!(r#"{{"type":"{ty}","id":"{id}"}}"#),
+                }));
             }
             let id: Box<str> = format!("resp_{n}").into();
             t.link = Some(Box::new(Link {
                 response: id.clone(),
                 parent: parent.replace(id),
                 input: Some(Bytes::copy_from_slice(input.as_bytes())),
+                complete: true,
             }));
             out.push(Arc::new(t));
         }
@@ -325,7 +370,22 @@ mod tests {
             {"role":"user","content":"hi","id":"msg_u"},
             {"type":"function_call","id":"fc_10","call_id":"other","name":"f","arguments":"{}"}]}"#;
         let view = parse(body.as_bytes()).unwrap();
-        assert_eq!(duplicates(&view.input.unwrap().items, &c), vec![0, 2, 3]);
+        assert_eq!(
+            duplicates(body.as_bytes(), &view.input.unwrap().items, &c),
+            vec![0, 2, 3]
+        );
+    }
+
+    #[test]
+    fn an_item_that_says_something_else_under_a_held_id_is_no_duplicate() {
+        let c = chain(&[("rs fc", r#"[{"role":"user","content":"hi","id":"msg_u"}]"#)]);
+        // The chain's call with other arguments, the kept message with other words.
+        let body = r#"{"previous_response_id":"resp_0","input":[
+            {"type":"function_call","id":"fc_10","call_id":"call_fc_10","name":"f","arguments":"{\"x\":1}"},
+            {"role":"user","content":"hello","id":"msg_u"},
+            {"type":"reasoning","id":"rs_00","summary":[],"encrypted_content":"other"}]}"#;
+        let view = parse(body.as_bytes()).unwrap();
+        assert!(duplicates(body.as_bytes(), &view.input.unwrap().items, &c).is_empty());
     }
 
     #[test]
@@ -353,6 +413,9 @@ mod tests {
         let mut c = chain(&[("msg", "[]")]);
         Arc::make_mut(&mut c[0]).link.as_mut().unwrap().input = None;
         assert!(history(&c).is_none(), "an input not kept");
+        let mut c = chain(&[("msg", "[]")]);
+        Arc::make_mut(&mut c[0]).link.as_mut().unwrap().complete = false;
+        assert!(history(&c).is_none(), "an output read in part");
     }
 
     #[test]

@@ -376,6 +376,7 @@ pub fn decide(
 /// answer`, N1), and the chain's `history` sent in its place when the server lost it (N6).
 pub fn with_chain(
     mut change: Change,
+    body: &[u8],
     view: &RequestView<'_>,
     chain: &[Arc<Turn>],
     rules: Rules,
@@ -386,7 +387,7 @@ pub fn with_chain(
         return change;
     };
     if rules.switches.dedupe && change.rewrite.is_none() {
-        let dups = super::chain::duplicates(&input.items, chain);
+        let dups = super::chain::duplicates(body, &input.items, chain);
         if !dups.is_empty() {
             change.rewrite = Some(Rewrite {
                 order: (0..input.items.len())

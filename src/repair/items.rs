@@ -136,6 +136,9 @@ pub struct Link {
     /// The request's own input items in full, as one JSON array: kept for a `store: false`
     /// chain only, whose history nothing else holds once its socket is gone.
     pub input: Option<Bytes>,
+    /// The output was read whole: the response ended and every item had an id (only then is
+    /// it part of a history rethread may send in the chain's place).
+    pub complete: bool,
 }
 
 /// The group an item belongs to, as positions in its turn.

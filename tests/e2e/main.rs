@@ -5,6 +5,7 @@ mod chains;
 mod common;
 mod do_no_harm;
 mod faults;
+mod file_store;
 mod goaway;
 mod hostile;
 mod https;

@@ -414,3 +414,38 @@ async fn check_reports_the_turns_and_memory_of_the_running_memory_store() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn with_admin_listen_the_own_endpoints_answer_there_and_the_proxy_port_forwards_them() {
+    let fake = fake().await;
+    let admin = format!("127.0.0.1:{}", crate::redis::free_port());
+    let proxy = Rethread::start(&fake.url(), &["--admin-listen", &admin]);
+    proxy.wait_for_log(&format!("health, readiness and metrics on http://{admin}"));
+    let get = |url: String| async move {
+        let answer = client().get(url).send().await.unwrap();
+        (answer.status().as_u16(), answer.text().await.unwrap())
+    };
+    let (status, body) = get(format!("http://{admin}/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("rethread_requests_total"), "{body}");
+    assert_eq!(
+        get(format!("http://{admin}/healthz")).await,
+        (200, "ok".into())
+    );
+    assert_eq!(get(format!("http://{admin}/readyz")).await.0, 200);
+    let before = fake.requests_total();
+    let (_, body) = get(proxy.url("/metrics")).await;
+    assert!(
+        !body.contains("rethread_"),
+        "the proxy port forwards /metrics: {body}"
+    );
+    get(proxy.url("/healthz")).await;
+    assert_eq!(fake.requests_total() - before, 2, "both went upstream");
+    // The health tool asks the admin port.
+    let out = rethread(&["--admin-listen", &admin, "health"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
