@@ -63,6 +63,7 @@ fn image_turn(n: u64) -> Turn {
                 parent: chained().then(|| hex_id("resp", n.wrapping_sub(1), 4)),
                 input: None,
                 complete: true,
+                conversation: None,
             })
         }),
     }

@@ -152,6 +152,28 @@ impl ApiError {
         )
     }
 
+    /// A `conversation` the tenant does not have (unknown, or another tenant's). The wording
+    /// is the fake's assumption, formed like the response lookup's: no report records it.
+    pub fn conversation_not_found(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            format!("Conversation with id '{id}' not found."),
+            Some("conversation"),
+            None,
+        )
+    }
+
+    /// `conversation` together with `previous_response_id`, which the API documents as not
+    /// combinable. The wording is the fake's assumption: no report records it.
+    pub fn conversation_with_previous() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "Mutually exclusive parameters: Ensure you are only providing one of: 'previous_response_id' or 'conversation'.".into(),
+            None,
+            None,
+        )
+    }
+
     /// E1
     pub fn missing_reasoning(id: &str, kind: &str, rs: &str) -> Self {
         Self::new(

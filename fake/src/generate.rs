@@ -24,6 +24,8 @@ pub struct TurnRequest<'a> {
     pub input_len: usize,
     /// Take the request as `store:false` whatever it says (`FakeOptions::force_store_false`).
     pub force_store_false: bool,
+    /// The id of the request's `conversation`, echoed as `{"id": …}`.
+    pub conversation: Option<&'a str>,
 }
 
 impl TurnRequest<'_> {
@@ -238,19 +240,21 @@ pub fn records(output: &[Value]) -> Vec<ItemRecord> {
     out
 }
 
-fn now() -> u64 {
+/// Unix seconds, for `created_at`.
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-/// The Response object for `output` (status `completed`).
+/// The Response object for `output` (status `completed`); with a `conversation`, it names it
+/// (`"conversation": {"id": …}`), else the key is left out.
 pub fn response_object(id: &str, req: &TurnRequest<'_>, output: &[Value]) -> Value {
     let input_tokens = (req.input_len / 4).max(1) as u64;
     let output_tokens = 10 * output.len() as u64 + 1;
     let body = req.body;
-    json!({
+    let mut response = json!({
         "id": id,
         "object": "response",
         "created_at": now(),
@@ -271,7 +275,11 @@ pub fn response_object(id: &str, req: &TurnRequest<'_>, output: &[Value]) -> Val
             "total_tokens": input_tokens + output_tokens,
         },
         "metadata": {},
-    })
+    });
+    if let Some(conversation) = req.conversation {
+        response["conversation"] = json!({"id": conversation});
+    }
+    response
 }
 
 #[cfg(test)]

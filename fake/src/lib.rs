@@ -27,9 +27,14 @@
 //! With [`FakeOptions::faults`] it fails at random, reproducibly from a seed, for load tests of
 //! a bad day: some `POST …/responses` get a 500, some a 200 cut mid-body, some a stall first.
 //!
+//! `POST …/conversations` creates a server-side conversation; a response made in it (request
+//! field `conversation`) is appended to it, and its items count as already sent: re-sending one
+//! is E4, as for a `previous_response_id` chain (wild-failures-2026.md N7 (c)).
+//!
 //! WebSocket mode keeps chains of `store:false` responses per socket: such a response can be
 //! named by `previous_response_id` only on the socket that produced it.
 
+mod conversations;
 mod encoding;
 mod encrypted;
 mod errors;
@@ -287,8 +292,8 @@ async fn run(
         .await
 }
 
-/// All routing, by hand: the Responses endpoint is recognised by its last path segment, which
-/// axum's path patterns cannot express.
+/// All routing, by hand: the Responses and Conversations endpoints are recognised by their last
+/// path segment, which axum's path patterns cannot express.
 async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     shared.requests_total.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = req.into_parts();
@@ -326,6 +331,12 @@ async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         }
         if is_get && ws::is_upgrade(&parts.headers) {
             return ws::upgrade(shared, parts).await;
+        }
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    if n >= 1 && segs[n - 1] == "conversations" {
+        if method == Method::POST {
+            return conversations::create(shared, parts.headers, body).await;
         }
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     }

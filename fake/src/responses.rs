@@ -16,7 +16,8 @@ use crate::reply::{self, ReplyOptions};
 use crate::state::Shared;
 use crate::turn::{self, Created};
 
-fn reply_opts(shared: &Shared, headers: &HeaderMap) -> ReplyOptions {
+/// Reply settings of a non-streaming answer: from headers, falling back to plain.
+pub fn reply_opts(shared: &Shared, headers: &HeaderMap) -> ReplyOptions {
     ReplyOptions::from_headers(headers, shared.opts.compress)
         .unwrap_or_else(|_| ReplyOptions::plain())
         .with_detail_errors(shared.opts.detail_errors)

@@ -2,7 +2,9 @@
 //!
 //! The real API links replayed items to the turns that produced them; the fake keeps, for every
 //! turn it generated, each output item's id, type, position and reasoning group, plus the full
-//! request input and output for `previous_response_id` chains and retrieval.
+//! request input and output for `previous_response_id` chains and retrieval. Server-side
+//! conversations are kept as the plain list of items they hold, seeded at creation and grown by
+//! every turn made in them: their items count as already sent, like a chain's.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
@@ -64,6 +66,9 @@ pub struct Tenant {
     pub call_index: HashMap<String, String>,
     /// Response ids, oldest first, to forget beyond `MAX_TURNS_PER_TENANT`.
     pub order: std::collections::VecDeque<String>,
+    /// conversation id → its items, oldest first. Never forgotten: the API keeps them until
+    /// deleted, and only tests create them.
+    pub conversations: HashMap<String, Vec<Value>>,
 }
 
 /// Turns one tenant's memory holds; older ones are forgotten (their ids then get E3b), so a
@@ -105,6 +110,19 @@ impl Tenant {
             }
         }
         out
+    }
+
+    /// The items of one of this tenant's conversations.
+    pub fn conversation(&self, id: &str) -> Option<&[Value]> {
+        self.conversations.get(id).map(Vec::as_slice)
+    }
+
+    /// Append a turn made in conversation `id` to it: its input, then its output.
+    pub fn extend_conversation(&mut self, id: &str, turn: &Turn) {
+        if let Some(items) = self.conversations.get_mut(id) {
+            items.extend(turn.input.iter().cloned());
+            items.extend(turn.output.iter().cloned());
+        }
     }
 
     /// Record a generated turn.

@@ -7,6 +7,11 @@
 //! A model that does not reason (`FakeOptions::reasons`) gets its shape without reasoning items.
 //! With `FakeOptions::force_store_false` every request is taken as `store:false`, whatever it
 //! says, as behind a gateway that forces it (wild-failures-2026.md N8).
+//!
+//! A request may name a server-side `conversation` (a string id or `{"id": …}`) of its tenant,
+//! not together with `previous_response_id`; both are checked before the input. Its items count
+//! as already sent (`validate`), and a recorded turn's input and output are appended to it, so
+//! re-sending them is E4 (wild-failures-2026.md N7 (c)). A cut turn is never appended.
 
 use std::collections::HashSet;
 
@@ -19,7 +24,7 @@ use crate::generate::{self, TurnRequest};
 use crate::ids::new_id;
 use crate::input::flatten;
 use crate::kinds;
-use crate::state::{Shared, StoredEvent, Turn};
+use crate::state::{Shared, StoredEvent, Tenant, Turn};
 use crate::validate::{self, Request};
 
 /// A created turn, ready to be sent.
@@ -46,7 +51,8 @@ pub fn tenant_key(headers: &HeaderMap) -> Option<String> {
     Some(format!("{key}|{org}|{project}"))
 }
 
-fn json_kind(v: &Value) -> &'static str {
+/// How the API names a JSON value's type in `invalid_type` errors.
+pub fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -82,20 +88,54 @@ fn header_flag(headers: &HeaderMap, name: &str) -> bool {
         .is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
 }
 
+/// The id the request's `conversation` names: a string, or an object with a string `id`. The
+/// wording of the type errors follows the other parameters'; it is the fake's assumption.
+fn conversation_id(body: &Value) -> Result<Option<&str>, ApiError> {
+    match body.get("conversation") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(id)) => Ok(Some(id)),
+        Some(Value::Object(conv)) => match conv.get("id") {
+            Some(Value::String(id)) => Ok(Some(id)),
+            None | Some(Value::Null) => Err(ApiError::missing_parameter("conversation.id")),
+            Some(other) => Err(ApiError::invalid_type(
+                "conversation.id",
+                "a string",
+                json_kind(other),
+            )),
+        },
+        Some(other) => Err(ApiError::invalid_type(
+            "conversation",
+            "one of a string or an object",
+            json_kind(other),
+        )),
+    }
+}
+
+/// The items conversation `id` holds, when it is one of `tenant`'s.
+fn conversation_items<'t>(tenant: &'t Tenant, id: &str) -> Result<&'t [Value], ApiError> {
+    tenant
+        .conversation(id)
+        .ok_or_else(|| ApiError::conversation_not_found(id))
+}
+
 /// A validated, generated turn not yet recorded.
 pub struct Prepared {
     pub created: Created,
     turn: Turn,
+    /// The conversation the turn is appended to when recorded.
+    conversation: Option<String>,
 }
 
 impl Prepared {
-    /// Record the turn for `tenant`, so lookups and follow-ups find it.
+    /// Record the turn for `tenant`, so lookups and follow-ups find it, and append it to its
+    /// conversation.
     pub fn remember(self, shared: &Shared, tenant: &str) -> Created {
-        shared
-            .tenants()
-            .entry(tenant.to_string())
-            .or_default()
-            .remember(self.created.id.clone(), self.turn);
+        let mut tenants = shared.tenants();
+        let state = tenants.entry(tenant.to_string()).or_default();
+        if let Some(conversation) = &self.conversation {
+            state.extend_conversation(conversation, &self.turn);
+        }
+        state.remember(self.created.id.clone(), self.turn);
         self.created
     }
 }
@@ -135,12 +175,17 @@ pub fn prepare(
             ))
         }
     };
+    let conversation = conversation_id(body)?;
+    if conversation.is_some() && previous.is_some() {
+        return Err(ApiError::conversation_with_previous());
+    }
     let req = TurnRequest {
         body,
         tenant_key: tenant,
         image_bytes: shared.opts.image_bytes,
         force_store_false: shared.opts.force_store_false,
         input_len: body.get("input").map(|v| v.to_string().len()).unwrap_or(0),
+        conversation,
     };
     let shape = match headers.get("x-fake-shape").and_then(|v| v.to_str().ok()) {
         Some(s) => kinds::parse_shape(s).map_err(ApiError::fake_usage)?,
@@ -167,7 +212,10 @@ pub fn prepare(
     // Validate under the lock, generate outside it (images can be large), then record.
     {
         let mut tenants = shared.tenants();
-        let state = tenants.entry(tenant.to_string()).or_default();
+        let state: &Tenant = tenants.entry(tenant.to_string()).or_default();
+        let held = conversation
+            .map(|id| conversation_items(state, id))
+            .transpose()?;
         let vreq = Request {
             tenant_key: tenant,
             previous_response_id: previous,
@@ -176,6 +224,7 @@ pub fn prepare(
             include_encrypted: req.includes_encrypted(),
             azure_wording: shared.opts.azure_wording(model),
             local,
+            conversation: held,
         };
         validate::validate(&vreq, &items, state)?;
     }
@@ -215,5 +264,6 @@ pub fn prepare(
             stream,
         },
         turn,
+        conversation: conversation.map(str::to_string),
     })
 }

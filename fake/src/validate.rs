@@ -39,6 +39,10 @@
 //! a recorded 200): under `store:false` a full reasoning item carrying `encrypted_content` may be
 //! followed by any item that is not a reasoning item.
 //!
+//! A server-side `conversation` (resolved by the caller, `turn`) counts like a
+//! `previous_response_id` chain for E4 and E6: an item whose id it holds is a duplicate, and an
+//! output may answer a call it holds. E5 for its pending calls is not modelled.
+//!
 //! A `previous_response_id` resolves when its turn is stored and not deleted, or (N6) when it is
 //! a `store:false` turn made earlier on the same WebSocket: the API keeps those in the socket's
 //! memory only, so another socket, or HTTP, gets E9 for them.
@@ -67,6 +71,8 @@ pub struct Request<'a> {
     /// The response ids made on this WebSocket (`None` over HTTP): its `store:false` turns
     /// chain here only (N6).
     pub local: Option<&'a HashSet<String>>,
+    /// The items the request's `conversation` already holds (`None` without one).
+    pub conversation: Option<&'a [Value]>,
 }
 
 /// Validate `items` (the flattened input) for `tenant`.
@@ -256,23 +262,30 @@ fn check_prefixes(items: &[InItem<'_>]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The items the server already holds for this request: those of the `previous_response_id`
+/// chain, or of the `conversation`.
+fn history<'a>(req: &Request<'a>, tenant: &'a Tenant) -> Vec<&'a Value> {
+    let mut out = match req.previous_response_id {
+        Some(prev) => tenant.chain_items(prev),
+        None => Vec::new(),
+    };
+    out.extend(req.conversation.unwrap_or_default());
+    out
+}
+
 /// E4
 fn check_duplicates(
     req: &Request<'_>,
     items: &[InItem<'_>],
     tenant: &Tenant,
 ) -> Result<(), ApiError> {
-    let chain: HashSet<&str> = match req.previous_response_id {
-        Some(prev) => tenant
-            .chain_items(prev)
-            .into_iter()
-            .filter_map(|v| v.get("id").and_then(Value::as_str))
-            .collect(),
-        None => HashSet::new(),
-    };
+    let held: HashSet<&str> = history(req, tenant)
+        .into_iter()
+        .filter_map(|v| v.get("id").and_then(Value::as_str))
+        .collect();
     let mut seen = HashSet::new();
     for id in items.iter().filter_map(|it| it.id) {
-        if chain.contains(id) || !seen.insert(id) {
+        if held.contains(id) || !seen.insert(id) {
             return Err(ApiError::duplicate(id));
         }
     }
@@ -467,14 +480,7 @@ fn check_outputs(items: &[InItem<'_>], tenant: &Tenant) -> Result<(), ApiError> 
 
 /// E6
 fn check_calls(req: &Request<'_>, items: &[InItem<'_>], tenant: &Tenant) -> Result<(), ApiError> {
-    let chain: Vec<InItem<'_>> = match req.previous_response_id {
-        Some(prev) => tenant
-            .chain_items(prev)
-            .into_iter()
-            .map(InItem::new)
-            .collect(),
-        None => Vec::new(),
-    };
+    let held: Vec<InItem<'_>> = history(req, tenant).into_iter().map(InItem::new).collect();
     for (i, it) in items.iter().enumerate() {
         for (call, output, _, output_name) in PAIRS {
             if !it.is_type(output) || (it.call_id.is_none() && server_executed(it)) {
@@ -483,7 +489,7 @@ fn check_calls(req: &Request<'_>, items: &[InItem<'_>], tenant: &Tenant) -> Resu
             let call_id = it.call_id.unwrap_or("");
             let matches =
                 |c: &InItem<'_>| c.is_type(call) && c.resolved_call_id(tenant) == Some(call_id);
-            if !items[..i].iter().any(matches) && !chain.iter().any(matches) {
+            if !items[..i].iter().any(matches) && !held.iter().any(matches) {
                 return Err(ApiError::no_tool_call(output_name, call_id));
             }
         }

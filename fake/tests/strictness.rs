@@ -1410,3 +1410,141 @@ async fn forced_store_false_answers_store_false_and_keeps_nothing() {
     let next = json!({"model": "gpt-5", "store": true, "previous_response_id": own["id"], "input": "more"});
     ws_turn(&mut socket, next).await;
 }
+
+fn e4(id: &str) -> String {
+    format!(
+        "Duplicate item found with id {id}. Remove duplicate items from your input and try again."
+    )
+}
+
+fn conversation_not_found(id: &str) -> String {
+    format!("Conversation with id '{id}' not found.")
+}
+
+/// A user message carrying an id, so that re-sending it can be caught.
+fn user_with_id(id: &str, text: &str) -> Value {
+    json!({"type": "message", "id": id, "role": "user", "content": [{"type": "input_text", "text": text}]})
+}
+
+/// N7 (c): a conversation holds what was sent and produced in it. Re-sending that is E4, and an
+/// output may answer a call the conversation holds.
+#[tokio::test]
+async fn a_conversation_holds_its_turns_and_refuses_them_again() {
+    let fake = start().await;
+    let body = json!({"metadata": {"topic": "weather"}});
+    let (status, created) = fake.post_to(KEY, "/v1/conversations", body, &[]).await;
+    assert_eq!(status, 200, "{created}");
+    let conv = created["id"].as_str().unwrap();
+    assert!(conv.starts_with("conv_") && conv.len() == 5 + 48, "{conv}");
+    assert_eq!(created["object"], "conversation");
+    assert!(created["created_at"].as_u64().is_some(), "{created}");
+    assert_eq!(created["metadata"], json!({}));
+
+    let tools = json!([{"type": "function", "name": "get_weather", "parameters": {}}]);
+    let asked = user_with_id("msg_asked1", "weather?");
+    let body = json!({"model": "gpt-5", "conversation": conv, "tools": tools, "input": [asked]});
+    let first = fake.turn(body, &[("x-fake-shape", "rs,fc")]).await;
+    assert_eq!(first["conversation"], json!({"id": conv}));
+    assert_eq!(first["previous_response_id"], Value::Null);
+    let call = first["output"][1].clone();
+    let call_id = call["call_id"].as_str().unwrap();
+    let output = json!({"type": "function_call_output", "call_id": call_id, "output": "sunny"});
+
+    // The call (output) and the message (input) are the conversation's now.
+    let again = json!({"conversation": {"id": conv}, "tools": tools, "input": [call, output]});
+    let call_item = call["id"].as_str().unwrap();
+    assert_input_error(fake.post(again, &[]).await, 400, &e4(call_item));
+    let again = json!({"conversation": conv, "input": [asked, user("and tomorrow?")]});
+    assert_input_error(fake.post(again, &[]).await, 400, &e4("msg_asked1"));
+
+    // The output alone pairs with the call the conversation holds, and only there.
+    let alone = json!({"tools": tools, "input": [output]});
+    let text = format!("No tool call found for function call output with call_id {call_id}.");
+    assert_input_error(fake.post(alone, &[]).await, 400, &text);
+    let answered =
+        json!({"model": "gpt-5", "conversation": conv, "tools": tools, "input": [output]});
+    let second = fake.turn(answered, &[]).await;
+    assert_eq!(second["conversation"], json!({"id": conv}));
+    let reply = &ids(&second)[1];
+    let again = json!({"conversation": conv, "input": [item_ref(reply)]});
+    assert_input_error(fake.post(again, &[]).await, 400, &e4(reply));
+
+    let unknown = json!({"conversation": {"id": "conv_missing"}, "input": "hi"});
+    assert_error(
+        fake.post(unknown, &[]).await,
+        404,
+        &conversation_not_found("conv_missing"),
+        json!("conversation"),
+        Value::Null,
+    );
+    let both = json!({"conversation": conv, "previous_response_id": first["id"], "input": "hi"});
+    assert_error(
+        fake.post(both, &[]).await,
+        400,
+        "Mutually exclusive parameters: Ensure you are only providing one of: 'previous_response_id' or 'conversation'.",
+        Value::Null,
+        Value::Null,
+    );
+    assert_error(
+        fake.post(json!({"conversation": 5, "input": "hi"}), &[]).await,
+        400,
+        "Invalid type for 'conversation': expected one of a string or an object, but got a number instead.",
+        json!("conversation"),
+        json!("invalid_type"),
+    );
+}
+
+#[tokio::test]
+async fn another_tenant_cannot_use_the_conversation() {
+    let fake = start().await;
+    let conv = fake.conversation(json!([])).await;
+    let body = json!({"conversation": conv, "input": "hi"});
+    assert_error(
+        fake.post_as(OTHER_KEY, body.clone(), &[]).await,
+        404,
+        &conversation_not_found(&conv),
+        json!("conversation"),
+        Value::Null,
+    );
+    fake.turn(body, &[]).await;
+    // The body is optional; credentials are not.
+    let resp = fake
+        .http
+        .post(fake.url("/v1/conversations"))
+        .header("authorization", OTHER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = fake
+        .http
+        .post(fake.url("/v1/conversations"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        r#"{"error":{"message":"You didn't provide an API key.","type":"invalid_request_error","param":null,"code":null}}"#
+    );
+}
+
+/// The items a conversation is created with count as sent, and WebSocket mode grows it too.
+#[tokio::test]
+async fn a_conversation_is_seeded_and_grows_over_websocket() {
+    let fake = start().await;
+    let seeded = user_with_id("msg_seed1", "hello");
+    let conv = fake.conversation(json!([seeded])).await;
+    let body = json!({"conversation": conv, "input": [seeded]});
+    assert_input_error(fake.post(body, &[]).await, 400, &e4("msg_seed1"));
+
+    let mut socket = fake.ws().await;
+    let body = json!({"model": "gpt-5", "conversation": conv, "input": "hi"});
+    let first = ws_turn(&mut socket, body).await;
+    assert_eq!(first["conversation"], json!({"id": conv}));
+    let rs = &ids(&first)[0];
+    let again = json!({"conversation": conv, "input": [item_ref(rs)]});
+    let frame = ws_create(&mut socket, again.clone()).await;
+    assert_eq!(frame, error_frame(&e4(rs), json!("input"), Value::Null));
+    assert_input_error(fake.post(again, &[]).await, 400, &e4(rs));
+}

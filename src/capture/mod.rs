@@ -187,6 +187,7 @@ fn link(id: Option<&str>, parent: Option<&str>, complete: bool) -> Option<Box<Li
         parent: parent.filter(usable).map(Into::into),
         input: None,
         complete,
+        conversation: None,
     }))
 }
 

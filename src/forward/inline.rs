@@ -14,7 +14,9 @@ use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use crate::sync::lock;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -253,11 +255,6 @@ impl InlinePool {
             home: std::thread::current().id(),
         }))
     }
-}
-
-/// A poisoned lock is still used: every holder leaves the pool's state whole.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A connector that first gives out the connection the inline pool found speaking HTTP/2.

@@ -15,7 +15,9 @@
 //! upload streams as before. A body read past the limit cannot be resent, and its error says so.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use crate::sync::lock;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -135,10 +137,6 @@ impl Replay {
     pub fn limit(&self) -> usize {
         lock(&self.shared).limit
     }
-}
-
-fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 struct Attempt {

@@ -77,6 +77,7 @@ mod tests {
                 parent: parent.map(Into::into),
                 input: None,
                 complete: true,
+                conversation: None,
             }));
             let _ = l.insert(A, t);
         }

@@ -12,7 +12,8 @@
 //! the digest, the call id, and `varint(len)` + the full item's JSON.
 //!
 //! Then, for a turn whose response id was seen, its link: a flags byte (`LINK`, bit 1: a parent
-//! follows, bit 2: the request's input follows, bit 3: the output was read whole), the response id, the parent id, and
+//! follows, bit 2: the request's input follows, bit 3: the output was read whole, bit 4: a
+//! conversation id follows, after the input), the response id, the parent id, and
 //! `varint(len)` + the input's JSON. A turn written before links existed simply ends after its
 //! items, and a reader that knows no links stops there, so both forms live side by side in a
 //! shared store during a rolling upgrade.
@@ -150,6 +151,7 @@ const LINK: u8 = 1;
 const HAS_PARENT: u8 = 1 << 1;
 const HAS_INPUT: u8 = 1 << 2;
 const COMPLETE: u8 = 1 << 3;
+const HAS_CONVERSATION: u8 = 1 << 4;
 
 /// Appends a turn's link, if it has one.
 pub fn put_link(out: &mut Vec<u8>, turn: &Turn) {
@@ -164,6 +166,9 @@ pub fn put_link(out: &mut Vec<u8>, turn: &Turn) {
     if link.complete {
         flags |= COMPLETE;
     }
+    if link.conversation.is_some() {
+        flags |= HAS_CONVERSATION;
+    }
     out.push(flags);
     put_id(out, &link.response);
     if let Some(parent) = &link.parent {
@@ -173,6 +178,10 @@ pub fn put_link(out: &mut Vec<u8>, turn: &Turn) {
         put_varint(out, input.len() as u64);
         out.extend_from_slice(input);
     }
+    // Last: a reader that knows no conversations stops before it.
+    if let Some(conversation) = &link.conversation {
+        put_id(out, conversation);
+    }
 }
 
 /// A link, borrowed: ids encoded.
@@ -181,6 +190,7 @@ struct LinkView<'a> {
     parent: Option<&'a [u8]>,
     input: Option<&'a [u8]>,
     complete: bool,
+    conversation: Option<&'a [u8]>,
 }
 
 /// Reads the link after a turn's items: `Some(None)` when the turn has none.
@@ -203,11 +213,17 @@ fn walk_link<'a>(r: &mut Reader<'a>) -> Option<Option<LinkView<'a>>> {
     } else {
         None
     };
+    let conversation = if flags & HAS_CONVERSATION != 0 {
+        Some(r.id_span()?)
+    } else {
+        None
+    };
     Some(Some(LinkView {
         response,
         parent,
         input,
         complete: flags & COMPLETE != 0,
+        conversation,
     }))
 }
 
@@ -425,6 +441,10 @@ pub fn read_turn(r: &mut Reader<'_>) -> Option<Turn> {
             },
             input: view.input.map(Bytes::copy_from_slice),
             complete: view.complete,
+            conversation: match view.conversation {
+                Some(c) => Some(decode_id(c)?.into()),
+                None => None,
+            },
         })),
         None => None,
     };
@@ -466,6 +486,7 @@ mod tests {
             parent: parent.map(Into::into),
             input: input.map(|i| Bytes::copy_from_slice(i.as_bytes())),
             complete: true,
+            conversation: None,
         }));
         t
     }
@@ -479,6 +500,11 @@ mod tests {
 
     #[test]
     fn a_link_round_trips_and_is_found_by_its_response_id() {
+        let mut in_conversation = linked("msg", None, Some("[]"));
+        if let Some(link) = &mut in_conversation.link {
+            link.conversation =
+                Some("conv_68c42d0fb418819dbfa579f69406b49508fbf9b1584184ff".into());
+        }
         for t in [
             linked(
                 "rs fc",
@@ -486,6 +512,7 @@ mod tests {
                 Some(r#"[{"role":"user","content":"hi"}]"#),
             ),
             linked("msg", None, None),
+            in_conversation,
         ] {
             let out = encoded(&t);
             assert_eq!(read_turn(&mut Reader::new(&out)).unwrap(), t);

@@ -9,7 +9,7 @@
 //! came from. Keyed by tenant and id, so one tenant's image never completes another's turn.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -101,7 +101,7 @@ impl WithImages {
     }
 
     fn shelf(&self) -> std::sync::MutexGuard<'_, Shelf> {
-        self.shelf.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.shelf)
     }
 
     /// Keeps `item`'s JSON for `tenant`, making room oldest first; an image over either budget

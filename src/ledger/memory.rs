@@ -20,7 +20,9 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
+
+use crate::sync::lock;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -54,10 +56,6 @@ const HEADER: usize = 12;
 /// Slot tags: empty, a slot whose turn left, or a fingerprint (2..=255).
 const EMPTY: u8 = 0;
 const DEAD: u8 = 1;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// The first 8 bytes of a tenant's keyed hash: what a record keeps of its tenant.
 fn tenant8(tenant: &TenantKey) -> u64 {
@@ -826,6 +824,7 @@ mod tests {
                 b"[{\"role\":\"user\",\"content\":\"hi\"}]",
             )),
             complete: true,
+            conversation: None,
         }));
         l.insert(A, first);
         assert_eq!(

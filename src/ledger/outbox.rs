@@ -3,12 +3,14 @@
 //!
 //! Without it, every turn answered during an outage would be forgotten for good: its follow-up
 //! is repaired only through the cold fallback (`store: true`), or not at all (`store: false`),
-//! long after Redis is back. The outbox keeps such turns, oldest first, within `MAX_TURNS` and
-//! retention; lookups on this replica see them at once; a task writes them again, oldest first,
-//! every `RETRY` while there are any, stopping at the first failure.
+//! long after Redis is back. The outbox holds every turn from the moment it is recorded until
+//! the store has taken it (so a follow-up racing a slow write finds it too), and keeps the ones
+//! the store refused, oldest first, within `MAX_TURNS` and retention; lookups on this replica
+//! see them at once; a task writes the refused ones again, oldest first, every `RETRY` while
+//! there are any, stopping at the first failure.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
@@ -27,12 +29,14 @@ struct Kept {
     tenant: TenantKey,
     turn: Arc<Turn>,
     at: Instant,
+    /// The store refused it (else its first write is still in flight).
+    refused: bool,
 }
 
 type Queue = Arc<Mutex<VecDeque<Kept>>>;
 
 fn lock(queue: &Queue) -> std::sync::MutexGuard<'_, VecDeque<Kept>> {
-    queue.lock().unwrap_or_else(PoisonError::into_inner)
+    crate::sync::lock(queue)
 }
 
 /// A shared store with an outbox in front of its writes.
@@ -56,9 +60,9 @@ impl Outbox {
         }
     }
 
-    /// Turns waiting to be written.
+    /// Turns the store refused, waiting to be written again.
     pub fn waiting(&self) -> usize {
-        lock(&self.queue).len()
+        lock(&self.queue).iter().filter(|k| k.refused).count()
     }
 }
 
@@ -68,8 +72,8 @@ impl Drop for Outbox {
     }
 }
 
-/// Keeps a turn the store refused, dropping the oldest past `MAX_TURNS`.
-fn keep(queue: &Queue, tenant: TenantKey, turn: Arc<Turn>) {
+/// Holds a turn whose write is starting, dropping the oldest past `MAX_TURNS`.
+fn hold(queue: &Queue, tenant: TenantKey, turn: Arc<Turn>) {
     let mut queue = lock(queue);
     if queue.len() >= MAX_TURNS {
         queue.pop_front();
@@ -79,11 +83,26 @@ fn keep(queue: &Queue, tenant: TenantKey, turn: Arc<Turn>) {
         tenant,
         turn,
         at: Instant::now(),
+        refused: false,
     });
-    metrics::gauge!(crate::metrics::OUTBOX_TURNS).set(queue.len() as f64);
 }
 
-/// Writes kept turns again, oldest first, while the store takes them.
+/// Settles a held turn's first write: gone once written, kept for a retry if refused.
+fn settle(queue: &Queue, turn: &Arc<Turn>, written: bool) {
+    let mut queue = lock(queue);
+    let Some(at) = queue.iter().position(|k| Arc::ptr_eq(&k.turn, turn)) else {
+        return;
+    };
+    if written {
+        queue.remove(at);
+    } else if let Some(kept) = queue.get_mut(at) {
+        kept.refused = true;
+    }
+    let refused = queue.iter().filter(|k| k.refused).count();
+    metrics::gauge!(crate::metrics::OUTBOX_TURNS).set(refused as f64);
+}
+
+/// Writes refused turns again, oldest first, while the store takes them.
 async fn retry(inner: Arc<dyn Ledger>, queue: Queue, retention: Duration) {
     let mut tick = tokio::time::interval(RETRY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -92,21 +111,18 @@ async fn retry(inner: Arc<dyn Ledger>, queue: Queue, retention: Duration) {
         loop {
             let next = {
                 let mut queue = lock(&queue);
-                while queue.front().is_some_and(|k| k.at.elapsed() >= retention) {
-                    queue.pop_front();
-                }
-                queue.front().map(|k| (k.tenant, k.turn.clone()))
+                queue.retain(|k| k.at.elapsed() < retention);
+                queue
+                    .iter()
+                    .find(|k| k.refused)
+                    .map(|k| (k.tenant, k.turn.clone()))
             };
             let Some((tenant, turn)) = next else { break };
             if inner.record(tenant, (*turn).clone()).await.is_err() {
                 break;
             }
-            let mut queue = lock(&queue);
-            if queue.front().is_some_and(|k| Arc::ptr_eq(&k.turn, &turn)) {
-                queue.pop_front();
-            }
-            metrics::gauge!(crate::metrics::OUTBOX_TURNS).set(queue.len() as f64);
-            if queue.is_empty() {
+            settle(&queue, &turn, true);
+            if !lock(&queue).iter().any(|k| k.refused) {
                 tracing::info!("store: every turn kept during its outage is written");
             }
         }
@@ -116,13 +132,12 @@ async fn retry(inner: Arc<dyn Ledger>, queue: Queue, retention: Duration) {
 impl Ledger for Outbox {
     fn record(&self, tenant: TenantKey, turn: Turn) -> BoxFuture<'static, Result<(), LedgerError>> {
         let turn = Arc::new(turn);
+        hold(&self.queue, tenant, turn.clone());
         let write = self.inner.record(tenant, (*turn).clone());
         let queue = self.queue.clone();
         async move {
             let written = write.await;
-            if written.is_err() {
-                keep(&queue, tenant, turn);
-            }
+            settle(&queue, &turn, written.is_ok());
             written
         }
         .boxed()

@@ -31,6 +31,9 @@ pub struct Planned {
     chain: Vec<Arc<Turn>>,
     /// The chain's whole history, once the upstream said it lost the chain and memory held it.
     history: Option<Arc<[Bytes]>>,
+    /// Memory did not answer before the request went (down, slower than `store_timeout`): a
+    /// refusal asks it once more.
+    missed: bool,
     rules: Rules,
     directives: Directives,
     /// Retries a refusal has asked for so far (bounded by `fallback_retries`).
@@ -57,6 +60,7 @@ impl Planned {
             turns: Vec::new(),
             chain: Vec::new(),
             history: None,
+            missed: false,
             rules: Rules {
                 policy: Default::default(),
                 stateless_include: false,
@@ -96,6 +100,11 @@ impl Planned {
             return Next::Relay;
         }
         let repair = &app.settings.repair;
+        if self.missed && repair.mode == Mode::Repair {
+            if let Some(next) = self.asked_again(app, tenant, body, view, sent).await {
+                return Next::Retry(Box::new(next));
+            }
+        }
         if *refusal == Refusal::PreviousNotFound && repair.mode == Mode::Repair {
             if let Some(next) = self.expanded(app, tenant, view, sent).await {
                 return Next::Retry(Box::new(next));
@@ -180,6 +189,38 @@ impl Planned {
         Next::Revert(refusal.label())
     }
 
+    /// Memory did not answer before the request went: asked once more now that the upstream
+    /// refused it, the change what memory holds makes (when it makes any other).
+    async fn asked_again(
+        &mut self,
+        app: &App,
+        tenant: TenantKey,
+        body: &[u8],
+        view: Option<&RequestView<'_>>,
+        sent: &Change,
+    ) -> Option<Change> {
+        self.missed = false;
+        let view = view?;
+        let keys = lookup_keys(view);
+        let turns = app
+            .ledger
+            .lookup(tenant, &keys, ledger::ITEM_KEYS)
+            .await
+            .ok()?;
+        if turns.is_empty() {
+            return None;
+        }
+        self.turns = turns;
+        let directives = self.directives.clone();
+        let (next, _) = self.decide(body, view, self.rules, &directives);
+        let more = next.items() > sent.items() || next.rules_text() != sent.rules_text();
+        tracing::info!(
+            repaired = more,
+            "memory did not answer before the request went; asked again after the refusal"
+        );
+        more.then_some(next)
+    }
+
     /// N6: the upstream lost the chain the request continues; when memory holds all of it, the
     /// change as sent with the chain's history in place of `previous_response_id`. Once per
     /// request, on top of `fallback_retries`.
@@ -227,9 +268,30 @@ impl Planned {
         directives: &Directives,
     ) -> (Change, Option<repair::plan::Unrepairable>) {
         let (change, why) = change::decide(body, view, &self.turns, rules, directives);
-        let change =
+        let mut change =
             change::with_chain(change, body, view, &self.chain, rules, self.history.clone());
+        if directives.conversation_duplicates {
+            let held = self.conversation_turns(view);
+            change = change::without_held(change, body, view, &held, rules);
+        }
         (change, why)
+    }
+
+    /// The remembered turns the request's `conversation` holds (the server appended them).
+    fn conversation_turns(&self, view: &RequestView<'_>) -> Vec<Arc<Turn>> {
+        let Some(conversation) = view.conversation.as_deref() else {
+            return Vec::new();
+        };
+        self.turns
+            .iter()
+            .filter(|t| {
+                t.link
+                    .as_ref()
+                    .and_then(|l| l.conversation.as_deref())
+                    .is_some_and(|c| c == conversation)
+            })
+            .cloned()
+            .collect()
     }
 
     /// E14 on the client's own `include`: the change decided again for a model that does not
@@ -314,6 +376,17 @@ impl Planned {
             Refusal::InvalidAction if rules.switches.restore => {
                 directives.restore_actions = true;
             }
+            // N7 with a conversation: the upstream names an item its conversation holds, and
+            // memory saw that item in it; every item memory saw there goes (exact copies only).
+            Refusal::Duplicate { id }
+                if rules.switches.dedupe
+                    && self
+                        .conversation_turns(view)
+                        .iter()
+                        .any(|t| t.items.iter().any(|i| *i.id == **id)) =>
+            {
+                directives.conversation_duplicates = true;
+            }
             _ => return None,
         }
         if directives == self.directives {
@@ -338,6 +411,7 @@ pub async fn planned(app: &App, tenant: TenantKey, body: &[u8], view: &RequestVi
         upstream_unstored: app.upstream_store.drops_store(tenant),
     };
     let keys = lookup_keys(view);
+    let mut missed = false;
     let turns = if keys.is_empty() {
         Vec::new()
     } else {
@@ -346,6 +420,7 @@ pub async fn planned(app: &App, tenant: TenantKey, body: &[u8], view: &RequestVi
             Err(e) => {
                 tracing::warn!(error = %e, "ledger lookup failed; forwarding without memory");
                 metrics::counter!(crate::metrics::STORE_ERRORS, "op" => "lookup").increment(1);
+                missed = true;
                 Vec::new()
             }
         }
@@ -359,6 +434,7 @@ pub async fn planned(app: &App, tenant: TenantKey, body: &[u8], view: &RequestVi
         turns,
         chain,
         history: None,
+        missed,
         rules,
         directives: Directives::default(),
         retries: 0,
@@ -503,6 +579,8 @@ pub struct Origin {
     /// The request asked the upstream to store the response (`upstream_store.rs` learns whether
     /// it did).
     asked_store: bool,
+    /// The request's `conversation`: the server appends the turn to it.
+    conversation: Option<Box<str>>,
 }
 
 impl Origin {
@@ -537,6 +615,7 @@ impl Origin {
             parent,
             input: input.flatten().filter(|i| i.len() <= limit),
             asked_store: view.store,
+            conversation: view.conversation.as_deref().map(Into::into),
         }
     }
 
@@ -546,6 +625,7 @@ impl Origin {
                 link.parent = self.parent;
             }
             link.input = self.input;
+            link.conversation = self.conversation;
         }
     }
 }

@@ -92,7 +92,7 @@ struct Session {
 
 impl Session {
     fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.pending)
     }
 
     /// Waits (up to `PIPELINE_WAIT`) until no `response.create` waits for its response, so

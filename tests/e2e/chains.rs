@@ -364,3 +364,37 @@ async fn chain_repairs_can_be_switched_off() {
     let answer = post(&url, KEY, &followup, &[]).await;
     assert_eq!(answer.status, 400, "{}", answer.text);
 }
+
+#[tokio::test]
+async fn n7_a_request_that_sends_again_what_its_conversation_holds_is_repaired() {
+    let fake = fake().await;
+    let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "1"]);
+    for (base, through) in direct_then_through(&fake, &proxy) {
+        let created = client()
+            .post(format!("{base}/v1/conversations"))
+            .header("authorization", KEY)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 200);
+        let conversation: Value = created.json().await.unwrap();
+        let url = format!("{base}/v1/responses");
+        let mut first = request(true, None, json!("weather?"));
+        first["conversation"] = conversation["id"].clone();
+        let first = post(&url, KEY, &first, &[]).await;
+        assert_eq!(first.status, 200, "{}", first.text);
+        let call = item(&first.body, "function_call").clone();
+        // The Agents SDK's way: the whole history again, with the conversation's id.
+        let mut followup = request(true, None, json!([call.clone(), output_of(&call)]));
+        followup["conversation"] = json!({"id": conversation["id"]});
+        let answer = post(&url, KEY, &followup, &[]).await;
+        if !through {
+            assert_refused(&answer, 400, "Duplicate item found with id");
+            continue;
+        }
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        assert_eq!(repairs(&answer), "dedupe=1");
+        assert_eq!(sent_body(&fake)["input"], json!([output_of(&call)]));
+    }
+}

@@ -1,6 +1,7 @@
 //! The end-to-end suites, one module each, in one test binary (one link instead of one per
 //! suite): the real `rethread` binary on port 0 in front of the project's strict fake.
 
+mod bad_day;
 mod chains;
 mod common;
 mod do_no_harm;

@@ -44,9 +44,20 @@ impl Fake {
     }
 
     pub async fn post_as(&self, key: &str, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {
+        self.post_to(key, "/v1/responses", body, headers).await
+    }
+
+    /// POST `body` to `path` as tenant `key`; returns status and JSON body.
+    pub async fn post_to(
+        &self,
+        key: &str,
+        path: &str,
+        body: Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let mut req = self
             .http
-            .post(self.url("/v1/responses"))
+            .post(self.url(path))
             .header("authorization", key)
             .json(&body);
         for (k, v) in headers {
@@ -63,6 +74,15 @@ impl Fake {
         let (status, value) = self.post(body, headers).await;
         assert_eq!(status, 200, "{value}");
         value
+    }
+
+    /// A new conversation of tenant KEY seeded with `items`; returns its id.
+    pub async fn conversation(&self, items: Value) -> String {
+        let (status, conv) = self
+            .post_to(KEY, "/v1/conversations", json!({"items": items}), &[])
+            .await;
+        assert_eq!(status, 200, "{conv}");
+        conv["id"].as_str().unwrap().to_string()
     }
 
     /// A new WebSocket to `/v1/responses` as tenant KEY.

@@ -325,8 +325,8 @@ pub fn answers(items: &[InputItem<'_>], last: &Turn, text: &str) -> Vec<Insertio
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::repair::items::{tests::turn, Link};
-    use crate::repair::request::parse;
+    use crate::items::{tests::turn, Link};
+    use crate::request::parse;
 
     /// A chain of `shapes`, oldest first, each turn's input kept as `input`.
     fn chain(shapes: &[(&str, &str)]) -> Vec<Arc<Turn>> {
@@ -353,6 +353,7 @@ mod tests {
                 parent: parent.replace(id),
                 input: Some(Bytes::copy_from_slice(input.as_bytes())),
                 complete: true,
+                conversation: None,
             }));
             out.push(Arc::new(t));
         }

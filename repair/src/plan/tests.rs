@@ -7,9 +7,9 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::*;
-use crate::repair::items::tests::turn;
-use crate::repair::request::parse;
-use crate::repair::splice::{concat, splice};
+use crate::items::tests::turn;
+use crate::request::parse;
+use crate::splice::{concat, splice};
 
 const USER: &str =
     r#"{"role":"user","content":[{"type":"input_text","text":"Now make it look realistic"}]}"#;

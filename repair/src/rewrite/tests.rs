@@ -8,10 +8,10 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::*;
-use crate::repair::change::{decide, Change, Rules};
-use crate::repair::items::tests::turn;
-use crate::repair::plan::RestorePolicy;
-use crate::repair::request::parse;
+use crate::change::{decide, Change, Rules};
+use crate::items::tests::turn;
+use crate::plan::RestorePolicy;
+use crate::request::parse;
 
 const USER: &str = r#"{"role":"user","content":"go on"}"#;
 
@@ -61,7 +61,7 @@ fn run_with(
     let view = parse(&body).unwrap();
     let turns: Vec<Arc<Turn>> = turns.iter().cloned().map(Arc::new).collect();
     let (change, _) = decide(&body, &view, &turns, rules(switches), directives);
-    let sent = crate::repair::splice::concat(&change.apply(&body, &view));
+    let sent = crate::splice::concat(&change.apply(&body, &view));
     let value: Value = serde_json::from_slice(&sent).unwrap();
     let rendered = value["input"]
         .as_array()
@@ -305,7 +305,7 @@ fn a_reasoning_item_without_summary_is_completed() {
         &Directives::default(),
     );
     assert_eq!(change.rules_text(), "complete=1");
-    let sent = crate::repair::splice::concat(&change.apply(&body, &view));
+    let sent = crate::splice::concat(&change.apply(&body, &view));
     assert_eq!(
         std::str::from_utf8(&sent).unwrap(),
         r#"{"input":[{"summary":[],"type":"reasoning","id":"rs_1","encrypted_content":"e"},{"type":"reasoning","summary":[],"id":"rs_2"}]}"#
@@ -398,8 +398,7 @@ fn a_written_answer_never_separates_a_reasoning_item_from_its_follower() {
     };
     let (change, _) = decide(&body, &view, &turns, rules, &Directives::default());
     let sent: Value =
-        serde_json::from_slice(&crate::repair::splice::concat(&change.apply(&body, &view)))
-            .unwrap();
+        serde_json::from_slice(&crate::splice::concat(&change.apply(&body, &view))).unwrap();
     let kinds: Vec<String> = sent["input"]
         .as_array()
         .unwrap()

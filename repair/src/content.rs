@@ -67,7 +67,7 @@ pub fn digest(item_json: &[u8]) -> Option<Digest> {
 
 /// The digest the test turns give an item: that of its id as text, so a test can build a
 /// matching copy with `test_digest`.
-#[cfg(test)]
+#[cfg(any(test, feature = "test-support"))]
 pub fn test_digest(id: &str) -> Digest {
     digest_of(id.as_bytes())
 }

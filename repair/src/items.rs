@@ -111,7 +111,7 @@ pub struct TurnItem {
     pub full: Option<Bytes>,
     /// The digest of what the item says (reasoning: its encrypted content; assistant message:
     /// its text), to recognise an id-less copy of it, or an edit.
-    pub digest: Option<crate::repair::content::Digest>,
+    pub digest: Option<crate::content::Digest>,
 }
 
 /// One response's output, in order.
@@ -139,6 +139,8 @@ pub struct Link {
     /// The output was read whole: the response ended and every item had an id (only then is
     /// it part of a history rethread may send in the chain's place).
     pub complete: bool,
+    /// The request's `conversation`: the server appended this turn to it.
+    pub conversation: Option<Box<str>>,
 }
 
 /// The group an item belongs to, as positions in its turn.
@@ -191,8 +193,8 @@ impl Turn {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
+#[cfg(any(test, feature = "test-support"))]
+pub mod tests {
     use super::*;
 
     /// A turn from a compact shape such as `"rs ig msg"` (aliases or full type names); ids are
@@ -235,7 +237,7 @@ pub(crate) mod tests {
                 });
                 TurnItem {
                     digest: matches!(ty, ItemType::Reasoning | ItemType::Message)
-                        .then(|| crate::repair::content::test_digest(&id)),
+                        .then(|| crate::content::test_digest(&id)),
                     id,
                     ty,
                     call_id,

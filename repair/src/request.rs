@@ -20,6 +20,8 @@ pub struct RequestView<'a> {
     pub chained: bool,
     /// `previous_response_id`, when it is a string.
     pub previous_response_id: Option<Cow<'a, str>>,
+    /// `conversation`'s id (the value itself, or its `id`), when it has one.
+    pub conversation: Option<Cow<'a, str>>,
     /// `include` already asks for `reasoning.encrypted_content`.
     pub includes_encrypted_reasoning: bool,
     /// Byte range of the `include` value, when present (`null` included: it is replaced, never
@@ -237,12 +239,29 @@ pub fn parse(body: &[u8]) -> Result<RequestView<'_>, ParseError> {
         previous_response_id: fields
             .previous_response_id
             .and_then(|raw| serde_json::from_str::<Cow<'_, str>>(raw.get()).ok()),
+        conversation: fields.conversation.and_then(conversation_id),
         includes_encrypted_reasoning,
         include_span,
         model,
         reasoning_param: fields.reasoning.is_some(),
         input,
     })
+}
+
+/// A `conversation` value's id: the string itself, or an object's `id`.
+fn conversation_id(raw: &RawValue) -> Option<Cow<'_, str>> {
+    #[derive(Deserialize)]
+    struct Object<'a> {
+        #[serde(borrow)]
+        id: Cow<'a, str>,
+    }
+    serde_json::from_str::<Cow<'_, str>>(raw.get())
+        .ok()
+        .or_else(|| {
+            serde_json::from_str::<Object<'_>>(raw.get())
+                .ok()
+                .map(|o| o.id)
+        })
 }
 
 fn collect_items<'a>(

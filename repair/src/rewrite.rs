@@ -93,6 +93,9 @@ pub struct Directives {
     pub drop_long_ids: bool,
     /// The upstream refused an item's `action` (N12): remembered items are put back.
     pub restore_actions: bool,
+    /// The upstream refused an item the request's conversation already holds (E4): the items
+    /// memory saw in that conversation are left out (`change::without_held`).
+    pub conversation_duplicates: bool,
 }
 
 /// A change to one client item's own bytes.

@@ -316,7 +316,7 @@ pub fn concat(chunks: &[Bytes]) -> Vec<u8> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::repair::request::parse;
+    use crate::request::parse;
 
     fn with_include(body: &str) -> Option<String> {
         let bytes = Bytes::from(body.to_owned());

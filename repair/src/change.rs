@@ -350,6 +350,7 @@ pub fn decide(
         store: view.store,
         chained: view.chained,
         previous_response_id: view.previous_response_id.clone(),
+        conversation: view.conversation.clone(),
         includes_encrypted_reasoning: view.includes_encrypted_reasoning,
         include_span: view.include_span.clone(),
         model: view.model.clone(),
@@ -386,22 +387,7 @@ pub fn with_chain(
         change.expand = history;
         return change;
     };
-    if rules.switches.dedupe && change.rewrite.is_none() {
-        let dups = super::chain::duplicates(body, &input.items, chain);
-        if !dups.is_empty() {
-            change.rewrite = Some(Rewrite {
-                order: (0..input.items.len())
-                    .filter(|n| !dups.contains(n))
-                    .collect(),
-                deduped: dups.len(),
-                dropped_ids: dups
-                    .iter()
-                    .filter_map(|&n| input.items[n].id().map(Into::into))
-                    .collect(),
-                ..Rewrite::default()
-            });
-        }
-    }
+    change = without_held(change, body, view, chain, rules);
     if let Some(text) = rules.answer_calls {
         let items = match &change.rewrite {
             Some(rewrite) => rewrite.items(&input.items),
@@ -414,6 +400,38 @@ pub fn with_chain(
         }
     }
     change.expand = history;
+    change
+}
+
+/// `change` with the client's items that `held` turns already hold left out (`dedupe`): the
+/// chain's (N7), or a conversation's once the upstream said it holds one of them.
+pub fn without_held(
+    mut change: Change,
+    body: &[u8],
+    view: &RequestView<'_>,
+    held: &[Arc<Turn>],
+    rules: Rules,
+) -> Change {
+    let Some(input) = &view.input else {
+        return change;
+    };
+    if !rules.switches.dedupe || change.rewrite.is_some() {
+        return change;
+    }
+    let dups = super::chain::duplicates(body, &input.items, held);
+    if !dups.is_empty() {
+        change.rewrite = Some(Rewrite {
+            order: (0..input.items.len())
+                .filter(|n| !dups.contains(n))
+                .collect(),
+            deduped: dups.len(),
+            dropped_ids: dups
+                .iter()
+                .filter_map(|&n| input.items[n].id().map(Into::into))
+                .collect(),
+            ..Rewrite::default()
+        });
+    }
     change
 }
 

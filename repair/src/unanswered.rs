@@ -68,7 +68,7 @@ pub fn answer(gap: usize, ty: &str, call_id: &str, text: &str, order: usize) -> 
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::repair::request::parse;
+    use crate::request::parse;
 
     fn answered(body: &str) -> Vec<(usize, String)> {
         let view = parse(body.as_bytes()).unwrap();

@@ -27,8 +27,8 @@ pub enum Refusal {
     MissingFollower { id: String },
     /// E3 / E3b: an item the server could not find.
     NotFound,
-    /// E4: an id sent twice.
-    Duplicate,
+    /// E4: an id sent twice, or an item the chain or conversation already holds sent again.
+    Duplicate { id: String },
     /// E5: a call without its output.
     NoToolOutput,
     /// E6: an output whose call (`call_id`) is not in the request.
@@ -88,7 +88,7 @@ impl Refusal {
             Self::MissingReasoningUnnamed => "missing_reasoning_unnamed",
             Self::MissingFollower { .. } => "missing_follower",
             Self::NotFound => "not_found",
-            Self::Duplicate => "duplicate",
+            Self::Duplicate { .. } => "duplicate",
             Self::NoToolOutput | Self::NoToolCall { .. } => "call_pairing",
             Self::EncryptedUnsupported => "encrypted_unsupported",
             Self::ReasoningUnsupported => "reasoning_unsupported",
@@ -233,8 +233,13 @@ fn classify(message: &str) -> Refusal {
         || message == "Invalid previous_response_id."
     {
         Refusal::PreviousNotFound
-    } else if message.starts_with("Duplicate item found with id ") {
-        Refusal::Duplicate
+    } else if let Some(rest) = message.strip_prefix("Duplicate item found with id ") {
+        let id = rest
+            .split(". ")
+            .next()
+            .unwrap_or(rest)
+            .trim_end_matches('.');
+        Refusal::Duplicate { id: id.to_owned() }
     } else if message.starts_with("No tool output found for ") {
         Refusal::NoToolOutput
     } else if let Some(call_id) = message
@@ -368,7 +373,7 @@ mod tests {
             Refusal::MissingReasoningUnnamed,
             Refusal::MissingFollower { id: String::new() },
             Refusal::NotFound,
-            Refusal::Duplicate,
+            Refusal::Duplicate { id: "fc_1".into() },
             Refusal::NoToolCall {
                 call_id: String::new(),
             },
@@ -386,6 +391,14 @@ mod tests {
         ];
         let labels: Vec<&str> = all.iter().map(Refusal::label).collect();
         assert_eq!(labels, Refusal::LABELS);
+    }
+
+    #[test]
+    fn a_duplicate_names_its_id() {
+        assert_eq!(
+            refusal("Duplicate item found with id fc_12. Remove duplicate items from your input and try again."),
+            Refusal::Duplicate { id: "fc_12".into() }
+        );
     }
 
     #[test]
