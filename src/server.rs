@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use crate::app::App;
 use crate::config::{Settings, StoreKind};
 use crate::forward::Upstream;
+use crate::ledger::file::{FileLedger, FileStoreError};
 use crate::ledger::images::{ImageBudget, WithImages};
 use crate::ledger::memory::{FullItemBudget, MemoryLedger};
 use crate::ledger::outbox::Outbox;
@@ -86,15 +87,6 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
         None => None,
     };
     let upstream = Upstream::from_settings(&settings.upstream).map_err(StartError::Upstream)?;
-    let tenants = match (&settings.tenant_secret, &settings.store.kind) {
-        (Some(secret), _) => Tenants::from_secret(secret.expose()),
-        // The file store's turns outlive the process: so does the secret their tenants are
-        // hashed with.
-        (None, StoreKind::File(dir)) => Tenants::from_secret(
-            &crate::ledger::file::tenant_secret(dir).map_err(StartError::Secret)?,
-        ),
-        (None, _) => Tenants::random().map_err(StartError::Secret)?,
-    };
     let memory = || {
         let budget = FullItemBudget {
             total: settings.store.full_items_budget,
@@ -106,6 +98,9 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
             budget,
         ))
     };
+    // The secret the file store keeps: its turns outlive the process, so does the key of their
+    // tenant hashes.
+    let mut kept_secret = None;
     let (store, sweeper): (Arc<dyn Ledger>, _) = match &settings.store.kind {
         StoreKind::Memory => {
             let memory = memory();
@@ -113,14 +108,27 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
         }
         StoreKind::File(dir) => {
             let memory = memory();
-            let file = crate::ledger::file::FileLedger::open(
+            let opened = FileLedger::open(
                 dir,
                 memory.clone(),
                 settings.store.retention,
                 settings.store.capacity,
                 settings.store.sync,
-            )?;
-            (Arc::new(file), Some(memory))
+            );
+            match opened {
+                Ok(file) => {
+                    kept_secret = Some(file.tenant_secret().to_owned());
+                    (Arc::new(file), Some(memory))
+                }
+                // Another rethread owns the directory: a mistake to say, not to work around.
+                Err(e @ FileStoreError::Locked { .. }) => return Err(e.into()),
+                // A disk rethread cannot use (read-only, full, unreadable) must not keep the
+                // proxy from serving: it runs on memory alone, and says so.
+                Err(e) => {
+                    tracing::error!(error = %e, "store: the directory cannot be used; remembering in memory only until a restart with a usable one");
+                    (memory.clone(), Some(memory))
+                }
+            }
         }
         StoreKind::Redis(url) => {
             let redis = RedisLedger::new(
@@ -133,6 +141,11 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
             let outbox = Outbox::new(Arc::new(redis), settings.store.retention);
             (Arc::new(outbox), None)
         }
+    };
+    let tenants = match (&settings.tenant_secret, kept_secret) {
+        (Some(secret), _) => Tenants::from_secret(secret.expose()),
+        (None, Some(secret)) => Tenants::from_secret(&secret),
+        (None, None) => Tenants::random().map_err(StartError::Secret)?,
     };
     let images = ImageBudget {
         total: settings.store.stateless_image_budget,

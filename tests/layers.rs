@@ -45,78 +45,149 @@ fn module_of(src: &Path, file: &Path) -> String {
     first.trim_end_matches(".rs").to_owned()
 }
 
-/// The top-level modules a file names as `crate::X` (and, in a top-level file, `super::X`),
-/// comments left out.
-fn imports(text: &str, top_level: bool) -> BTreeSet<String> {
+/// A line without its comment (a `//` that is not part of a URL's `://`).
+fn code(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    let mut at = 0;
+    while let Some(found) = line[at..].find("//") {
+        let i = at + found;
+        if i == 0 || bytes[i - 1] != b':' {
+            return &line[..i];
+        }
+        at = i + 2;
+    }
+    line
+}
+
+/// The names right after a path prefix: `x` in `prefix x::…`, and every `x` of `prefix {x, y::…}`.
+fn names_after(rest: &str) -> Vec<String> {
+    let name = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    match rest.strip_prefix('{') {
+        Some(list) => {
+            let list = list.split('}').next().unwrap_or("");
+            let mut depth = 0;
+            let mut out = Vec::new();
+            let mut start = 0;
+            for (i, c) in list.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        out.push(name(&list[start..i]));
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+            out.push(name(&list[start..]));
+            out.into_iter()
+                .filter(|n| !n.is_empty() && n != "self")
+                .collect()
+        }
+        None => vec![name(rest)]
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .collect(),
+    }
+}
+
+/// The top-level modules a file names: through `crate::`, or through as many `super::` as
+/// lead back to the crate root from the file's `depth` (1 for `src/x.rs` and `src/x/mod.rs`).
+fn imports(text: &str, depth: usize) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for line in text.lines() {
-        let code = line.split("//").next().unwrap_or("");
-        let mut prefixes = vec!["crate::"];
-        if top_level {
-            prefixes.push("super::");
+        let code = code(line);
+        for (at, _) in code.match_indices("crate::") {
+            out.extend(names_after(&code[at + "crate::".len()..]));
         }
-        for prefix in prefixes {
-            for (at, _) in code.match_indices(prefix) {
-                let name: String = code[at + prefix.len()..]
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.is_empty() {
-                    out.insert(name);
-                }
+        let root = "super::".repeat(depth);
+        for (at, _) in code.match_indices(&root) {
+            let rest = &code[at + root.len()..];
+            let before_is_super = code[..at].ends_with("super::");
+            if !before_is_super && !rest.starts_with("super::") {
+                out.extend(names_after(rest));
             }
         }
     }
     out
 }
 
-#[test]
-fn every_module_imports_only_modules_below_it() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let order = declared_order(root);
+/// Every import against `order` among `files` (module, depth, text).
+fn violations(order: &[String], files: &[(String, usize, String)]) -> Vec<String> {
     let rank = |m: &str| order.iter().position(|o| o == m);
-    let src = root.join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
     let mut problems = Vec::new();
-    for file in files.iter().filter(|f| !f.ends_with("src/lib.rs")) {
-        let module = module_of(&src, file);
-        let Some(own) = rank(&module) else {
-            problems.push(format!(
-                "{}: module `{module}` is in no layer",
-                file.display()
-            ));
+    for (module, depth, text) in files {
+        let Some(own) = rank(module) else {
+            problems.push(format!("module `{module}` is in no layer"));
             continue;
         };
-        let top_level = file.parent() == Some(src.as_path());
-        let text = std::fs::read_to_string(file).unwrap();
-        for import in imports(&text, top_level) {
-            if import == module {
-                continue;
-            }
+        for import in imports(text, *depth) {
             match rank(&import) {
-                Some(r) if r > own => {}
+                Some(r) if r > own || import == *module => {}
                 Some(_) => problems.push(format!(
-                    "{}: `{module}` imports `{import}`, which is not below it",
-                    file.display()
+                    "`{module}` imports `{import}`, which is not below it"
                 )),
                 // A name that is no top-level module (a macro, a re-exported item): not a layer.
                 None => {}
             }
         }
     }
+    problems
+}
+
+#[test]
+fn every_module_imports_only_modules_below_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let order = declared_order(root);
+    let src = root.join("src");
+    let mut paths = Vec::new();
+    rust_files(&src, &mut paths);
+    let files: Vec<(String, usize, String)> = paths
+        .iter()
+        .filter(|f| !f.ends_with("src/lib.rs"))
+        .map(|f| {
+            let rel = f.strip_prefix(&src).unwrap();
+            let dirs = rel.components().count() - 1;
+            let depth = if f.ends_with("mod.rs") {
+                dirs
+            } else {
+                dirs + 1
+            };
+            let text = std::fs::read_to_string(f).unwrap();
+            (module_of(&src, f), depth.max(1), text)
+        })
+        .collect();
+    let problems = violations(&order, &files);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 #[test]
-fn the_checker_sees_an_import_upwards() {
-    let order = ["proxy", "ledger", "repair"];
-    let text = "use crate::proxy::session; // crate::ledger in a comment\n";
-    let found = imports(text, false);
-    assert_eq!(found.into_iter().collect::<Vec<_>>(), ["proxy"]);
-    let rank = |m: &str| order.iter().position(|o| *o == m);
-    assert!(
-        rank("proxy") < rank("ledger"),
-        "ledger importing proxy runs upwards"
-    );
+fn the_check_sees_every_form_of_an_import_upwards() {
+    let order: Vec<String> = ["proxy", "ledger", "repair"].map(String::from).to_vec();
+    let file = |module: &str, depth: usize, text: &str| (module.to_owned(), depth, text.to_owned());
+    for (depth, text) in [
+        (1, "use crate::proxy::session;"),
+        (1, "use crate::{repair, proxy::session};"),
+        (1, "use super::proxy;"),
+        (2, "use super::super::proxy::x;"),
+        (1, "let u = \"http://x\"; use crate::proxy::y;"),
+    ] {
+        let found = violations(&order, &[file("ledger", depth, text)]);
+        assert_eq!(found.len(), 1, "{text}: {found:?}");
+    }
+    for (depth, text) in [
+        (1, "use crate::repair::items; // crate::proxy in a comment"),
+        (2, "use super::index::Table;"),
+        (1, "use crate::ledger::memory;"),
+    ] {
+        assert!(
+            violations(&order, &[file("ledger", depth, text)]).is_empty(),
+            "{text}"
+        );
+    }
 }

@@ -69,11 +69,12 @@ pub struct Usage {
     pub turns: u64,
 }
 
-/// One segment file: its number, turns and newest learned-at time (UNIX seconds).
-#[derive(Clone, Copy, Debug)]
+/// One segment file: its number, turns, oldest and newest learned-at times (UNIX seconds).
+#[derive(Clone, Copy, Debug, Default)]
 struct Segment {
     id: u64,
     turns: u64,
+    oldest: u32,
     newest: u32,
     bytes: u64,
 }
@@ -97,6 +98,8 @@ pub struct FileLedger {
     _lock: File,
     /// Dropped with the store: the sync thread then ends.
     _stop: std::sync::mpsc::Sender<()>,
+    /// `DIR/tenant-secret`.
+    secret: String,
 }
 
 fn unix_secs() -> u32 {
@@ -170,9 +173,10 @@ fn count_keys(bytes: &[u8]) -> usize {
     keys
 }
 
-/// The tenant secret kept in `dir`, made at first use.
-pub fn tenant_secret(dir: &Path) -> io::Result<String> {
-    fs::create_dir_all(dir)?;
+/// The tenant secret kept in `dir`, made at first use (read under the directory's lock). It is
+/// written whole or not at all (a temporary file, synced, renamed, the directory synced), so a
+/// crash never leaves an empty one behind.
+fn tenant_secret(dir: &Path) -> io::Result<String> {
     let path = dir.join("tenant-secret");
     match fs::read_to_string(&path) {
         Ok(secret) if !secret.trim().is_empty() => return Ok(secret.trim().to_owned()),
@@ -183,11 +187,16 @@ pub fn tenant_secret(dir: &Path) -> io::Result<String> {
     let mut raw = [0u8; 32];
     getrandom::fill(&mut raw).map_err(|e| io::Error::other(e.to_string()))?;
     let secret: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let partial = dir.join("tenant-secret.new");
     let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(&path)?.write_all(secret.as_bytes())?;
+    let mut file = options.open(&partial)?;
+    file.write_all(secret.as_bytes())?;
+    file.sync_all()?;
+    fs::rename(&partial, &path)?;
+    File::open(dir)?.sync_all()?;
     Ok(secret)
 }
 
@@ -220,6 +229,7 @@ impl FileLedger {
         };
         fs::create_dir_all(dir).map_err(io)?;
         let lock_file = take_lock(dir)?;
+        let secret = tenant_secret(dir).map_err(io)?;
         let started = Instant::now();
         let now = unix_secs();
         let ids = segment_ids(dir).map_err(io)?;
@@ -230,7 +240,7 @@ impl FileLedger {
         memory.presize(keys);
         let mut closed = VecDeque::new();
         let mut restored = 0u64;
-        for &id in &ids {
+        for (n, &id) in ids.iter().enumerate() {
             let path = segment_path(dir, id);
             let mut bytes = Vec::new();
             File::open(&path)
@@ -238,13 +248,14 @@ impl FileLedger {
                 .map_err(io)?;
             let mut segment = Segment {
                 id,
-                turns: 0,
-                newest: 0,
-                bytes: 0,
+                ..Segment::default()
             };
             let good = walk(&bytes, |body| {
                 let mut r = Reader::new(&body[TIME_AT]);
                 let learned = r.u32().unwrap_or(0);
+                if segment.turns == 0 {
+                    segment.oldest = learned;
+                }
                 segment.turns += 1;
                 segment.newest = segment.newest.max(learned);
                 let age = Duration::from_secs(u64::from(now.saturating_sub(learned)));
@@ -252,20 +263,30 @@ impl FileLedger {
                     restored += 1;
                 }
             });
+            let last = n + 1 == ids.len();
             if good < bytes.len() {
+                // The last segment's tail is where a crash tears a write: cut it, so appends
+                // follow the good records. Anywhere else the rest of the segment stays as it
+                // is, unread (it goes with its segment).
                 tracing::warn!(
                     segment = %path.display(),
                     at = good,
-                    cut = bytes.len() - good,
-                    "store: a torn or damaged record ends this segment; cutting it off there"
+                    rest = bytes.len() - good,
+                    "store: a torn or damaged record ends this segment; what follows it is not read"
                 );
-                OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .and_then(|f| f.set_len(good as u64))
-                    .map_err(io)?;
+                if last {
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_len(good as u64))
+                        .map_err(io)?;
+                }
             }
-            segment.bytes = good as u64;
+            segment.bytes = if last {
+                good as u64
+            } else {
+                bytes.len() as u64
+            };
             closed.push_back(segment);
         }
         let current = match closed.pop_back() {
@@ -274,16 +295,12 @@ impl FileLedger {
                 closed.push_back(last);
                 Segment {
                     id: last.id + 1,
-                    turns: 0,
-                    newest: 0,
-                    bytes: 0,
+                    ..Segment::default()
                 }
             }
             None => Segment {
                 id: 1,
-                turns: 0,
-                newest: 0,
-                bytes: 0,
+                ..Segment::default()
             },
         };
         let file = OpenOptions::new()
@@ -315,7 +332,14 @@ impl FileLedger {
             log,
             _lock: lock_file,
             _stop: stop,
+            secret,
         })
+    }
+
+    /// The key of the tenant hashes of this directory's turns (used when no `tenant_secret` is
+    /// configured).
+    pub fn tenant_secret(&self) -> &str {
+        &self.secret
     }
 
     /// Writes what is pending to the disk itself.
@@ -366,12 +390,24 @@ fn start_sync(log: Arc<Mutex<Log>>, every: Duration, stopped: std::sync::mpsc::R
                 stopped.recv_timeout(every),
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
             );
-            let mut log = lock(&log);
-            log.sync();
+            // Synced outside the lock, so a slow disk never holds up a turn being recorded.
+            let pending = {
+                let mut log = lock(&log);
+                std::mem::take(&mut log.dirty).then(|| log.file.try_clone())
+            };
+            match pending {
+                Some(Ok(file)) => {
+                    if let Err(e) = file.sync_data() {
+                        tracing::warn!(error = %e, "store: sync failed");
+                    }
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "store: sync failed"),
+                None => {}
+            }
             if ended {
                 return;
             }
-            log.trim(unix_secs());
+            lock(&log).trim(unix_secs());
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "store: no sync thread; the disk is synced only at shutdown");
@@ -399,11 +435,20 @@ impl Log {
         frame[4..FRAME].copy_from_slice(&sum.to_le_bytes());
         if self.current.bytes + frame.len() as u64 > SEGMENT_MAX && self.current.turns > 0 {
             self.rotate()?;
+            self.trim(now);
         }
-        self.file.write_all(&frame)?;
+        if let Err(e) = self.file.write_all(&frame) {
+            // A frame written in part (a full disk) would end the segment at the next start
+            // and take every later record with it: cut it off now.
+            let _ = self.file.set_len(self.current.bytes);
+            return Err(e);
+        }
         self.current.bytes += frame.len() as u64;
         self.current.turns += 1;
-        self.current.newest = now;
+        if self.current.turns == 1 {
+            self.current.oldest = now;
+        }
+        self.current.newest = self.current.newest.max(now);
         self.dirty = true;
         Ok(())
     }
@@ -413,9 +458,7 @@ impl Log {
         self.file.sync_data()?;
         let next = Segment {
             id: self.current.id + 1,
-            turns: 0,
-            newest: 0,
-            bytes: 0,
+            ..Segment::default()
         };
         self.file = OpenOptions::new()
             .create(true)
@@ -424,7 +467,6 @@ impl Log {
         self.closed
             .push_back(std::mem::replace(&mut self.current, next));
         self.dirty = false;
-        self.trim(unix_secs());
         Ok(())
     }
 
@@ -439,7 +481,15 @@ impl Log {
 
     /// Deletes the oldest closed segments whose turns are all past retention, or which the
     /// capacity no longer holds.
+    /// The current segment is closed once its oldest turn is an eighth of retention old, so
+    /// retention reaches the turns of a quiet store too (gone at most an eighth late).
     fn trim(&mut self, now: u32) {
+        let age = u64::from(now.saturating_sub(self.current.oldest));
+        if self.current.turns > 0 && age >= (self.retention_secs / 8).max(1) {
+            if let Err(e) = self.rotate() {
+                tracing::warn!(error = %e, "store: could not start a new segment");
+            }
+        }
         let mut held: u64 = self.closed.iter().map(|s| s.turns).sum::<u64>() + self.current.turns;
         while let Some(oldest) = self.closed.front().copied() {
             let expired = u64::from(now.saturating_sub(oldest.newest)) >= self.retention_secs;
@@ -477,12 +527,16 @@ impl FileLedger {
 
 impl Ledger for FileLedger {
     fn record(&self, tenant: TenantKey, turn: Turn) -> BoxFuture<'static, Result<(), LedgerError>> {
+        // One lock around both: the disk holds records in the order memory does, which a
+        // restore relies on (the newest recording of an id wins).
+        let mut log = lock(&self.log);
         let written = match self.memory.insert(tenant, turn) {
-            Some(record) => lock(&self.log)
+            Some(record) => log
                 .append(&record)
                 .map_err(|e| LedgerError::Unavailable(Box::new(e))),
             None => Ok(()),
         };
+        drop(log);
         async move { written }.boxed()
     }
 
@@ -511,151 +565,4 @@ impl Ledger for FileLedger {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use crate::ledger::memory::FullItemBudget;
-    use crate::ledger::ITEM_KEYS;
-    use crate::repair::items::tests::turn;
-
-    const A: TenantKey = TenantKey([1; 16]);
-    const B: TenantKey = TenantKey([2; 16]);
-    const DAY: Duration = Duration::from_secs(86_400);
-
-    fn temp(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "rethread-file-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        dir
-    }
-
-    fn memory() -> Arc<MemoryLedger> {
-        let budget = FullItemBudget {
-            total: 1 << 30,
-            per_tenant: 1 << 30,
-        };
-        Arc::new(MemoryLedger::new(DAY, 1000, budget))
-    }
-
-    fn open(dir: &Path) -> FileLedger {
-        FileLedger::open(dir, memory(), DAY, 1000, Duration::from_secs(1)).unwrap()
-    }
-
-    fn found(l: &FileLedger, tenant: TenantKey, id: &str) -> usize {
-        l.lookup(tenant, &[id], ITEM_KEYS)
-            .now_or_never()
-            .unwrap()
-            .unwrap()
-            .len()
-    }
-
-    #[test]
-    fn turns_come_back_after_a_restart_for_their_tenant_only() {
-        let dir = temp("restart");
-        let l = open(&dir);
-        let _ = l.record(A, turn("rs fc msg", false)).now_or_never();
-        drop(l);
-        let l = open(&dir);
-        let found_turns = l
-            .lookup(A, &["fc_1"], ITEM_KEYS)
-            .now_or_never()
-            .unwrap()
-            .unwrap();
-        assert_eq!(*found_turns[0], turn("rs fc msg", false));
-        assert_eq!(found(&l, B, "fc_1"), 0, "another tenant finds nothing");
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_damaged_tail_is_cut_off_and_the_turns_before_it_stay() {
-        let dir = temp("torn");
-        let l = open(&dir);
-        let _ = l.record(A, turn("rs fc", true)).now_or_never();
-        drop(l);
-        let path = segment_path(&dir, 1);
-        let good = fs::metadata(&path).unwrap().len();
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&[7, 0, 0, 0, 1, 2, 3, 4, 9, 9]).unwrap();
-        drop(f);
-        let l = open(&dir);
-        assert_eq!(found(&l, A, "fc_1"), 1);
-        assert_eq!(fs::metadata(&path).unwrap().len(), good, "the tail is cut");
-        let _ = l.record(A, turn("ig msg", true)).now_or_never();
-        drop(l);
-        let l = open(&dir);
-        assert_eq!(
-            found(&l, A, "ig_0"),
-            1,
-            "records after the cut are read again"
-        );
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_flipped_byte_is_never_read_as_a_turn() {
-        let dir = temp("flip");
-        let l = open(&dir);
-        let _ = l.record(A, turn("rs fc", true)).now_or_never();
-        drop(l);
-        let path = segment_path(&dir, 1);
-        let mut bytes = fs::read(&path).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 1;
-        fs::write(&path, &bytes).unwrap();
-        let l = open(&dir);
-        assert_eq!(found(&l, A, "fc_1"), 0);
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_second_store_on_one_directory_is_refused_naming_the_first() {
-        let dir = temp("lock");
-        let _first = open(&dir);
-        let second = FileLedger::open(&dir, memory(), DAY, 1000, Duration::from_secs(1));
-        assert!(second.is_err(), "opened twice");
-        let e = second.err().unwrap();
-        assert!(
-            e.to_string()
-                .contains(&format!("in use by process {}", std::process::id())),
-            "{e}"
-        );
-        drop(_first);
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn segments_beyond_capacity_are_deleted_whole() {
-        let dir = temp("trim");
-        let l = open(&dir);
-        let mut log = lock(&l.log);
-        for id in 0..3 {
-            log.closed.push_back(Segment {
-                id: 100 + id,
-                turns: 600,
-                newest: unix_secs(),
-                bytes: 1,
-            });
-            File::create(segment_path(&dir, 100 + id)).unwrap();
-        }
-        log.trim(unix_secs());
-        // 1,800 turns, a capacity of 1,000: the oldest 600 go; the next 600 still hold some of
-        // the newest 1,000, so their segment stays.
-        assert_eq!(log.closed.len(), 2);
-        assert_eq!(log.closed[0].id, 101);
-        assert!(!segment_path(&dir, 100).exists());
-        drop(log);
-        drop(l);
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn the_tenant_secret_is_made_once_and_kept() {
-        let dir = temp("secret");
-        let first = tenant_secret(&dir).unwrap();
-        assert_eq!(first.len(), 64);
-        assert_eq!(tenant_secret(&dir).unwrap(), first);
-        fs::remove_dir_all(&dir).unwrap();
-    }
-}
+mod tests;

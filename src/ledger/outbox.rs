@@ -119,6 +119,13 @@ async fn retry(inner: Arc<dyn Ledger>, queue: Queue, retention: Duration) {
             };
             let Some((tenant, turn)) = next else { break };
             if inner.record(tenant, (*turn).clone()).await.is_err() {
+                // To the back: a turn the store will never take cannot hold up the others.
+                let mut queue = lock(&queue);
+                if let Some(at) = queue.iter().position(|k| Arc::ptr_eq(&k.turn, &turn)) {
+                    if let Some(kept) = queue.remove(at) {
+                        queue.push_back(kept);
+                    }
+                }
                 break;
             }
             settle(&queue, &turn, true);

@@ -30,15 +30,15 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterConfig};
-use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{
-    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo,
-};
 
 use super::compact::{self, Reader};
 use super::{keys_of, KeyKind, Ledger, LedgerError, LedgerStats};
 use crate::repair::items::Turn;
 use crate::tenant::TenantKey;
+
+mod conn;
+
+use self::conn::{cluster_nodes, keep_alive, Conn};
 
 /// Buckets per retention: a lookup reads this many hashes (plus the current and next one), and
 /// a turn outlives its retention in Redis by at most one bucket.
@@ -51,9 +51,6 @@ const FIELDS_PER_CALL: usize = 1_000;
 const COUNT_FIELD: &str = "#";
 /// Time allowed for a write.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the background task pings, so a dropped connection is re-made before a request
-/// needs it.
-const KEEPALIVE: Duration = Duration::from_millis(250);
 
 /// Records a turn in the tenant's current bucket, `KEYS[1]`. `ARGV[1]`: the bucket's time to
 /// live (ms); `ARGV[2]`: the turn's field; `ARGV[3]`: the turn; `ARGV[4..]`: the fields of its
@@ -92,183 +89,6 @@ for b = 1, #KEYS do
 end
 return found
 ";
-
-/// Routing to the cluster node at `host:port`.
-fn by_address(host: &str, port: u16) -> SingleNodeRoutingInfo {
-    SingleNodeRoutingInfo::ByAddress {
-        host: host.to_owned(),
-        port,
-    }
-}
-
-/// A connection that reconnects on its own: to one node, or to a cluster (commands go to the
-/// node holding their first key's slot; the client follows redirections and failovers).
-#[derive(Clone)]
-enum Conn {
-    Node(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl Conn {
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
-        match self.clone() {
-            Conn::Node(mut c) => cmd.query_async(&mut c).await,
-            Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
-        }
-    }
-
-    /// A command every primary must answer (one node's, on a single node).
-    async fn on_every_primary(&self, cmd: redis::Cmd) -> redis::RedisResult<redis::Value> {
-        match self.clone() {
-            Conn::Node(mut c) => cmd.query_async(&mut c).await,
-            Conn::Cluster(mut c) => {
-                let all = RoutingInfo::MultiNode((
-                    MultipleNodeRoutingInfo::AllMasters,
-                    Some(ResponsePolicy::AllSucceeded),
-                ));
-                c.route_command(cmd, all).await
-            }
-        }
-    }
-
-    /// The nodes holding data: the one node, or each master of a cluster (by address).
-    async fn primaries(&self) -> redis::RedisResult<Vec<Option<(String, u16)>>> {
-        let Conn::Cluster(_) = self else {
-            return Ok(vec![None]);
-        };
-        let nodes: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
-        Ok(nodes
-            .lines()
-            .filter_map(|line| {
-                let f: Vec<&str> = line.split_whitespace().collect();
-                let serving = f.len() > 8 && f[2].contains("master") && !f[2].contains("fail");
-                let address = f.get(1)?.split(['@', ',']).next()?;
-                let (host, port) = address.rsplit_once(':')?;
-                let port: u16 = port.parse().ok()?;
-                serving.then(|| Some((host.to_owned(), port)))
-            })
-            .collect())
-    }
-
-    /// A command to one node (`None`: the single node).
-    async fn on_node<T: redis::FromRedisValue>(
-        &self,
-        node: &Option<(String, u16)>,
-        cmd: redis::Cmd,
-    ) -> redis::RedisResult<T> {
-        match (self.clone(), node) {
-            (Conn::Cluster(mut c), Some((host, port))) => {
-                let route = RoutingInfo::SingleNode(by_address(host, *port));
-                Ok(redis::from_redis_value(c.route_command(cmd, route).await?)?)
-            }
-            _ => self.query(&cmd).await,
-        }
-    }
-
-    /// A pipeline to one node (`None`: the single node).
-    async fn pipeline_on_node<T: redis::FromRedisValue>(
-        &self,
-        node: &Option<(String, u16)>,
-        pipe: redis::Pipeline,
-    ) -> redis::RedisResult<T> {
-        match (self.clone(), node) {
-            (Conn::Cluster(mut c), Some((host, port))) => {
-                let route = by_address(host, *port);
-                let count = pipe.len();
-                let values = c.route_pipeline(pipe, 0, count, route).await?;
-                Ok(redis::from_redis_value(redis::Value::Array(values))?)
-            }
-            (Conn::Node(mut c), _) => pipe.query_async(&mut c).await,
-            (Conn::Cluster(mut c), None) => pipe.query_async(&mut c).await,
-        }
-    }
-
-    /// Runs a script; when it failed because the connection was dead, once more on the new one.
-    async fn script<T: redis::FromRedisValue>(
-        &self,
-        script: &redis::Script,
-        body: &str,
-        keys: &[Vec<u8>],
-        args: &[Vec<u8>],
-    ) -> redis::RedisResult<T> {
-        match self.script_once(script, body, keys, args).await {
-            Err(e) if dead_connection(&e) => {
-                tracing::debug!(error = %e, "store connection was dead; sending again");
-                self.script_once(script, body, keys, args).await
-            }
-            other => other,
-        }
-    }
-
-    /// Runs a script by its hash, sending its body only when the server does not have it (a
-    /// restarted or newly promoted node), to the node that holds the script's keys.
-    async fn script_once<T: redis::FromRedisValue>(
-        &self,
-        script: &redis::Script,
-        body: &str,
-        keys: &[Vec<u8>],
-        args: &[Vec<u8>],
-    ) -> redis::RedisResult<T> {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(script.get_hash())
-            .arg(keys.len())
-            .arg(keys)
-            .arg(args);
-        match self.query(&cmd).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                let mut cmd = redis::cmd("EVAL");
-                cmd.arg(body).arg(keys.len()).arg(keys).arg(args);
-                self.query(&cmd).await
-            }
-            other => other,
-        }
-    }
-}
-
-/// The node URLs of a `redis+cluster://[user:pass@]host:port,host:port,…[?query]` (or
-/// `rediss+cluster://`) store URL, each as `redis://[user:pass@]host:port[?query]`; `None` for a
-/// single node's URL.
-fn cluster_nodes(url: &str) -> Result<Option<Vec<String>>, String> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Ok(None);
-    };
-    let scheme = match scheme {
-        "redis+cluster" => "redis",
-        "rediss+cluster" => "rediss",
-        _ => return Ok(None),
-    };
-    let (rest, query) = match rest.split_once('?') {
-        Some((rest, query)) => (rest, format!("?{query}")),
-        None => (rest, String::new()),
-    };
-    let (userinfo, hosts) = match rest.rsplit_once('@') {
-        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
-        None => (String::new(), rest),
-    };
-    let hosts = match hosts.split_once('/') {
-        None => hosts,
-        Some((hosts, "" | "0")) => hosts,
-        Some(_) => return Err("a cluster has only database 0: drop the /db".into()),
-    };
-    let nodes: Vec<String> = hosts
-        .split(',')
-        .map(str::trim)
-        .filter(|h| !h.is_empty())
-        .map(|host| format!("{scheme}://{userinfo}{host}{query}"))
-        .collect();
-    if nodes.is_empty() {
-        return Err(
-            "a cluster URL names its seed nodes: redis+cluster://host:port,host:port".into(),
-        );
-    }
-    Ok(Some(nodes))
-}
-
-/// Whether an error says the connection is gone (the client has begun making a new one), as
-/// opposed to Redis answering with an error.
-fn dead_connection(e: &redis::RedisError) -> bool {
-    e.is_unrecoverable_error() || e.is_connection_dropped() || e.is_io_error()
-}
 
 pub struct RedisLedger {
     conn: Conn,
@@ -486,17 +306,6 @@ impl RedisLedger {
     }
 }
 
-/// Pings the store for ever: a failed ping on a dropped connection makes the client connect
-/// anew, so the connection is back before the next request needs it.
-async fn keep_alive(conn: Conn) {
-    let mut tick = tokio::time::interval(KEEPALIVE);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let _ = tokio::time::timeout(KEEPALIVE, conn.on_every_primary(redis::cmd("PING"))).await;
-    }
-}
-
 impl Drop for RedisLedger {
     fn drop(&mut self) {
         if let Some(task) = self.keepalive.take() {
@@ -671,68 +480,4 @@ impl Ledger for RedisLedger {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use crate::repair::items::tests::turn;
-
-    #[test]
-    fn turns_survive_the_round_trip_through_their_stored_form() {
-        for stored in [true, false] {
-            let t = turn("mcpl rs fc ig rs msg", stored);
-            let blob = encode(&t, 1_234_567).unwrap();
-            let (at, mut items) = open(&blob).unwrap();
-            assert_eq!(at, 12_345);
-            assert_eq!(compact::read_turn(&mut items).unwrap(), t);
-        }
-    }
-
-    #[test]
-    fn cluster_urls_name_their_seed_nodes() {
-        assert_eq!(cluster_nodes("redis://h:1/0").unwrap(), None);
-        assert_eq!(
-            cluster_nodes("redis+cluster://a:1,b:2").unwrap().unwrap(),
-            ["redis://a:1", "redis://b:2"]
-        );
-        assert_eq!(
-            cluster_nodes("rediss+cluster://u:p@w@a:1, b:2/?protocol=resp3")
-                .unwrap()
-                .unwrap(),
-            [
-                "rediss://u:p@w@a:1?protocol=resp3",
-                "rediss://u:p@w@b:2?protocol=resp3"
-            ]
-        );
-        assert!(cluster_nodes("redis+cluster://a:1/3").is_err());
-        assert!(cluster_nodes("redis+cluster://").is_err());
-    }
-
-    #[test]
-    fn a_stored_turn_is_never_mistaken_for_a_pointer() {
-        let mut t = turn("rs", true);
-        t.items[0].id = "a".into();
-        assert!(encode(&t, 0).unwrap().len() > 8);
-    }
-
-    #[tokio::test]
-    async fn the_window_covers_the_retention_newest_first() {
-        let l = RedisLedger::new(
-            "redis://127.0.0.1:1/0",
-            "p",
-            Duration::from_secs(8),
-            Duration::from_millis(20),
-        )
-        .unwrap();
-        let tenant = TenantKey([0xab; 16]);
-        let keys = l.window(&tenant, 100_500);
-        let names: Vec<String> = keys
-            .iter()
-            .map(|k| String::from_utf8(k.clone()).unwrap())
-            .collect();
-        let tag = format!("{{{}}}", tenant.hex());
-        assert_eq!(names[0], format!("p:{tag}:1000:101"));
-        assert_eq!(names.last().unwrap(), &format!("p:{tag}:1000:92"));
-        assert_eq!(names.len(), 10);
-        assert!(l.fresh(tenths(100_000), 107_900));
-        assert!(!l.fresh(tenths(100_000), 108_000));
-    }
-}
+mod tests;

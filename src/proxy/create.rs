@@ -10,8 +10,9 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Limited};
 
+use super::learn::{captured, Origin};
 use super::outcome::Outcome;
-use super::session::{captured, finished, planned, Next, Origin, Planned};
+use super::session::{finished, planned, Next, Planned};
 use crate::app::App;
 use crate::capture::decode::Decoder;
 use crate::config::Mode;

@@ -5,6 +5,7 @@
 //! bodies streamed both ways and never parsed.
 
 mod create;
+mod learn;
 mod outcome;
 mod session;
 mod socket;
@@ -160,7 +161,7 @@ async fn retrieve(
         return Ok((response, note));
     }
     Ok((
-        session::captured(app, tenant, None, false, Default::default(), response),
+        learn::captured(app, tenant, None, false, Default::default(), response),
         note,
     ))
 }

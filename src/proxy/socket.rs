@@ -27,7 +27,8 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::session::{finished, planned, remember, Next, Origin, Planned};
+use super::learn::{remember, Origin};
+use super::session::{finished, planned, Next, Planned};
 use crate::app::App;
 use crate::capture::TurnBuilder;
 use crate::config::Mode;

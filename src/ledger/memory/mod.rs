@@ -25,21 +25,19 @@ use std::sync::Mutex;
 use crate::sync::lock;
 use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
+mod budget;
+mod index;
+
+pub use self::budget::FullItemBudget;
+use self::budget::{drop_full, drop_input, FullItems};
+use self::index::{fingerprint, shard_of, Table, DEAD};
 use super::compact::{self, Reader};
 use super::{KeyKind, Ledger, LedgerError, LedgerStats};
 use crate::repair::items::Turn;
 use crate::tenant::TenantKey;
-
-/// Bounds on the memory full items (recorded JSON, encrypted reasoning) may take.
-#[derive(Clone, Copy, Debug)]
-pub struct FullItemBudget {
-    pub total: usize,
-    pub per_tenant: usize,
-}
 
 const SHARDS: usize = 64;
 const CHUNK_BITS: u32 = 20;
@@ -53,100 +51,11 @@ const LOG_MAX: u64 = 3 << 30;
 const TICKS_PER_RETENTION: u64 = 1 << 16;
 /// Record header after the length: tenant (8), learned-at ticks (4).
 const HEADER: usize = 12;
-/// Slot tags: empty, a slot whose turn left, or a fingerprint (2..=255).
-const EMPTY: u8 = 0;
-const DEAD: u8 = 1;
-
 /// The first 8 bytes of a tenant's keyed hash: what a record keeps of its tenant.
 fn tenant8(tenant: &TenantKey) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&tenant.0[..8]);
     u64::from_le_bytes(b)
-}
-
-/// Where a key's hash leads: its shard, its first slot (low bits), its fingerprint.
-fn shard_of(hash: u64) -> usize {
-    (hash >> 58) as usize
-}
-
-fn fingerprint(hash: u64) -> u8 {
-    2 + ((hash >> 32) as u8) % 254
-}
-
-/// One shard of the index.
-struct Table {
-    refs: Vec<u32>,
-    tags: Vec<u8>,
-    live: usize,
-    dead: usize,
-}
-
-impl Table {
-    fn with_slots(slots: usize) -> Table {
-        Table {
-            refs: vec![0; slots],
-            tags: vec![EMPTY; slots],
-            live: 0,
-            dead: 0,
-        }
-    }
-
-    fn mask(&self) -> usize {
-        self.tags.len() - 1
-    }
-
-    /// Calls `each` with every reference whose fingerprint matches, in probe order.
-    fn candidates(&self, hash: u64, mut each: impl FnMut(u32)) {
-        let fp = fingerprint(hash);
-        let mask = self.mask();
-        let mut i = hash as usize & mask;
-        for _ in 0..self.tags.len() {
-            match self.tags[i] {
-                EMPTY => return,
-                tag if tag == fp => each(self.refs[i]),
-                _ => {}
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    /// Whether one more entry would pass 7/8 of the slots (live and dead together).
-    fn full(&self) -> bool {
-        (self.live + self.dead + 1) * 8 > self.tags.len() * 7
-    }
-
-    fn insert(&mut self, hash: u64, r: u32) {
-        let mask = self.mask();
-        let mut i = hash as usize & mask;
-        while self.tags[i] > DEAD {
-            i = (i + 1) & mask;
-        }
-        if self.tags[i] == DEAD {
-            self.dead -= 1;
-        }
-        self.tags[i] = fingerprint(hash);
-        self.refs[i] = r;
-        self.live += 1;
-    }
-
-    fn remove(&mut self, hash: u64, r: u32) {
-        let fp = fingerprint(hash);
-        let mask = self.mask();
-        let mut i = hash as usize & mask;
-        for _ in 0..self.tags.len() {
-            match self.tags[i] {
-                EMPTY => return,
-                tag if tag == fp && self.refs[i] == r => {
-                    self.tags[i] = DEAD;
-                    self.live -= 1;
-                    self.dead += 1;
-                    return;
-                }
-                _ => {}
-            }
-            i = (i + 1) & mask;
-        }
-    }
 }
 
 /// One megabyte of the log; absent until the tail reaches it, freed when the head leaves it.
@@ -189,11 +98,7 @@ pub struct MemoryLedger {
     retention_ticks: u32,
     capacity: usize,
     evictions: AtomicU64,
-    budget: FullItemBudget,
-    full_total: AtomicUsize,
-    /// Full-item bytes per tenant, by the 8 bytes of the tenant a record keeps.
-    full_by_tenant: DashMap<u64, usize>,
-    over_budget: AtomicU64,
+    full: FullItems,
 }
 
 impl MemoryLedger {
@@ -222,10 +127,7 @@ impl MemoryLedger {
             retention_ticks: u32::try_from(retention_ms.div_ceil(tick_ms)).unwrap_or(u32::MAX),
             capacity: capacity.max(1),
             evictions: AtomicU64::new(0),
-            budget,
-            full_total: AtomicUsize::new(0),
-            full_by_tenant: DashMap::new(),
-            over_budget: AtomicU64::new(0),
+            full: FullItems::new(budget),
         }
     }
 
@@ -271,64 +173,6 @@ impl MemoryLedger {
         Some((tenant, ticks, hashes, full_bytes))
     }
 
-    /// Charges a turn's full items to the budgets, or drops them (keeping ids and order) when
-    /// they would exceed either budget.
-    fn charge(&self, t8: u64, turn: &mut Turn) -> usize {
-        let bytes = full_bytes(turn);
-        if bytes == 0 {
-            return 0;
-        }
-        if self.reserve(t8, bytes) {
-            return bytes;
-        }
-        // The request's input goes first: the output's full items repair more.
-        if drop_input(turn) {
-            let bytes = full_bytes(turn);
-            if bytes == 0 || self.reserve(t8, bytes) {
-                return bytes;
-            }
-        }
-        drop_full(turn);
-        0
-    }
-
-    /// Reserves `bytes` of full items for a tenant within both budgets; counts a refusal.
-    fn reserve(&self, t8: u64, bytes: usize) -> bool {
-        let mut used = self.full_by_tenant.entry(t8).or_insert(0);
-        // The tenant's share is guarded by its entry's lock; the total is reserved atomically,
-        // so concurrent turns of different tenants cannot both pass the last free bytes.
-        let within_tenant = *used + bytes <= self.budget.per_tenant;
-        let reserved = within_tenant
-            && self
-                .full_total
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
-                    (total + bytes <= self.budget.total).then_some(total + bytes)
-                })
-                .is_ok();
-        if !reserved {
-            self.over_budget.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(
-                bytes,
-                "full items over budget; remembering this turn by id only"
-            );
-            metrics::counter!(crate::metrics::FULL_ITEMS_OVER_BUDGET).increment(1);
-            return false;
-        }
-        *used += bytes;
-        true
-    }
-
-    fn refund(&self, tenant: u64, bytes: usize) {
-        if bytes == 0 {
-            return;
-        }
-        self.full_total.fetch_sub(bytes, Ordering::Relaxed);
-        if let Some(mut used) = self.full_by_tenant.get_mut(&tenant) {
-            *used = used.saturating_sub(bytes);
-        }
-        self.full_by_tenant.remove_if(&tenant, |_, used| *used == 0);
-    }
-
     /// The record of a turn: `varint(len)`, tenant, ticks, items.
     fn encode(tenant: u64, ticks: u32, turn: &Turn) -> Option<Vec<u8>> {
         let mut body = Vec::with_capacity(HEADER + turn.items.len() * 28);
@@ -349,26 +193,26 @@ impl MemoryLedger {
     }
 
     fn insert_at(&self, t8: u64, ticks: u32, mut turn: Turn) -> Option<Vec<u8>> {
-        let mut charged = self.charge(t8, &mut turn);
+        let mut charged = self.full.charge(t8, &mut turn);
         let mut record = Self::encode(t8, ticks, &turn);
         let too_large = |r: &Option<Vec<u8>>| r.as_ref().is_none_or(|r| r.len() > CHUNK);
         if too_large(&record) && charged > 0 {
             // Too large for a chunk: without the request's input, else by id only.
-            self.refund(t8, charged);
+            self.full.refund(t8, charged);
             charged = 0;
             if drop_input(&mut turn) {
-                charged = self.charge(t8, &mut turn);
+                charged = self.full.charge(t8, &mut turn);
                 record = Self::encode(t8, ticks, &turn);
             }
             if too_large(&record) {
-                self.refund(t8, charged);
+                self.full.refund(t8, charged);
                 charged = 0;
                 drop_full(&mut turn);
                 record = Self::encode(t8, ticks, &turn);
             }
         }
         let Some(record) = record.filter(|r| r.len() <= CHUNK) else {
-            self.refund(t8, charged);
+            self.full.refund(t8, charged);
             return None;
         };
         let hashes: Vec<u64> = super::keys_of(&turn)
@@ -396,14 +240,14 @@ impl MemoryLedger {
         let Some((t8, _, hashes, full_bytes)) = self.record_keys(body) else {
             return false;
         };
-        if full_bytes > 0 && !self.reserve(t8, full_bytes) {
+        if full_bytes > 0 && !self.full.reserve(t8, full_bytes) {
             let Some(turn) = compact::read_turn(&mut Reader::new(&body[HEADER..])) else {
                 return false;
             };
             return self.insert_at(t8, ticks, turn).is_some();
         }
         if record.len() > CHUNK {
-            self.refund(t8, full_bytes);
+            self.full.refund(t8, full_bytes);
             return false;
         }
         // Restored oldest first and within retention: nothing older is left to expire.
@@ -539,7 +383,7 @@ impl MemoryLedger {
                     for hash in hashes {
                         lock(&self.shards[shard_of(hash)]).remove(hash, r);
                     }
-                    self.refund(tenant, full_bytes);
+                    self.full.refund(tenant, full_bytes);
                     w.head += len;
                     w.turns -= 1;
                     if counted {
@@ -663,38 +507,6 @@ impl MemoryLedger {
     }
 }
 
-/// The bytes a turn holds in full: its items', and its request's input.
-fn full_bytes(turn: &Turn) -> usize {
-    let items: usize = turn
-        .items
-        .iter()
-        .filter_map(|i| i.full.as_ref())
-        .map(|f| f.len())
-        .sum();
-    items
-        + turn
-            .link
-            .as_ref()
-            .and_then(|l| l.input.as_ref())
-            .map_or(0, |i| i.len())
-}
-
-/// Leaves out the request's input a turn keeps; says whether it had one.
-fn drop_input(turn: &mut Turn) -> bool {
-    turn.link
-        .as_mut()
-        .is_some_and(|link| link.input.take().is_some())
-}
-
-fn drop_full(turn: &mut Turn) {
-    for item in turn.items.iter_mut() {
-        item.full = None;
-    }
-    if let Some(link) = &mut turn.link {
-        link.input = None;
-    }
-}
-
 impl Ledger for MemoryLedger {
     fn record(&self, tenant: TenantKey, turn: Turn) -> BoxFuture<'static, Result<(), LedgerError>> {
         let _ = self.insert(tenant, turn);
@@ -726,275 +538,4 @@ impl Ledger for MemoryLedger {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::disallowed_methods)]
-mod tests {
-    use crate::ledger::ITEM_KEYS;
-    use std::sync::Arc;
-
-    use bytes::Bytes;
-
-    use super::*;
-    use crate::repair::items::tests::turn;
-    use crate::repair::items::{ItemType, TurnItem};
-
-    const A: TenantKey = TenantKey([1; 16]);
-    const B: TenantKey = TenantKey([2; 16]);
-    const ROOMY: FullItemBudget = FullItemBudget {
-        total: 1 << 30,
-        per_tenant: 1 << 30,
-    };
-
-    fn live_slots(l: &MemoryLedger) -> usize {
-        l.shards.iter().map(|s| lock(s).live).sum()
-    }
-
-    fn api_turn(n: u64) -> Turn {
-        let item = |prefix: &str, ty: ItemType, salt: u64| TurnItem {
-            id: format!("{prefix}_{n:016x}{salt:016x}{:016x}", n ^ salt).into(),
-            // Reasoning and messages carry a digest of their content, as captured turns do.
-            digest: matches!(ty, ItemType::Reasoning | ItemType::Message)
-                .then_some((n ^ salt) as u32),
-            ty,
-            call_id: None,
-            full: None,
-        };
-        Turn {
-            stored: true,
-            items: vec![
-                item("rs", ItemType::Reasoning, 1),
-                item("ig", ItemType::ImageGenerationCall, 2),
-                item("msg", ItemType::Message, 3),
-            ]
-            .into(),
-            link: None,
-        }
-    }
-
-    #[test]
-    fn a_turn_is_found_by_any_of_its_ids_and_call_ids() {
-        let l = MemoryLedger::new(Duration::from_secs(60), 10, ROOMY);
-        l.insert(A, turn("rs fc msg", true));
-        assert_eq!(l.find(A, &["fc_1"], ITEM_KEYS).len(), 1);
-        assert_eq!(l.find(A, &["call_fc_1"], ITEM_KEYS).len(), 1);
-        assert_eq!(
-            l.find(A, &["rs_0", "msg_2", "fc_1"], ITEM_KEYS).len(),
-            1,
-            "one turn, found once"
-        );
-        assert!(l.find(A, &["nope"], ITEM_KEYS).is_empty());
-        assert_eq!(*l.find(A, &["fc_1"], ITEM_KEYS)[0], turn("rs fc msg", true));
-    }
-
-    #[test]
-    fn tenants_never_see_each_others_turns() {
-        let l = MemoryLedger::new(Duration::from_secs(60), 10, ROOMY);
-        l.insert(A, turn("rs ig msg", true));
-        assert!(l.find(B, &["ig_1"], ITEM_KEYS).is_empty());
-        // The same ids under two tenants: each finds its own.
-        l.insert(B, turn("rs ig", false));
-        assert!(l.find(A, &["ig_1"], ITEM_KEYS)[0].stored);
-        assert!(!l.find(B, &["ig_1"], ITEM_KEYS)[0].stored);
-    }
-
-    #[test]
-    fn the_oldest_turn_is_evicted_over_capacity() {
-        let l = MemoryLedger::new(Duration::from_secs(60), 2, ROOMY);
-        let mut first = turn("rs msg", true);
-        first.items[0].id = "rs_first".into();
-        l.insert(A, first);
-        l.insert(B, turn("rs msg", true));
-        l.insert(A, turn("rs ig", true));
-        assert!(l.find(A, &["rs_first"], ITEM_KEYS).is_empty());
-        assert_eq!(l.find(A, &["ig_1"], ITEM_KEYS).len(), 1);
-        assert_eq!(l.stats().evictions, 1);
-        assert_eq!(l.stats().turns, 2);
-    }
-
-    #[test]
-    fn an_evicted_turn_leaves_its_response_id_and_its_input_bytes() {
-        let budget = FullItemBudget {
-            total: 1 << 20,
-            per_tenant: 1 << 20,
-        };
-        let l = MemoryLedger::new(Duration::from_secs(60), 1, budget);
-        let mut first = turn("rs msg", true);
-        first.link = Some(Box::new(crate::repair::items::Link {
-            response: "resp_1".into(),
-            parent: None,
-            input: Some(bytes::Bytes::from_static(
-                b"[{\"role\":\"user\",\"content\":\"hi\"}]",
-            )),
-            complete: true,
-            conversation: None,
-        }));
-        l.insert(A, first);
-        assert_eq!(
-            l.find(A, &["resp_1"], crate::ledger::RESPONSE_KEYS).len(),
-            1
-        );
-        assert!(l.full_total.load(Ordering::Relaxed) > 0);
-        l.insert(A, turn("rs ig", true));
-        assert!(l
-            .find(A, &["resp_1"], crate::ledger::RESPONSE_KEYS)
-            .is_empty());
-        assert_eq!(
-            l.full_total.load(Ordering::Relaxed),
-            0,
-            "the input's bytes are refunded"
-        );
-    }
-
-    #[test]
-    fn turns_expire_after_retention() {
-        let l = MemoryLedger::new(Duration::from_millis(30), 10, ROOMY);
-        l.insert(A, turn("rs msg", true));
-        std::thread::sleep(Duration::from_millis(40));
-        assert!(l.find(A, &["rs_0"], ITEM_KEYS).is_empty());
-        l.sweep();
-        assert_eq!(l.stats().turns, 0);
-        assert_eq!(live_slots(&l), 0);
-    }
-
-    #[test]
-    fn recording_a_response_again_keeps_it_findable_after_the_old_copy_leaves() {
-        let l = MemoryLedger::new(Duration::from_secs(60), 1, ROOMY);
-        l.insert(A, turn("rs msg", true));
-        l.insert(A, turn("rs msg", true));
-        assert_eq!(l.find(A, &["rs_0"], ITEM_KEYS).len(), 1);
-    }
-
-    #[test]
-    fn the_newest_recording_of_an_id_wins() {
-        let l = MemoryLedger::new(Duration::from_secs(60), 10, ROOMY);
-        l.insert(A, turn("rs msg", true));
-        l.insert(A, turn("rs msg", false));
-        let found = l.find(A, &["rs_0", "msg_1"], ITEM_KEYS);
-        assert_eq!(found.len(), 1);
-        assert!(!found[0].stored);
-    }
-
-    #[test]
-    fn many_turns_across_chunks_stay_findable_and_leave_in_order() {
-        // ~95 bytes a record: 40,000 turns fill about four chunks.
-        let capacity = 30_000;
-        let l = MemoryLedger::new(Duration::from_secs(60), capacity, ROOMY);
-        let total = 40_000u64;
-        for n in 0..total {
-            l.insert(TenantKey([(n % 7) as u8; 16]), api_turn(n));
-        }
-        assert_eq!(l.stats().turns, capacity as u64);
-        assert_eq!(l.stats().evictions, total - capacity as u64);
-        assert_eq!(live_slots(&l), 3 * capacity);
-        for n in (0..total).step_by(997) {
-            let tenant = TenantKey([(n % 7) as u8; 16]);
-            let t = api_turn(n);
-            let found = l.find(tenant, &[&t.items[1].id], ITEM_KEYS);
-            if n < total - capacity as u64 {
-                assert!(found.is_empty(), "{n} was evicted");
-            } else {
-                assert_eq!(found.len(), 1, "{n}");
-                assert_eq!(*found[0], t);
-                let other = TenantKey([((n + 1) % 7) as u8; 16]);
-                assert!(l.find(other, &[&t.items[1].id], ITEM_KEYS).is_empty());
-            }
-        }
-        // The chunks the oldest turns left are freed: about 30,000 × 93 bytes live.
-        assert!(l.writer.lock().unwrap().chunks <= 4, "chunks kept");
-    }
-
-    #[test]
-    fn a_turn_too_large_for_a_chunk_is_kept_by_id() {
-        let l = MemoryLedger::new(Duration::from_secs(60), 10, ROOMY);
-        let mut t = turn("rs fc", false);
-        let big = Bytes::from(vec![b'x'; CHUNK]);
-        t.items[1].full = Some(big);
-        l.insert(A, t);
-        let found = l.find(A, &["fc_1"], ITEM_KEYS);
-        assert_eq!(found.len(), 1);
-        assert!(found[0].items[1].full.is_none());
-        assert_eq!(l.full_total.load(Ordering::Relaxed), 0);
-    }
-
-    #[test]
-    fn full_items_beyond_a_tenants_budget_are_dropped_and_refunded_on_eviction() {
-        let budget = FullItemBudget {
-            total: 1 << 20,
-            per_tenant: 300,
-        };
-        let l = MemoryLedger::new(Duration::from_secs(60), 2, budget);
-        l.insert(A, turn("rs fc msg", false));
-        assert!(l.find(A, &["fc_1"], ITEM_KEYS)[0].items[1].full.is_some());
-        l.insert(A, turn("rs fc msg", false));
-        assert!(
-            l.find(A, &["fc_1"], ITEM_KEYS)[0].items[1].full.is_none(),
-            "over the tenant's budget"
-        );
-        assert_eq!(l.over_budget.load(Ordering::Relaxed), 1);
-        // Another tenant has its own budget.
-        l.insert(B, turn("rs fc msg", false));
-        assert!(l.find(B, &["fc_1"], ITEM_KEYS)[0].items[1].full.is_some());
-        // Evicting A's first turn refunds its bytes.
-        l.insert(B, turn("rs", true));
-        assert!(l.full_by_tenant.get(&tenant8(&A)).is_none());
-    }
-
-    #[test]
-    fn the_total_budget_holds_under_concurrent_turns_of_many_tenants() {
-        let one = turn("rs fc msg", false)
-            .items
-            .iter()
-            .filter_map(|i| i.full.as_ref())
-            .map(|f| f.len())
-            .sum::<usize>();
-        let budget = FullItemBudget {
-            total: one,
-            per_tenant: 1 << 30,
-        };
-        let l = Arc::new(MemoryLedger::new(Duration::from_secs(60), 10, budget));
-        let start = Arc::new(std::sync::Barrier::new(8));
-        let threads: Vec<_> = (0..8u8)
-            .map(|t| {
-                let (l, start) = (l.clone(), start.clone());
-                std::thread::spawn(move || {
-                    start.wait();
-                    let mut worst = 0;
-                    for _ in 0..20_000 {
-                        let mut one = turn("rs fc msg", false);
-                        let charged = l.charge(tenant8(&TenantKey([t; 16])), &mut one);
-                        worst = worst.max(l.full_total.load(Ordering::Relaxed));
-                        l.refund(tenant8(&TenantKey([t; 16])), charged);
-                    }
-                    worst
-                })
-            })
-            .collect();
-        for thread in threads {
-            let worst = thread.join().unwrap_or(usize::MAX);
-            assert!(worst <= one, "total {worst} over the budget {one}");
-        }
-    }
-
-    #[test]
-    fn lookups_and_records_from_many_threads_agree() {
-        let l = Arc::new(MemoryLedger::new(Duration::from_secs(60), 5_000, ROOMY));
-        let threads: Vec<_> = (0..4u64)
-            .map(|t| {
-                let l = l.clone();
-                std::thread::spawn(move || {
-                    for n in 0..3_000u64 {
-                        let n = t * 1_000_000 + n;
-                        let tenant = TenantKey([t as u8; 16]);
-                        let turn = api_turn(n);
-                        l.insert(tenant, turn.clone());
-                        let found = l.find(tenant, &[&turn.items[2].id], ITEM_KEYS);
-                        assert_eq!(found.len(), 1, "{n}");
-                        assert_eq!(*found[0], turn);
-                    }
-                })
-            })
-            .collect();
-        for thread in threads {
-            thread.join().unwrap();
-        }
-        assert_eq!(l.stats().turns, 5_000);
-    }
-}
+mod tests;
