@@ -30,6 +30,10 @@ use crate::redis::{free_port, spawn_redis, temp_dir, wait_started};
 const SHORT_RUN: Duration = Duration::from_secs(12);
 const CLIENTS: usize = 32;
 const SECRET: &str = "bad-day-tenant-secret";
+/// rethread's idle timeout, and the fake's stalls past it: far enough apart that a busy machine
+/// never turns a slow answer into a timeout no stall explains.
+const IDLE: &str = "2s";
+const STALL: Duration = Duration::from_secs(3);
 /// After Redis answers again, a follow-up must find its turn within this.
 const GRACE: Duration = Duration::from_secs(1);
 
@@ -358,7 +362,7 @@ fn on_file(fake: &FakeHandle, dir: &std::path::Path) -> Rethread {
             "--store",
             &store,
             "--idle-timeout",
-            "1s",
+            IDLE,
             "--drain-timeout",
             "5s",
         ],
@@ -380,7 +384,7 @@ async fn a_bad_day_under_load_loses_no_follow_up_and_no_request() {
             error_rate: 0.05,
             reset_rate: 0.02,
             stall_rate: 0.01,
-            stall: Duration::from_millis(1500),
+            stall: STALL,
             seed: 20261207,
         },
         ..FakeOptions::default()
@@ -396,7 +400,7 @@ async fn a_bad_day_under_load_loses_no_follow_up_and_no_request() {
             "--store-timeout",
             "200ms",
             "--idle-timeout",
-            "1s",
+            IDLE,
         ],
         &[
             ("RETHREAD_TENANT_SECRET", SECRET),
