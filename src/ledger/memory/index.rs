@@ -71,6 +71,11 @@ impl Table {
         self.live += 1;
     }
 
+    /// Forgets record `r`'s slots on `hash`'s probe chain. Every slot of that chain with `r` and
+    /// this fingerprint goes, not only the first: the record is leaving whole, and two of its
+    /// keys may share a shard and a fingerprint, in which case the first such slot on this
+    /// chain can be the other key's, while this key's own slot may lie where that key's chain
+    /// never reaches (it would then stay live for ever).
     pub(super) fn remove(&mut self, hash: u64, r: u32) {
         let fp = fingerprint(hash);
         let mask = self.mask();
@@ -82,11 +87,29 @@ impl Table {
                     self.tags[i] = DEAD;
                     self.live -= 1;
                     self.dead += 1;
-                    return;
                 }
                 _ => {}
             }
             i = (i + 1) & mask;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leaving_record_leaves_no_slot_behind_even_one_it_got_twice() {
+        // A shard rebuilt while a record's keys are being indexed re-derives every key of that
+        // record it already holds a slot of (same fingerprint): one of them can be indexed
+        // twice. The record leaves once, with all its slots.
+        let mut t = Table::with_slots(16);
+        let hash = (5u64 << 32) | 3;
+        t.insert(hash, 7);
+        t.insert(hash, 7);
+        t.insert((9u64 << 32) | 3, 8);
+        t.remove(hash, 7);
+        assert_eq!(t.live, 1, "only record 8's slot is left");
     }
 }
