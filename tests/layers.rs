@@ -171,8 +171,8 @@ fn the_check_sees_every_form_of_an_import_upwards() {
     let order: Vec<String> = ["proxy", "ledger", "repair"].map(String::from).to_vec();
     let file = |module: &str, depth: usize, text: &str| (module.to_owned(), depth, text.to_owned());
     for (depth, text) in [
-        (1, "use crate::proxy::session;"),
-        (1, "use crate::{repair, proxy::session};"),
+        (1, "use crate::proxy::attempt;"),
+        (1, "use crate::{repair, proxy::attempt};"),
         (1, "use super::proxy;"),
         (2, "use super::super::proxy::x;"),
         (1, "let u = \"http://x\"; use crate::proxy::y;"),

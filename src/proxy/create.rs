@@ -1,6 +1,6 @@
-//! `POST …/responses`: read the body (bounded), repair it from memory, forward it, retry once
-//! per missing reasoning item the upstream names, send the client's own bytes when the upstream
-//! refuses a changed request, and capture the answer.
+//! `POST …/responses` over HTTP: the body read (bounded), sent as the request's `Attempt` says,
+//! a refusal read and handed back to it, the answer captured and the client told what changed.
+//! Every decision is the attempt's; this file only moves bytes.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,16 +10,13 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Limited};
 
-use super::learn::{captured, Origin};
+use super::attempt::{Attempt, Outgoing, Transport};
+use super::learn::captured;
 use super::outcome::Outcome;
-use super::session::{finished, planned, Next, Planned};
 use crate::app::App;
 use crate::capture::decode::Decoder;
-use crate::config::Mode;
 use crate::error::{is_caused_by, ProxyError};
 use crate::forward::{copy_head, ChunksBody, Prefixed};
-use crate::repair::change::Change;
-use crate::repair::request;
 use crate::repair::upstream_error::{self, Refusal, UpstreamError};
 
 /// Largest upstream error body read to see what the refusal was.
@@ -36,124 +33,87 @@ pub async fn handle(
     let body = Body::new(crate::forward::IdleTimeout::new(body, idle));
     let bytes = read_body(body, &parts.headers, app.settings.capture.body_limit, idle).await?;
     app.upstream.prepare(&mut parts)?;
-    let mut note = Outcome::default();
+    let mut outcome = Outcome::default();
 
-    let view = match request::parse(&bytes) {
-        Ok(view) => Some(view),
-        Err(e) => {
-            tracing::debug!(reason = %e, "request not understood; forwarding unchanged");
-            metrics::counter!(crate::metrics::UNPARSED).increment(1);
-            None
-        }
-    };
-    let model: Option<Box<str>> = view
-        .as_ref()
-        .and_then(|v| v.model.as_deref().map(Into::into));
-    let mut planned = match &view {
-        Some(view) => planned(app, tenant, &bytes, view).await,
-        None => Planned::unchanged(),
-    };
-    let mut change = std::mem::take(&mut planned.change);
-    if app.settings.repair.mode == Mode::Observe && !change.is_empty() {
-        metrics::counter!(crate::metrics::WOULD_INSERT).increment(change.items() as u64);
-        tracing::info!(rules = %change.rules_text(), ids = ?change.ids(), include = change.include, "observe mode: would change");
-        change = Change::default();
-    }
-
-    let mut reverted: Option<&'static str> = None;
+    let (mut attempt, mut outgoing) = Attempt::begin(app, tenant, bytes, Transport::Http).await;
     let response = loop {
-        let body = match (&view, change.is_empty()) {
-            (Some(view), false) => Body::new(ChunksBody::new(change.apply(&bytes, view))),
-            _ => Body::from(bytes.clone()),
-        };
-        let mut upstream_request = Request::from_parts(copy_head(&parts), body);
-        if !change.is_empty() {
-            // The body changed length; hyper sets content-length from the body's exact size.
-            upstream_request
-                .headers_mut()
-                .remove(header::CONTENT_LENGTH);
-        }
         let sent = Instant::now();
-        let response = app.upstream.send_held(upstream_request).await?;
-        note.upstream += sent.elapsed();
-
-        // Only a refusal of the request's content is worth reading, and only once the client's
-        // own request has not been sent yet: it may be answered by another change, or by the
-        // client's bytes.
-        let status = response.status();
-        if !upstream_error::is_content_refusal(status.as_u16()) || reverted.is_some() {
+        let response = app
+            .upstream
+            .send_held(upstream_request(&parts, outgoing))
+            .await?;
+        outcome.upstream += sent.elapsed();
+        // Only a refusal of the request's content is worth reading, and only while the
+        // attempt may still answer it with another change or the client's own bytes.
+        if !upstream_error::is_content_refusal(response.status().as_u16())
+            || !attempt.reads_refusals()
+        {
             break response;
         }
         let (head, body) = response.into_parts();
-        let (error, body) = match read_error_body(body).await {
-            Ok(error) => {
-                let encoding = head
-                    .headers
-                    .get(header::CONTENT_ENCODING)
-                    .and_then(|v| v.to_str().ok());
-                let read = decoded(&error, encoding).map(|text| upstream_error::read(&text));
-                (read, Body::from(error))
-            }
-            // Too large to be one of the API's refusals: it cannot be read, only relayed.
-            Err(body) => (None, body),
-        };
-        let error = error.unwrap_or(UpstreamError {
-            refusal: Refusal::Other,
-            code: None,
-            param: None,
-        });
-        let next = planned
-            .after_refusal(
-                app,
-                tenant,
-                model.as_deref(),
-                &bytes,
-                view.as_ref(),
-                &change,
-                &error,
-            )
-            .await;
-        match next {
-            Next::Retry(next) => change = *next,
-            Next::Revert(reason) => {
-                reverted = Some(reason);
-                change = Change::default();
-            }
-            Next::Relay => break Response::from_parts(head, body),
+        let (error, body) = read_refusal(&head, body).await;
+        match attempt.refused(&error).await {
+            Some(next) => outgoing = next,
+            None => break Response::from_parts(head, body),
         }
     };
 
-    note.inserted = change.items();
-    finished(
-        app,
-        tenant,
-        model.as_deref(),
-        view.as_ref().is_some_and(|v| v.reasoning_param),
-        &change,
-        response.status().is_success(),
-    );
-    let mut response = if response.status().is_success() {
-        let stateless = view
-            .as_ref()
-            .is_some_and(|v| !v.store || app.upstream_store.drops_store(tenant));
-        let origin = Origin::of(app, tenant, view.as_ref(), &bytes, &change, false);
-        captured(app, tenant, model, stateless, origin, response)
+    let accepted = response.status().is_success();
+    let finished = attempt.finish(accepted);
+    outcome.inserted = finished.inserted;
+    let mut response = if accepted {
+        let (model, stateless) = (finished.model, finished.stateless);
+        captured(app, tenant, model, stateless, finished.origin, response)
     } else {
         response
     };
-    if !change.is_empty() {
-        let headers = response.headers_mut();
-        headers.insert("x-rethread-inserted", HeaderValue::from(note.inserted));
-        if let Ok(rules) = HeaderValue::from_str(&change.rules_text()) {
+    let headers = response.headers_mut();
+    if let Some(repairs) = finished.repairs {
+        headers.insert("x-rethread-inserted", HeaderValue::from(finished.inserted));
+        if let Ok(rules) = HeaderValue::from_str(&repairs) {
             headers.insert("x-rethread-repairs", rules);
         }
     }
-    if let Some(reason) = reverted {
-        response
-            .headers_mut()
-            .insert("x-rethread-reverted", HeaderValue::from_static(reason));
+    if let Some(reason) = finished.reverted {
+        headers.insert("x-rethread-reverted", HeaderValue::from_static(reason));
     }
-    Ok((response, note))
+    Ok((response, outcome))
+}
+
+/// The request to send upstream: the client's head with `outgoing` as its body.
+fn upstream_request(parts: &http::request::Parts, outgoing: Outgoing) -> Request<Body> {
+    let (body, changed) = match outgoing {
+        Outgoing::Original(bytes) => (Body::from(bytes), false),
+        Outgoing::Changed(chunks) => (Body::new(ChunksBody::new(chunks)), true),
+    };
+    let mut request = Request::from_parts(copy_head(parts), body);
+    if changed {
+        // The body changed length; hyper sets content-length from the body's exact size.
+        request.headers_mut().remove(header::CONTENT_LENGTH);
+    }
+    request
+}
+
+/// What an upstream refusal says, and its body to relay should the client get it.
+async fn read_refusal(head: &http::response::Parts, body: Body) -> (UpstreamError, Body) {
+    let (error, body) = match read_error_body(body).await {
+        Ok(error) => {
+            let encoding = head
+                .headers
+                .get(header::CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok());
+            let read = decoded(&error, encoding).map(|text| upstream_error::read(&text));
+            (read, Body::from(error))
+        }
+        // Too large to be one of the API's refusals: it cannot be read, only relayed.
+        Err(body) => (None, body),
+    };
+    let error = error.unwrap_or(UpstreamError {
+        refusal: Refusal::Other,
+        code: None,
+        param: None,
+    });
+    (error, body)
 }
 
 async fn read_body(

@@ -4,10 +4,10 @@
 //! retrieving one (captured). Everything else, WebSocket upgrades included, passes through with
 //! bodies streamed both ways and never parsed.
 
+mod attempt;
 mod create;
 mod learn;
 mod outcome;
-mod session;
 mod socket;
 mod tee;
 

@@ -27,14 +27,10 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use super::attempt::{Attempt, Outgoing, Transport};
 use super::learn::{remember, Origin};
-use super::session::{finished, planned, Next, Planned};
 use crate::app::App;
 use crate::capture::TurnBuilder;
-use crate::config::Mode;
-use crate::repair::change::Change;
-use crate::repair::request;
-use crate::repair::splice::concat;
 use crate::repair::upstream_error;
 use crate::tenant::TenantKey;
 
@@ -54,45 +50,19 @@ fn frame_type(text: &str) -> Option<String> {
         .and_then(|f| f.ty.map(|t| t.into_owned()))
 }
 
-/// A `response.create` sent upstream whose response has not started yet.
-struct Pending {
-    /// The client's own frame.
-    original: Bytes,
-    /// What rethread changed in it, as sent.
-    change: Change,
-    /// What the change was decided from, and how many retries a refusal has had.
-    planned: Planned,
-    model: Option<Box<str>>,
-    /// The frame carried a `reasoning` parameter.
-    reasoning_param: bool,
-}
-
-impl Pending {
-    /// Its life's last step (`session::finished`), as HTTP ends one.
-    fn finish(&self, session: &Session, accepted: bool) {
-        finished(
-            &session.app,
-            session.tenant,
-            self.model.as_deref(),
-            self.reasoning_param,
-            &self.change,
-            accepted,
-        );
-    }
-}
-
 /// State shared by the two directions of one socket.
-struct Session {
+struct Socket {
     app: Arc<App>,
     tenant: TenantKey,
-    pending: Mutex<VecDeque<Pending>>,
+    /// `response.create` frames sent upstream whose responses have not started yet, oldest first.
+    pending: Mutex<VecDeque<Attempt>>,
     /// Told whenever a `response.create` leaves the queue (its response started, or its
     /// refusal went to the client).
     left: tokio::sync::Notify,
 }
 
-impl Session {
-    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
+impl Socket {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Attempt>> {
         crate::sync::lock(&self.pending)
     }
 
@@ -124,7 +94,7 @@ pub async fn relay(app: Arc<App>, tenant: TenantKey, client: Upgraded, upstream:
         WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, None).await;
     let (mut client_tx, mut client_rx) = client.split();
     let (mut upstream_tx, mut upstream_rx) = upstream.split();
-    let session = Arc::new(Session {
+    let socket = Arc::new(Socket {
         app,
         tenant,
         pending: Mutex::new(VecDeque::new()),
@@ -134,13 +104,13 @@ pub async fn relay(app: Arc<App>, tenant: TenantKey, client: Upgraded, upstream:
     let (resend, mut resends) = mpsc::unbounded_channel::<String>();
 
     let outbound = {
-        let session = session.clone();
+        let socket = socket.clone();
         async move {
             loop {
                 let message = tokio::select! {
                     message = client_rx.next() => match message {
                         Some(Ok(Message::Text(text))) => {
-                            Message::Text(outgoing(&session, text.as_str()).await.into())
+                            Message::Text(outgoing(&socket, text.as_str()).await.into())
                         }
                         Some(Ok(other)) => other,
                         _ => break,
@@ -156,18 +126,18 @@ pub async fn relay(app: Arc<App>, tenant: TenantKey, client: Upgraded, upstream:
         }
     };
     let inbound = {
-        let session = session.clone();
+        let socket = socket.clone();
         async move {
-            let mut builder = TurnBuilder::new(session.app.capture_limits(false).keep);
+            let mut builder = TurnBuilder::new(socket.app.capture_limits(false).keep);
             let mut started = Started::default();
             while let Some(Ok(message)) = upstream_rx.next().await {
                 if let Message::Text(text) = &message {
-                    match incoming(&session, text.as_str(), &mut started) {
+                    match incoming(&socket, text.as_str(), &mut started) {
                         Incoming::Relay => {
-                            learn(&session, &mut builder, &mut started, text.as_str())
+                            learn(&socket, &mut builder, &mut started, text.as_str())
                         }
-                        Incoming::Refused(pending) => {
-                            if let Some(frame) = refused(&session, pending, text.as_bytes()).await {
+                        Incoming::Refused(attempt) => {
+                            if let Some(frame) = refused(&socket, attempt, text.as_bytes()).await {
                                 if resend.send(frame).is_ok() {
                                     continue; // the client never sees this refusal
                                 }
@@ -192,53 +162,23 @@ pub async fn relay(app: Arc<App>, tenant: TenantKey, client: Upgraded, upstream:
 
 /// The frame to send upstream for a client's text frame: repaired when it is a `response.create`
 /// rethread can improve. Every `response.create` is queued until its response starts.
-async fn outgoing(session: &Session, text: &str) -> String {
+async fn outgoing(socket: &Socket, text: &str) -> String {
     if frame_type(text).as_deref() != Some("response.create") {
         return text.to_owned();
     }
-    session.one_at_a_time().await;
-    let app = &session.app;
+    socket.one_at_a_time().await;
     let bytes = Bytes::copy_from_slice(text.as_bytes());
-    let (mut planned, model, reasoning_param) = match request::parse(&bytes) {
-        Ok(view) => {
-            let model = view.model.as_deref().map(Into::into);
-            let param = view.reasoning_param;
-            (
-                planned(app, session.tenant, &bytes, &view).await,
-                model,
-                param,
-            )
-        }
-        Err(e) => {
-            tracing::debug!(reason = %e, "response.create not understood; forwarding unchanged");
-            metrics::counter!(crate::metrics::UNPARSED).increment(1);
-            (Planned::unchanged(), None, false)
-        }
-    };
-    let mut change = std::mem::take(&mut planned.change);
-    if app.settings.repair.mode == Mode::Observe && !change.is_empty() {
-        metrics::counter!(crate::metrics::WOULD_INSERT).increment(change.items() as u64);
-        tracing::info!(rules = %change.rules_text(), ids = ?change.ids(), "observe mode: would change (websocket)");
-        change = Change::default();
-    }
-    let frame = framed(&bytes, &change).unwrap_or_else(|| text.to_owned());
-    session.queue().push_back(Pending {
-        original: bytes,
-        change,
-        planned,
-        model,
-        reasoning_param,
-    });
+    let (attempt, outgoing) =
+        Attempt::begin(&socket.app, socket.tenant, bytes, Transport::WebSocket).await;
+    let frame = framed(outgoing).unwrap_or_else(|| text.to_owned());
+    socket.queue().push_back(attempt);
     frame
 }
 
-/// `original` with `change` applied, as text; `None` when nothing changes.
-fn framed(original: &Bytes, change: &Change) -> Option<String> {
-    if change.is_empty() {
-        return None;
-    }
-    let view = request::parse(original).ok()?;
-    String::from_utf8(concat(&change.apply(original, &view))).ok()
+/// A frame's text; `None` when the bytes are not UTF-8 (a change only inserts JSON, so never in
+/// practice).
+fn framed(outgoing: Outgoing) -> Option<String> {
+    String::from_utf8(outgoing.into_vec()).ok()
 }
 
 enum Incoming {
@@ -246,7 +186,7 @@ enum Incoming {
     Relay,
     /// The upstream refused this `response.create` (taken from the front of the queue): decide
     /// what to send instead (`refused`).
-    Refused(Box<Pending>),
+    Refused(Box<Attempt>),
 }
 
 /// The response being streamed: its request's model and origin, for the turn it teaches.
@@ -257,24 +197,16 @@ struct Started {
 }
 
 /// What to do with a server event, given the `response.create` frames waiting for theirs.
-fn incoming(session: &Session, text: &str, current: &mut Started) -> Incoming {
+fn incoming(socket: &Socket, text: &str, current: &mut Started) -> Incoming {
     let ty = frame_type(text);
-    let mut queue = session.queue();
+    let mut queue = socket.queue();
     match ty.as_deref() {
         Some("response.created") => {
             if let Some(started) = queue.pop_front() {
-                session.left.notify_waiters();
-                started.finish(session, true);
-                let view = request::parse(&started.original).ok();
-                current.origin = Some(Origin::of(
-                    &session.app,
-                    session.tenant,
-                    view.as_ref(),
-                    &started.original,
-                    &started.change,
-                    true,
-                ));
-                current.model = started.model;
+                socket.left.notify_waiters();
+                let finished = started.finish(true);
+                current.origin = Some(finished.origin);
+                current.model = finished.model;
             }
             Incoming::Relay
         }
@@ -286,57 +218,27 @@ fn incoming(session: &Session, text: &str, current: &mut Started) -> Incoming {
     }
 }
 
-/// After the upstream refused `pending`'s frame: the frame to send instead (back at the front
+/// After the upstream refused `attempt`'s frame: the frame to send instead (back at the front
 /// of the queue, which waits for its response), or `None` to let the client see the refusal.
 /// The client's next `response.create` waits meanwhile (`one_at_a_time`), so nothing is sent
 /// between the refusal and what answers it.
-async fn refused(session: &Session, mut pending: Box<Pending>, event: &[u8]) -> Option<String> {
-    match after_refusal(session, &mut pending, event).await {
+async fn refused(socket: &Socket, mut attempt: Box<Attempt>, event: &[u8]) -> Option<String> {
+    let error = upstream_error::read(event);
+    match attempt.refused(&error).await.and_then(framed) {
         Some(frame) => {
-            session.queue().push_front(*pending);
+            socket.queue().push_front(*attempt);
             Some(frame)
         }
         None => {
-            pending.finish(session, false);
-            session.left.notify_waiters();
+            attempt.finish(false);
+            socket.left.notify_waiters();
             None
         }
     }
 }
 
-/// The frame to send after the upstream refused `pending`'s: what the refusal asks for, or the
-/// client's own; `None` to let the client see the refusal.
-async fn after_refusal(session: &Session, pending: &mut Pending, event: &[u8]) -> Option<String> {
-    let error = upstream_error::read(event);
-    let view = request::parse(&pending.original).ok();
-    let next = pending
-        .planned
-        .after_refusal(
-            &session.app,
-            session.tenant,
-            pending.model.as_deref(),
-            &pending.original,
-            view.as_ref(),
-            &pending.change,
-            &error,
-        )
-        .await;
-    match next {
-        Next::Retry(next) => {
-            let frame = framed(&pending.original, &next)?;
-            pending.change = *next;
-            Some(frame)
-        }
-        Next::Revert(_) => {
-            pending.change = Change::default();
-            String::from_utf8(pending.original.to_vec()).ok()
-        }
-        Next::Relay => None,
-    }
-}
-
 /// Feeds a server event to the turn being built; a terminal event records the turn.
-fn learn(session: &Session, builder: &mut TurnBuilder, current: &mut Started, text: &str) {
+fn learn(socket: &Socket, builder: &mut TurnBuilder, current: &mut Started, text: &str) {
     match builder.on_event(text.as_bytes()) {
         Ok(true) => {}
         Ok(false) => return,
@@ -345,13 +247,13 @@ fn learn(session: &Session, builder: &mut TurnBuilder, current: &mut Started, te
             return;
         }
     }
-    let keep = session.app.capture_limits(false).keep;
+    let keep = socket.app.capture_limits(false).keep;
     let done = std::mem::replace(builder, TurnBuilder::new(keep));
     if let Some(turn) = done.finish() {
         let origin = current.origin.take().unwrap_or_default();
         remember(
-            &session.app,
-            session.tenant,
+            &socket.app,
+            socket.tenant,
             current.model.as_deref(),
             origin,
             turn,

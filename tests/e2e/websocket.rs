@@ -183,11 +183,12 @@ async fn a_followup_repaired_after_a_refusal_is_counted_alike_over_http_and_webs
     .await;
     let ig = output_id(&first.body, "image_generation_call");
 
-    let http = Rethread::start(&fake.url(), &[]);
+    let json_logs = ["--log-format", "json"];
+    let http = Rethread::start(&fake.url(), &json_logs);
     let answer = post(&http.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
     assert_eq!(answer.status, 200, "{}", answer.text);
 
-    let ws = Rethread::start(&fake.url(), &[]);
+    let ws = Rethread::start(&fake.url(), &json_logs);
     let mut socket = ws_connect(&format!("ws://{}/v1/responses", ws.addr), KEY).await;
     let events = ws_create(&mut socket, image_followup(&ig)).await;
     assert_eq!(
@@ -203,5 +204,29 @@ async fn a_followup_repaired_after_a_refusal_is_counted_alike_over_http_and_webs
         repair_counts(&ws).await,
         over_http,
         "the same counts over WebSocket"
+    );
+    // The same log line, field for field.
+    let repaired = |proxy: &Rethread| {
+        proxy.wait_for_log("repaired request");
+        proxy
+            .logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["message"] == "repaired request")
+            .map(|mut l| {
+                l.as_object_mut().unwrap().remove("timestamp");
+                l
+            })
+    };
+    let logged = repaired(&http);
+    assert!(logged.is_some(), "{}", http.logs());
+    assert_eq!(logged, repaired(&ws), "the same log fields over WebSocket");
+    assert_eq!(
+        answer
+            .headers
+            .get("x-rethread-repairs")
+            .and_then(|v| v.to_str().ok()),
+        logged.unwrap()["rules"].as_str(),
+        "the header names the rules the log line names"
     );
 }
