@@ -87,61 +87,11 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
         None => None,
     };
     let upstream = Upstream::from_settings(&settings.upstream).map_err(StartError::Upstream)?;
-    let memory = || {
-        let budget = FullItemBudget {
-            total: settings.store.full_items_budget,
-            per_tenant: settings.store.tenant_full_items_budget,
-        };
-        Arc::new(MemoryLedger::new(
-            settings.store.retention,
-            settings.store.capacity,
-            budget,
-        ))
-    };
-    // The secret the file store keeps: its turns outlive the process, so does the key of their
-    // tenant hashes.
-    let mut kept_secret = None;
-    let (store, sweeper): (Arc<dyn Ledger>, _) = match &settings.store.kind {
-        StoreKind::Memory => {
-            let memory = memory();
-            (memory.clone(), Some(memory))
-        }
-        StoreKind::File(dir) => {
-            let memory = memory();
-            let opened = FileLedger::open(
-                dir,
-                memory.clone(),
-                settings.store.retention,
-                settings.store.capacity,
-                settings.store.sync,
-            );
-            match opened {
-                Ok(file) => {
-                    kept_secret = Some(file.tenant_secret().to_owned());
-                    (Arc::new(file), Some(memory))
-                }
-                // Another rethread owns the directory: a mistake to say, not to work around.
-                Err(e @ FileStoreError::Locked { .. }) => return Err(e.into()),
-                // A disk rethread cannot use (read-only, full, unreadable) must not keep the
-                // proxy from serving: it runs on memory alone, and says so.
-                Err(e) => {
-                    tracing::error!(error = %e, "store: the directory cannot be used; remembering in memory only until a restart with a usable one");
-                    (memory.clone(), Some(memory))
-                }
-            }
-        }
-        StoreKind::Redis(url) => {
-            let redis = RedisLedger::new(
-                url.expose(),
-                &settings.store.prefix,
-                settings.store.retention,
-                settings.store.timeout,
-            )
-            .map_err(|source| StartError::Store { source })?;
-            let outbox = Outbox::new(Arc::new(redis), settings.store.retention);
-            (Arc::new(outbox), None)
-        }
-    };
+    let Opened {
+        store,
+        sweeper,
+        kept_secret,
+    } = open_store(&settings)?;
     let tenants = match (&settings.tenant_secret, kept_secret) {
         (Some(secret), _) => Tenants::from_secret(secret.expose()),
         (None, Some(secret)) => Tenants::from_secret(&secret),
@@ -173,6 +123,80 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
         sweeper,
         workers,
     })
+}
+
+/// The store a start opens, and what the server keeps of it.
+struct Opened {
+    store: Arc<dyn Ledger>,
+    /// The memory store to sweep of expired turns (none for Redis, which expires its own).
+    sweeper: Option<Arc<MemoryLedger>>,
+    /// The file store's tenant secret: its turns outlive the process, so does the key of their
+    /// tenant hashes.
+    kept_secret: Option<String>,
+}
+
+/// The store `settings` name. A file store another rethread owns is an error; one rethread
+/// cannot use (read-only, full, unreadable) leaves it remembering in memory.
+fn open_store(settings: &Settings) -> Result<Opened, StartError> {
+    let memory = || {
+        let budget = FullItemBudget {
+            total: settings.store.full_items_budget,
+            per_tenant: settings.store.tenant_full_items_budget,
+        };
+        Arc::new(MemoryLedger::new(
+            settings.store.retention,
+            settings.store.capacity,
+            budget,
+        ))
+    };
+    let in_memory = |memory: Arc<MemoryLedger>| Opened {
+        store: memory.clone(),
+        sweeper: Some(memory),
+        kept_secret: None,
+    };
+    match &settings.store.kind {
+        StoreKind::Memory => Ok(in_memory(memory())),
+        StoreKind::File(dir) => {
+            let memory = memory();
+            let opened = FileLedger::open(
+                dir,
+                memory.clone(),
+                settings.store.retention,
+                settings.store.capacity,
+                settings.store.sync,
+            );
+            match opened {
+                Ok(file) => Ok(Opened {
+                    kept_secret: Some(file.tenant_secret().to_owned()),
+                    store: Arc::new(file),
+                    sweeper: Some(memory),
+                }),
+                // Another rethread owns the directory: a mistake to say, not to work around.
+                Err(e @ FileStoreError::Locked { .. }) => Err(e.into()),
+                // A disk rethread cannot use must not keep the proxy from serving: it runs on
+                // memory alone, and says so.
+                Err(e) => {
+                    tracing::error!(error = %e, "store: the directory cannot be used; remembering in memory only until a restart with a usable one");
+                    Ok(in_memory(memory))
+                }
+            }
+        }
+        StoreKind::Redis(url) => {
+            let redis = RedisLedger::new(
+                url.expose(),
+                &settings.store.prefix,
+                settings.store.retention,
+                settings.store.timeout,
+            )
+            .map_err(|source| StartError::Store { source })?;
+            let outbox = Outbox::new(Arc::new(redis), settings.store.retention);
+            Ok(Opened {
+                store: Arc::new(outbox),
+                sweeper: None,
+                kept_secret: None,
+            })
+        }
+    }
 }
 
 /// Every metric family from start-up, at zero for each label set rethread can produce, so

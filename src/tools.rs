@@ -68,6 +68,21 @@ pub async fn health(settings: &Settings, url: Option<&str>) -> ExitCode {
 /// it agreed on, and test the store.
 pub async fn check(settings: &Settings) -> ExitCode {
     print!("{}", settings.describe());
+    let upstream_ok = check_upstream(settings).await;
+    let store_ok = match &settings.store.kind {
+        crate::config::StoreKind::Memory => check_memory(settings).await,
+        crate::config::StoreKind::File(dir) => check_file(dir),
+        crate::config::StoreKind::Redis(url) => check_redis(settings, url.expose()).await,
+    };
+    if upstream_ok && store_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Whether the upstream answers, with the protocol agreed on.
+async fn check_upstream(settings: &Settings) -> bool {
     let host = settings.upstream.url.host().unwrap_or("");
     let port = settings.upstream.url.port_u16().unwrap_or(
         if settings.upstream.url.scheme_str() == Some("https") {
@@ -78,8 +93,7 @@ pub async fn check(settings: &Settings) -> ExitCode {
     );
     // The same client a request would use: same trust (system roots and `upstream_ca`), same
     // ALPN, so the protocol printed is the one requests will speak.
-    let upstream = crate::forward::Upstream::from_settings(&settings.upstream);
-    let ok = match upstream {
+    match crate::forward::Upstream::from_settings(&settings.upstream) {
         Err(e) => {
             println!("upstream: UNUSABLE: {e}");
             false
@@ -94,83 +108,82 @@ pub async fn check(settings: &Settings) -> ExitCode {
                 false
             }
         },
-    };
-    let store_ok = match &settings.store.kind {
-        crate::config::StoreKind::Memory => {
-            println!("store: memory (always reachable)");
-            match memory_usage(settings).await {
-                Some((turns, bytes)) => println!(
-                    "store: the rethread on {} holds {turns} turns in {} ({} bytes per turn)",
-                    local_url(settings),
-                    mib(bytes),
-                    bytes.checked_div(turns).unwrap_or(0)
-                ),
-                None => println!(
-                    "store: no rethread answers on {} to report its turns and memory",
-                    local_url(settings)
-                ),
-            }
+    }
+}
+
+/// The memory store is always reachable; a running rethread reports what it holds.
+async fn check_memory(settings: &Settings) -> bool {
+    println!("store: memory (always reachable)");
+    match memory_usage(settings).await {
+        Some((turns, bytes)) => println!(
+            "store: the rethread on {} holds {turns} turns in {} ({} bytes per turn)",
+            local_url(settings),
+            mib(bytes),
+            bytes.checked_div(turns).unwrap_or(0)
+        ),
+        None => println!(
+            "store: no rethread answers on {} to report its turns and memory",
+            local_url(settings)
+        ),
+    }
+    true
+}
+
+/// The file store's directory, read as a start would read it.
+fn check_file(dir: &std::path::Path) -> bool {
+    match crate::ledger::file::usage(dir) {
+        Ok(usage) => {
+            println!(
+                "store: file {}: {} turns in {} segments, {} on disk ({} bytes per turn)",
+                dir.display(),
+                usage.turns,
+                usage.segments,
+                mib(usage.bytes),
+                usage.bytes.checked_div(usage.turns).unwrap_or(0)
+            );
             true
         }
-        crate::config::StoreKind::File(dir) => match crate::ledger::file::usage(dir) {
-            Ok(usage) => {
-                println!(
-                    "store: file {}: {} turns in {} segments, {} on disk ({} bytes per turn)",
-                    dir.display(),
-                    usage.turns,
-                    usage.segments,
-                    mib(usage.bytes),
-                    usage.bytes.checked_div(usage.turns).unwrap_or(0)
-                );
-                true
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                println!("store: file {} (empty: created at start)", dir.display());
-                true
-            }
-            Err(e) => {
-                println!("store: file {}: UNREADABLE: {e}", dir.display());
-                false
-            }
-        },
-        crate::config::StoreKind::Redis(url) => {
-            let redis = crate::ledger::redis::RedisLedger::new(
-                url.expose(),
-                &settings.store.prefix,
-                settings.store.retention,
-                settings.store.timeout,
-            );
-            let reachable = match &redis {
-                Ok(redis) => crate::ledger::Ledger::ready(redis).await,
-                Err(e) => {
-                    println!("store: {e}{}", crate::error::causes(e));
-                    false
-                }
-            };
-            let shown = crate::config::redact_url(url.expose());
-            println!(
-                "store: {} ({shown})",
-                if reachable {
-                    "reachable"
-                } else {
-                    "UNREACHABLE"
-                }
-            );
-            if let (true, Ok(redis)) = (reachable, &redis) {
-                match tokio::time::timeout(Duration::from_secs(60), redis.usage()).await {
-                    Ok(Ok(usage)) => print_usage(&usage),
-                    Ok(Err(e)) => println!("store: turn count and memory unavailable: {e}"),
-                    Err(_) => println!("store: turn count and memory: no answer within 60s"),
-                }
-            }
-            reachable
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("store: file {} (empty: created at start)", dir.display());
+            true
+        }
+        Err(e) => {
+            println!("store: file {}: UNREADABLE: {e}", dir.display());
+            false
+        }
+    }
+}
+
+/// Whether Redis answers (its URL printed without its password), and what it holds.
+async fn check_redis(settings: &Settings, url: &str) -> bool {
+    let redis = crate::ledger::redis::RedisLedger::new(
+        url,
+        &settings.store.prefix,
+        settings.store.retention,
+        settings.store.timeout,
+    );
+    let reachable = match &redis {
+        Ok(redis) => crate::ledger::Ledger::ready(redis).await,
+        Err(e) => {
+            println!("store: {e}{}", crate::error::causes(e));
+            false
         }
     };
-    if ok && store_ok {
-        ExitCode::SUCCESS
+    let shown = crate::config::redact_url(url);
+    let state = if reachable {
+        "reachable"
     } else {
-        ExitCode::FAILURE
+        "UNREACHABLE"
+    };
+    println!("store: {state} ({shown})");
+    if let (true, Ok(redis)) = (reachable, &redis) {
+        match tokio::time::timeout(Duration::from_secs(60), redis.usage()).await {
+            Ok(Ok(usage)) => print_usage(&usage),
+            Ok(Err(e)) => println!("store: turn count and memory unavailable: {e}"),
+            Err(_) => println!("store: turn count and memory: no answer within 60s"),
+        }
     }
+    reachable
 }
 
 fn mib(bytes: u64) -> String {

@@ -102,6 +102,60 @@ pub struct FileLedger {
     secret: String,
 }
 
+/// Reads segment `id` back into `memory` (counting the turns it restored), and cuts a torn or
+/// damaged tail off the `last` segment, where a crash tears a write, so appends follow the good
+/// records. Anywhere else the rest of a segment stays as it is, unread (it goes with its
+/// segment).
+fn restore_segment(
+    dir: &Path,
+    id: u64,
+    last: bool,
+    now: u32,
+    memory: &MemoryLedger,
+    restored: &mut u64,
+) -> std::io::Result<Segment> {
+    let path = segment_path(dir, id);
+    let mut bytes = Vec::new();
+    File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes))?;
+    let mut segment = Segment {
+        id,
+        ..Segment::default()
+    };
+    let good = walk(&bytes, |body| {
+        let mut r = Reader::new(&body[TIME_AT]);
+        let learned = r.u32().unwrap_or(0);
+        if segment.turns == 0 {
+            segment.oldest = learned;
+        }
+        segment.turns += 1;
+        segment.newest = segment.newest.max(learned);
+        let age = Duration::from_secs(u64::from(now.saturating_sub(learned)));
+        if memory.restore(body, age) {
+            *restored += 1;
+        }
+    });
+    if good < bytes.len() {
+        tracing::warn!(
+            segment = %path.display(),
+            at = good,
+            rest = bytes.len() - good,
+            "store: a torn or damaged record ends this segment; what follows it is not read"
+        );
+        if last {
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(good as u64))?;
+        }
+    }
+    segment.bytes = if last {
+        good as u64
+    } else {
+        bytes.len() as u64
+    };
+    Ok(segment)
+}
+
 fn unix_secs() -> u32 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -241,52 +295,9 @@ impl FileLedger {
         let mut closed = VecDeque::new();
         let mut restored = 0u64;
         for (n, &id) in ids.iter().enumerate() {
-            let path = segment_path(dir, id);
-            let mut bytes = Vec::new();
-            File::open(&path)
-                .and_then(|mut f| f.read_to_end(&mut bytes))
-                .map_err(io)?;
-            let mut segment = Segment {
-                id,
-                ..Segment::default()
-            };
-            let good = walk(&bytes, |body| {
-                let mut r = Reader::new(&body[TIME_AT]);
-                let learned = r.u32().unwrap_or(0);
-                if segment.turns == 0 {
-                    segment.oldest = learned;
-                }
-                segment.turns += 1;
-                segment.newest = segment.newest.max(learned);
-                let age = Duration::from_secs(u64::from(now.saturating_sub(learned)));
-                if memory.restore(body, age) {
-                    restored += 1;
-                }
-            });
             let last = n + 1 == ids.len();
-            if good < bytes.len() {
-                // The last segment's tail is where a crash tears a write: cut it, so appends
-                // follow the good records. Anywhere else the rest of the segment stays as it
-                // is, unread (it goes with its segment).
-                tracing::warn!(
-                    segment = %path.display(),
-                    at = good,
-                    rest = bytes.len() - good,
-                    "store: a torn or damaged record ends this segment; what follows it is not read"
-                );
-                if last {
-                    OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .and_then(|f| f.set_len(good as u64))
-                        .map_err(io)?;
-                }
-            }
-            segment.bytes = if last {
-                good as u64
-            } else {
-                bytes.len() as u64
-            };
+            let segment =
+                restore_segment(dir, id, last, now, &memory, &mut restored).map_err(io)?;
             closed.push_back(segment);
         }
         let current = match closed.pop_back() {
