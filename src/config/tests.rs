@@ -2,6 +2,8 @@
 
 use clap::Parser;
 
+use super::catalogue::file_keys;
+use super::resolve::read_file;
 use super::*;
 
 fn args(list: &[&str]) -> SettingsArgs {
@@ -67,6 +69,15 @@ fn the_azure_example_config_is_valid() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/azure.toml");
     let s = Settings::resolve(SettingsArgs::default(), read_file(&path).unwrap()).unwrap();
     assert_eq!(s.upstream.url.host(), Some("my-resource.openai.azure.com"));
+}
+
+#[test]
+fn check_prints_a_value_for_every_file_key() {
+    let s = Settings::resolve(SettingsArgs::default(), SettingsArgs::default()).unwrap();
+    for key in file_keys() {
+        assert!(s.value_of(&key).is_some(), "no value for `{key}`");
+    }
+    assert_eq!(s.describe().lines().count(), file_keys().count());
 }
 
 #[test]
