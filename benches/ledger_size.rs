@@ -23,49 +23,27 @@ use std::time::{Duration, Instant};
 use rethread::ledger::memory::{FullItemBudget, MemoryLedger};
 use rethread::ledger::redis::RedisLedger;
 use rethread::ledger::Ledger;
-use rethread::repair::items::{ItemType, Link, Turn, TurnItem};
+use rethread::repair::items::tests::{api_id, api_image_turn};
+use rethread::repair::items::{Link, Turn};
 use rethread::tenant::TenantKey;
 
 #[global_allocator]
 static GLOBAL: count_alloc::Counting = count_alloc::Counting;
 
-fn hex_id(prefix: &str, n: u64, salt: u64) -> Box<str> {
-    format!(
-        "{prefix}_{:016x}{:016x}{:016x}",
-        n,
-        n.wrapping_mul(0x9e3779b97f4a7c15) ^ salt,
-        salt
-    )
-    .into()
-}
-
-/// The classic image turn, `[rs, ig, msg]`, with ids shaped like the API's (prefix + 48 hex).
+/// The classic image turn, `[rs, ig, msg]`, with ids shaped like the API's, and the link
+/// CHAINED asks for.
 fn image_turn(n: u64) -> Turn {
-    let item = |prefix: &str, ty: ItemType, salt: u64| TurnItem {
-        id: hex_id(prefix, n, salt),
-        // Reasoning and messages carry a digest of their content, as captured turns do.
-        digest: matches!(ty, ItemType::Reasoning | ItemType::Message).then_some((n ^ salt) as u32),
-        ty,
-        call_id: None,
-        full: None,
-    };
     Turn {
-        stored: true,
-        items: vec![
-            item("rs", ItemType::Reasoning, 1),
-            item("ig", ItemType::ImageGenerationCall, 2),
-            item("msg", ItemType::Message, 3),
-        ]
-        .into(),
         link: linked().then(|| {
             Box::new(Link {
-                response: hex_id("resp", n, 4),
-                parent: chained().then(|| hex_id("resp", n.wrapping_sub(1), 4)),
+                response: api_id("resp", n, 4),
+                parent: chained().then(|| api_id("resp", n.wrapping_sub(1), 4)),
                 input: None,
                 complete: true,
                 conversation: None,
             })
         }),
+        ..api_image_turn(n)
     }
 }
 
@@ -100,7 +78,7 @@ fn probe(ledger: &dyn Ledger, turns: u64, tenants: u64) -> (Duration, usize, u64
     let mut hits = 0;
     for n in 0..probes {
         let t = (n * 7919) % turns;
-        let id = hex_id("ig", t, 2);
+        let id = api_id("ig", t, 2);
         let keys = [&*id];
         hits += runtime
             .block_on(ledger.lookup(tenant(t, tenants), &keys, rethread::ledger::ITEM_KEYS))
@@ -383,7 +361,7 @@ fn redis() {
         let mut hits = 0;
         for n in 0..probes {
             let t = (n * 7919) % turns;
-            let id = hex_id("ig", t, 2);
+            let id = api_id("ig", t, 2);
             // A follow-up names its user message and the image call: two ids, four fields.
             let keys = [&*id, "msg_user_message_without_a_turn"];
             hits += ledger

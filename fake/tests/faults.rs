@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -281,39 +279,19 @@ async fn no_faults_change_nothing() {
 
 #[tokio::test]
 async fn binary_takes_fault_flags() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rethread-fake"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--fault-error-rate",
-            "1",
-            "--fault-stall",
-            "5",
-            "--fault-seed",
-            "9",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
-    let client = reqwest::Client::new();
-    let answer = client
-        .post(format!("{url}/v1/responses"))
-        .header("authorization", KEY)
-        .json(&hi(false))
+    let fake = Binary::start(&[
+        "--fault-error-rate",
+        "1",
+        "--fault-stall",
+        "5",
+        "--fault-seed",
+        "9",
+    ]);
+    let answer = fake.post(&hi(false)).await;
+    let stats = reqwest::Client::new()
+        .get(format!("{}/fake/stats", fake.url))
         .send()
         .await;
-    let stats = client.get(format!("{url}/fake/stats")).send().await;
-    child.kill().unwrap();
-    let _ = child.wait();
     let answer = answer.unwrap();
     assert_eq!(answer.status(), 500);
     assert_eq!(answer.text().await.unwrap(), SERVER_ERROR);

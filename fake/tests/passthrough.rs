@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
 use common::*;
 use serde_json::{json, Value};
 
@@ -153,44 +150,21 @@ async fn blob_sse_status_headers_json_stats() {
 
 #[tokio::test]
 async fn binary_prints_its_address() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rethread-fake"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--image-bytes",
-            "10",
-            "--no-compress",
-            "--non-reasoning-model",
-            "dep-a, dep-b",
-            "--azure-wording-model",
-            "dep-az",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
-    let result = reqwest::Client::new()
-        .post(format!("{url}/v1/responses"))
-        .header("authorization", KEY)
-        .json(&json!({"input": "x", "tools": [{"type": "image_generation"}]}))
-        .send()
+    let fake = Binary::start(&[
+        "--image-bytes",
+        "10",
+        "--no-compress",
+        "--non-reasoning-model",
+        "dep-a, dep-b",
+        "--azure-wording-model",
+        "dep-az",
+    ]);
+    let result = fake
+        .post(&json!({"input": "x", "tools": [{"type": "image_generation"}]}))
         .await;
-    let refused = reqwest::Client::new()
-        .post(format!("{url}/v1/responses"))
-        .header("authorization", KEY)
-        .json(&json!({"model": "dep-b", "input": "x", "include": ["reasoning.encrypted_content"]}))
-        .send()
+    let refused = fake
+        .post(&json!({"model": "dep-b", "input": "x", "include": ["reasoning.encrypted_content"]}))
         .await;
-    child.kill().unwrap();
-    let _ = child.wait();
     let body: Value = result.unwrap().json().await.unwrap();
     assert_eq!(body["output"][1]["result"].as_str().unwrap().len(), 16);
     let refused = refused.unwrap();
@@ -203,29 +177,9 @@ async fn binary_prints_its_address() {
 
 #[tokio::test]
 async fn binary_writes_detail_errors_when_asked() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rethread-fake"))
-        .args(["--listen", "127.0.0.1:0", "--detail-errors"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
+    let fake = Binary::start(&["--detail-errors"]);
     let call = json!({"type": "shell_call", "call_id": "call_s1", "action": {"commands": ["ls"]}});
-    let refused = reqwest::Client::new()
-        .post(format!("{url}/v1/responses"))
-        .header("authorization", KEY)
-        .json(&json!({"input": [call]}))
-        .send()
-        .await;
-    child.kill().unwrap();
-    let _ = child.wait();
+    let refused = fake.post(&json!({"input": [call]})).await;
     let refused = refused.unwrap();
     assert_eq!(refused.status(), 400);
     assert_eq!(

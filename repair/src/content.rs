@@ -21,16 +21,49 @@ fn digest_of(bytes: &[u8]) -> Digest {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
+/// An item's own fields that rethread reads: what it is (type, ids) and what it says (role,
+/// encrypted content, content), so that capture reads an answer's item once for both.
 #[derive(Deserialize)]
-struct Fields<'a> {
+pub struct ItemFields<'a> {
     #[serde(rename = "type", borrow, default)]
-    ty: Option<Cow<'a, str>>,
+    pub ty: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    role: Option<Cow<'a, str>>,
+    pub id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    encrypted_content: Option<Cow<'a, str>>,
+    pub call_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    role: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub encrypted_content: Option<&'a RawValue>,
     #[serde(borrow, default)]
     content: Option<&'a RawValue>,
+}
+
+impl ItemFields<'_> {
+    /// The digest of the item's content: see `digest`.
+    pub fn digest(&self) -> Option<Digest> {
+        match self.ty.as_deref() {
+            Some("reasoning") => text(self.encrypted_content).map(|e| digest_of(e.0.as_bytes())),
+            Some("message") | None if text(self.role).is_some_and(|r| r.0 == "assistant") => {
+                let content: Content<'_> = serde_json::from_str(self.content?.get()).ok()?;
+                let text = match content {
+                    Content::Text(text) => text.into_owned(),
+                    Content::Parts(parts) => parts.into_iter().filter_map(|p| p.text).collect(),
+                };
+                Some(digest_of(text.as_bytes()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A string field, borrowed where it has no escapes.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// A field's value as a string; `None` when absent or not a string.
+fn text(raw: Option<&RawValue>) -> Option<Text<'_>> {
+    serde_json::from_str(raw?.get()).ok()
 }
 
 #[derive(Deserialize)]
@@ -50,19 +83,9 @@ struct Part<'a> {
 /// assistant message (its text parts joined). `None` for other items, or when there is nothing
 /// to digest.
 pub fn digest(item_json: &[u8]) -> Option<Digest> {
-    let fields: Fields<'_> = serde_json::from_slice(item_json).ok()?;
-    match fields.ty.as_deref() {
-        Some("reasoning") => fields.encrypted_content.map(|e| digest_of(e.as_bytes())),
-        Some("message") | None if fields.role.as_deref() == Some("assistant") => {
-            let content: Content<'_> = serde_json::from_str(fields.content?.get()).ok()?;
-            let text = match content {
-                Content::Text(text) => text.into_owned(),
-                Content::Parts(parts) => parts.into_iter().filter_map(|p| p.text).collect(),
-            };
-            Some(digest_of(text.as_bytes()))
-        }
-        _ => None,
-    }
+    serde_json::from_slice::<ItemFields<'_>>(item_json)
+        .ok()?
+        .digest()
 }
 
 /// The digest the test turns give an item: that of its id as text, so a test can build a

@@ -252,6 +252,42 @@ pub mod tests {
         }
     }
 
+    /// An id shaped like the API's (`prefix`, `_`, 48 hex digits), distinct for each `n` and
+    /// `salt`, so that sizes and lookups measured on it hold for real ids.
+    pub fn api_id(prefix: &str, n: u64, salt: u64) -> Box<str> {
+        format!(
+            "{prefix}_{:016x}{:016x}{:016x}",
+            n,
+            n.wrapping_mul(0x9e3779b97f4a7c15) ^ salt,
+            salt
+        )
+        .into()
+    }
+
+    /// The classic image turn number `n`, `[rs, ig, msg]`, with ids from `api_id` (salts 1, 2,
+    /// 3) and unlinked: the turn most stores hold, for tests and benches of their size.
+    pub fn api_image_turn(n: u64) -> Turn {
+        let item = |prefix: &str, ty: ItemType, salt: u64| TurnItem {
+            id: api_id(prefix, n, salt),
+            // Reasoning and messages carry a digest of their content, as captured turns do.
+            digest: matches!(ty, ItemType::Reasoning | ItemType::Message)
+                .then_some((n ^ salt) as u32),
+            ty,
+            call_id: None,
+            full: None,
+        };
+        Turn {
+            stored: true,
+            items: vec![
+                item("rs", ItemType::Reasoning, 1),
+                item("ig", ItemType::ImageGenerationCall, 2),
+                item("msg", ItemType::Message, 3),
+            ]
+            .into(),
+            link: None,
+        }
+    }
+
     #[test]
     fn groups_split_at_each_reasoning_item() {
         let t = turn("mcpl rs mcp rs msg", true);

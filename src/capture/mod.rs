@@ -19,6 +19,7 @@ pub mod decode;
 mod elide;
 mod sse;
 
+use crate::repair::content::ItemFields;
 use crate::repair::items::{ItemType, Link, Turn, TurnItem};
 use decode::Decoder;
 use elide::{Eliding, MARKER};
@@ -100,18 +101,6 @@ struct ResponseFields<'a> {
 }
 
 #[derive(Deserialize)]
-struct ItemFields<'a> {
-    #[serde(rename = "type", borrow, default)]
-    ty: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    call_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    encrypted_content: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
 struct EventFields<'a> {
     #[serde(rename = "type", borrow, default)]
     ty: Option<Cow<'a, str>>,
@@ -129,10 +118,10 @@ fn read_item(
     keep: KeepPolicy,
 ) -> Result<Option<TurnItem>, CaptureError> {
     let fields: ItemFields<'_> = serde_json::from_str(raw.get())?;
-    let (Some(ty), Some(id)) = (fields.ty, fields.id) else {
+    let (Some(ty), Some(id)) = (fields.ty.as_deref(), fields.id.as_deref()) else {
         return Ok(None);
     };
-    let ty = ItemType::parse(&ty);
+    let ty = ItemType::parse(ty);
     let elided = memchr::memmem::find(raw.get().as_bytes(), MARKER).is_some();
     // A reasoning item is only ever inserted in full where nothing can be looked up, and there
     // it is refused without its encrypted content: such a copy is worth nothing.
@@ -148,11 +137,11 @@ fn read_item(
         ))
     .then(|| Bytes::copy_from_slice(raw.get().as_bytes()));
     let digest = (!elided && matches!(ty, ItemType::Reasoning | ItemType::Message))
-        .then(|| crate::repair::content::digest(raw.get().as_bytes()))
+        .then(|| fields.digest())
         .flatten();
     Ok(Some(TurnItem {
         id: id.into(),
-        call_id: fields.call_id.map(Into::into),
+        call_id: fields.call_id.as_deref().map(Into::into),
         ty,
         full,
         digest,

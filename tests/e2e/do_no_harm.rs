@@ -443,7 +443,7 @@ async fn compare(
     held: Option<&[String]>,
 ) -> Option<String> {
     let proxy_url = &proxy.url("/v1/responses");
-    let fake_url = &format!("{}/v1/responses", fake.url());
+    let fake_url = &direct_url(fake);
     let direct = post(fake_url, KEY, body, &[]).await;
     let through = post(proxy_url, KEY, body, &[]).await;
     tally.cases.fetch_add(1, Ordering::Relaxed);

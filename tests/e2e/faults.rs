@@ -142,45 +142,17 @@ async fn a_slow_upload_that_keeps_moving_outlives_the_idle_timeout() {
 async fn a_client_leaving_mid_stream_leaves_the_proxy_serving() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &[]);
-    let mut request = image_request();
-    request["stream"] = json!(true);
-    let mut resp = client()
-        .post(proxy.url("/v1/responses"))
-        .header("authorization", KEY)
-        .header("x-fake-delay-ms", "100")
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    let _first = resp.chunk().await.unwrap();
-    drop(resp);
-    let mut other = client()
-        .get(proxy.url("/v1/sse?events=100&delay_ms=20"))
-        .send()
-        .await
-        .unwrap();
-    let _ = other.chunk().await.unwrap();
-    drop(other);
-    let answer = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[]).await;
-    assert_eq!(answer.status, 200);
+    clients_leave_mid_stream(&proxy, 1, "100", "HTTP").await;
 }
 
 #[tokio::test]
 async fn a_failed_stream_passes_through_and_teaches_its_completed_items() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
-    let mut request = image_request();
-    request["stream"] = json!(true);
-    let answer = post(
-        &proxy.url("/v1/responses"),
-        KEY,
-        &request,
-        &[("x-fake-fail-stream", "1")],
-    )
-    .await;
+    let answer = streamed_image_turn(&proxy, &[("x-fake-fail-stream", "1")]).await;
     assert!(answer.text.contains("response.failed"));
     let ig = streamed_id(&answer.text, "image_generation_call");
-    let followup = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
+    let followup = image_followup_through(&proxy, &ig).await;
     assert!(followup.inserted().unwrap_or(0) >= 1, "{}", followup.text);
 }
 

@@ -87,7 +87,7 @@ async fn a_restart_between_a_turn_and_its_followup_forgets_nothing() {
         let dir = temp_dir("file-restart");
         let mut proxy = start(&fake, &dir);
         let followup = turn(&proxy, stored).await;
-        let direct = post(&format!("{}/v1/responses", fake.url()), KEY, &followup, &[]).await;
+        let direct = post(&direct_url(&fake), KEY, &followup, &[]).await;
         assert_eq!(
             direct.status, 400,
             "the follow-up needs repair: {}",

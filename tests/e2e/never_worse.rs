@@ -134,7 +134,7 @@ async fn a_conversation_that_switches_to_a_model_that_does_not_reason_gets_no_re
     let mut followup = image_followup(&ig);
     followup["model"] = json!("gpt-4.1");
 
-    let direct = post(&format!("{}/v1/responses", fake.url()), KEY, &followup, &[]).await;
+    let direct = post(&direct_url(&fake), KEY, &followup, &[]).await;
     assert_eq!(direct.status, 200, "the API accepts it: {}", direct.text);
     let through = post(&proxy.url("/v1/responses"), KEY, &followup, &[]).await;
     assert_eq!(through.status, 200, "{}", through.text);
@@ -192,7 +192,7 @@ async fn back_to_back_reasoning_is_never_rebuilt_in_front_of_a_call() {
             {"type": "function_call_output", "call_id": output[2]["call_id"], "output": "sunny"},
         ],
     });
-    let direct = post(&format!("{}/v1/responses", fake.url()), KEY, &followup, &[]).await;
+    let direct = post(&direct_url(&fake), KEY, &followup, &[]).await;
     assert_eq!(direct.status, 400);
     let through = post(&proxy.url("/v1/responses"), KEY, &followup, &[]).await;
     assert_eq!(through.status, 200, "{}", through.text);
@@ -325,13 +325,7 @@ async fn a_websocket_frame_refused_for_rethreads_change_is_sent_as_the_client_wr
 async fn a_websocket_followup_is_repaired_from_the_upstreams_error_when_memory_is_cold() {
     let fake = strict_fake().await;
     // The first turn bypasses rethread: it knows nothing of it.
-    let first = post(
-        &format!("{}/v1/responses", fake.url()),
-        KEY,
-        &image_request(),
-        &[],
-    )
-    .await;
+    let first = unseen_image_turn(&fake, "/v1/responses", KEY).await;
     let ig = output_id(&first.body, "image_generation_call");
     let rs = output_id(&first.body, "reasoning");
     let proxy = Rethread::start(&fake.url(), &[]);

@@ -193,20 +193,7 @@ async fn no_api_key_ever_reaches_logs_metrics_or_errors() {
     let first = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[]).await;
     let ig = output_id(&first.body, "image_generation_call");
     post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
-    let direct = post(
-        &format!("{}/v1/responses", fake.url()),
-        KEY,
-        &image_request(),
-        &[],
-    )
-    .await;
-    post(
-        &proxy.url("/v1/responses"),
-        KEY,
-        &image_followup(&output_id(&direct.body, "image_generation_call")),
-        &[],
-    )
-    .await;
+    cold_image_followup(&fake, &proxy, |_| {}).await;
     post(
         &proxy.url("/v1/responses"),
         KEY,

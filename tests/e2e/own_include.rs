@@ -29,7 +29,7 @@ async fn the_clients_encrypted_reasoning_include_is_removed_for_a_model_that_ref
                 "message.output_text.logprobs"
             ]);
             let body = request(model, stream, include);
-            let direct = post(&format!("{}/v1/responses", fake.url()), KEY, &body, &[]).await;
+            let direct = post(&direct_url(&fake), KEY, &body, &[]).await;
             assert_eq!(
                 direct.status, 400,
                 "{model}: direct is refused: {}",

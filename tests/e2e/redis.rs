@@ -275,18 +275,32 @@ fn wait_written(redis: &RedisServer, count: usize) {
     }
 }
 
+/// A fake and two replicas in front of it sharing `redis`, as a fleet behind a load balancer.
+async fn two_replicas(redis: &RedisServer) -> (FakeHandle, Rethread, Rethread) {
+    let fake = fake().await;
+    let a = replica(&fake.url(), redis, &[]);
+    let b = replica(&fake.url(), redis, &[]);
+    (fake, a, b)
+}
+
+/// The image example's first turn through `proxy`, once its write (the store's `count`th turn)
+/// has landed in `redis`; returns the id of its image call.
+async fn learned_image_turn(proxy: &Rethread, redis: &RedisServer, count: usize) -> String {
+    let first = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[]).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let ig = output_id(&first.body, "image_generation_call");
+    wait_written(redis, count);
+    ig
+}
+
 #[tokio::test]
 async fn a_turn_learned_by_one_replica_repairs_a_followup_on_another() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let fake = fake().await;
-    let a = replica(&fake.url(), &redis, &[]);
-    let b = replica(&fake.url(), &redis, &[]);
-    let first = post(&a.url("/v1/responses"), KEY, &image_request(), &[]).await;
-    let ig = output_id(&first.body, "image_generation_call");
-    wait_written(&redis, 1);
-    let followup = post(&b.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
+    let (fake, a, b) = two_replicas(&redis).await;
+    let ig = learned_image_turn(&a, &redis, 1).await;
+    let followup = image_followup_through(&b, &ig).await;
     assert_eq!(followup.status, 200, "{}", followup.text);
     assert_eq!(followup.inserted(), Some(2));
     // One hash per tenant and time bucket, the tenant hash in braces (the cluster hash tag).
@@ -318,9 +332,7 @@ async fn a_websocket_session_moves_to_another_replica_after_a_reconnect() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let fake = fake().await;
-    let a = replica(&fake.url(), &redis, &[]);
-    let b = replica(&fake.url(), &redis, &[]);
+    let (fake, a, b) = two_replicas(&redis).await;
     let (id, ids) = a_closed_session(&format!("http://{}", a.addr)).await;
     wait_written(&redis, 2);
     let mut socket = ws_connect(&ws_url(&format!("http://{}", b.addr)), KEY).await;
@@ -359,11 +371,9 @@ async fn redis_going_down_never_fails_a_client_and_repair_resumes_when_it_is_bac
     );
     let back = RedisServer::start_on(port).unwrap();
     wait_ready(&proxy, 200).await;
-    let first = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[]).await;
-    let ig = output_id(&first.body, "image_generation_call");
-    wait_written(&back, 1);
+    let ig = learned_image_turn(&proxy, &back, 1).await;
     let before = fake.responses_posts();
-    let followup = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
+    let followup = image_followup_through(&proxy, &ig).await;
     assert_eq!(followup.status, 200);
     assert_eq!(followup.inserted(), Some(2), "repaired from memory again");
     assert_eq!(
@@ -407,12 +417,8 @@ async fn tenants_stay_separate_in_redis() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let fake = fake().await;
-    let a = replica(&fake.url(), &redis, &[]);
-    let b = replica(&fake.url(), &redis, &[]);
-    let first = post(&a.url("/v1/responses"), KEY, &image_request(), &[]).await;
-    let ig = output_id(&first.body, "image_generation_call");
-    wait_written(&redis, 1);
+    let (_fake, a, b) = two_replicas(&redis).await;
+    let ig = learned_image_turn(&a, &redis, 1).await;
     let other = post(
         &b.url("/v1/responses"),
         OTHER_KEY,
@@ -453,20 +459,16 @@ async fn the_first_requests_after_redis_restarts_use_it() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let fake = fake().await;
-    let a = replica(&fake.url(), &redis, &[]);
-    let b = replica(&fake.url(), &redis, &[]);
+    let (fake, a, b) = two_replicas(&redis).await;
     // Both replicas have a connection: b's lookup, a's write.
-    let first = post(&a.url("/v1/responses"), KEY, &image_request(), &[]).await;
-    let ig = output_id(&first.body, "image_generation_call");
-    wait_written(&redis, 1);
-    let known = post(&b.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
+    let ig = learned_image_turn(&a, &redis, 1).await;
+    let known = image_followup_through(&b, &ig).await;
     assert_eq!(known.inserted(), Some(2));
 
     // Between the turn and its follow-up, Redis restarts (keeping its data).
     let redis = redis.restart();
     let before = fake.responses_posts();
-    let followup = post(&b.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
+    let followup = image_followup_through(&b, &ig).await;
     assert_eq!(followup.status, 200, "{}", followup.text);
     assert_eq!(followup.inserted(), Some(2), "repaired from Redis");
     assert_eq!(
@@ -476,11 +478,9 @@ async fn the_first_requests_after_redis_restarts_use_it() {
     );
 
     // The first turn a replica learns after the restart is not lost.
-    let second = post(&a.url("/v1/responses"), KEY, &image_request(), &[]).await;
-    let ig2 = output_id(&second.body, "image_generation_call");
-    wait_written(&redis, 2);
+    let ig2 = learned_image_turn(&a, &redis, 2).await;
     let before = fake.responses_posts();
-    let followup = post(&b.url("/v1/responses"), KEY, &image_followup(&ig2), &[]).await;
+    let followup = image_followup_through(&b, &ig2).await;
     assert_eq!(followup.inserted(), Some(2));
     assert_eq!(fake.responses_posts() - before, 1);
     for proxy in [&a, &b] {

@@ -12,24 +12,12 @@ use serde_json::{json, Value};
 #[tokio::test]
 async fn the_fake_rejects_the_bare_image_followup_like_the_real_api() {
     let fake = fake().await;
-    let first = post(
-        &format!("{}/v1/responses", fake.url()),
-        KEY,
-        &image_request(),
-        &[],
-    )
-    .await;
+    let first = unseen_image_turn(&fake, "/v1/responses", KEY).await;
     let (rs, ig) = (
         output_id(&first.body, "reasoning"),
         output_id(&first.body, "image_generation_call"),
     );
-    let followup = post(
-        &format!("{}/v1/responses", fake.url()),
-        KEY,
-        &image_followup(&ig),
-        &[],
-    )
-    .await;
+    let followup = post(&direct_url(&fake), KEY, &image_followup(&ig), &[]).await;
     assert_eq!(followup.status, 400);
     assert_eq!(
         followup.body["error"]["message"],
@@ -146,17 +134,9 @@ fn decode(encoding: &str, body: &[u8]) -> Vec<u8> {
 async fn rotating_stream_ids_are_learned_by_output_index() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
-    let mut request = image_request();
-    request["stream"] = json!(true);
-    let first = post(
-        &proxy.url("/v1/responses"),
-        KEY,
-        &request,
-        &[("x-fake-rotate-ids", "1")],
-    )
-    .await;
+    let first = streamed_image_turn(&proxy, &[("x-fake-rotate-ids", "1")]).await;
     let ig = streamed_id(&first.text, "image_generation_call");
-    let followup = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
+    let followup = image_followup_through(&proxy, &ig).await;
     assert_eq!(followup.status, 200, "{}", followup.text);
 }
 
@@ -363,61 +343,32 @@ async fn cold_memory_falls_back_to_the_reasoning_the_upstream_names() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &[]);
     // The first turn bypasses rethread: it knows nothing about it.
-    let first = post(
-        &format!("{}/v1/responses", fake.url()),
-        KEY,
-        &image_request(),
-        &[],
-    )
-    .await;
-    let ig = output_id(&first.body, "image_generation_call");
-    let posts_before = fake.responses_posts();
-    let answer = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
+    let cold = cold_image_followup(&fake, &proxy, |_| {}).await;
+    let answer = cold.answer;
     assert_eq!(answer.status, 200, "{}", answer.text);
     assert_eq!(answer.inserted(), Some(1));
-    assert_eq!(
-        fake.responses_posts() - posts_before,
-        2,
-        "one failure, one retry"
-    );
+    assert_eq!(cold.posts, 2, "one failure, one retry");
 }
 
 #[tokio::test]
 async fn cold_memory_fallback_is_bounded_and_passes_the_error_through() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
-    let first = post(
-        &format!("{}/v1/responses", fake.url()),
-        KEY,
-        &image_request(),
-        &[],
-    )
-    .await;
-    let ig = output_id(&first.body, "image_generation_call");
-    let posts_before = fake.responses_posts();
-    let answer = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
+    let cold = cold_image_followup(&fake, &proxy, |_| {}).await;
+    let answer = cold.answer;
     assert_eq!(answer.status, 400);
     assert!(answer
         .text
         .contains("without its required 'reasoning' item"));
-    assert_eq!(fake.responses_posts() - posts_before, 1);
+    assert_eq!(cold.posts, 1);
 }
 
 #[tokio::test]
 async fn cold_memory_fallback_works_for_streaming_requests() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &[]);
-    let first = post(
-        &format!("{}/v1/responses", fake.url()),
-        KEY,
-        &image_request(),
-        &[],
-    )
-    .await;
-    let ig = output_id(&first.body, "image_generation_call");
-    let mut followup = image_followup(&ig);
-    followup["stream"] = json!(true);
-    let answer = post(&proxy.url("/v1/responses"), KEY, &followup, &[]).await;
+    let cold = cold_image_followup(&fake, &proxy, |f| f["stream"] = json!(true)).await;
+    let answer = cold.answer;
     assert_eq!(answer.status, 200, "{}", answer.text);
     assert!(answer.text.contains("response.completed"));
     assert_eq!(answer.inserted(), Some(1));
@@ -427,26 +378,7 @@ async fn cold_memory_fallback_works_for_streaming_requests() {
 async fn a_retrieved_response_teaches_its_turn() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
-    let first = post(
-        &format!("{}/v1/responses", fake.url()),
-        KEY,
-        &image_request(),
-        &[],
-    )
-    .await;
-    let id = first.body["id"].as_str().unwrap();
-    let got = client()
-        .get(proxy.url(&format!("/v1/responses/{id}")))
-        .header("authorization", KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(got.status(), 200);
-    let _ = got.bytes().await.unwrap();
-    let ig = output_id(&first.body, "image_generation_call");
-    let answer = post(&proxy.url("/v1/responses"), KEY, &image_followup(&ig), &[]).await;
-    assert_eq!(answer.status, 200, "{}", answer.text);
-    assert_eq!(answer.inserted(), Some(2));
+    a_retrieval_teaches_its_turn(&fake, &proxy, "/v1/responses", "", KEY).await;
 }
 
 #[tokio::test]

@@ -38,7 +38,7 @@ async fn refused_direct_and_passed_through(
     followup: &Value,
     expected: &str,
 ) {
-    let direct = post(&format!("{}/v1/responses", fake.url()), KEY, followup, &[]).await;
+    let direct = post(&direct_url(fake), KEY, followup, &[]).await;
     assert!(
         (400..500).contains(&direct.status) && direct.text.contains(expected),
         "{row}: direct should be refused with {expected:?}: {} {}",

@@ -53,7 +53,7 @@ async fn a_stateless_call_followup_gets_the_full_reasoning_with_its_encrypted_co
 
     // Straight to the fake, the follow-up fails like the real API.
     let direct = post(
-        &format!("{}/v1/responses", fake.url()),
+        &direct_url(&fake),
         KEY,
         &call_followup(&first_call(&first.body)),
         &[],
@@ -122,7 +122,7 @@ async fn a_stateless_reference_is_rehydrated_into_the_full_item() {
         .as_array_mut()
         .unwrap()
         .insert(1, json!({"type": "item_reference", "id": rs}));
-    let direct = post(&format!("{}/v1/responses", fake.url()), KEY, &followup, &[]).await;
+    let direct = post(&direct_url(&fake), KEY, &followup, &[]).await;
     assert_eq!(direct.status, 404, "{}", direct.text);
     let answer = post(&proxy.url("/v1/responses"), KEY, &followup, &[]).await;
     assert_eq!(answer.status, 200, "{}", answer.text);
@@ -208,30 +208,12 @@ async fn an_azure_retrieval_with_an_entra_token_teaches_its_turn() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
     let token = "Bearer eyJ0eXAiOiJKV1QiLCJhbGciOi.entra";
-    let first = post(
-        &format!("{}/openai/v1/responses", fake.url()),
+    a_retrieval_teaches_its_turn(
+        &fake,
+        &proxy,
+        "/openai/v1/responses",
+        "?api-version=preview",
         token,
-        &image_request(),
-        &[],
     )
     .await;
-    let id = first.body["id"].as_str().unwrap();
-    let got = client()
-        .get(proxy.url(&format!("/openai/v1/responses/{id}?api-version=preview")))
-        .header("authorization", token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(got.status(), 200);
-    let _ = got.bytes().await.unwrap();
-    let ig = output_id(&first.body, "image_generation_call");
-    let answer = post(
-        &proxy.url("/openai/v1/responses?api-version=preview"),
-        token,
-        &image_followup(&ig),
-        &[],
-    )
-    .await;
-    assert_eq!(answer.status, 200, "{}", answer.text);
-    assert_eq!(answer.inserted(), Some(2));
 }

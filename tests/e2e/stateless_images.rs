@@ -81,7 +81,7 @@ async fn a_stateless_image_followup_gets_the_whole_image_call_back() {
                 stateless(image_followup(&ig))
             };
 
-            let direct = post(&format!("{}/v1/responses", fake.url()), KEY, &followup, &[]).await;
+            let direct = post(&direct_url(&fake), KEY, &followup, &[]).await;
             assert_eq!(direct.status, 404, "{}", direct.text);
             assert!(
                 direct

@@ -174,13 +174,7 @@ async fn a_followup_repaired_after_a_refusal_is_counted_alike_over_http_and_webs
     // Cold memory: the upstream's E1 names the missing reasoning item, rethread inserts it and
     // sends again. Over WebSocket that second change went uncounted (issue 21).
     let fake = fake().await;
-    let first = post(
-        &format!("{}/v1/responses", fake.url()),
-        KEY,
-        &image_request(),
-        &[],
-    )
-    .await;
+    let first = unseen_image_turn(&fake, "/v1/responses", KEY).await;
     let ig = output_id(&first.body, "image_generation_call");
 
     let json_logs = ["--log-format", "json"];

@@ -56,7 +56,7 @@ fn followup(input: Vec<Value>, store: bool) -> Value {
 /// Sends `body` directly (it must fail) and through rethread (it must pass); returns what
 /// rethread forwarded and its `x-rethread-repairs`.
 async fn repaired(fake: &FakeHandle, proxy: &Rethread, body: &Value) -> (Value, String) {
-    let direct = post(&format!("{}/v1/responses", fake.url()), KEY, body, &[]).await;
+    let direct = post(&direct_url(fake), KEY, body, &[]).await;
     assert!(
         (400..500).contains(&direct.status),
         "the API refuses it: {}",
@@ -360,7 +360,7 @@ async fn row_29_a_call_sent_by_reference_beside_its_output() {
 /// Sends `body` directly and through rethread: the same answer, and rethread forwarded it
 /// byte for byte with no header of its own.
 async fn left_alone(fake: &FakeHandle, proxy: &Rethread, body: &Value) {
-    let direct = post(&format!("{}/v1/responses", fake.url()), KEY, body, &[]).await;
+    let direct = post(&direct_url(fake), KEY, body, &[]).await;
     let through = post(&proxy.url("/v1/responses"), KEY, body, &[]).await;
     assert_eq!(through.status, direct.status, "{}", through.text);
     if direct.status != 200 {
@@ -429,7 +429,7 @@ async fn row_2_the_azure_wording_names_nothing_to_insert_and_is_relayed() {
     .unwrap();
     let first = json!({"model": "contoso-gpt5", "input": "go", "tools": tools()});
     let turn = post(
-        &format!("{}/v1/responses", fake.url()),
+        &direct_url(&fake),
         KEY,
         &first,
         &[("x-fake-shape", "rs,msg")],

@@ -2,6 +2,9 @@
 //! client for `response.create` frames.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
 use futures_util::{SinkExt, StreamExt};
 use reqwest::header::HeaderMap;
 use rethread_fake::{spawn, FakeHandle, FakeOptions};
@@ -92,6 +95,51 @@ impl Fake {
         req.headers_mut()
             .insert("authorization", KEY.parse().unwrap());
         tokio_tungstenite::connect_async(req).await.unwrap().0
+    }
+}
+
+/// The `rethread-fake` binary itself, run with `args` on a free port; killed on drop.
+pub struct Binary {
+    child: Child,
+    pub url: String,
+}
+
+impl Binary {
+    /// Starts it and reads the address it prints, as a script driving it would.
+    pub fn start(args: &[&str]) -> Binary {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rethread-fake"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_string();
+        Binary { child, url }
+    }
+
+    /// POST `body` to its `/v1/responses` as tenant KEY.
+    pub async fn post(&self, body: &Value) -> reqwest::Result<reqwest::Response> {
+        reqwest::Client::new()
+            .post(format!("{}/v1/responses", self.url))
+            .header("authorization", KEY)
+            .json(body)
+            .send()
+            .await
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -133,18 +133,18 @@ fn outputs_answered_after_each_call_move_after_the_group() {
     assert_eq!(out[2], "out:call_fc_1");
 }
 
+/// A turn of `shape` replayed as `[rs_0, fc, out, msg]`, the call answered before the message
+/// (rows 4 and 5: clients append outputs right after their calls); returns what would be sent.
+fn replayed_call_first(shape: &str, fc: &str, msg: &str) -> Vec<String> {
+    let input = [reference("rs_0"), call(fc), output(fc), reference(msg)];
+    run(&[turn(shape, true)], &input)
+}
+
 #[test]
 fn an_output_inside_a_handoff_group_moves_after_its_message() {
     // Row 4: [rs, fc, msg] replayed as [rs, fc, out, msg].
-    let t = [turn("rs fc msg", true)];
-    let input = [
-        reference("rs_0"),
-        call("fc_1"),
-        output("fc_1"),
-        reference("msg_2"),
-    ];
     assert_eq!(
-        run(&t, &input),
+        replayed_call_first("rs fc msg", "fc_1", "msg_2"),
         s(&["ref:rs_0", "fc_1", "ref:msg_2", "out:call_fc_1"])
     );
 }
@@ -152,15 +152,8 @@ fn an_output_inside_a_handoff_group_moves_after_its_message() {
 #[test]
 fn assistant_items_a_client_reversed_go_back_to_their_turns_order() {
     // Row 5: [rs, msg(commentary), fc] replayed as [rs, fc, out, msg].
-    let t = [turn("rs msg fc", true)];
-    let input = [
-        reference("rs_0"),
-        call("fc_2"),
-        output("fc_2"),
-        reference("msg_1"),
-    ];
     assert_eq!(
-        run(&t, &input),
+        replayed_call_first("rs msg fc", "fc_2", "msg_1"),
         s(&["ref:rs_0", "ref:msg_1", "fc_2", "out:call_fc_2"])
     );
     // Row 6: the message persisted before its reasoning.

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::*;
-use crate::repair::items::tests::turn;
-use crate::repair::items::{ItemType, TurnItem};
+use crate::repair::items::tests::{api_image_turn, turn};
 
 const A: TenantKey = TenantKey([1; 16]);
 const B: TenantKey = TenantKey([2; 16]);
@@ -17,27 +16,6 @@ const ROOMY: FullItemBudget = FullItemBudget {
 
 fn live_slots(l: &MemoryLedger) -> usize {
     l.shards.iter().map(|s| lock(s).live).sum()
-}
-
-fn api_turn(n: u64) -> Turn {
-    let item = |prefix: &str, ty: ItemType, salt: u64| TurnItem {
-        id: format!("{prefix}_{n:016x}{salt:016x}{:016x}", n ^ salt).into(),
-        // Reasoning and messages carry a digest of their content, as captured turns do.
-        digest: matches!(ty, ItemType::Reasoning | ItemType::Message).then_some((n ^ salt) as u32),
-        ty,
-        call_id: None,
-        full: None,
-    };
-    Turn {
-        stored: true,
-        items: vec![
-            item("rs", ItemType::Reasoning, 1),
-            item("ig", ItemType::ImageGenerationCall, 2),
-            item("msg", ItemType::Message, 3),
-        ]
-        .into(),
-        link: None,
-    }
 }
 
 #[test]
@@ -150,14 +128,14 @@ fn many_turns_across_chunks_stay_findable_and_leave_in_order() {
     let l = MemoryLedger::new(Duration::from_secs(60), capacity, ROOMY);
     let total = 40_000u64;
     for n in 0..total {
-        l.insert(TenantKey([(n % 7) as u8; 16]), api_turn(n));
+        l.insert(TenantKey([(n % 7) as u8; 16]), api_image_turn(n));
     }
     assert_eq!(l.stats().turns, capacity as u64);
     assert_eq!(l.stats().evictions, total - capacity as u64);
     assert_eq!(live_slots(&l), 3 * capacity);
     for n in (0..total).step_by(997) {
         let tenant = TenantKey([(n % 7) as u8; 16]);
-        let t = api_turn(n);
+        let t = api_image_turn(n);
         let found = l.find(tenant, &[&t.items[1].id], ITEM_KEYS);
         if n < total - capacity as u64 {
             assert!(found.is_empty(), "{n} was evicted");
@@ -254,7 +232,7 @@ fn lookups_and_records_from_many_threads_agree() {
                 for n in 0..3_000u64 {
                     let n = t * 1_000_000 + n;
                     let tenant = TenantKey([t as u8; 16]);
-                    let turn = api_turn(n);
+                    let turn = api_image_turn(n);
                     l.insert(tenant, turn.clone());
                     let found = l.find(tenant, &[&turn.items[2].id], ITEM_KEYS);
                     assert_eq!(found.len(), 1, "{n}");

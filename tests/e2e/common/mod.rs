@@ -177,6 +177,145 @@ pub fn image_followup(ig: &str) -> Value {
     })
 }
 
+/// `/v1/responses` on the fake itself: a request sent there bypasses rethread.
+pub fn direct_url(fake: &FakeHandle) -> String {
+    format!("{}/v1/responses", fake.url())
+}
+
+/// The image example's first turn at `path` on the fake itself as `key`: rethread never sees
+/// it, so its memory of the turn is cold.
+pub async fn unseen_image_turn(fake: &FakeHandle, path: &str, key: &str) -> Answer {
+    post(&format!("{}{path}", fake.url()), key, &image_request(), &[]).await
+}
+
+/// The image example's first turn, streamed through `proxy` with `headers` (which steer the
+/// fake).
+pub async fn streamed_image_turn(proxy: &Rethread, headers: &[(&str, &str)]) -> Answer {
+    let mut request = image_request();
+    request["stream"] = json!(true);
+    post(&proxy.url("/v1/responses"), KEY, &request, headers).await
+}
+
+/// The image example's follow-up naming the image call `ig`, through `proxy` as `KEY`.
+pub async fn image_followup_through(proxy: &Rethread, ig: &str) -> Answer {
+    post(&proxy.url("/v1/responses"), KEY, &image_followup(ig), &[]).await
+}
+
+/// A follow-up with memory cold: its answer through rethread, and how many Responses requests
+/// the fake got for it (retries included).
+pub struct ColdFollowup {
+    pub answer: Answer,
+    pub posts: u64,
+}
+
+/// The image example with memory cold: its first turn straight to `fake`, then its follow-up
+/// (as `edit` leaves it) through `proxy`.
+pub async fn cold_image_followup(
+    fake: &FakeHandle,
+    proxy: &Rethread,
+    edit: impl FnOnce(&mut Value),
+) -> ColdFollowup {
+    let first = unseen_image_turn(fake, "/v1/responses", KEY).await;
+    let mut followup = image_followup(&output_id(&first.body, "image_generation_call"));
+    edit(&mut followup);
+    let before = fake.responses_posts();
+    let answer = post(&proxy.url("/v1/responses"), KEY, &followup, &[]).await;
+    ColdFollowup {
+        posts: fake.responses_posts() - before,
+        answer,
+    }
+}
+
+/// A turn rethread never saw, retrieved through `proxy` (`GET {path}/{id}{query}` as `key`),
+/// teaches it enough to repair the follow-up: the reasoning item and the message go back in.
+pub async fn a_retrieval_teaches_its_turn(
+    fake: &FakeHandle,
+    proxy: &Rethread,
+    path: &str,
+    query: &str,
+    key: &str,
+) {
+    let first = unseen_image_turn(fake, path, key).await;
+    let id = first.body["id"].as_str().unwrap();
+    let got = client()
+        .get(proxy.url(&format!("{path}/{id}{query}")))
+        .header("authorization", key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    let _ = got.bytes().await.unwrap();
+    let ig = output_id(&first.body, "image_generation_call");
+    let answer = post(
+        &proxy.url(&format!("{path}{query}")),
+        key,
+        &image_followup(&ig),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.inserted(), Some(2));
+}
+
+/// Clients leave, `rounds` times, a Responses stream the fake holds back `delay_ms` and a plain
+/// SSE stream, each after its first chunk: rethread (over `label`) goes on serving.
+pub async fn clients_leave_mid_stream(
+    proxy: &Rethread,
+    rounds: usize,
+    delay_ms: &str,
+    label: &str,
+) {
+    for _ in 0..rounds {
+        let mut request = image_request();
+        request["stream"] = json!(true);
+        let mut resp = client()
+            .post(proxy.url("/v1/responses"))
+            .header("authorization", KEY)
+            .header("x-fake-delay-ms", delay_ms)
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        let _first = resp.chunk().await.unwrap();
+        drop(resp);
+        let mut other = client()
+            .get(proxy.url("/v1/sse?events=100&delay_ms=20"))
+            .send()
+            .await
+            .unwrap();
+        let _ = other.chunk().await.unwrap();
+        drop(other);
+    }
+    let answer = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[]).await;
+    assert_eq!(answer.status, 200, "{label}: {}", answer.text);
+    let health = client().get(proxy.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "{label}");
+}
+
+/// The upstream's response headers reach the client through `proxy` (over `label`): repeated
+/// `set-cookie` headers in their order, the request id, processing time and rate limits.
+pub async fn response_headers_pass(proxy: &Rethread, label: &str) {
+    let resp = raw_client()
+        .get(proxy.url("/v1/headers"))
+        .send()
+        .await
+        .unwrap();
+    let cookies: Vec<_> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(cookies, ["a=1", "b=2"], "{label}");
+    assert_eq!(resp.headers()["x-request-id"], "req_fake", "{label}");
+    assert_eq!(resp.headers()["openai-processing-ms"], "5", "{label}");
+    assert_eq!(
+        resp.headers()["x-ratelimit-remaining-requests"],
+        "99",
+        "{label}"
+    );
+}
+
 pub struct Answer {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
