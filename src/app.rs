@@ -12,7 +12,7 @@ use crate::models::Models;
 use crate::tenant::Tenants;
 use crate::upstream_store::UpstreamStore;
 
-pub struct App {
+pub(crate) struct App {
     pub settings: Settings,
     pub upstream: Upstream,
     pub ledger: Arc<dyn Ledger>,
@@ -26,7 +26,7 @@ pub struct App {
 
 impl App {
     /// Capture's limits for a response; `stateless`: its request was `store: false`.
-    pub fn capture_limits(&self, stateless: bool) -> CaptureLimits {
+    pub(crate) fn capture_limits(&self, stateless: bool) -> CaptureLimits {
         CaptureLimits {
             stateless,
             ..CaptureLimits::from_settings(&self.settings)

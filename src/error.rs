@@ -11,11 +11,11 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 
-pub type BoxError = Box<dyn Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn Error + Send + Sync>;
 
 /// Where reaching the upstream failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
+pub(crate) enum Stage {
     /// No connection (refused, unresolvable, TLS, connect timeout).
     Connect,
     /// A connection, but the request or its response head failed on it.
@@ -32,7 +32,7 @@ impl fmt::Display for Stage {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     /// The message carries the cause chain (never the request, which may hold credentials).
     #[error("rethread could not reach the upstream: {stage}: {source}{}", causes(&**.source))]
     Unreachable {
@@ -100,13 +100,13 @@ impl ProxyError {
     }
 
     /// A label for metrics.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         self.parts().2
     }
 }
 
 /// The causes of an error, each after a colon.
-pub fn causes(error: &(dyn Error + 'static)) -> String {
+pub(crate) fn causes(error: &(dyn Error + 'static)) -> String {
     let mut text = String::new();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -118,7 +118,7 @@ pub fn causes(error: &(dyn Error + 'static)) -> String {
 }
 
 /// Whether `E` is `error` or one of its causes, however deep.
-pub fn is_caused_by<E: Error + 'static>(error: &(dyn Error + 'static)) -> bool {
+pub(crate) fn is_caused_by<E: Error + 'static>(error: &(dyn Error + 'static)) -> bool {
     let mut cause = Some(error);
     while let Some(e) = cause {
         if e.is::<E>() {

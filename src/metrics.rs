@@ -15,7 +15,7 @@ const SECONDS: &[f64] = &[
 ];
 
 /// Installs the process-wide recorder once; later calls return the same handle.
-pub fn install() -> Option<PrometheusHandle> {
+pub(crate) fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
@@ -32,32 +32,32 @@ pub fn install() -> Option<PrometheusHandle> {
 
 /// The metric families, by name: every counter, gauge and histogram rethread exports. Call
 /// sites use these constants, so a name is written once.
-pub const REQUESTS: &str = "rethread_requests_total";
-pub const REPAIRS: &str = "rethread_repairs_total";
-pub const REPAIRED_REQUESTS: &str = "rethread_repaired_requests_total";
-pub const REPAIR_RULES: &str = "rethread_repair_rules_total";
-pub const WOULD_INSERT: &str = "rethread_would_insert_total";
-pub const UNREPAIRABLE: &str = "rethread_unrepairable_total";
-pub const UNPARSED: &str = "rethread_unparsed_requests_total";
-pub const FALLBACK_RETRIES: &str = "rethread_fallback_retries_total";
-pub const REVERTS: &str = "rethread_reverts_total";
-pub const UPSTREAM_RESENDS: &str = "rethread_upstream_resends_total";
-pub const TURNS_LEARNED: &str = "rethread_turns_learned_total";
-pub const CAPTURE_FAILURES: &str = "rethread_capture_failures_total";
-pub const STORE_ERRORS: &str = "rethread_store_errors_total";
-pub const FULL_ITEMS_OVER_BUDGET: &str = "rethread_full_items_over_budget_total";
-pub const LEDGER_TURNS: &str = "rethread_ledger_turns";
-pub const LEDGER_EVICTIONS: &str = "rethread_ledger_evictions";
-pub const LEDGER_BYTES: &str = "rethread_ledger_bytes";
-pub const OUTBOX_TURNS: &str = "rethread_store_outbox_turns";
-pub const OUTBOX_DROPPED: &str = "rethread_store_outbox_dropped_total";
-pub const UPSTREAM_SECONDS: &str = "rethread_upstream_seconds";
-pub const OVERHEAD_SECONDS: &str = "rethread_overhead_seconds";
+pub(crate) const REQUESTS: &str = "rethread_requests_total";
+pub(crate) const REPAIRS: &str = "rethread_repairs_total";
+pub(crate) const REPAIRED_REQUESTS: &str = "rethread_repaired_requests_total";
+pub(crate) const REPAIR_RULES: &str = "rethread_repair_rules_total";
+pub(crate) const WOULD_INSERT: &str = "rethread_would_insert_total";
+pub(crate) const UNREPAIRABLE: &str = "rethread_unrepairable_total";
+pub(crate) const UNPARSED: &str = "rethread_unparsed_requests_total";
+pub(crate) const FALLBACK_RETRIES: &str = "rethread_fallback_retries_total";
+pub(crate) const REVERTS: &str = "rethread_reverts_total";
+pub(crate) const UPSTREAM_RESENDS: &str = "rethread_upstream_resends_total";
+pub(crate) const TURNS_LEARNED: &str = "rethread_turns_learned_total";
+pub(crate) const CAPTURE_FAILURES: &str = "rethread_capture_failures_total";
+pub(crate) const STORE_ERRORS: &str = "rethread_store_errors_total";
+pub(crate) const FULL_ITEMS_OVER_BUDGET: &str = "rethread_full_items_over_budget_total";
+pub(crate) const LEDGER_TURNS: &str = "rethread_ledger_turns";
+pub(crate) const LEDGER_EVICTIONS: &str = "rethread_ledger_evictions";
+pub(crate) const LEDGER_BYTES: &str = "rethread_ledger_bytes";
+pub(crate) const OUTBOX_TURNS: &str = "rethread_store_outbox_turns";
+pub(crate) const OUTBOX_DROPPED: &str = "rethread_store_outbox_dropped_total";
+pub(crate) const UPSTREAM_SECONDS: &str = "rethread_upstream_seconds";
+pub(crate) const OVERHEAD_SECONDS: &str = "rethread_overhead_seconds";
 
 /// Outcomes of a cold-memory retry (`FALLBACK_RETRIES`).
-pub const FALLBACK_OUTCOMES: [&str; 2] = ["retried", "still_failed"];
+pub(crate) const FALLBACK_OUTCOMES: [&str; 2] = ["retried", "still_failed"];
 /// Store operations (`STORE_ERRORS`).
-pub const STORE_OPS: [&str; 2] = ["lookup", "record"];
+pub(crate) const STORE_OPS: [&str; 2] = ["lookup", "record"];
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
@@ -127,7 +127,7 @@ fn describe() {
 }
 
 /// Exports a counter at zero, so dashboards and alerts see it before its first increment.
-pub fn zero(name: &'static str, labels: &[(&'static str, &'static str)]) {
+pub(crate) fn zero(name: &'static str, labels: &[(&'static str, &'static str)]) {
     let labels: Vec<metrics::Label> = labels
         .iter()
         .map(|&(k, v)| metrics::Label::new(k, v))
@@ -137,7 +137,7 @@ pub fn zero(name: &'static str, labels: &[(&'static str, &'static str)]) {
 
 /// Exports a histogram before its first observation (the exporter shows it once it has a
 /// value; registering makes its label set known).
-pub fn register_histogram(name: &'static str, labels: &[(&'static str, &'static str)]) {
+pub(crate) fn register_histogram(name: &'static str, labels: &[(&'static str, &'static str)]) {
     let labels: Vec<metrics::Label> = labels
         .iter()
         .map(|&(k, v)| metrics::Label::new(k, v))
@@ -146,10 +146,10 @@ pub fn register_histogram(name: &'static str, labels: &[(&'static str, &'static 
 }
 
 /// Every status class `status_class` can return.
-pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+pub(crate) const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// `2xx`, `4xx`… for a status code.
-pub fn status_class(status: u16) -> &'static str {
+pub(crate) fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
         200..=299 => "2xx",

@@ -24,7 +24,7 @@ const MAX_LEARNED: usize = 100_000;
 const MAX_MODEL_LEN: usize = 256;
 
 /// What rethread knows about models.
-pub struct Models {
+pub(crate) struct Models {
     non_reasoning: ModelPatterns,
     /// By tenant, then by model name: looked up with the request's `&str`, no allocation.
     learned: DashMap<TenantKey, HashMap<Box<str>, bool>>,
@@ -32,7 +32,7 @@ pub struct Models {
 }
 
 impl Models {
-    pub fn new(non_reasoning: ModelPatterns) -> Self {
+    pub(crate) fn new(non_reasoning: ModelPatterns) -> Self {
         Models {
             non_reasoning,
             learned: DashMap::new(),
@@ -46,7 +46,7 @@ impl Models {
 
     /// Whether `model` reasons, or is not known not to. A request without a model is left to
     /// the rules for models that reason (the upstream picks its default).
-    pub fn may_reason(&self, tenant: TenantKey, model: Option<&str>) -> bool {
+    pub(crate) fn may_reason(&self, tenant: TenantKey, model: Option<&str>) -> bool {
         let Some(model) = model else { return true };
         self.known(tenant, model)
             .unwrap_or_else(|| !self.non_reasoning.matches(model))
@@ -54,12 +54,12 @@ impl Models {
 
     /// Whether traffic showed that `model` does not reason (the upstream refused reasoning or
     /// encrypted reasoning for it), as opposed to a pattern's guess.
-    pub fn refused_reasoning(&self, tenant: TenantKey, model: Option<&str>) -> bool {
+    pub(crate) fn refused_reasoning(&self, tenant: TenantKey, model: Option<&str>) -> bool {
         model.is_some_and(|model| self.known(tenant, model) == Some(false))
     }
 
     /// Records what traffic showed about `model`. What is already known costs a read lock.
-    pub fn learn(&self, tenant: TenantKey, model: &str, reasons: bool) {
+    pub(crate) fn learn(&self, tenant: TenantKey, model: &str, reasons: bool) {
         if model.is_empty() || model.len() > MAX_MODEL_LEN {
             return;
         }

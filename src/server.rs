@@ -220,7 +220,7 @@ fn export_at_zero() {
     for ty in item_types.chain(["other"]) {
         zero(m::REPAIRS, &[("item_type", ty)]);
     }
-    for rule in crate::repair::change::RULES {
+    for rule in crate::repair::change::RULE_NAMES {
         zero(m::REPAIR_RULES, &[("rule", rule)]);
     }
     for reason in Unrepairable::REASONS {

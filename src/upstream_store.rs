@@ -18,18 +18,18 @@ const MAX_TENANTS: usize = 100_000;
 
 /// Tenants whose upstream did not store what they asked it to.
 #[derive(Default)]
-pub struct UpstreamStore {
+pub(crate) struct UpstreamStore {
     unstored: DashMap<TenantKey, ()>,
 }
 
 impl UpstreamStore {
     /// Whether the tenant's last response to a request that asked to store was not stored.
-    pub fn drops_store(&self, tenant: TenantKey) -> bool {
+    pub(crate) fn drops_store(&self, tenant: TenantKey) -> bool {
         !self.unstored.is_empty() && self.unstored.contains_key(&tenant)
     }
 
     /// Records what the upstream did with a request that asked to store.
-    pub fn learn(&self, tenant: TenantKey, stored: bool) {
+    pub(crate) fn learn(&self, tenant: TenantKey, stored: bool) {
         if stored {
             if self.unstored.remove(&tenant).is_some() {
                 tracing::info!("the upstream stores this tenant's responses again");

@@ -24,7 +24,7 @@ use crate::turn::{self, json_kind};
 
 /// `POST …/conversations`: `{"id":"conv_…","object":"conversation","created_at":…,"metadata":{}}`
 /// (the body's `metadata` is not kept).
-pub async fn create(shared: Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
+pub(crate) async fn create(shared: Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
     let opts = reply_opts(&shared, &headers);
     let bytes = axum::body::to_bytes(body, usize::MAX)
         .await

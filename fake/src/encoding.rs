@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 
 /// A content coding the fake can produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Coding {
+pub(crate) enum Coding {
     Identity,
     Gzip,
     Br,
@@ -30,7 +30,7 @@ impl Coding {
     }
 
     /// The `content-encoding` value, `None` for identity.
-    pub fn header_value(self) -> Option<&'static str> {
+    pub(crate) fn header_value(self) -> Option<&'static str> {
         match self {
             Coding::Identity => None,
             Coding::Gzip => Some("gzip"),
@@ -43,7 +43,7 @@ impl Coding {
 
 /// Choose the coding: `x-fake-encoding` forces one; else, when `compress` is on, the first
 /// supported token of `accept-encoding` (q=0 excluded); else identity.
-pub fn negotiate(headers: &HeaderMap, compress: bool) -> Result<Coding, String> {
+pub(crate) fn negotiate(headers: &HeaderMap, compress: bool) -> Result<Coding, String> {
     if let Some(forced) = headers.get("x-fake-encoding").and_then(|v| v.to_str().ok()) {
         return Coding::from_token(forced.trim())
             .ok_or_else(|| format!("x-fake-encoding: unknown coding '{forced}'"));
@@ -85,7 +85,7 @@ enum Inner {
 }
 
 /// An incremental encoder: each `chunk` returns the bytes to send now (flushed).
-pub struct Encoder {
+pub(crate) struct Encoder {
     inner: Inner,
 }
 
@@ -102,7 +102,7 @@ macro_rules! each {
 }
 
 impl Encoder {
-    pub fn new(coding: Coding) -> Self {
+    pub(crate) fn new(coding: Coding) -> Self {
         let inner = match coding {
             Coding::Identity => Inner::Identity,
             Coding::Gzip => Inner::Gzip(GzipEncoder::new(Vec::new())),
@@ -114,7 +114,7 @@ impl Encoder {
     }
 
     /// Encode and flush `data`.
-    pub async fn chunk(&mut self, data: &[u8]) -> std::io::Result<Bytes> {
+    pub(crate) async fn chunk(&mut self, data: &[u8]) -> std::io::Result<Bytes> {
         each!(&mut self.inner, e => {
             e.write_all(data).await?;
             e.flush().await?;
@@ -123,7 +123,7 @@ impl Encoder {
     }
 
     /// Finish the stream; returns the trailing bytes.
-    pub async fn finish(&mut self) -> std::io::Result<Bytes> {
+    pub(crate) async fn finish(&mut self) -> std::io::Result<Bytes> {
         each!(&mut self.inner, e => {
             e.shutdown().await?;
             Ok(Bytes::from(std::mem::take(e.get_mut())))
@@ -132,7 +132,7 @@ impl Encoder {
 }
 
 /// Encode a whole body at once.
-pub async fn encode_all(coding: Coding, data: &[u8]) -> std::io::Result<Bytes> {
+pub(crate) async fn encode_all(coding: Coding, data: &[u8]) -> std::io::Result<Bytes> {
     if coding == Coding::Identity {
         return Ok(Bytes::copy_from_slice(data));
     }

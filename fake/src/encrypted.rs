@@ -20,12 +20,12 @@ pub fn issue(tenant: &str, rs_id: &str) -> String {
 }
 
 /// The copy carried by `output_item.added`: the first half.
-pub fn truncated(blob: &str) -> String {
+pub(crate) fn truncated(blob: &str) -> String {
     blob.chars().take(blob.chars().count() / 2).collect()
 }
 
 /// Check a replayed blob; `item_id` is the reasoning item's id if it has one.
-pub fn verify(
+pub(crate) fn verify(
     tenant: &str,
     item_id: Option<&str>,
     blob: &serde_json::Value,

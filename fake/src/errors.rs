@@ -29,7 +29,7 @@ struct DetailBody<'a> {
 }
 
 /// The largest `id`, `call_id` or `previous_response_id` the API accepts, in characters (N5).
-pub const MAX_ID_LEN: usize = 64;
+pub(crate) const MAX_ID_LEN: usize = 64;
 
 /// `'a'`, `'a' and 'b'`, `'a', 'b', and 'c'`: the API's way of listing values.
 fn quoted_list(values: &[&str]) -> String {
@@ -44,7 +44,7 @@ fn quoted_list(values: &[&str]) -> String {
 
 /// One error answer: HTTP status plus the `error` object.
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub kind: &'static str,
@@ -78,7 +78,7 @@ impl ApiError {
     }
 
     /// The `{"error":{"message","type","param","code"}}` body, keys in the API's order.
-    pub fn body_string(&self) -> String {
+    pub(crate) fn body_string(&self) -> String {
         serde_json::to_string(&ErrorBody {
             error: self.object(),
         })
@@ -86,7 +86,7 @@ impl ApiError {
     }
 
     /// The `{"detail": "<message>"}` body (`FakeOptions::detail_errors`).
-    pub fn detail_string(&self) -> String {
+    pub(crate) fn detail_string(&self) -> String {
         serde_json::to_string(&DetailBody {
             detail: &self.message,
         })
@@ -94,12 +94,12 @@ impl ApiError {
     }
 
     /// The inner `{"message","type","param","code"}` object as JSON text.
-    pub fn object_string(&self) -> String {
+    pub(crate) fn object_string(&self) -> String {
         serde_json::to_string(&self.object()).unwrap_or_default()
     }
 
     /// The API's answer when it fails (`Faults::error_rate`): 500, type `server_error`.
-    pub fn server_error() -> Self {
+    pub(crate) fn server_error() -> Self {
         ApiError {
             kind: "server_error",
             ..Self::new(
@@ -111,7 +111,7 @@ impl ApiError {
         }
     }
 
-    pub fn missing_key() -> Self {
+    pub(crate) fn missing_key() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "You didn't provide an API key.".into(),
@@ -120,7 +120,7 @@ impl ApiError {
         )
     }
 
-    pub fn bad_json() -> Self {
+    pub(crate) fn bad_json() -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. If you have trouble figuring out how to fix this, please contact us through our help center at help.openai.com.)".into(),
@@ -129,7 +129,7 @@ impl ApiError {
         )
     }
 
-    pub fn invalid_type(param: &str, expected: &str, got: &str) -> Self {
+    pub(crate) fn invalid_type(param: &str, expected: &str, got: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             format!("Invalid type for '{param}': expected {expected}, but got {got} instead."),
@@ -139,11 +139,11 @@ impl ApiError {
     }
 
     /// A request the fake itself cannot honour (bad `x-fake-*` header).
-    pub fn fake_usage(message: String) -> Self {
+    pub(crate) fn fake_usage(message: String) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message, None, None)
     }
 
-    pub fn not_found_response(id: &str) -> Self {
+    pub(crate) fn not_found_response(id: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             format!("Response with id '{id}' not found."),
@@ -154,7 +154,7 @@ impl ApiError {
 
     /// A `conversation` the tenant does not have (unknown, or another tenant's). The wording
     /// is the fake's assumption, formed like the response lookup's: no report records it.
-    pub fn conversation_not_found(id: &str) -> Self {
+    pub(crate) fn conversation_not_found(id: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             format!("Conversation with id '{id}' not found."),
@@ -165,7 +165,7 @@ impl ApiError {
 
     /// `conversation` together with `previous_response_id`, which the API documents as not
     /// combinable. The wording is the fake's assumption: no report records it.
-    pub fn conversation_with_previous() -> Self {
+    pub(crate) fn conversation_with_previous() -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             "Mutually exclusive parameters: Ensure you are only providing one of: 'previous_response_id' or 'conversation'.".into(),
@@ -175,7 +175,7 @@ impl ApiError {
     }
 
     /// E1
-    pub fn missing_reasoning(id: &str, kind: &str, rs: &str) -> Self {
+    pub(crate) fn missing_reasoning(id: &str, kind: &str, rs: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             format!("Item '{id}' of type '{kind}' was provided without its required 'reasoning' item: '{rs}'."),
@@ -185,7 +185,7 @@ impl ApiError {
     }
 
     /// E1b: E1 in Azure's wording (no trailing period, names no reasoning item).
-    pub fn missing_preceding_reasoning(id: &str, kind: &str) -> Self {
+    pub(crate) fn missing_preceding_reasoning(id: &str, kind: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             format!("Item '{id}' of type '{kind}' was provided without its required preceding item of type 'reasoning'"),
@@ -195,7 +195,7 @@ impl ApiError {
     }
 
     /// E2
-    pub fn missing_follower(rs: &str) -> Self {
+    pub(crate) fn missing_follower(rs: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             format!(
@@ -207,7 +207,7 @@ impl ApiError {
     }
 
     /// E3
-    pub fn not_persisted(id: &str) -> Self {
+    pub(crate) fn not_persisted(id: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             format!("Item with id '{id}' not found. Items are not persisted when `store` is set to false. Try again with `store` set to true, or remove this item from your input."),
@@ -217,7 +217,7 @@ impl ApiError {
     }
 
     /// E3b
-    pub fn item_not_found(id: &str) -> Self {
+    pub(crate) fn item_not_found(id: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             format!("Item with id '{id}' not found."),
@@ -227,7 +227,7 @@ impl ApiError {
     }
 
     /// E4
-    pub fn duplicate(id: &str) -> Self {
+    pub(crate) fn duplicate(id: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             format!("Duplicate item found with id {id}. Remove duplicate items from your input and try again."),
@@ -237,7 +237,7 @@ impl ApiError {
     }
 
     /// E5; `what` names the call type in words: "function call", "custom tool call", …
-    pub fn no_tool_output(what: &str, call_id: &str) -> Self {
+    pub(crate) fn no_tool_output(what: &str, call_id: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             format!("No tool output found for {what} {call_id}."),
@@ -247,7 +247,7 @@ impl ApiError {
     }
 
     /// E6; `what` names the output type in words: "function call output", …
-    pub fn no_tool_call(what: &str, call_id: &str) -> Self {
+    pub(crate) fn no_tool_call(what: &str, call_id: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             format!("No tool call found for {what} with call_id {call_id}."),
@@ -257,7 +257,7 @@ impl ApiError {
     }
 
     /// E7
-    pub fn bad_prefix(index: usize, id: &str, prefix: &str) -> Self {
+    pub(crate) fn bad_prefix(index: usize, id: &str, prefix: &str) -> Self {
         let param = format!("input[{index}].id");
         Self::new(
             StatusCode::BAD_REQUEST,
@@ -268,7 +268,7 @@ impl ApiError {
     }
 
     /// E8, encrypted content of another tenant.
-    pub fn foreign_encrypted(rs: &str) -> Self {
+    pub(crate) fn foreign_encrypted(rs: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             format!("The encrypted content for item {rs} could not be verified. Reason: Encrypted content organization_id did not match the target organization."),
@@ -278,7 +278,7 @@ impl ApiError {
     }
 
     /// E8, unreadable encrypted content.
-    pub fn undecryptable(rs: &str) -> Self {
+    pub(crate) fn undecryptable(rs: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             format!("The encrypted content for item {rs} could not be verified. Reason: Encrypted content could not be decrypted or parsed."),
@@ -288,7 +288,7 @@ impl ApiError {
     }
 
     /// E14
-    pub fn encrypted_unsupported() -> Self {
+    pub(crate) fn encrypted_unsupported() -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             "Encrypted content is not supported with this model.".into(),
@@ -298,7 +298,7 @@ impl ApiError {
     }
 
     /// E15
-    pub fn reasoning_unsupported() -> Self {
+    pub(crate) fn reasoning_unsupported() -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             "Reasoning input items can only be provided to a reasoning or computer use model. Remove reasoning items from your input and try again.".into(),
@@ -308,7 +308,7 @@ impl ApiError {
     }
 
     /// E16; `param` is e.g. `input[3].summary`.
-    pub fn missing_parameter(param: &str) -> Self {
+    pub(crate) fn missing_parameter(param: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             format!("Missing required parameter: '{param}'."),
@@ -318,7 +318,7 @@ impl ApiError {
     }
 
     /// E9
-    pub fn previous_not_found(id: &str) -> Self {
+    pub(crate) fn previous_not_found(id: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             format!("Previous response with id '{id}' not found."),
@@ -329,7 +329,7 @@ impl ApiError {
 
     /// N5: an `id`, `call_id` or `previous_response_id` longer than [`MAX_ID_LEN`]; `param` is
     /// e.g. `input[3].call_id`, `len` the length in characters.
-    pub fn string_too_long(param: &str, len: usize) -> Self {
+    pub(crate) fn string_too_long(param: &str, len: usize) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             format!("Invalid '{param}': string too long. Expected a string with maximum length {MAX_ID_LEN}, but got a string with length {len} instead."),
@@ -339,7 +339,7 @@ impl ApiError {
     }
 
     /// N3: an array longer than `max` (a reasoning item's `content`, `max` 0).
-    pub fn array_too_long(param: &str, max: usize, len: usize) -> Self {
+    pub(crate) fn array_too_long(param: &str, max: usize, len: usize) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             format!("Invalid '{param}': array too long. Expected an array with maximum length {max}, but got an array with length {len} instead."),
@@ -349,7 +349,7 @@ impl ApiError {
     }
 
     /// N4: a key the API does not take, e.g. an output-only `status` sent as `null`.
-    pub fn unknown_parameter(param: &str) -> Self {
+    pub(crate) fn unknown_parameter(param: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             format!("Unknown parameter: '{param}'."),
@@ -359,7 +359,7 @@ impl ApiError {
     }
 
     /// N12 (and E11's form): a value outside an enumeration.
-    pub fn invalid_enum_value(param: &str, value: &str, supported: &[&str]) -> Self {
+    pub(crate) fn invalid_enum_value(param: &str, value: &str, supported: &[&str]) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             format!(

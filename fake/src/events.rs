@@ -10,7 +10,7 @@ use crate::state::StoredEvent;
 
 /// How to distort the stream.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct StreamOptions {
+pub(crate) struct StreamOptions {
     /// Use a new id in every event before `output_item.done` (as some compatible servers do).
     pub rotate_ids: bool,
     /// End with `error` + `response.failed` after the second item.
@@ -18,10 +18,11 @@ pub struct StreamOptions {
 }
 
 /// The message of the `error` event of a failed stream.
-pub const FAIL_MESSAGE: &str = "The fake was asked to fail this stream (x-fake-fail-stream).";
+pub(crate) const FAIL_MESSAGE: &str =
+    "The fake was asked to fail this stream (x-fake-fail-stream).";
 
 /// How many output items a failed stream emits before failing.
-pub fn items_before_failure(total: usize) -> usize {
+pub(crate) fn items_before_failure(total: usize) -> usize {
     total.min(2)
 }
 
@@ -112,7 +113,7 @@ fn item_events(b: &mut Builder, index: usize, item: &Value, id: &mut dyn FnMut()
 
 /// All events of a streamed turn. `response` is the final Response object (completed, or
 /// failed with partial output when `opts.fail`).
-pub fn turn_events(response: &Value, opts: StreamOptions) -> Vec<StoredEvent> {
+pub(crate) fn turn_events(response: &Value, opts: StreamOptions) -> Vec<StoredEvent> {
     let mut b = Builder { events: Vec::new() };
     let mut start = response.clone();
     start["status"] = json!("in_progress");
@@ -185,7 +186,7 @@ fn stored(e: Value) -> StoredEvent {
 }
 
 /// SSE framing of one event.
-pub fn frame(e: &StoredEvent) -> String {
+pub(crate) fn frame(e: &StoredEvent) -> String {
     format!("event: {}\ndata: {}\n\n", e.event_type, e.data)
 }
 

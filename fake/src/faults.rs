@@ -46,7 +46,7 @@ pub struct FaultCounts {
 
 /// The fault one request gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     Error,
     Reset,
     Stall,
@@ -72,7 +72,7 @@ impl Faults {
 
 /// Per-server fault state: requests drawn for, and faults injected.
 #[derive(Debug, Default)]
-pub struct FaultState {
+pub(crate) struct FaultState {
     drawn: AtomicU64,
     errors: AtomicU64,
     resets: AtomicU64,
@@ -81,7 +81,7 @@ pub struct FaultState {
 
 impl FaultState {
     /// The fault of the next request (`None` when `faults` has none).
-    pub fn draw(&self, faults: &Faults) -> Option<Fault> {
+    pub(crate) fn draw(&self, faults: &Faults) -> Option<Fault> {
         if !faults.any() {
             return None;
         }
@@ -90,7 +90,7 @@ impl FaultState {
     }
 
     /// Record that `fault` was injected.
-    pub fn count(&self, fault: Fault) {
+    pub(crate) fn count(&self, fault: Fault) {
         let counter = match fault {
             Fault::Error => &self.errors,
             Fault::Reset => &self.resets,
@@ -99,7 +99,7 @@ impl FaultState {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn counts(&self) -> FaultCounts {
+    pub(crate) fn counts(&self) -> FaultCounts {
         FaultCounts {
             errors: self.errors.load(Ordering::Relaxed),
             resets: self.resets.load(Ordering::Relaxed),
@@ -130,7 +130,7 @@ const FLUSH_PAUSE: Duration = Duration::from_millis(10);
 
 /// `resp` with its body cut: the first few SSE events (`stream`) or the first half of the bytes,
 /// then an error, on which hyper aborts the connection (over HTTP/2, resets the stream).
-pub async fn cut(resp: Response, stream: bool) -> Response {
+pub(crate) async fn cut(resp: Response, stream: bool) -> Response {
     let (mut parts, body) = resp.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     let body = match stream {

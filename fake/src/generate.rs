@@ -14,10 +14,10 @@ use crate::kinds::{self, Kind};
 use crate::state::ItemRecord;
 
 /// The assistant text of every generated message.
-pub const MESSAGE_TEXT: &str = "This is a fake answer from the strict fake.";
+pub(crate) const MESSAGE_TEXT: &str = "This is a fake answer from the strict fake.";
 
 /// Inputs of generation taken from the request.
-pub struct TurnRequest<'a> {
+pub(crate) struct TurnRequest<'a> {
     pub body: &'a Value,
     pub tenant_key: &'a str,
     pub image_bytes: usize,
@@ -30,7 +30,7 @@ pub struct TurnRequest<'a> {
 
 impl TurnRequest<'_> {
     /// The effective `store`: the request's (default true), unless forced to false.
-    pub fn store(&self) -> bool {
+    pub(crate) fn store(&self) -> bool {
         !self.force_store_false
             && self
                 .body
@@ -40,7 +40,7 @@ impl TurnRequest<'_> {
     }
 
     /// Whether `include` asks for `reasoning.encrypted_content`.
-    pub fn includes_encrypted(&self) -> bool {
+    pub(crate) fn includes_encrypted(&self) -> bool {
         self.body
             .get("include")
             .and_then(Value::as_array)
@@ -105,7 +105,7 @@ fn client_call(req: &TurnRequest<'_>) -> Option<&'static str> {
 
 /// The shape used when the request has no `x-fake-shape` header: a call of the first
 /// client-executed tool, unless the input ends with a tool's output (then a message).
-pub fn default_shape(req: &TurnRequest<'_>, last_input_type: Option<&str>) -> Vec<Kind> {
+pub(crate) fn default_shape(req: &TurnRequest<'_>, last_input_type: Option<&str>) -> Vec<Kind> {
     let answered = last_input_type.is_some_and(|t| t.ends_with("_output"));
     let call = client_call(req).filter(|_| !answered);
     let codes: Vec<&str> = if req.has_tool(&["image_generation"]) {
@@ -122,7 +122,7 @@ pub fn default_shape(req: &TurnRequest<'_>, last_input_type: Option<&str>) -> Ve
 
 /// `shape` as a model that does not reason produces it: without reasoning items, and a message
 /// when nothing else is left.
-pub fn without_reasoning(shape: Vec<Kind>) -> Vec<Kind> {
+pub(crate) fn without_reasoning(shape: Vec<Kind>) -> Vec<Kind> {
     let rest: Vec<Kind> = shape
         .into_iter()
         .filter(|k| *k != kinds::REASONING)
@@ -213,12 +213,12 @@ fn build_item(kind: Kind, req: &TurnRequest<'_>) -> Value {
 }
 
 /// Output items for `shape`.
-pub fn build_output(shape: &[Kind], req: &TurnRequest<'_>) -> Vec<Value> {
+pub(crate) fn build_output(shape: &[Kind], req: &TurnRequest<'_>) -> Vec<Value> {
     shape.iter().map(|k| build_item(*k, req)).collect()
 }
 
 /// Position, group and call id of each output item.
-pub fn records(output: &[Value]) -> Vec<ItemRecord> {
+pub(crate) fn records(output: &[Value]) -> Vec<ItemRecord> {
     let mut group: Option<String> = None;
     let mut out = Vec::new();
     for (position, item) in output.iter().enumerate() {
@@ -241,7 +241,7 @@ pub fn records(output: &[Value]) -> Vec<ItemRecord> {
 }
 
 /// Unix seconds, for `created_at`.
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -250,7 +250,7 @@ pub fn now() -> u64 {
 
 /// The Response object for `output` (status `completed`); with a `conversation`, it names it
 /// (`"conversation": {"id": …}`), else the key is left out.
-pub fn response_object(id: &str, req: &TurnRequest<'_>, output: &[Value]) -> Value {
+pub(crate) fn response_object(id: &str, req: &TurnRequest<'_>, output: &[Value]) -> Value {
     let input_tokens = (req.input_len / 4).max(1) as u64;
     let output_tokens = 10 * output.len() as u64 + 1;
     let body = req.body;

@@ -54,7 +54,7 @@ fn frame(kind: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 }
 
 /// A server connection that sends GOAWAY after `after` client streams, as nginx does.
-pub struct GoAwayAfter<T> {
+pub(crate) struct GoAwayAfter<T> {
     inner: T,
     after: u32,
     preface_left: usize,
@@ -76,7 +76,7 @@ pub struct GoAwayAfter<T> {
 }
 
 impl<T> GoAwayAfter<T> {
-    pub fn new(inner: T, after: u32) -> Self {
+    pub(crate) fn new(inner: T, after: u32) -> Self {
         GoAwayAfter {
             inner,
             after: after.max(1),

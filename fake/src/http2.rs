@@ -22,7 +22,7 @@ const CONNECTION_SPECIFIC: [&str; 5] = [
 ];
 
 /// The 400 a strict server answers to an HTTP/2 request, if it is malformed.
-pub fn refusal(parts: &Parts) -> Option<Response> {
+pub(crate) fn refusal(parts: &Parts) -> Option<Response> {
     if let (Some(authority), Some(host)) = (parts.uri.authority(), parts.headers.get(header::HOST))
     {
         return Some(bad_request(&format!(

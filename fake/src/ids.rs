@@ -7,7 +7,7 @@
 use rand::Rng;
 
 /// `n` random bytes as lowercase hex (`2 * n` chars).
-pub fn random_hex(n: usize) -> String {
+pub(crate) fn random_hex(n: usize) -> String {
     let mut rng = rand::rng();
     let mut s = String::with_capacity(n * 2);
     for _ in 0..n {
@@ -18,17 +18,17 @@ pub fn random_hex(n: usize) -> String {
 }
 
 /// An item or response id: `prefix_` + 48 hex chars.
-pub fn new_id(prefix: &str) -> String {
+pub(crate) fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", random_hex(24))
 }
 
 /// A tool call id: `call_` + 24 hex chars.
-pub fn new_call_id() -> String {
+pub(crate) fn new_call_id() -> String {
     format!("call_{}", random_hex(12))
 }
 
 /// FNV-1a 64 of `data`.
-pub fn fnv1a64(data: &[u8]) -> u64 {
+pub(crate) fn fnv1a64(data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in data {
         h ^= u64::from(*b);
@@ -38,7 +38,7 @@ pub fn fnv1a64(data: &[u8]) -> u64 {
 }
 
 /// FNV-1a 64 as 16 lowercase hex chars.
-pub fn fnv_hex(data: &[u8]) -> String {
+pub(crate) fn fnv_hex(data: &[u8]) -> String {
     format!("{:016x}", fnv1a64(data))
 }
 

@@ -10,7 +10,7 @@ use crate::kinds;
 use crate::state::Tenant;
 
 /// Flatten `input` (an array, possibly with nested arrays) into a list of items.
-pub fn flatten(input: &Value, out: &mut Vec<Value>) {
+pub(crate) fn flatten(input: &Value, out: &mut Vec<Value>) {
     match input {
         Value::Array(items) => items.iter().for_each(|v| flatten(v, out)),
         other => out.push(other.clone()),
@@ -19,7 +19,7 @@ pub fn flatten(input: &Value, out: &mut Vec<Value>) {
 
 /// One input item, classified.
 #[derive(Debug, Clone)]
-pub struct InItem<'a> {
+pub(crate) struct InItem<'a> {
     pub value: &'a Value,
     pub item_type: Option<&'a str>,
     pub id: Option<&'a str>,
@@ -28,7 +28,7 @@ pub struct InItem<'a> {
 }
 
 impl<'a> InItem<'a> {
-    pub fn new(value: &'a Value) -> Self {
+    pub(crate) fn new(value: &'a Value) -> Self {
         let str_field = |k: &str| value.get(k).and_then(Value::as_str);
         let item_type = str_field("type");
         let id = str_field("id");
@@ -46,7 +46,7 @@ impl<'a> InItem<'a> {
     }
 
     /// The type used for prefix checks: `message` for easy messages with a role.
-    pub fn effective_type(&self) -> Option<&'a str> {
+    pub(crate) fn effective_type(&self) -> Option<&'a str> {
         match self.item_type {
             Some(t) => Some(t),
             None if self.value.get("role").is_some() => Some("message"),
@@ -54,17 +54,17 @@ impl<'a> InItem<'a> {
         }
     }
 
-    pub fn is_type(&self, t: &str) -> bool {
+    pub(crate) fn is_type(&self, t: &str) -> bool {
         self.item_type == Some(t)
     }
 
     /// Encrypted content, when present and not null.
-    pub fn encrypted_content(&self) -> Option<&'a Value> {
+    pub(crate) fn encrypted_content(&self) -> Option<&'a Value> {
         self.value.get("encrypted_content").filter(|v| !v.is_null())
     }
 
     /// A bare `{type, id}` (optionally `status`) that only names a stored item.
-    pub fn is_bare(&self) -> bool {
+    pub(crate) fn is_bare(&self) -> bool {
         let Some(obj) = self.value.as_object() else {
             return false;
         };
@@ -76,7 +76,7 @@ impl<'a> InItem<'a> {
     }
 
     /// Whether the server has to look this item up by id (E3/E3b).
-    pub fn needs_lookup(&self) -> bool {
+    pub(crate) fn needs_lookup(&self) -> bool {
         if self.id.is_none() {
             return false;
         }
@@ -87,7 +87,7 @@ impl<'a> InItem<'a> {
 
     /// The remembered item this input item stands for: its id, or for an id-less call the id of
     /// the remembered call with the same `call_id`.
-    pub fn identity(&self, tenant: &'a Tenant) -> Option<&'a str> {
+    pub(crate) fn identity(&self, tenant: &'a Tenant) -> Option<&'a str> {
         if let Some(id) = self.id {
             return Some(id);
         }
@@ -99,7 +99,7 @@ impl<'a> InItem<'a> {
     }
 
     /// The call id of a call item, from the item or (for a bare call) from memory.
-    pub fn resolved_call_id(&self, tenant: &'a Tenant) -> Option<&'a str> {
+    pub(crate) fn resolved_call_id(&self, tenant: &'a Tenant) -> Option<&'a str> {
         if let Some(c) = self.call_id {
             return Some(c);
         }

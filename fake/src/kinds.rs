@@ -6,7 +6,7 @@
 /// One producible kind: short code (as in `x-fake-shape`), item `type`, id prefix, and whether
 /// the item carries a `call_id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Kind {
+pub(crate) struct Kind {
     pub code: &'static str,
     pub item_type: &'static str,
     pub prefix: &'static str,
@@ -27,14 +27,14 @@ const fn k(
     }
 }
 
-pub const REASONING: Kind = k("rs", "reasoning", "rs", false);
-pub const MESSAGE: Kind = k("msg", "message", "msg", false);
-pub const FUNCTION_CALL: Kind = k("fc", "function_call", "fc", true);
-pub const IMAGE: Kind = k("ig", "image_generation_call", "ig", false);
-pub const WEB_SEARCH: Kind = k("ws", "web_search_call", "ws", false);
+pub(crate) const REASONING: Kind = k("rs", "reasoning", "rs", false);
+pub(crate) const MESSAGE: Kind = k("msg", "message", "msg", false);
+pub(crate) const FUNCTION_CALL: Kind = k("fc", "function_call", "fc", true);
+pub(crate) const IMAGE: Kind = k("ig", "image_generation_call", "ig", false);
+pub(crate) const WEB_SEARCH: Kind = k("ws", "web_search_call", "ws", false);
 
 /// Every kind the fake produces.
-pub const KINDS: &[Kind] = &[
+pub(crate) const KINDS: &[Kind] = &[
     REASONING,
     MESSAGE,
     FUNCTION_CALL,
@@ -53,12 +53,12 @@ pub const KINDS: &[Kind] = &[
 ];
 
 /// The kind for a shape code (`rs`, `ig`, …).
-pub fn by_code(code: &str) -> Option<Kind> {
+pub(crate) fn by_code(code: &str) -> Option<Kind> {
     KINDS.iter().copied().find(|k| k.code == code)
 }
 
 /// The id prefix an input item of `item_type` must carry (E7), without the underscore.
-pub fn prefix_for_type(item_type: &str) -> Option<&'static str> {
+pub(crate) fn prefix_for_type(item_type: &str) -> Option<&'static str> {
     if item_type == "compaction" {
         return Some("cmp");
     }
@@ -69,14 +69,14 @@ pub fn prefix_for_type(item_type: &str) -> Option<&'static str> {
 }
 
 /// Item types whose `call_id` identifies them when they come without an `id`.
-pub fn is_call_type(item_type: &str) -> bool {
+pub(crate) fn is_call_type(item_type: &str) -> bool {
     KINDS
         .iter()
         .any(|k| k.item_type == item_type && k.has_call_id)
 }
 
 /// Parse an `x-fake-shape` value such as `rs,ig,msg`.
-pub fn parse_shape(value: &str) -> Result<Vec<Kind>, String> {
+pub(crate) fn parse_shape(value: &str) -> Result<Vec<Kind>, String> {
     value
         .split(',')
         .map(str::trim)

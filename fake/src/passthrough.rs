@@ -18,7 +18,7 @@ use crate::state::Shared;
 const BLOB_CHUNK: usize = 64 * 1024;
 
 /// `ANY /v1/echo[/…]`: describes the request it got.
-pub async fn echo(
+pub(crate) async fn echo(
     method: Method,
     uri: Uri,
     version: Version,
@@ -53,7 +53,7 @@ pub async fn echo(
 }
 
 /// `GET /v1/blob?bytes=N`: N bytes of `i % 251`, in 64 KiB chunks, with content-length.
-pub fn blob(query: &Query) -> Response {
+pub(crate) fn blob(query: &Query) -> Response {
     let total = query.number("bytes").unwrap_or(0) as usize;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     tokio::spawn(async move {
@@ -78,7 +78,7 @@ pub fn blob(query: &Query) -> Response {
 }
 
 /// `GET /v1/sse?events=N&delay_ms=M`: N events `data: {"i":i}`, M ms apart.
-pub fn sse(query: &Query) -> Response {
+pub(crate) fn sse(query: &Query) -> Response {
     let count = query.number("events").unwrap_or(0);
     let delay = Duration::from_millis(query.number("delay_ms").unwrap_or(0));
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
@@ -107,7 +107,7 @@ pub fn sse(query: &Query) -> Response {
 }
 
 /// `ANY /v1/status/{code}`.
-pub fn status(code: &str) -> Response {
+pub(crate) fn status(code: &str) -> Response {
     let Some(status) = code
         .parse::<u16>()
         .ok()
@@ -130,7 +130,7 @@ pub fn status(code: &str) -> Response {
 }
 
 /// `GET /v1/headers`: repeated and OpenAI-style response headers.
-pub fn headers() -> Response {
+pub(crate) fn headers() -> Response {
     let mut resp = Response::new(Body::from("ok"));
     let h = resp.headers_mut();
     h.append(header::SET_COOKIE, HeaderValue::from_static("a=1"));
@@ -146,7 +146,7 @@ pub fn headers() -> Response {
 }
 
 /// `GET|POST /v1/json?bytes=N`: a JSON object of about N bytes.
-pub async fn json_blob(query: &Query, body: Body) -> Response {
+pub(crate) async fn json_blob(query: &Query, body: Body) -> Response {
     let _ = axum::body::to_bytes(body, usize::MAX).await;
     let target = query.number("bytes").unwrap_or(1024) as usize;
     let mut items = Vec::new();
@@ -163,7 +163,7 @@ pub async fn json_blob(query: &Query, body: Body) -> Response {
 }
 
 /// `GET /fake/stats`.
-pub async fn stats(shared: &Shared) -> Response {
+pub(crate) async fn stats(shared: &Shared) -> Response {
     let faults = shared.faults.counts();
     let value = json!({
         "responses_posts": shared.responses_posts.load(Ordering::Relaxed),

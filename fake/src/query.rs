@@ -2,12 +2,12 @@
 
 /// Parsed `a=1&b=2` pairs, in order.
 #[derive(Debug, Clone, Default)]
-pub struct Query {
+pub(crate) struct Query {
     pairs: Vec<(String, String)>,
 }
 
 impl Query {
-    pub fn parse(raw: Option<&str>) -> Self {
+    pub(crate) fn parse(raw: Option<&str>) -> Self {
         let pairs = raw
             .unwrap_or("")
             .split('&')
@@ -21,7 +21,7 @@ impl Query {
     }
 
     /// The first value of `key`.
-    pub fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.pairs
             .iter()
             .find(|(k, _)| k == key)
@@ -29,7 +29,7 @@ impl Query {
     }
 
     /// The first value of `key` as a number.
-    pub fn number(&self, key: &str) -> Option<u64> {
+    pub(crate) fn number(&self, key: &str) -> Option<u64> {
         self.get(key).and_then(|v| v.parse().ok())
     }
 }

@@ -17,7 +17,7 @@ use crate::state::StoredEvent;
 
 /// Per-request reply settings taken from headers.
 #[derive(Debug, Clone, Copy)]
-pub struct ReplyOptions {
+pub(crate) struct ReplyOptions {
     pub coding: Coding,
     pub delay: Duration,
     /// Write errors as `{"detail": "<message>"}` (`FakeOptions::detail_errors`).
@@ -26,7 +26,7 @@ pub struct ReplyOptions {
 
 impl ReplyOptions {
     /// Read `x-fake-delay-ms` and negotiate the coding.
-    pub fn from_headers(headers: &HeaderMap, compress: bool) -> Result<Self, ApiError> {
+    pub(crate) fn from_headers(headers: &HeaderMap, compress: bool) -> Result<Self, ApiError> {
         let coding = encoding::negotiate(headers, compress).map_err(ApiError::fake_usage)?;
         let delay_ms = headers
             .get("x-fake-delay-ms")
@@ -40,7 +40,7 @@ impl ReplyOptions {
         })
     }
 
-    pub fn plain() -> Self {
+    pub(crate) fn plain() -> Self {
         ReplyOptions {
             coding: Coding::Identity,
             delay: Duration::ZERO,
@@ -49,7 +49,7 @@ impl ReplyOptions {
     }
 
     /// The same options, writing errors in the `{"detail": …}` form when `on`.
-    pub fn with_detail_errors(self, on: bool) -> Self {
+    pub(crate) fn with_detail_errors(self, on: bool) -> Self {
         ReplyOptions {
             detail_errors: on,
             ..self
@@ -67,12 +67,12 @@ fn set_encoding(resp: &mut Response, coding: Coding) {
 }
 
 /// A JSON answer.
-pub async fn json(status: StatusCode, value: &Value, opts: ReplyOptions) -> Response {
+pub(crate) async fn json(status: StatusCode, value: &Value, opts: ReplyOptions) -> Response {
     json_text(status, value.to_string(), opts).await
 }
 
 /// A JSON answer from already serialized text.
-pub async fn json_text(status: StatusCode, raw: String, opts: ReplyOptions) -> Response {
+pub(crate) async fn json_text(status: StatusCode, raw: String, opts: ReplyOptions) -> Response {
     if !opts.delay.is_zero() {
         tokio::time::sleep(opts.delay).await;
     }
@@ -86,7 +86,7 @@ pub async fn json_text(status: StatusCode, raw: String, opts: ReplyOptions) -> R
 }
 
 /// An API error answer: `{"error": {…}}`, or `{"detail": "…"}` with `opts.detail_errors`.
-pub async fn error(err: &ApiError, opts: ReplyOptions) -> Response {
+pub(crate) async fn error(err: &ApiError, opts: ReplyOptions) -> Response {
     let body = match opts.detail_errors {
         true => err.detail_string(),
         false => err.body_string(),
@@ -95,7 +95,7 @@ pub async fn error(err: &ApiError, opts: ReplyOptions) -> Response {
 }
 
 /// A `text/event-stream` answer, one chunk per event.
-pub fn sse(events: Vec<StoredEvent>, opts: ReplyOptions) -> Response {
+pub(crate) fn sse(events: Vec<StoredEvent>, opts: ReplyOptions) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     tokio::spawn(async move {
         let mut enc = Encoder::new(opts.coding);
@@ -128,7 +128,7 @@ pub fn sse(events: Vec<StoredEvent>, opts: ReplyOptions) -> Response {
 }
 
 /// A body that yields whatever the channel receives.
-pub fn channel_body(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
+pub(crate) fn channel_body(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<Bytes, Infallible>(b), rx))
     });

@@ -17,14 +17,14 @@ use crate::state::Shared;
 use crate::turn::{self, Created};
 
 /// Reply settings of a non-streaming answer: from headers, falling back to plain.
-pub fn reply_opts(shared: &Shared, headers: &HeaderMap) -> ReplyOptions {
+pub(crate) fn reply_opts(shared: &Shared, headers: &HeaderMap) -> ReplyOptions {
     ReplyOptions::from_headers(headers, shared.opts.compress)
         .unwrap_or_else(|_| ReplyOptions::plain())
         .with_detail_errors(shared.opts.detail_errors)
 }
 
 /// `POST …/responses`, with the faults of `FakeOptions::faults` injected.
-pub async fn create(shared: Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
+pub(crate) async fn create(shared: Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
     shared.responses_posts.fetch_add(1, Ordering::Relaxed);
     let bytes = axum::body::to_bytes(body, usize::MAX)
         .await
@@ -88,7 +88,7 @@ async fn answer(created: Created, opts: ReplyOptions) -> Response {
 }
 
 /// `GET|DELETE …/responses/{id}` and `GET …/responses/{id}/input_items`.
-pub async fn by_id(
+pub(crate) async fn by_id(
     shared: Arc<Shared>,
     method: Method,
     headers: HeaderMap,

@@ -18,7 +18,7 @@ use crate::FakeOptions;
 
 /// One output item of a remembered turn.
 #[derive(Debug, Clone)]
-pub struct ItemRecord {
+pub(crate) struct ItemRecord {
     pub id: String,
     pub kind: String,
     pub position: usize,
@@ -30,7 +30,7 @@ pub struct ItemRecord {
 
 /// One SSE event as it was sent, kept for `starting_after` replay.
 #[derive(Debug, Clone)]
-pub struct StoredEvent {
+pub(crate) struct StoredEvent {
     pub sequence_number: u64,
     pub event_type: String,
     pub data: String,
@@ -38,7 +38,7 @@ pub struct StoredEvent {
 
 /// One generated turn (one response).
 #[derive(Debug, Clone)]
-pub struct Turn {
+pub(crate) struct Turn {
     pub response: Value,
     pub stored: bool,
     pub deleted: bool,
@@ -51,14 +51,14 @@ pub struct Turn {
 
 impl Turn {
     /// Whether lookups (GET, item references, chaining) may see this turn.
-    pub fn visible(&self) -> bool {
+    pub(crate) fn visible(&self) -> bool {
         self.stored && !self.deleted
     }
 }
 
 /// Everything one tenant ever got.
 #[derive(Debug, Default)]
-pub struct Tenant {
+pub(crate) struct Tenant {
     pub turns: HashMap<String, Turn>,
     /// item id → response id
     pub item_index: HashMap<String, String>,
@@ -73,29 +73,29 @@ pub struct Tenant {
 
 /// Turns one tenant's memory holds; older ones are forgotten (their ids then get E3b), so a
 /// benchmark's long run does not grow the fake without bound.
-pub const MAX_TURNS_PER_TENANT: usize = 1_000_000;
+pub(crate) const MAX_TURNS_PER_TENANT: usize = 1_000_000;
 
 impl Tenant {
     /// The remembered item with this id and the turn it belongs to.
-    pub fn item(&self, id: &str) -> Option<(&ItemRecord, &Turn)> {
+    pub(crate) fn item(&self, id: &str) -> Option<(&ItemRecord, &Turn)> {
         let resp = self.item_index.get(id)?;
         let turn = self.turns.get(resp)?;
         turn.items.iter().find(|r| r.id == id).map(|r| (r, turn))
     }
 
     /// The id of the remembered call item with this call_id.
-    pub fn item_id_for_call(&self, call_id: &str) -> Option<&str> {
+    pub(crate) fn item_id_for_call(&self, call_id: &str) -> Option<&str> {
         self.call_index.get(call_id).map(String::as_str)
     }
 
     /// A turn reachable by id for GET and (beside a socket's own `store:false` turns, see
     /// `validate`) for `previous_response_id`.
-    pub fn visible_turn(&self, id: &str) -> Option<&Turn> {
+    pub(crate) fn visible_turn(&self, id: &str) -> Option<&Turn> {
         self.turns.get(id).filter(|t| t.visible())
     }
 
     /// Input and output items of the chain ending at `resp_id` (that turn and its ancestors).
-    pub fn chain_items(&self, resp_id: &str) -> Vec<&Value> {
+    pub(crate) fn chain_items(&self, resp_id: &str) -> Vec<&Value> {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         let mut next = Some(resp_id.to_string());
@@ -113,12 +113,12 @@ impl Tenant {
     }
 
     /// The items of one of this tenant's conversations.
-    pub fn conversation(&self, id: &str) -> Option<&[Value]> {
+    pub(crate) fn conversation(&self, id: &str) -> Option<&[Value]> {
         self.conversations.get(id).map(Vec::as_slice)
     }
 
     /// Append a turn made in conversation `id` to it: its input, then its output.
-    pub fn extend_conversation(&mut self, id: &str, turn: &Turn) {
+    pub(crate) fn extend_conversation(&mut self, id: &str, turn: &Turn) {
         if let Some(items) = self.conversations.get_mut(id) {
             items.extend(turn.input.iter().cloned());
             items.extend(turn.output.iter().cloned());
@@ -126,7 +126,7 @@ impl Tenant {
     }
 
     /// Record a generated turn.
-    pub fn remember(&mut self, id: String, turn: Turn) {
+    pub(crate) fn remember(&mut self, id: String, turn: Turn) {
         for rec in &turn.items {
             self.item_index.insert(rec.id.clone(), id.clone());
             if let Some(call_id) = &rec.call_id {
@@ -157,7 +157,7 @@ impl Tenant {
 
 /// State shared by all connections of one fake server.
 #[derive(Debug, Default)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub opts: FakeOptions,
     pub tenants: Mutex<HashMap<String, Tenant>>,
     pub responses_posts: AtomicU64,
@@ -170,7 +170,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(opts: FakeOptions) -> Self {
+    pub(crate) fn new(opts: FakeOptions) -> Self {
         Shared {
             opts,
             ..Default::default()
@@ -178,15 +178,15 @@ impl Shared {
     }
 
     /// The tenants map; a poisoned lock is still usable (the data is plain).
-    pub fn tenants(&self) -> MutexGuard<'_, HashMap<String, Tenant>> {
+    pub(crate) fn tenants(&self) -> MutexGuard<'_, HashMap<String, Tenant>> {
         self.tenants.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn set_last_body(&self, body: Bytes) {
+    pub(crate) fn set_last_body(&self, body: Bytes) {
         *self.last_body.lock().unwrap_or_else(|e| e.into_inner()) = Some(body);
     }
 
-    pub fn last_body(&self) -> Option<Bytes> {
+    pub(crate) fn last_body(&self) -> Option<Bytes> {
         self.last_body
             .lock()
             .unwrap_or_else(|e| e.into_inner())

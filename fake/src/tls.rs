@@ -138,7 +138,7 @@ pub struct H2Faults {
 
 /// Serves `app` over TLS until `stop`: HTTP/2 when the client chose `h2` by ALPN, else HTTP/1.1
 /// (with upgrades, for WebSocket mode). Connections are tasks of a set dropped with the server.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     acceptor: TlsAcceptor,
     app: axum::Router,

@@ -28,7 +28,7 @@ use crate::state::{Shared, StoredEvent, Tenant, Turn};
 use crate::validate::{self, Request};
 
 /// A created turn, ready to be sent.
-pub struct Created {
+pub(crate) struct Created {
     /// The new response's id.
     pub id: String,
     pub response: Value,
@@ -37,7 +37,7 @@ pub struct Created {
 }
 
 /// The tenant key of a request: credentials plus organization and project.
-pub fn tenant_key(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn tenant_key(headers: &HeaderMap) -> Option<String> {
     let get = |name: &str| {
         headers
             .get(name)
@@ -52,7 +52,7 @@ pub fn tenant_key(headers: &HeaderMap) -> Option<String> {
 }
 
 /// How the API names a JSON value's type in `invalid_type` errors.
-pub fn json_kind(v: &Value) -> &'static str {
+pub(crate) fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -119,7 +119,7 @@ fn conversation_items<'t>(tenant: &'t Tenant, id: &str) -> Result<&'t [Value], A
 }
 
 /// A validated, generated turn not yet recorded.
-pub struct Prepared {
+pub(crate) struct Prepared {
     pub created: Created,
     turn: Turn,
     /// The conversation the turn is appended to when recorded.
@@ -129,7 +129,7 @@ pub struct Prepared {
 impl Prepared {
     /// Record the turn for `tenant`, so lookups and follow-ups find it, and append it to its
     /// conversation.
-    pub fn remember(self, shared: &Shared, tenant: &str) -> Created {
+    pub(crate) fn remember(self, shared: &Shared, tenant: &str) -> Created {
         let mut tenants = shared.tenants();
         let state = tenants.entry(tenant.to_string()).or_default();
         if let Some(conversation) = &self.conversation {
@@ -142,7 +142,7 @@ impl Prepared {
 
 /// Validate, generate and record a turn for `tenant`. `local` holds the response ids made earlier
 /// on the same WebSocket (`None` over HTTP), whose `store:false` turns may be chained there (N6).
-pub fn create(
+pub(crate) fn create(
     shared: &Shared,
     tenant: &str,
     headers: &HeaderMap,
@@ -153,7 +153,7 @@ pub fn create(
 }
 
 /// Validate and generate a turn for `tenant` without recording it (see [`create`]).
-pub fn prepare(
+pub(crate) fn prepare(
     shared: &Shared,
     tenant: &str,
     headers: &HeaderMap,

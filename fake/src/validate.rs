@@ -58,7 +58,7 @@ use crate::kinds;
 use crate::state::{Tenant, Turn};
 
 /// What the validator needs from the request besides the items.
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     pub tenant_key: &'a str,
     pub previous_response_id: Option<&'a str>,
     pub store: bool,
@@ -76,7 +76,11 @@ pub struct Request<'a> {
 }
 
 /// Validate `items` (the flattened input) for `tenant`.
-pub fn validate(req: &Request<'_>, values: &[Value], tenant: &Tenant) -> Result<(), ApiError> {
+pub(crate) fn validate(
+    req: &Request<'_>,
+    values: &[Value],
+    tenant: &Tenant,
+) -> Result<(), ApiError> {
     let items: Vec<InItem<'_>> = values.iter().map(InItem::new).collect();
     check_schema(req, &items)?;
     check_include(req)?;

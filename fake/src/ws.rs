@@ -23,7 +23,7 @@ use crate::state::Shared;
 use crate::turn;
 
 /// Whether a request asks for a WebSocket upgrade.
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers
         .get("upgrade")
         .and_then(|v| v.to_str().ok())
@@ -31,7 +31,7 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Accept the upgrade (after checking credentials) and serve frames.
-pub async fn upgrade(shared: Arc<Shared>, mut parts: Parts) -> Response {
+pub(crate) async fn upgrade(shared: Arc<Shared>, mut parts: Parts) -> Response {
     let headers = parts.headers.clone();
     let opts =
         ReplyOptions::from_headers(&headers, false).unwrap_or_else(|_| ReplyOptions::plain());

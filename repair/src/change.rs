@@ -62,7 +62,7 @@ pub struct Change {
 
 /// The rules a change applied, with their counts: the `x-rethread-repairs` header, the log line
 /// and the metric labels.
-pub const RULES: [&str; 15] = [
+pub const RULE_NAMES: [&str; 15] = [
     "insert",
     "rehydrate",
     "move",
@@ -137,7 +137,7 @@ impl Change {
     }
 
     /// Each rule this change applies, with how many items it touched (`include`, `flatten` and
-    /// `exclude` count 1), in the order of `RULES`.
+    /// `exclude` count 1), in the order of `RULE_NAMES`.
     pub fn rules(&self) -> Vec<(&'static str, usize)> {
         let r = self.rewrite.as_ref();
         let counts = [
@@ -157,7 +157,7 @@ impl Change {
             r.map_or(0, |r| r.deduped),
             usize::from(self.expand.is_some()),
         ];
-        RULES
+        RULE_NAMES
             .into_iter()
             .zip(counts)
             .filter(|(_, n)| *n > 0)

@@ -7,7 +7,7 @@
 //! buffering of the body, and no copy of the payload.
 
 /// What a dropped string becomes; an item containing it is never kept in full.
-pub const MARKER: &[u8] = b"\"\\u0000rethread-elided\"";
+pub(super) const MARKER: &[u8] = b"\"\\u0000rethread-elided\"";
 
 /// Keys whose string values are payloads no kept item needs (an image call's base64 `result`;
 /// image calls are never kept in full): such a value is dropped once it passes `BULKY_MAX`
@@ -21,7 +21,7 @@ const RESULT_KEY: &[u8] = b"\"result\"";
 const BULKY_MAX: usize = 1024;
 
 #[derive(Debug)]
-pub struct Eliding {
+pub(super) struct Eliding {
     out: Vec<u8>,
     max_string: usize,
     in_string: bool,
@@ -39,7 +39,7 @@ pub struct Eliding {
 }
 
 impl Eliding {
-    pub fn new(max_string: usize) -> Self {
+    pub(super) fn new(max_string: usize) -> Self {
         Eliding {
             out: Vec::new(),
             max_string,
@@ -55,21 +55,21 @@ impl Eliding {
 
     /// Keeps `result` values up to `max` bytes (the image results of an unstored turn, which
     /// can only be replayed in full).
-    pub fn keeping_results(mut self, max: usize) -> Self {
+    pub(super) fn keeping_results(mut self, max: usize) -> Self {
         self.result_max = self.result_max.max(max);
         self
     }
 
     /// The kept text so far.
-    pub fn bytes(&self) -> &[u8] {
+    pub(super) fn bytes(&self) -> &[u8] {
         &self.out
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.out.len()
     }
 
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.out.clear();
         self.in_string = false;
         self.escaped = false;
@@ -95,7 +95,7 @@ impl Eliding {
         }
     }
 
-    pub fn push(&mut self, mut bytes: &[u8]) {
+    pub(super) fn push(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             if !self.in_string {
                 // Outside strings everything is kept, up to the next opening quote.

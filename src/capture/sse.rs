@@ -9,7 +9,7 @@ use super::elide::Eliding;
 
 /// Assembles events from chunks.
 #[derive(Debug)]
-pub struct SseFramer {
+pub(super) struct SseFramer {
     /// The current line, while it is not a data line being streamed.
     line: Vec<u8>,
     mode: Line,
@@ -42,7 +42,7 @@ enum Line {
 const MAX_FIELD_LINE: usize = 4096;
 
 /// Events whose data capture reads; others are skipped when named by an `event:` line.
-pub fn is_wanted(event: &str) -> bool {
+pub(super) fn is_wanted(event: &str) -> bool {
     matches!(
         event,
         "response.created"
@@ -59,7 +59,7 @@ impl SseFramer {
     /// `max_event` bounds the kept data of one event; `max_string` the longest JSON string kept
     /// in it (longer ones, like image results, are dropped without being copied), `max_result`
     /// an image result's (kept for an unstored turn).
-    pub fn new(max_event: usize, max_string: usize, max_result: usize) -> Self {
+    pub(super) fn new(max_event: usize, max_string: usize, max_result: usize) -> Self {
         SseFramer {
             line: Vec::new(),
             mode: Line::Start,
@@ -74,7 +74,7 @@ impl SseFramer {
     }
 
     /// Whether an event was dropped for exceeding the bound.
-    pub fn overflowed(&self) -> bool {
+    pub(super) fn overflowed(&self) -> bool {
         self.overflowed
     }
 
@@ -83,7 +83,7 @@ impl SseFramer {
     }
 
     /// Feeds a chunk; `on_event` receives the data of each complete event worth reading.
-    pub fn push(&mut self, mut chunk: &[u8], on_event: &mut dyn FnMut(&[u8])) {
+    pub(super) fn push(&mut self, mut chunk: &[u8], on_event: &mut dyn FnMut(&[u8])) {
         while !chunk.is_empty() {
             let newline = memchr::memchr(b'\n', chunk);
             let (part, rest) = match newline {

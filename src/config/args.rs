@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
-use super::values::{ByteSize, LogFormat, Mode, ModelPatterns, Secret, Span, UnansweredCalls};
+use super::values::{
+    ByteSize, HumanDuration, LogFormat, Mode, ModelPatterns, Secret, UnansweredCalls,
+};
 use crate::repair::plan::RestorePolicy;
 
 /// `rethread --version`: the crate's version (the wheel's and the npm packages' too) and the
@@ -81,10 +83,10 @@ pub struct SettingsArgs {
     /// Time a client has to send its request headers; also the longest pause in a Responses
     /// request body [default: `30s`]
     #[arg(long, env = "RETHREAD_HEADER_TIMEOUT", global = true)]
-    pub header_timeout: Option<Span>,
+    pub header_timeout: Option<HumanDuration>,
     /// Time in-flight requests and streams get to finish on shutdown [default: `30s`]
     #[arg(long, env = "RETHREAD_DRAIN_TIMEOUT", global = true)]
-    pub drain_timeout: Option<Span>,
+    pub drain_timeout: Option<HumanDuration>,
     /// Threads serving connections, each with an event loop of its own (as nginx's worker
     /// processes); accepted connections are handed to them in turn. `1` suits a sidecar on a
     /// small machine shared with its application [default: `0` (one per CPU core)]
@@ -119,12 +121,12 @@ pub struct SettingsArgs {
     pub upstream_ca: Option<PathBuf>,
     /// Time allowed to connect to the upstream [default: `10s`]
     #[arg(long, env = "RETHREAD_CONNECT_TIMEOUT", global = true)]
-    pub connect_timeout: Option<Span>,
+    pub connect_timeout: Option<HumanDuration>,
     /// Longest silence from the upstream: before its headers (counted from the request body's
     /// last chunk) or between body chunks; never cuts a live stream or an upload that is still
     /// moving [default: `10m`]
     #[arg(long, env = "RETHREAD_IDLE_TIMEOUT", global = true)]
-    pub idle_timeout: Option<Span>,
+    pub idle_timeout: Option<HumanDuration>,
 
     // Where turns are remembered, for how long, and how much (`StoreSettings`).
     /// Where turns are remembered: `memory`; `file:DIR`, the memory store kept on disk in DIR, so
@@ -141,14 +143,14 @@ pub struct SettingsArgs {
     /// Longest wait for a shared store's lookup; past it the request goes on without memory
     /// [default: `20ms`]
     #[arg(long, env = "RETHREAD_STORE_TIMEOUT", global = true)]
-    pub store_timeout: Option<Span>,
+    pub store_timeout: Option<HumanDuration>,
     /// How often the file store syncs its writes to the disk: what a power loss may lose (a
     /// killed process loses nothing) [default: `1s`]
     #[arg(long, env = "RETHREAD_STORE_SYNC", global = true)]
-    pub store_sync: Option<Span>,
+    pub store_sync: Option<HumanDuration>,
     /// How long a turn is remembered, e.g. `30d`, `12h`, `90s` [default: `30d`]
     #[arg(long, env = "RETHREAD_RETENTION", global = true)]
-    pub retention: Option<Span>,
+    pub retention: Option<HumanDuration>,
     /// How many turns are remembered before the oldest are evicted [default: `1000000`]
     #[arg(long, env = "RETHREAD_CAPACITY", global = true)]
     pub capacity: Option<usize>,

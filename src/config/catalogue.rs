@@ -13,7 +13,7 @@ const CONFIG: &str = "config";
 
 /// One setting, as its `#[arg]` and doc comment declare it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Setting {
+pub(super) struct Setting {
     /// The field's name, which is also its file key (`config` excepted).
     pub key: String,
     /// The long flag, without `--`.
@@ -42,13 +42,13 @@ impl Setting {
     }
 
     /// Whether the setting is a key of the TOML file.
-    pub fn is_file_key(&self) -> bool {
+    pub(super) fn is_file_key(&self) -> bool {
         self.key != CONFIG
     }
 }
 
 /// Every setting, in the order `SettingsArgs` declares them.
-pub fn settings() -> Vec<Setting> {
+pub(super) fn settings() -> Vec<Setting> {
     SettingsArgs::augment_args(Command::new("rethread"))
         .get_arguments()
         .map(Setting::from_arg)
@@ -56,7 +56,7 @@ pub fn settings() -> Vec<Setting> {
 }
 
 /// The keys a config file may hold, in declaration order.
-pub fn file_keys() -> impl Iterator<Item = String> {
+pub(super) fn file_keys() -> impl Iterator<Item = String> {
     settings()
         .into_iter()
         .filter(Setting::is_file_key)

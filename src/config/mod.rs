@@ -24,7 +24,7 @@ mod values;
 
 pub use self::args::{Cli, Command, SettingsArgs};
 pub use self::values::{
-    redact_url, ByteSize, LogFormat, Mode, ModelPatterns, Secret, Span, UnansweredCalls,
+    redact_url, ByteSize, HumanDuration, LogFormat, Mode, ModelPatterns, Secret, UnansweredCalls,
 };
 
 /// Where turns are remembered.

@@ -70,8 +70,8 @@ fn server(layers: &mut Layers) -> ServerSettings {
     ServerSettings {
         listen: pick!(layers.listen).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
         admin_listen: pick!(layers.admin_listen),
-        header_timeout: span(pick!(layers.header_timeout), Duration::from_secs(30)),
-        drain_timeout: span(pick!(layers.drain_timeout), Duration::from_secs(30)),
+        header_timeout: duration(pick!(layers.header_timeout), Duration::from_secs(30)),
+        drain_timeout: duration(pick!(layers.drain_timeout), Duration::from_secs(30)),
         workers: pick!(layers.workers).unwrap_or(0),
         log_format: pick!(layers.log_format).unwrap_or(LogFormat::Pretty),
         log: pick!(layers.log)
@@ -85,8 +85,8 @@ fn upstream(layers: &mut Layers) -> Result<UpstreamSettings, ConfigError> {
     Ok(UpstreamSettings {
         url: upstream_url(&url)?,
         ca: pick!(layers.upstream_ca),
-        connect_timeout: span(pick!(layers.connect_timeout), Duration::from_secs(10)),
-        idle_timeout: span(pick!(layers.idle_timeout), Duration::from_secs(600)),
+        connect_timeout: duration(pick!(layers.connect_timeout), Duration::from_secs(10)),
+        idle_timeout: duration(pick!(layers.idle_timeout), Duration::from_secs(600)),
     })
 }
 
@@ -119,9 +119,9 @@ fn store(layers: &mut Layers) -> Result<StoreSettings, ConfigError> {
     Ok(StoreSettings {
         kind: store_kind(pick!(layers.store))?,
         prefix: pick!(layers.store_prefix).unwrap_or_else(|| "rethread".to_owned()),
-        timeout: span(pick!(layers.store_timeout), Duration::from_millis(20)),
-        sync: span(pick!(layers.store_sync), Duration::from_secs(1)),
-        retention: span(pick!(layers.retention), Duration::from_secs(30 * 86_400)),
+        timeout: duration(pick!(layers.store_timeout), Duration::from_millis(20)),
+        sync: duration(pick!(layers.store_sync), Duration::from_secs(1)),
+        retention: duration(pick!(layers.retention), Duration::from_secs(30 * 86_400)),
         capacity: pick!(layers.capacity).unwrap_or(1_000_000),
         full_items_budget: bytes(pick!(layers.full_items_budget), 512 << 20),
         tenant_full_items_budget: bytes(pick!(layers.tenant_full_items_budget), 64 << 20),
@@ -210,8 +210,8 @@ fn rewrites(layers: &mut Layers) -> Switches {
     }
 }
 
-fn span(value: Option<Span>, default: Duration) -> Duration {
-    value.map_or(default, |span| span.0)
+fn duration(value: Option<HumanDuration>, default: Duration) -> Duration {
+    value.map_or(default, |d| d.0)
 }
 
 fn bytes(value: Option<ByteSize>, default: u64) -> usize {

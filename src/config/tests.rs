@@ -119,15 +119,15 @@ fn a_shared_store_needs_a_tenant_secret() {
 #[test]
 fn units_parse() {
     assert_eq!(
-        "500ms".parse::<Span>().unwrap().0,
+        "500ms".parse::<HumanDuration>().unwrap().0,
         Duration::from_millis(500)
     );
     assert_eq!(
-        "30d".parse::<Span>().unwrap().0,
+        "30d".parse::<HumanDuration>().unwrap().0,
         Duration::from_secs(2_592_000)
     );
     assert_eq!("64MiB".parse::<ByteSize>().unwrap().0, 64 << 20);
-    assert!("5 parsecs".parse::<Span>().is_err());
+    assert!("5 parsecs".parse::<HumanDuration>().is_err());
 }
 
 #[test]

@@ -23,9 +23,9 @@ pub fn redact_url(url: &str) -> String {
 
 /// A duration written `500ms`, `90s`, `10m`, `12h`, `30d`, or a number of seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Span(pub Duration);
+pub struct HumanDuration(pub Duration);
 
-impl FromStr for Span {
+impl FromStr for HumanDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
@@ -40,7 +40,7 @@ impl FromStr for Span {
             "d" => 86_400_000,
             _ => return Err(format!("unknown unit in {s:?}; use ms, s, m, h or d")),
         };
-        Ok(Span(Duration::from_millis(n.saturating_mul(ms))))
+        Ok(HumanDuration(Duration::from_millis(n.saturating_mul(ms))))
     }
 }
 
@@ -193,7 +193,7 @@ macro_rules! deserialize_via_from_str {
         }
     };
 }
-deserialize_via_from_str!(Span);
+deserialize_via_from_str!(HumanDuration);
 deserialize_via_from_str!(ByteSize);
 deserialize_via_from_str!(Secret);
 

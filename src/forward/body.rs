@@ -26,7 +26,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> IdleTimeout<B> {
-    pub fn new(inner: B, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: B, timeout: Duration) -> Self {
         IdleTimeout {
             inner,
             sleep: tokio::time::sleep(timeout),
@@ -38,7 +38,7 @@ impl<B> IdleTimeout<B> {
 /// The peer went silent for longer than the idle timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("no data for {0:?}")]
-pub struct IdleTimedOut(Duration);
+pub(crate) struct IdleTimedOut(Duration);
 
 impl<B> HttpBody for IdleTimeout<B>
 where
@@ -76,13 +76,13 @@ where
 }
 
 /// A body made of chunks already in memory (a spliced request).
-pub struct ChunksBody {
+pub(crate) struct ChunksBody {
     chunks: std::collections::VecDeque<Bytes>,
     remaining: u64,
 }
 
 impl ChunksBody {
-    pub fn new(chunks: Vec<Bytes>) -> Self {
+    pub(crate) fn new(chunks: Vec<Bytes>) -> Self {
         let remaining = chunks.iter().map(|c| c.len() as u64).sum();
         ChunksBody {
             chunks: chunks.into(),
@@ -127,7 +127,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> Prefixed<B> {
-    pub fn new(prefix: Bytes, rest: B) -> Self {
+    pub(crate) fn new(prefix: Bytes, rest: B) -> Self {
         Prefixed {
             prefix: Some(prefix).filter(|p| !p.is_empty()),
             rest,
@@ -157,14 +157,14 @@ impl<B: HttpBody<Data = Bytes>> HttpBody for Prefixed<B> {
 
 /// When a request body last moved, shared by the body and the wait for the response head.
 #[derive(Debug)]
-pub struct Progress {
+pub(super) struct Progress {
     start: Instant,
     /// Milliseconds after `start` of the last frame.
     last_ms: AtomicU64,
 }
 
 impl Progress {
-    pub fn new() -> Arc<Self> {
+    pub(super) fn new() -> Arc<Self> {
         Arc::new(Progress {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
@@ -191,7 +191,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> Watched<B> {
-    pub fn new(inner: B, progress: Arc<Progress>) -> Self {
+    pub(super) fn new(inner: B, progress: Arc<Progress>) -> Self {
         Watched { inner, progress }
     }
 }
@@ -223,7 +223,7 @@ impl<B: HttpBody> HttpBody for Watched<B> {
 
 /// `response`, unless `idle` passes without it and without the request body moving: silence is
 /// measured from the upload's last frame, so a slow upload that is still going is never cut.
-pub async fn within_idle<F: Future>(
+pub(super) async fn within_idle<F: Future>(
     response: F,
     idle: Duration,
     progress: &Progress,

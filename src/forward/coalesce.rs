@@ -33,7 +33,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<B: HttpBody<Data = Bytes>> Coalesce<B> {
-    pub fn new(inner: B) -> Self {
+    pub(crate) fn new(inner: B) -> Self {
         Coalesce {
             inner,
             held: None,

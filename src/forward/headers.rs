@@ -5,7 +5,7 @@ use http::header::{self, HeaderName};
 use http::HeaderMap;
 
 /// Whether a request asks to switch protocols (WebSocket).
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
             .get_all(header::CONNECTION)
@@ -28,7 +28,7 @@ const HOP_BY_HOP: [&str; 7] = [
 /// Removes hop-by-hop headers and those the `Connection` header names; an upgrade keeps
 /// `Connection: upgrade` and `Upgrade`, which the next hop needs. The remaining headers keep their
 /// order.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -53,7 +53,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 }
 
 /// Removes every `name` field, keeping the others in their order.
-pub fn remove_header(headers: &mut HeaderMap, name: &HeaderName) {
+pub(super) fn remove_header(headers: &mut HeaderMap, name: &HeaderName) {
     if headers.contains_key(name) {
         retain(headers, |n| n != name);
     }

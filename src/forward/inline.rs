@@ -44,7 +44,7 @@ const HANDOFF_FRESH: Duration = Duration::from_secs(1);
 
 /// Why a request did not get a response head.
 #[derive(Debug, thiserror::Error)]
-pub enum SendError {
+pub(crate) enum SendError {
     #[error("connection failed")]
     Connect(#[source] crate::error::BoxError),
     #[error("connection failed: timed out after {0:?}")]
@@ -101,7 +101,7 @@ impl Link {
 /// What became of a request handed to the pool.
 // Returned once per request and taken apart at once: boxing would cost an allocation each.
 #[allow(clippy::large_enum_variant)]
-pub enum Sent {
+pub(super) enum Sent {
     /// The response head; its body drives the connection.
     Response(Response<Driven>),
     /// The upstream speaks HTTP/2 (ALPN): the request, unsent, belongs to the pooled client.
@@ -109,7 +109,7 @@ pub enum Sent {
 }
 
 /// Unused HTTP/1.1 connections to one upstream, most recently used last.
-pub struct InlinePool {
+pub(super) struct InlinePool {
     /// The pooled client's connector (same trust, same ALPN offer).
     connector: HttpsConnector<HttpConnector>,
     /// Where connections go: the upstream's scheme and authority.
@@ -124,7 +124,7 @@ pub struct InlinePool {
 }
 
 impl InlinePool {
-    pub fn new(
+    pub(super) fn new(
         connector: HttpsConnector<HttpConnector>,
         base: Uri,
         connect_timeout: Duration,
@@ -143,7 +143,7 @@ impl InlinePool {
     }
 
     /// The pooled client's connector: takes the connection that chose HTTP/2, if one waits.
-    pub fn handoff(&self) -> Handoff {
+    pub(super) fn handoff(&self) -> Handoff {
         Handoff {
             inner: self.connector.clone(),
             parked: self.handoff.clone(),
@@ -151,14 +151,17 @@ impl InlinePool {
     }
 
     /// Whether requests go through this pool: not once the upstream has chosen HTTP/2.
-    pub fn is_http1(&self) -> bool {
+    pub(super) fn is_http1(&self) -> bool {
         !self.speaks_h2.load(Ordering::Relaxed)
     }
 
     /// Sends a prepared request (absolute URI) and returns the response head; the body carries the
     /// connection and drives it. A request that a reused connection closed under before sending
     /// is sent again on another one, as hyper-util's client does.
-    pub async fn send(self: &Arc<Self>, mut request: Request<Body>) -> Result<Sent, SendError> {
+    pub(super) async fn send(
+        self: &Arc<Self>,
+        mut request: Request<Body>,
+    ) -> Result<Sent, SendError> {
         loop {
             let (mut link, reused) = match self.checkout() {
                 Some(link) => (link, true),
@@ -259,14 +262,14 @@ impl InlinePool {
 
 /// A connector that first gives out the connection the inline pool found speaking HTTP/2.
 #[derive(Clone)]
-pub struct Handoff {
+pub(super) struct Handoff {
     inner: HttpsConnector<HttpConnector>,
     parked: Arc<Mutex<Option<(Stream, Instant)>>>,
 }
 
 impl Handoff {
     /// A connector with nothing handed to it (for connections of another kind, e.g. upgrades).
-    pub fn plain(inner: HttpsConnector<HttpConnector>) -> Self {
+    pub(super) fn plain(inner: HttpsConnector<HttpConnector>) -> Self {
         Handoff {
             inner,
             parked: Arc::default(),
@@ -322,7 +325,7 @@ fn origin_form(request: Request<Body>) -> (Request<Body>, Uri) {
 /// A response body that drives its connection, and gives it back to the pool once the response
 /// has been read to its end. Dropped early (the client left), it closes the connection: the rest
 /// of the response would otherwise have to be read first.
-pub struct Driven {
+pub(super) struct Driven {
     link: Option<Link>,
     pool: Arc<InlinePool>,
     body: Incoming,

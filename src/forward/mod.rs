@@ -27,18 +27,18 @@ mod resend;
 mod tls;
 
 use body::{within_idle, Progress, Watched};
-pub use body::{ChunksBody, IdleTimedOut, IdleTimeout, Prefixed};
-pub use coalesce::Coalesce;
+pub(crate) use body::{ChunksBody, IdleTimedOut, IdleTimeout, Prefixed};
+pub(crate) use coalesce::Coalesce;
 use headers::remove_header;
-pub use headers::{is_upgrade, remove_hop_by_hop};
+pub(crate) use headers::{is_upgrade, remove_hop_by_hop};
 use resend::Replay;
-pub use resend::REASONS as RESEND_REASONS;
+pub(crate) use resend::REASONS as RESEND_REASONS;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The configured upstream and a pooled client for it.
 #[derive(Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     prefix: String,
@@ -107,7 +107,7 @@ where
 
 /// The protocol an upstream connection speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Negotiated {
+pub(crate) enum Negotiated {
     /// Plain HTTP/1.1.
     Http1,
     /// HTTP/1.1 over TLS (the upstream did not offer `h2` by ALPN).
@@ -130,7 +130,9 @@ impl Upstream {
     /// A client for `base`; HTTPS trusts the system roots and, beside them, the CAs in
     /// `upstream_ca` (a PEM file).
     /// The client for the configured upstream.
-    pub fn from_settings(settings: &crate::config::UpstreamSettings) -> std::io::Result<Self> {
+    pub(crate) fn from_settings(
+        settings: &crate::config::UpstreamSettings,
+    ) -> std::io::Result<Self> {
         Self::new(
             &settings.url,
             settings.connect_timeout,
@@ -139,7 +141,7 @@ impl Upstream {
         )
     }
 
-    pub fn new(
+    pub(crate) fn new(
         base: &Uri,
         connect_timeout: Duration,
         idle_timeout: Duration,
@@ -188,7 +190,7 @@ impl Upstream {
 
     /// Connects to the upstream as a request would (same trust, same ALPN) and says which
     /// protocol was agreed on; sends no request.
-    pub async fn probe(&self) -> Result<Negotiated, ProxyError> {
+    pub(crate) async fn probe(&self) -> Result<Negotiated, ProxyError> {
         let uri = self.target("/")?;
         let mut connector = self.connector.clone();
         let connecting = tower::Service::call(&mut connector, uri);
@@ -217,7 +219,7 @@ impl Upstream {
     }
 
     /// The upstream URI for a client's path and query: the upstream's own path prefixed.
-    pub fn target(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
+    pub(crate) fn target(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
         if !path_and_query.starts_with('/') {
             return Err(ProxyError::NotForwardable);
         }
@@ -232,13 +234,16 @@ impl Upstream {
     /// Sends a prepared request; the response body is guarded by the idle timeout. A request the
     /// upstream did not process is sent again (`resend.rs`) if its body was not read past
     /// `resend::KEEP_LIMIT`.
-    pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
+    pub(crate) async fn send(&self, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
         self.send_keeping(request, resend::KEEP_LIMIT).await
     }
 
     /// `send` for a body the caller holds whole in memory: it can always be sent again, and
     /// keeping it costs references to the same bytes.
-    pub async fn send_held(&self, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
+    pub(crate) async fn send_held(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
         self.send_keeping(request, usize::MAX).await
     }
 
@@ -328,7 +333,7 @@ impl Upstream {
 
     /// Sends a prepared request through the pooled client once and returns the upstream's
     /// response as it came (for upgrades, whose connection outlives the body).
-    pub async fn send_raw(
+    pub(crate) async fn send_raw(
         &self,
         mut request: Request<Body>,
     ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
@@ -359,7 +364,7 @@ impl Upstream {
     }
 
     /// Rewrites a client's request head for the upstream.
-    pub fn prepare(&self, parts: &mut http::request::Parts) -> Result<(), ProxyError> {
+    pub(crate) fn prepare(&self, parts: &mut http::request::Parts) -> Result<(), ProxyError> {
         if parts.method == http::Method::CONNECT {
             return Err(ProxyError::NotForwardable);
         }
@@ -382,7 +387,7 @@ impl Upstream {
 }
 
 /// A copy of a request head for another attempt (extensions are not needed upstream).
-pub fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
+pub(crate) fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
     let (mut head, ()) = Request::new(()).into_parts();
     head.method = parts.method.clone();
     head.uri = parts.uri.clone();

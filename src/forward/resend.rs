@@ -27,18 +27,18 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use super::BoxError;
 
 /// Most resends of one request.
-pub const MAX_RESENDS: usize = 2;
+pub(super) const MAX_RESENDS: usize = 2;
 
 /// Most bytes of a streamed request body kept for a resend (a body the caller holds whole is kept
 /// whole: its frames share the caller's memory).
-pub const KEEP_LIMIT: usize = 64 << 10;
+pub(super) const KEEP_LIMIT: usize = 64 << 10;
 
 /// Why the upstream did not process a request, as a metric label.
-pub const REASONS: [&str; 2] = ["goaway", "refused_stream"];
+pub(crate) const REASONS: [&str; 2] = ["goaway", "refused_stream"];
 
 /// Why the upstream did not process a request, when its error proves it did not; `None` when it
 /// may have.
-pub fn unprocessed(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+pub(super) fn unprocessed(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
     let mut cause = Some(error);
     while let Some(e) = cause {
         if let Some(h2) = e.downcast_ref::<h2::Error>() {
@@ -93,13 +93,13 @@ struct Shared {
 }
 
 /// A request body that can be handed to the upstream more than once.
-pub struct Replay {
+pub(super) struct Replay {
     shared: Arc<Mutex<Shared>>,
 }
 
 impl Replay {
     /// Keeps what `body` hands out, up to `limit` bytes; with the first attempt's body.
-    pub fn start(body: Body, limit: usize) -> (Self, Body) {
+    pub(super) fn start(body: Body, limit: usize) -> (Self, Body) {
         let replay = Replay {
             shared: Arc::new(Mutex::new(Shared {
                 rest: body,
@@ -120,7 +120,7 @@ impl Replay {
 
     /// The body for the next attempt: what earlier attempts read, then the rest. `None` once the
     /// body was read past its limit.
-    pub fn attempt(&self) -> Option<Body> {
+    pub(super) fn attempt(&self) -> Option<Body> {
         let mut shared = lock(&self.shared);
         if shared.spent {
             return None;
@@ -134,7 +134,7 @@ impl Replay {
     }
 
     /// The limit a spent body went past, for the error that says why it was not resent.
-    pub fn limit(&self) -> usize {
+    pub(super) fn limit(&self) -> usize {
         lock(&self.shared).limit
     }
 }

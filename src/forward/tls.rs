@@ -12,12 +12,12 @@ use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 
 /// ALPN for requests: HTTP/2 when the upstream offers it, else HTTP/1.1.
-pub const H2_AND_HTTP1: &[&[u8]] = &[b"h2", b"http/1.1"];
+pub(super) const H2_AND_HTTP1: &[&[u8]] = &[b"h2", b"http/1.1"];
 /// ALPN for protocol upgrades (WebSocket): HTTP/2 has no `Upgrade`.
-pub const HTTP1_ONLY: &[&[u8]] = &[b"http/1.1"];
+pub(super) const HTTP1_ONLY: &[&[u8]] = &[b"http/1.1"];
 
 /// The roots an upstream's certificate may chain to.
-pub fn roots(upstream_ca: Option<&Path>) -> std::io::Result<RootCertStore> {
+pub(super) fn roots(upstream_ca: Option<&Path>) -> std::io::Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     // Missing or unreadable system roots leave only `upstream_ca` (an image without CA files can
     // still reach a plain-HTTP upstream, or one signed by that CA).
@@ -51,7 +51,10 @@ fn read_pem(path: &Path) -> std::io::Result<Vec<CertificateDer<'static>>> {
 }
 
 /// A client configuration trusting `roots` and offering `alpn`.
-pub fn client_config(roots: RootCertStore, alpn: &[&[u8]]) -> std::io::Result<Arc<ClientConfig>> {
+pub(super) fn client_config(
+    roots: RootCertStore,
+    alpn: &[&[u8]],
+) -> std::io::Result<Arc<ClientConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -22,7 +22,7 @@ use crate::repair::upstream_error::{self, Refusal, UpstreamError};
 /// Largest upstream error body read to see what the refusal was.
 const ERROR_BODY_LIMIT: usize = 64 << 10;
 
-pub async fn handle(
+pub(super) async fn handle(
     app: &Arc<App>,
     request: Request<Body>,
 ) -> Result<(Response<Body>, Outcome), ProxyError> {

@@ -20,7 +20,7 @@ use crate::tenant::TenantKey;
 
 /// What a response's request said of its chain: recorded with the turn (`Link`).
 #[derive(Debug, Default)]
-pub struct Origin {
+pub(super) struct Origin {
     /// `previous_response_id`, as the client sent it (an expanded request's upstream copy no
     /// longer names it).
     parent: Option<Box<str>>,
@@ -37,7 +37,7 @@ pub struct Origin {
 impl Origin {
     /// The origin of a request whose `change` was accepted. Its input is kept only up to
     /// `full_item_max`, like any item kept in full.
-    pub fn of(
+    pub(super) fn of(
         app: &App,
         tenant: TenantKey,
         view: Option<&RequestView<'_>>,
@@ -84,7 +84,7 @@ impl Origin {
 /// Wraps a successful response so its turn is learned as it streams to the client.
 /// `model` is the request's, so a turn with reasoning items teaches that the model reasons;
 /// `stateless`: the request was `store: false`, so its image results are kept.
-pub fn captured(
+pub(super) fn captured(
     app: &Arc<App>,
     tenant: TenantKey,
     model: Option<Box<str>>,
@@ -144,7 +144,13 @@ fn learn(
 /// Records a learned turn: visible to this replica at once, a remote write finished in a task.
 /// The memory store's write is already done when `record` returns, so it costs no task (a
 /// spawn per turn would wake a parked runtime worker for nothing).
-pub fn remember(app: &App, tenant: TenantKey, model: Option<&str>, origin: Origin, mut turn: Turn) {
+pub(super) fn remember(
+    app: &App,
+    tenant: TenantKey,
+    model: Option<&str>,
+    origin: Origin,
+    mut turn: Turn,
+) {
     if origin.asked_store {
         app.upstream_store.learn(tenant, turn.stored);
     }

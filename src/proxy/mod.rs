@@ -28,7 +28,7 @@ use outcome::Outcome;
 
 /// What kind of request this is, as far as rethread cares; also a metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RouteClass {
+pub(crate) enum RouteClass {
     ResponsesCreate,
     ResponsesRetrieve,
     /// The Responses API's WebSocket mode: frames repaired and learned.
@@ -38,7 +38,7 @@ pub enum RouteClass {
 }
 
 impl RouteClass {
-    pub const ALL: [RouteClass; 5] = [
+    pub(crate) const ALL: [RouteClass; 5] = [
         Self::ResponsesCreate,
         Self::ResponsesRetrieve,
         Self::ResponsesSocket,
@@ -46,7 +46,7 @@ impl RouteClass {
         Self::Passthrough,
     ];
 
-    pub fn of(method: &Method, path: &str, upgrade: bool) -> Self {
+    pub(crate) fn of(method: &Method, path: &str, upgrade: bool) -> Self {
         let mut segments = path.trim_end_matches('/').rsplit('/');
         let last = segments.next().unwrap_or("");
         let before = segments.next().unwrap_or("");
@@ -63,7 +63,7 @@ impl RouteClass {
         }
     }
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::ResponsesCreate => "responses_create",
             Self::ResponsesRetrieve => "responses_retrieve",
@@ -74,7 +74,7 @@ impl RouteClass {
     }
 }
 
-pub async fn handle(State(app): State<Arc<App>>, request: Request<Body>) -> Response<Body> {
+pub(crate) async fn handle(State(app): State<Arc<App>>, request: Request<Body>) -> Response<Body> {
     let started = Instant::now();
     let method = request.method().clone();
     let class = RouteClass::of(&method, request.uri().path(), is_upgrade(request.headers()));

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// A handler's account of one request, beside its response.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(super) struct Outcome {
     /// Items placed into the request.
     pub inserted: usize,
     /// Time spent waiting for the upstream's response heads.

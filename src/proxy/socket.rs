@@ -88,7 +88,7 @@ const PIPELINE_WAIT: Duration = Duration::from_secs(10);
 
 /// Relays messages between the upgraded client and upstream connections until both close (or
 /// one has closed and the other has had `CLOSE_GRACE` to follow).
-pub async fn relay(app: Arc<App>, tenant: TenantKey, client: Upgraded, upstream: Upgraded) {
+pub(super) async fn relay(app: Arc<App>, tenant: TenantKey, client: Upgraded, upstream: Upgraded) {
     let client = WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, None).await;
     let upstream =
         WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, None).await;

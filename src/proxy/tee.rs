@@ -16,7 +16,7 @@ use crate::capture::{Capture, CaptureError};
 
 /// Called once the body has ended: with the capture (to finish) or why it failed, and whether the
 /// body ended cleanly.
-pub type OnEnd = Box<dyn FnOnce(Result<Capture, CaptureError>, bool) + Send>;
+pub(super) type OnEnd = Box<dyn FnOnce(Result<Capture, CaptureError>, bool) + Send>;
 
 pin_project_lite::pin_project! {
     pub struct Tee<B> {
@@ -28,7 +28,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> Tee<B> {
-    pub fn new(inner: B, capture: Result<Capture, CaptureError>, on_end: OnEnd) -> Self {
+    pub(super) fn new(inner: B, capture: Result<Capture, CaptureError>, on_end: OnEnd) -> Self {
         Tee {
             inner,
             capture: Some(capture),

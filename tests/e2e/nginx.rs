@@ -20,7 +20,7 @@ use crate::common::*;
 
 /// nginx serving HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with a test CA's certificate, proxying to
 /// `backend`; stopped on drop.
-pub struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
     dir: PathBuf,
     port: u16,
@@ -28,12 +28,16 @@ pub struct Nginx {
 
 impl Nginx {
     /// `None` (with the reason printed) when nginx is not installed, outside CI.
-    pub fn start(backend: std::net::SocketAddr, ca: &TestCa) -> Option<Nginx> {
+    pub(crate) fn start(backend: std::net::SocketAddr, ca: &TestCa) -> Option<Nginx> {
         Self::start_with(backend, ca, "")
     }
 
     /// `start`, with more directives for the `server` block (e.g. `keepalive_requests 50;`).
-    pub fn start_with(backend: std::net::SocketAddr, ca: &TestCa, server: &str) -> Option<Nginx> {
+    pub(crate) fn start_with(
+        backend: std::net::SocketAddr,
+        ca: &TestCa,
+        server: &str,
+    ) -> Option<Nginx> {
         if Command::new("nginx").arg("-v").output().is_err() {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -112,12 +116,12 @@ http {{
         Some(nginx)
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
     }
 
     /// Writes `ca`'s certificate beside nginx's files; the path, for `--upstream-ca`.
-    pub fn write_ca(&self, ca: &TestCa) -> String {
+    pub(crate) fn write_ca(&self, ca: &TestCa) -> String {
         let file = self.dir.join("ca.pem");
         std::fs::write(&file, ca.ca_pem()).unwrap();
         file.to_str().unwrap().to_owned()

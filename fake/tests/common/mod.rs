@@ -14,18 +14,18 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// A WebSocket to the fake's `/v1/responses`.
-pub type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
-pub struct Fake {
+pub(crate) struct Fake {
     pub handle: FakeHandle,
     pub http: reqwest::Client,
 }
 
-pub async fn start() -> Fake {
+pub(crate) async fn start() -> Fake {
     start_with(FakeOptions::default()).await
 }
 
-pub async fn start_with(opts: FakeOptions) -> Fake {
+pub(crate) async fn start_with(opts: FakeOptions) -> Fake {
     let handle = spawn(opts).await.unwrap();
     Fake {
         handle,
@@ -33,25 +33,30 @@ pub async fn start_with(opts: FakeOptions) -> Fake {
     }
 }
 
-pub const KEY: &str = "Bearer sk-test-a";
-pub const OTHER_KEY: &str = "Bearer sk-test-b";
+pub(crate) const KEY: &str = "Bearer sk-test-a";
+pub(crate) const OTHER_KEY: &str = "Bearer sk-test-b";
 
 impl Fake {
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{}", self.handle.url(), path)
     }
 
     /// POST /v1/responses as tenant KEY with extra headers; returns status and JSON body.
-    pub async fn post(&self, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {
+    pub(crate) async fn post(&self, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {
         self.post_as(KEY, body, headers).await
     }
 
-    pub async fn post_as(&self, key: &str, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {
+    pub(crate) async fn post_as(
+        &self,
+        key: &str,
+        body: Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         self.post_to(key, "/v1/responses", body, headers).await
     }
 
     /// POST `body` to `path` as tenant `key`; returns status and JSON body.
-    pub async fn post_to(
+    pub(crate) async fn post_to(
         &self,
         key: &str,
         path: &str,
@@ -73,14 +78,14 @@ impl Fake {
     }
 
     /// A successful first turn; returns the response.
-    pub async fn turn(&self, body: Value, headers: &[(&str, &str)]) -> Value {
+    pub(crate) async fn turn(&self, body: Value, headers: &[(&str, &str)]) -> Value {
         let (status, value) = self.post(body, headers).await;
         assert_eq!(status, 200, "{value}");
         value
     }
 
     /// A new conversation of tenant KEY seeded with `items`; returns its id.
-    pub async fn conversation(&self, items: Value) -> String {
+    pub(crate) async fn conversation(&self, items: Value) -> String {
         let (status, conv) = self
             .post_to(KEY, "/v1/conversations", json!({"items": items}), &[])
             .await;
@@ -89,7 +94,7 @@ impl Fake {
     }
 
     /// A new WebSocket to `/v1/responses` as tenant KEY.
-    pub async fn ws(&self) -> Socket {
+    pub(crate) async fn ws(&self) -> Socket {
         let url = format!("ws://{}/v1/responses", self.handle.addr());
         let mut req = url.as_str().into_client_request().unwrap();
         req.headers_mut()
@@ -99,14 +104,14 @@ impl Fake {
 }
 
 /// The `rethread-fake` binary itself, run with `args` on a free port; killed on drop.
-pub struct Binary {
+pub(crate) struct Binary {
     child: Child,
     pub url: String,
 }
 
 impl Binary {
     /// Starts it and reads the address it prints, as a script driving it would.
-    pub fn start(args: &[&str]) -> Binary {
+    pub(crate) fn start(args: &[&str]) -> Binary {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rethread-fake"))
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
@@ -126,7 +131,7 @@ impl Binary {
     }
 
     /// POST `body` to its `/v1/responses` as tenant KEY.
-    pub async fn post(&self, body: &Value) -> reqwest::Result<reqwest::Response> {
+    pub(crate) async fn post(&self, body: &Value) -> reqwest::Result<reqwest::Response> {
         reqwest::Client::new()
             .post(format!("{}/v1/responses", self.url))
             .header("authorization", KEY)
@@ -145,7 +150,7 @@ impl Drop for Binary {
 
 /// Send `body` as a `response.create` frame; returns the frame that ends the answer: a
 /// `response.completed` event or an `error` frame.
-pub async fn ws_create(socket: &mut Socket, mut body: Value) -> Value {
+pub(crate) async fn ws_create(socket: &mut Socket, mut body: Value) -> Value {
     body["type"] = json!("response.create");
     socket
         .send(Message::Text(body.to_string().into()))
@@ -164,14 +169,14 @@ pub async fn ws_create(socket: &mut Socket, mut body: Value) -> Value {
 }
 
 /// A successful `response.create` over `socket`; returns the response.
-pub async fn ws_turn(socket: &mut Socket, body: Value) -> Value {
+pub(crate) async fn ws_turn(socket: &mut Socket, body: Value) -> Value {
     let frame = ws_create(socket, body).await;
     assert_eq!(frame["type"], "response.completed", "{frame}");
     frame["response"].clone()
 }
 
 /// The ids of a response's output items.
-pub fn ids(resp: &Value) -> Vec<String> {
+pub(crate) fn ids(resp: &Value) -> Vec<String> {
     resp["output"]
         .as_array()
         .unwrap()
@@ -180,16 +185,22 @@ pub fn ids(resp: &Value) -> Vec<String> {
         .collect()
 }
 
-pub fn user(text: &str) -> Value {
+pub(crate) fn user(text: &str) -> Value {
     json!({"role": "user", "content": [{"type": "input_text", "text": text}]})
 }
 
-pub fn item_ref(id: &str) -> Value {
+pub(crate) fn item_ref(id: &str) -> Value {
     json!({"type": "item_reference", "id": id})
 }
 
 /// Assert an exact error body.
-pub fn assert_error(got: (u16, Value), status: u16, message: &str, param: Value, code: Value) {
+pub(crate) fn assert_error(
+    got: (u16, Value),
+    status: u16,
+    message: &str,
+    param: Value,
+    code: Value,
+) {
     let (s, body) = got;
     assert_eq!(s, status, "{body}");
     let expected = json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}});
@@ -197,11 +208,11 @@ pub fn assert_error(got: (u16, Value), status: u16, message: &str, param: Value,
 }
 
 /// Assert a 400/404 pairing error with param `input` and code null.
-pub fn assert_input_error(got: (u16, Value), status: u16, message: &str) {
+pub(crate) fn assert_input_error(got: (u16, Value), status: u16, message: &str) {
     assert_error(got, status, message, json!("input"), Value::Null);
 }
 
-pub fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
+pub(crate) fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
     for (k, v) in pairs {
         h.insert(
@@ -213,6 +224,6 @@ pub fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
 }
 
 /// The `error` frame of WebSocket mode for a 400.
-pub fn error_frame(message: &str, param: Value, code: Value) -> Value {
+pub(crate) fn error_frame(message: &str, param: Value, code: Value) -> Value {
     json!({"type": "error", "status": 400, "error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}})
 }

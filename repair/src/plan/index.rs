@@ -21,7 +21,7 @@ pub(crate) struct Index<'t> {
 }
 
 impl<'t> Index<'t> {
-    pub fn new(turns: &'t [Arc<Turn>]) -> Self {
+    pub(crate) fn new(turns: &'t [Arc<Turn>]) -> Self {
         let mut by_id = HashMap::new();
         let mut by_call = HashMap::new();
         for (t, turn) in turns.iter().enumerate() {
@@ -40,7 +40,7 @@ impl<'t> Index<'t> {
 
     /// The remembered item a client item stands for: by id (typed or `item_reference`), or, for a
     /// client call sent without id, by `call_id`.
-    pub fn resolve(&self, item: &InputItem<'_>, turns: &[Arc<Turn>]) -> Option<Loc> {
+    pub(crate) fn resolve(&self, item: &InputItem<'_>, turns: &[Arc<Turn>]) -> Option<Loc> {
         let same_type = |loc: Loc| match item.ty() {
             None | Some("item_reference") => true,
             Some(ty) => turns[loc.turn].items[loc.pos].ty.as_str() == ty,

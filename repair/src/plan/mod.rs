@@ -54,10 +54,10 @@ impl std::str::FromStr for RestorePolicy {
 /// outputs rethread writes for that group's unanswered calls, then the next group's head, then a
 /// cold-fallback insertion (each in turn order, or in the order written).
 mod phase {
-    pub const TAIL: u8 = 0;
-    pub const WRITTEN: u8 = 1;
-    pub const HEAD: u8 = 2;
-    pub const COLD: u8 = 3;
+    pub(super) const TAIL: u8 = 0;
+    pub(super) const WRITTEN: u8 = 1;
+    pub(super) const HEAD: u8 = 2;
+    pub(super) const COLD: u8 = 3;
 }
 
 /// One item to place before client item `gap` (`gap == items.len()` places it at the end).

@@ -14,17 +14,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-pub use rethread_fake::{spawn as spawn_fake, FakeHandle, FakeOptions};
+pub(crate) use rethread_fake::{spawn as spawn_fake, FakeHandle, FakeOptions};
 
-pub const KEY: &str = "Bearer sk-test-tenant-a-0123456789";
-pub const OTHER_KEY: &str = "Bearer sk-test-tenant-b-9876543210";
+pub(crate) const KEY: &str = "Bearer sk-test-tenant-a-0123456789";
+pub(crate) const OTHER_KEY: &str = "Bearer sk-test-tenant-b-9876543210";
 
 /// An Azure-style deployment name that does not reason, known to `strict_fake` but not to
 /// rethread.
-pub const DEPLOYMENT: &str = "contoso-gpt41";
+pub(crate) const DEPLOYMENT: &str = "contoso-gpt41";
 
 /// The fake, refusing reasoning and encrypted reasoning for `DEPLOYMENT` too.
-pub async fn strict_fake() -> FakeHandle {
+pub(crate) async fn strict_fake() -> FakeHandle {
     spawn_fake(FakeOptions {
         non_reasoning_models: vec![DEPLOYMENT.into()],
         ..FakeOptions::default()
@@ -34,23 +34,23 @@ pub async fn strict_fake() -> FakeHandle {
 }
 
 /// The body of the last Responses request the fake got.
-pub fn sent_body(fake: &FakeHandle) -> Value {
+pub(crate) fn sent_body(fake: &FakeHandle) -> Value {
     serde_json::from_slice(&fake.last_request_body().unwrap()).unwrap()
 }
 
 /// A running rethread process; killed on drop.
-pub struct Rethread {
+pub(crate) struct Rethread {
     child: Child,
     pub addr: String,
     logs: Arc<Mutex<String>>,
 }
 
 impl Rethread {
-    pub fn start(upstream: &str, args: &[&str]) -> Rethread {
+    pub(crate) fn start(upstream: &str, args: &[&str]) -> Rethread {
         Self::start_env(upstream, args, &[])
     }
 
-    pub fn start_env(upstream: &str, args: &[&str], env: &[(&str, &str)]) -> Rethread {
+    pub(crate) fn start_env(upstream: &str, args: &[&str], env: &[(&str, &str)]) -> Rethread {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rethread"));
         cmd.args(["--listen", "127.0.0.1:0", "--upstream", upstream])
             .args(args)
@@ -92,16 +92,16 @@ impl Rethread {
         Rethread { child, addr, logs }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
     }
 
     /// Waits until the logs contain `needle` (capture and ledger writes finish after the body).
-    pub fn wait_for_log(&self, needle: &str) {
+    pub(crate) fn wait_for_log(&self, needle: &str) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if self.logs().contains(needle) {
@@ -112,11 +112,11 @@ impl Rethread {
         panic!("log line {needle:?} never came:\n{}", self.logs());
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+    pub(crate) fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -135,17 +135,17 @@ impl Drop for Rethread {
     }
 }
 
-pub async fn fake() -> FakeHandle {
+pub(crate) async fn fake() -> FakeHandle {
     spawn_fake(FakeOptions::default()).await.unwrap()
 }
 
 /// A client like the SDKs: asks for compressed bodies and decodes them.
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
 }
 
 /// A client that sees the bytes on the wire.
-pub fn raw_client() -> reqwest::Client {
+pub(crate) fn raw_client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_gzip()
         .no_brotli()
@@ -155,12 +155,12 @@ pub fn raw_client() -> reqwest::Client {
         .unwrap()
 }
 
-pub fn user(text: &str) -> Value {
+pub(crate) fn user(text: &str) -> Value {
     json!({"role": "user", "content": [{"type": "input_text", "text": text}]})
 }
 
 /// The first turn of the example: gpt-5 with the image tool.
-pub fn image_request() -> Value {
+pub(crate) fn image_request() -> Value {
     json!({
         "model": "gpt-5",
         "input": "Generate an image of gray tabby cat hugging an otter with an orange scarf",
@@ -169,7 +169,7 @@ pub fn image_request() -> Value {
 }
 
 /// The example's follow-up: the image call by id only.
-pub fn image_followup(ig: &str) -> Value {
+pub(crate) fn image_followup(ig: &str) -> Value {
     json!({
         "model": "gpt-5",
         "input": [user("Now make it look realistic"), {"type": "image_generation_call", "id": ig}],
@@ -178,39 +178,39 @@ pub fn image_followup(ig: &str) -> Value {
 }
 
 /// `/v1/responses` on the fake itself: a request sent there bypasses rethread.
-pub fn direct_url(fake: &FakeHandle) -> String {
+pub(crate) fn direct_url(fake: &FakeHandle) -> String {
     format!("{}/v1/responses", fake.url())
 }
 
 /// The image example's first turn at `path` on the fake itself as `key`: rethread never sees
 /// it, so its memory of the turn is cold.
-pub async fn unseen_image_turn(fake: &FakeHandle, path: &str, key: &str) -> Answer {
+pub(crate) async fn unseen_image_turn(fake: &FakeHandle, path: &str, key: &str) -> Answer {
     post(&format!("{}{path}", fake.url()), key, &image_request(), &[]).await
 }
 
 /// The image example's first turn, streamed through `proxy` with `headers` (which steer the
 /// fake).
-pub async fn streamed_image_turn(proxy: &Rethread, headers: &[(&str, &str)]) -> Answer {
+pub(crate) async fn streamed_image_turn(proxy: &Rethread, headers: &[(&str, &str)]) -> Answer {
     let mut request = image_request();
     request["stream"] = json!(true);
     post(&proxy.url("/v1/responses"), KEY, &request, headers).await
 }
 
 /// The image example's follow-up naming the image call `ig`, through `proxy` as `KEY`.
-pub async fn image_followup_through(proxy: &Rethread, ig: &str) -> Answer {
+pub(crate) async fn image_followup_through(proxy: &Rethread, ig: &str) -> Answer {
     post(&proxy.url("/v1/responses"), KEY, &image_followup(ig), &[]).await
 }
 
 /// A follow-up with memory cold: its answer through rethread, and how many Responses requests
 /// the fake got for it (retries included).
-pub struct ColdFollowup {
+pub(crate) struct ColdFollowup {
     pub answer: Answer,
     pub posts: u64,
 }
 
 /// The image example with memory cold: its first turn straight to `fake`, then its follow-up
 /// (as `edit` leaves it) through `proxy`.
-pub async fn cold_image_followup(
+pub(crate) async fn cold_image_followup(
     fake: &FakeHandle,
     proxy: &Rethread,
     edit: impl FnOnce(&mut Value),
@@ -228,7 +228,7 @@ pub async fn cold_image_followup(
 
 /// A turn rethread never saw, retrieved through `proxy` (`GET {path}/{id}{query}` as `key`),
 /// teaches it enough to repair the follow-up: the reasoning item and the message go back in.
-pub async fn a_retrieval_teaches_its_turn(
+pub(crate) async fn a_retrieval_teaches_its_turn(
     fake: &FakeHandle,
     proxy: &Rethread,
     path: &str,
@@ -259,7 +259,7 @@ pub async fn a_retrieval_teaches_its_turn(
 
 /// Clients leave, `rounds` times, a Responses stream the fake holds back `delay_ms` and a plain
 /// SSE stream, each after its first chunk: rethread (over `label`) goes on serving.
-pub async fn clients_leave_mid_stream(
+pub(crate) async fn clients_leave_mid_stream(
     proxy: &Rethread,
     rounds: usize,
     delay_ms: &str,
@@ -294,7 +294,7 @@ pub async fn clients_leave_mid_stream(
 
 /// The upstream's response headers reach the client through `proxy` (over `label`): repeated
 /// `set-cookie` headers in their order, the request id, processing time and rate limits.
-pub async fn response_headers_pass(proxy: &Rethread, label: &str) {
+pub(crate) async fn response_headers_pass(proxy: &Rethread, label: &str) {
     let resp = raw_client()
         .get(proxy.url("/v1/headers"))
         .send()
@@ -316,7 +316,7 @@ pub async fn response_headers_pass(proxy: &Rethread, label: &str) {
     );
 }
 
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     pub body: Value,
@@ -324,14 +324,14 @@ pub struct Answer {
 }
 
 impl Answer {
-    pub fn inserted(&self) -> Option<u64> {
+    pub(crate) fn inserted(&self) -> Option<u64> {
         self.headers
             .get("x-rethread-inserted")
             .map(|v| v.to_str().unwrap().parse().unwrap())
     }
 }
 
-pub async fn post(url: &str, key: &str, body: &Value, headers: &[(&str, &str)]) -> Answer {
+pub(crate) async fn post(url: &str, key: &str, body: &Value, headers: &[(&str, &str)]) -> Answer {
     let mut req = client().post(url).header("authorization", key).json(body);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -350,7 +350,7 @@ pub async fn post(url: &str, key: &str, body: &Value, headers: &[(&str, &str)]) 
 }
 
 /// The id of the first output item of `ty`.
-pub fn output_id(response: &Value, ty: &str) -> String {
+pub(crate) fn output_id(response: &Value, ty: &str) -> String {
     response["output"]
         .as_array()
         .unwrap()
@@ -363,7 +363,7 @@ pub fn output_id(response: &Value, ty: &str) -> String {
 }
 
 /// The id of the first streamed item of `ty`, as an SDK collects it from `output_item.done`.
-pub fn streamed_id(sse: &str, ty: &str) -> String {
+pub(crate) fn streamed_id(sse: &str, ty: &str) -> String {
     streamed_items(sse)
         .iter()
         .find(|i| i["type"] == ty)
@@ -374,7 +374,7 @@ pub fn streamed_id(sse: &str, ty: &str) -> String {
 }
 
 /// Collects a streamed response's completed output like the SDKs do, from `output_item.done`.
-pub fn streamed_items(sse: &str) -> Vec<Value> {
+pub(crate) fn streamed_items(sse: &str) -> Vec<Value> {
     sse.lines()
         .filter_map(|l| l.strip_prefix("data: "))
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
@@ -384,7 +384,7 @@ pub fn streamed_items(sse: &str) -> Vec<Value> {
 }
 
 /// rethread's `/metrics` page.
-pub async fn metrics_text(proxy: &Rethread) -> String {
+pub(crate) async fn metrics_text(proxy: &Rethread) -> String {
     client()
         .get(proxy.url("/metrics"))
         .send()
@@ -396,16 +396,16 @@ pub async fn metrics_text(proxy: &Rethread) -> String {
 }
 
 /// A WebSocket-mode client connection.
-pub type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens the Responses API's WebSocket mode at `url` with credentials `key`.
-pub async fn ws_connect(url: &str, key: &str) -> Socket {
+pub(crate) async fn ws_connect(url: &str, key: &str) -> Socket {
     ws_connect_with(url, key, &[]).await
 }
 
 /// The same, with more headers on the upgrade request (the fake reads `x-fake-shape` there).
-pub async fn ws_connect_with(url: &str, key: &str, headers: &[(&str, &str)]) -> Socket {
+pub(crate) async fn ws_connect_with(url: &str, key: &str, headers: &[(&str, &str)]) -> Socket {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::http::HeaderName;
     let mut request = url.into_client_request().unwrap();
@@ -423,7 +423,7 @@ pub async fn ws_connect_with(url: &str, key: &str, headers: &[(&str, &str)]) -> 
 
 /// Sends `body` as a `response.create` and returns the events up to the terminal one (or an
 /// error).
-pub async fn ws_create(socket: &mut Socket, body: Value) -> Vec<Value> {
+pub(crate) async fn ws_create(socket: &mut Socket, body: Value) -> Vec<Value> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let mut frame = body;
@@ -452,13 +452,13 @@ pub async fn ws_create(socket: &mut Socket, body: Value) -> Vec<Value> {
 
 /// A fake serving HTTPS with its own test CA, whose PEM is written to a file for
 /// `--upstream-ca` (removed on drop).
-pub struct HttpsFake {
+pub(crate) struct HttpsFake {
     pub fake: FakeHandle,
     pub ca: std::path::PathBuf,
 }
 
 impl HttpsFake {
-    pub async fn start(alpn: rethread_fake::Alpn) -> HttpsFake {
+    pub(crate) async fn start(alpn: rethread_fake::Alpn) -> HttpsFake {
         Self::start_with(FakeOptions {
             tls: Some(alpn),
             ..FakeOptions::default()
@@ -466,7 +466,7 @@ impl HttpsFake {
         .await
     }
 
-    pub async fn start_with(opts: FakeOptions) -> HttpsFake {
+    pub(crate) async fn start_with(opts: FakeOptions) -> HttpsFake {
         let fake = spawn_fake(opts).await.unwrap();
         let ca = std::env::temp_dir().join(format!(
             "rethread-test-ca-{}-{}.pem",
@@ -477,16 +477,16 @@ impl HttpsFake {
         HttpsFake { fake, ca }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.fake.url()
     }
 
-    pub fn ca(&self) -> &str {
+    pub(crate) fn ca(&self) -> &str {
         self.ca.to_str().unwrap()
     }
 
     /// rethread in front of it, trusting its CA.
-    pub fn proxy(&self, args: &[&str]) -> Rethread {
+    pub(crate) fn proxy(&self, args: &[&str]) -> Rethread {
         let mut all = vec!["--upstream-ca", self.ca()];
         all.extend_from_slice(args);
         Rethread::start(&self.url(), &all)
@@ -501,7 +501,7 @@ impl Drop for HttpsFake {
 
 /// The value of one series of a metric family with one label (`family{label="value"}`), 0 when
 /// the page does not have it.
-pub fn series(metrics: &str, family: &str, label: &str, value: &str) -> f64 {
+pub(crate) fn series(metrics: &str, family: &str, label: &str, value: &str) -> f64 {
     let line = format!("{family}{{{label}=\"{value}\"}} ");
     metrics
         .lines()
@@ -511,7 +511,7 @@ pub fn series(metrics: &str, family: &str, label: &str, value: &str) -> f64 {
 }
 
 /// The sum of every series of a metric family in a `/metrics` page.
-pub fn family_sum(metrics: &str, family: &str) -> f64 {
+pub(crate) fn family_sum(metrics: &str, family: &str) -> f64 {
     metrics
         .lines()
         .filter(|l| {
@@ -524,14 +524,14 @@ pub fn family_sum(metrics: &str, family: &str) -> f64 {
 
 /// Sends a request to the fake's `/v1/echo` (through whatever URL it names) and returns what the
 /// fake saw; the answer must be 200.
-pub async fn echo(req: reqwest::RequestBuilder) -> Value {
+pub(crate) async fn echo(req: reqwest::RequestBuilder) -> Value {
     let resp = req.send().await.unwrap();
     assert_eq!(resp.status(), 200);
     resp.json().await.unwrap()
 }
 
 /// Every value of header `name` the echo endpoint saw, in order.
-pub fn echoed_header<'a>(echoed: &'a Value, name: &str) -> Vec<&'a str> {
+pub(crate) fn echoed_header<'a>(echoed: &'a Value, name: &str) -> Vec<&'a str> {
     echoed["headers"]
         .as_array()
         .unwrap()
@@ -542,7 +542,7 @@ pub fn echoed_header<'a>(echoed: &'a Value, name: &str) -> Vec<&'a str> {
 }
 
 /// FNV-1a 64 of `data` in hex, as the fake's echo reports a body (`body_fnv64`).
-pub fn fnv(data: &[u8]) -> String {
+pub(crate) fn fnv(data: &[u8]) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in data {
         h ^= *b as u64;
