@@ -9,6 +9,7 @@ use crate::config::Settings;
 use crate::forward::Upstream;
 use crate::ledger::Ledger;
 use crate::models::Models;
+use crate::otel::Telemetry;
 use crate::tenant::Tenants;
 use crate::upstream_store::UpstreamStore;
 
@@ -22,6 +23,8 @@ pub(crate) struct App {
     /// Tenants whose upstream did not store what they asked it to.
     pub upstream_store: UpstreamStore,
     pub metrics: Option<PrometheusHandle>,
+    /// OpenTelemetry traces, when `otel` is on.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 impl App {

@@ -12,6 +12,7 @@ mod forward;
 pub mod ledger;
 mod metrics;
 mod models;
+mod otel;
 mod proxy;
 pub use rethread_repair as repair;
 pub mod server;

@@ -37,6 +37,7 @@ use crate::ledger::memory::{FullItemBudget, MemoryLedger};
 use crate::ledger::outbox::Outbox;
 use crate::ledger::redis::RedisLedger;
 use crate::ledger::Ledger;
+use crate::otel::Telemetry;
 use crate::tenant::Tenants;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +73,31 @@ pub struct Server {
 }
 
 pub async fn bind(settings: Settings) -> Result<Server, StartError> {
+    let telemetry = if settings.server.otel {
+        match Telemetry::export() {
+            Ok(telemetry) => Some(telemetry),
+            // Traces are for operators: a collector set up wrong must not keep requests out.
+            Err(e) => {
+                tracing::error!(error = %e, "traces: export is off");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    bind_with(settings, telemetry).await
+}
+
+/// `bind`, with every span handed to `exporter` as it ends (tests read the spans in memory),
+/// whatever the `otel` setting says.
+pub async fn bind_with_exporter(
+    settings: Settings,
+    exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
+) -> Result<Server, StartError> {
+    bind_with(settings, Some(Telemetry::with_exporter(exporter))).await
+}
+
+async fn bind_with(settings: Settings, telemetry: Option<Telemetry>) -> Result<Server, StartError> {
     let listener = TcpListener::bind(settings.server.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -112,6 +138,7 @@ pub async fn bind(settings: Settings) -> Result<Server, StartError> {
         ledger,
         tenants,
         metrics: crate::metrics::install(),
+        telemetry: telemetry.map(Arc::new),
     });
     export_at_zero();
     let workers =
@@ -343,6 +370,7 @@ impl Server {
             })
         });
         let ledger = app.ledger.clone();
+        let telemetry = app.telemetry.clone();
         drop(app);
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
@@ -378,6 +406,11 @@ impl Server {
         // Let the ledger writes of the last responses land (a remote store's writes run on the
         // worker threads, which serve on until `workers` is dropped).
         ledger.flush(Duration::from_secs(5)).await;
+        if let Some(telemetry) = telemetry {
+            // Off this thread: the exporter's last requests run on this runtime.
+            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown(Duration::from_secs(5)))
+                .await;
+        }
         drop(workers);
     }
 }

@@ -253,6 +253,12 @@ pub(crate) fn now() -> u64 {
 pub(crate) fn response_object(id: &str, req: &TurnRequest<'_>, output: &[Value]) -> Value {
     let input_tokens = (req.input_len / 4).max(1) as u64;
     let output_tokens = 10 * output.len() as u64 + 1;
+    // As the API counts them: reasoning is part of the output, and nothing here is cached.
+    let reasoning_tokens = 10
+        * output
+            .iter()
+            .filter(|item| item["type"] == "reasoning")
+            .count() as u64;
     let body = req.body;
     let mut response = json!({
         "id": id,
@@ -271,7 +277,9 @@ pub(crate) fn response_object(id: &str, req: &TurnRequest<'_>, output: &[Value])
         "tools": body.get("tools").cloned().unwrap_or(json!([])),
         "usage": {
             "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
             "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
             "total_tokens": input_tokens + output_tokens,
         },
         "metadata": {},

@@ -186,6 +186,11 @@ impl FakeHandle {
         self.shared.faults.counts()
     }
 
+    /// The `traceparent` header of every request received that carried one, in order.
+    pub fn traceparents(&self) -> Vec<String> {
+        self.shared.traceparents()
+    }
+
     /// Body of the last `POST …/responses` (or WebSocket `response.create` frame).
     pub fn last_request_body(&self) -> Option<Bytes> {
         self.shared.last_body()
@@ -297,6 +302,14 @@ async fn run(
 async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     shared.requests_total.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = req.into_parts();
+    if let Some(traceparent) = parts.headers.get("traceparent") {
+        let traceparent = String::from_utf8_lossy(traceparent.as_bytes()).into_owned();
+        shared
+            .traceparents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(traceparent);
+    }
     if parts.version == Version::HTTP_2 {
         shared.http2_requests.fetch_add(1, Ordering::Relaxed);
         if let Some(refusal) = http2::refusal(&parts) {

@@ -165,6 +165,8 @@ pub(crate) struct Shared {
     /// Requests that came over HTTP/2.
     pub http2_requests: AtomicU64,
     pub last_body: Mutex<Option<Bytes>>,
+    /// The `traceparent` of every request that carried one, in order.
+    pub traceparents: Mutex<Vec<String>>,
     /// Draws and counts of `FakeOptions::faults`.
     pub faults: FaultState,
 }
@@ -184,6 +186,13 @@ impl Shared {
 
     pub(crate) fn set_last_body(&self, body: Bytes) {
         *self.last_body.lock().unwrap_or_else(|e| e.into_inner()) = Some(body);
+    }
+
+    pub(crate) fn traceparents(&self) -> Vec<String> {
+        self.traceparents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn last_body(&self) -> Option<Bytes> {

@@ -93,6 +93,10 @@ struct ResponseFields<'a> {
     #[serde(borrow, default)]
     id: Option<&'a RawValue>,
     #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    usage: Option<&'a RawValue>,
+    #[serde(borrow, default)]
     previous_response_id: Option<&'a RawValue>,
     #[serde(default)]
     store: Option<bool>,
@@ -148,9 +152,88 @@ fn read_item(
     }))
 }
 
+/// What a response says of itself, for its trace: id, model and token usage.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResponseFacts {
+    pub id: Option<Box<str>>,
+    pub model: Option<Box<str>>,
+    pub usage: Option<Usage>,
+}
+
+impl ResponseFacts {
+    /// What `fields` add (a later event's values win; a missing one keeps the earlier).
+    fn read(&mut self, fields: &ResponseFields<'_>) {
+        if let Some(id) = text(fields.id) {
+            self.id = Some(id.into());
+        }
+        if let Some(model) = text(fields.model) {
+            self.model = Some(model.into());
+        }
+        if let Some(usage) = fields.usage.and_then(Usage::read) {
+            self.usage = Some(usage);
+        }
+    }
+}
+
+/// A response's token counts (`usage`), each where the response carries it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    /// `input_tokens_details.cached_tokens`.
+    pub cached_input_tokens: Option<u64>,
+    /// `output_tokens_details.reasoning_tokens`.
+    pub reasoning_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct UsageFields {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    input_tokens_details: Option<Details>,
+    #[serde(default)]
+    output_tokens_details: Option<Details>,
+}
+
+#[derive(Deserialize)]
+struct Details {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Read leniently: a compatible server's odd `usage` is no usage, never a lost turn.
+    fn read(raw: &RawValue) -> Option<Usage> {
+        let fields: UsageFields = serde_json::from_str(raw.get()).ok()?;
+        Some(Usage {
+            input_tokens: fields.input_tokens,
+            output_tokens: fields.output_tokens,
+            cached_input_tokens: fields.input_tokens_details.and_then(|d| d.cached_tokens),
+            reasoning_tokens: fields
+                .output_tokens_details
+                .and_then(|d| d.reasoning_tokens),
+        })
+    }
+}
+
 /// The turn in a Response object (a JSON body, or the `response` of a terminal event).
 pub fn turn_from_response(body: &[u8], keep: KeepPolicy) -> Result<Option<Turn>, CaptureError> {
+    read_response(body, keep, &mut ResponseFacts::default())
+}
+
+/// The turn in a Response object, and what it says of itself into `facts`.
+fn read_response(
+    body: &[u8],
+    keep: KeepPolicy,
+    facts: &mut ResponseFacts,
+) -> Result<Option<Turn>, CaptureError> {
     let fields: ResponseFields<'_> = serde_json::from_slice(body)?;
+    facts.read(&fields);
     let stored = fields.store != Some(false);
     let output = fields.output.unwrap_or_default();
     let mut items = Vec::new();
@@ -198,6 +281,7 @@ pub struct TurnBuilder {
     parent: Option<Box<str>>,
     done: BTreeMap<u64, TurnItem>,
     terminal: Option<Turn>,
+    facts: ResponseFacts,
 }
 
 impl TurnBuilder {
@@ -209,6 +293,7 @@ impl TurnBuilder {
             parent: None,
             done: BTreeMap::new(),
             terminal: None,
+            facts: ResponseFacts::default(),
         }
     }
 
@@ -220,6 +305,7 @@ impl TurnBuilder {
             Some("response.created" | "response.in_progress" | "response.queued") => {
                 if let Some(response) = event.response {
                     let fields: ResponseFields<'_> = serde_json::from_str(response.get())?;
+                    self.facts.read(&fields);
                     self.stored = fields.store != Some(false);
                     self.id = text(fields.id).map(Into::into);
                     self.parent = text(fields.previous_response_id).map(Into::into);
@@ -234,13 +320,19 @@ impl TurnBuilder {
             }
             Some("response.completed" | "response.incomplete" | "response.failed") => {
                 if let Some(response) = event.response {
-                    self.terminal = turn_from_response(response.get().as_bytes(), self.keep)?;
+                    self.terminal =
+                        read_response(response.get().as_bytes(), self.keep, &mut self.facts)?;
                 }
                 return Ok(true);
             }
             _ => {}
         }
         Ok(false)
+    }
+
+    /// What the response's events said of it so far.
+    pub fn facts(&self) -> &ResponseFacts {
+        &self.facts
     }
 
     /// The turn: the terminal event's output, or else the items completed before the stream
@@ -295,6 +387,8 @@ impl CaptureLimits {
     }
 }
 
+/// How a body is read.
+#[allow(clippy::large_enum_variant)] // one per response body: boxing would only add an allocation
 enum Format {
     Json(Eliding),
     /// The framer, the builder, and the first event that could not be read.
@@ -402,15 +496,27 @@ impl Capture {
     }
 
     /// The turn the body held, once it has ended.
-    pub fn finish(mut self) -> Result<Option<Turn>, CaptureError> {
-        self.pump(None)?;
-        match self.format {
-            Format::Json(kept) => turn_from_response(kept.bytes(), self.limits.keep),
-            Format::Sse(_, builder, unreadable) => match (builder.finish(), unreadable) {
-                (None, Some(e)) => Err(e),
-                (turn, _) => Ok(turn),
-            },
+    pub fn finish(self) -> Result<Option<Turn>, CaptureError> {
+        self.finish_with_facts().0
+    }
+
+    /// The turn the body held, and what the response said of itself (as far as it was read).
+    pub fn finish_with_facts(mut self) -> (Result<Option<Turn>, CaptureError>, ResponseFacts) {
+        if let Err(e) = self.pump(None) {
+            return (Err(e), ResponseFacts::default());
         }
+        let mut facts = ResponseFacts::default();
+        let turn = match self.format {
+            Format::Json(kept) => read_response(kept.bytes(), self.limits.keep, &mut facts),
+            Format::Sse(_, builder, unreadable) => {
+                facts = builder.facts.clone();
+                match (builder.finish(), unreadable) {
+                    (None, Some(e)) => Err(e),
+                    (turn, _) => Ok(turn),
+                }
+            }
+        };
+        (turn, facts)
     }
 }
 

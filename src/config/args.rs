@@ -92,6 +92,11 @@ pub struct SettingsArgs {
     /// small machine shared with its application [default: `0` (one per CPU core)]
     #[arg(long, env = "RETHREAD_WORKERS", global = true)]
     pub workers: Option<usize>,
+    /// Export OpenTelemetry traces (a span per request and per upstream attempt, with the GenAI
+    /// conventions) to the collector the standard `OTEL_EXPORTER_OTLP_*` variables name (see
+    /// "Traces") [default: `false`]
+    #[arg(long, env = "RETHREAD_OTEL", global = true)]
+    pub otel: Option<bool>,
     /// Log line format: `pretty` or `json` [default: `pretty`]
     #[arg(long, env = "RETHREAD_LOG_FORMAT", global = true)]
     pub log_format: Option<LogFormat>,

@@ -45,6 +45,7 @@ impl ServerSettings {
             "header_timeout" => format!("{:?}", self.header_timeout),
             "drain_timeout" => format!("{:?}", self.drain_timeout),
             "workers" => self.workers.to_string(),
+            "otel" => self.otel.to_string(),
             "log_format" => format!("{:?}", self.log_format),
             "log" => self.log.clone(),
             _ => return None,

@@ -70,6 +70,8 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     /// Runtime worker threads; `0`: one per CPU core.
     pub workers: usize,
+    /// OpenTelemetry traces exported (`otel/`).
+    pub otel: bool,
     pub log_format: LogFormat,
     pub log: String,
 }

@@ -73,6 +73,7 @@ fn server(layers: &mut Layers) -> ServerSettings {
         header_timeout: duration(pick!(layers.header_timeout), Duration::from_secs(30)),
         drain_timeout: duration(pick!(layers.drain_timeout), Duration::from_secs(30)),
         workers: pick!(layers.workers).unwrap_or(0),
+        otel: pick!(layers.otel).unwrap_or(false),
         log_format: pick!(layers.log_format).unwrap_or(LogFormat::Pretty),
         log: pick!(layers.log)
             .or_else(|| std::env::var("RUST_LOG").ok())

@@ -17,6 +17,7 @@ use crate::app::App;
 use crate::capture::decode::Decoder;
 use crate::error::{is_caused_by, ProxyError};
 use crate::forward::{copy_head, ChunksBody, Prefixed};
+use crate::otel::ServerSpan;
 use crate::repair::upstream_error::{self, Refusal, UpstreamError};
 
 /// Largest upstream error body read to see what the refusal was.
@@ -25,6 +26,7 @@ const ERROR_BODY_LIMIT: usize = 64 << 10;
 pub(super) async fn handle(
     app: &Arc<App>,
     request: Request<Body>,
+    span: &ServerSpan,
 ) -> Result<(Response<Body>, Outcome), ProxyError> {
     let (mut parts, body) = request.into_parts();
     let tenant = app.tenants.key_for(&parts.headers);
@@ -35,14 +37,15 @@ pub(super) async fn handle(
     app.upstream.prepare(&mut parts)?;
     let mut outcome = Outcome::default();
 
-    let (mut attempt, mut outgoing) = Attempt::begin(app, tenant, bytes, Transport::Http).await;
+    let (mut attempt, mut outgoing) =
+        Attempt::begin(app, tenant, bytes, Transport::Http, span.parent()).await;
     let response = loop {
+        let mut request = upstream_request(&parts, outgoing);
+        attempt.span().inject(request.headers_mut());
         let sent = Instant::now();
-        let response = app
-            .upstream
-            .send_held(upstream_request(&parts, outgoing))
-            .await?;
+        let response = app.upstream.send_held(request).await?;
         outcome.upstream += sent.elapsed();
+        attempt.span().status(response.status().as_u16(), None);
         // Only a refusal of the request's content is worth reading, and only while the
         // attempt may still answer it with another change or the client's own bytes.
         if !upstream_error::is_content_refusal(response.status().as_u16())
@@ -61,9 +64,9 @@ pub(super) async fn handle(
     let accepted = response.status().is_success();
     let finished = attempt.finish(accepted);
     outcome.inserted = finished.inserted;
+    span.repaired(&finished.repaired());
     let mut response = if accepted {
-        let (model, stateless) = (finished.model, finished.stateless);
-        captured(app, tenant, model, stateless, finished.origin, response)
+        captured(app, tenant, finished.learning, response)
     } else {
         response
     };

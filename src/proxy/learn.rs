@@ -12,6 +12,7 @@ use super::tee::Tee;
 use crate::app::App;
 use crate::capture::{Capture, CaptureError};
 use crate::ledger::LedgerError;
+use crate::otel::ClientSpan;
 use crate::repair;
 use crate::repair::change::Change;
 use crate::repair::items::{ItemType, Turn};
@@ -81,15 +82,24 @@ impl Origin {
     }
 }
 
+/// What learning an answer's turn needs of its request.
+#[derive(Default)]
+pub(super) struct Learning {
+    /// The request's model: a turn with reasoning items teaches that the model reasons.
+    pub(super) model: Option<Box<str>>,
+    /// The request was `store: false`: its image results are kept.
+    pub(super) stateless: bool,
+    pub(super) origin: Origin,
+    /// The CLIENT span of the attempt answered: it learns the answer's id, model and usage,
+    /// and ends with its last byte.
+    pub(super) span: ClientSpan,
+}
+
 /// Wraps a successful response so its turn is learned as it streams to the client.
-/// `model` is the request's, so a turn with reasoning items teaches that the model reasons;
-/// `stateless`: the request was `store: false`, so its image results are kept.
 pub(super) fn captured(
     app: &Arc<App>,
     tenant: TenantKey,
-    model: Option<Box<str>>,
-    stateless: bool,
-    origin: Origin,
+    learning: Learning,
     response: Response<Body>,
 ) -> Response<Body> {
     let header = |name| {
@@ -101,16 +111,14 @@ pub(super) fn captured(
     let capture = Capture::new(
         header(header::CONTENT_TYPE),
         header(header::CONTENT_ENCODING),
-        app.capture_limits(stateless),
+        app.capture_limits(learning.stateless),
     );
     let app = app.clone();
     response.map(move |body| {
         Body::new(Tee::new(
             body,
             capture,
-            Box::new(move |capture, clean| {
-                learn(&app, tenant, model.as_deref(), origin, capture, clean)
-            }),
+            Box::new(move |capture, clean| learn(&app, tenant, learning, capture, clean)),
         ))
     })
 }
@@ -120,12 +128,25 @@ pub(super) fn captured(
 fn learn(
     app: &App,
     tenant: TenantKey,
-    model: Option<&str>,
-    origin: Origin,
+    learning: Learning,
     capture: Result<Capture, CaptureError>,
     clean: bool,
 ) {
-    let turn = match capture.and_then(Capture::finish) {
+    let Learning {
+        model,
+        origin,
+        span,
+        ..
+    } = learning;
+    let turn = match capture.map(Capture::finish_with_facts) {
+        Ok((turn, facts)) => {
+            span.answered(&facts);
+            turn
+        }
+        Err(e) => Err(e),
+    };
+    drop(span);
+    let turn = match turn {
         Ok(Some(turn)) => turn,
         Ok(None) => return,
         Err(e) => {
@@ -138,7 +159,7 @@ fn learn(
     if !clean {
         tracing::debug!("upstream body broke; remembering the items it completed");
     }
-    remember(app, tenant, model, origin, turn);
+    remember(app, tenant, model.as_deref(), origin, turn);
 }
 
 /// Records a learned turn: visible to this replica at once, a remote write finished in a task.

@@ -24,6 +24,7 @@ use crate::app::App;
 use crate::error::ProxyError;
 use crate::forward::{is_upgrade, remove_hop_by_hop};
 use crate::metrics::status_class;
+use crate::otel::{Parent, ServerSpan};
 use outcome::Outcome;
 
 /// What kind of request this is, as far as rethread cares; also a metric label.
@@ -63,6 +64,16 @@ impl RouteClass {
         }
     }
 
+    /// `http.route`: the template of the paths of this class (`…` stands for the upstream's
+    /// path prefix, `/v1` or Azure's `/openai/v1`); `None` where rethread knows no route.
+    pub(crate) fn route(self) -> Option<&'static str> {
+        match self {
+            Self::ResponsesCreate | Self::ResponsesSocket => Some("…/responses"),
+            Self::ResponsesRetrieve => Some("…/responses/{response_id}"),
+            Self::Upgrade | Self::Passthrough => None,
+        }
+    }
+
     pub(crate) fn label(self) -> &'static str {
         match self {
             Self::ResponsesCreate => "responses_create",
@@ -78,12 +89,16 @@ pub(crate) async fn handle(State(app): State<Arc<App>>, request: Request<Body>) 
     let started = Instant::now();
     let method = request.method().clone();
     let class = RouteClass::of(&method, request.uri().path(), is_upgrade(request.headers()));
+    let span = match &app.telemetry {
+        Some(telemetry) => telemetry.server(&method, class.route(), request.headers()),
+        None => ServerSpan::default(),
+    };
     let outcome = match class {
-        RouteClass::ResponsesCreate => create::handle(&app, request).await,
-        RouteClass::ResponsesRetrieve => retrieve(&app, request).await,
-        RouteClass::Upgrade => upgrade(&app, request).await,
-        RouteClass::ResponsesSocket => upgrade(&app, request).await,
-        RouteClass::Passthrough => forward(&app, request).await,
+        RouteClass::ResponsesCreate => create::handle(&app, request, &span).await,
+        RouteClass::ResponsesRetrieve => retrieve(&app, request, &span.parent()).await,
+        RouteClass::Upgrade => upgrade(&app, request, &span.parent()).await,
+        RouteClass::ResponsesSocket => upgrade(&app, request, &span.parent()).await,
+        RouteClass::Passthrough => forward(&app, request, &span.parent()).await,
     };
     let (mut response, note, error) = match outcome {
         Ok((response, note)) => (response, note, None),
@@ -95,6 +110,11 @@ pub(crate) async fn handle(State(app): State<Arc<App>>, request: Request<Body>) 
     };
     let upgrade = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     remove_hop_by_hop(response.headers_mut(), upgrade);
+    span.respond(
+        response.status().as_u16(),
+        error.as_ref().map(|(code, _)| *code),
+    );
+    let response = span.hold(response);
 
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
@@ -136,13 +156,17 @@ pub(crate) async fn handle(State(app): State<Arc<App>>, request: Request<Body>) 
 async fn forward(
     app: &App,
     request: Request<Body>,
+    parent: &Parent,
 ) -> Result<(Response<Body>, Outcome), ProxyError> {
     let (mut parts, body) = request.into_parts();
     app.upstream.prepare(&mut parts)?;
+    let span = parent.forward(&parts.method, &app.settings.upstream.url);
+    span.inject(&mut parts.headers);
     let sent = Instant::now();
     let response = app.upstream.send(Request::from_parts(parts, body)).await?;
+    span.status(response.status().as_u16(), None);
     Ok((
-        response,
+        span.hold(response),
         Outcome {
             inserted: 0,
             upstream: sent.elapsed(),
@@ -154,14 +178,15 @@ async fn forward(
 async fn retrieve(
     app: &Arc<App>,
     request: Request<Body>,
+    parent: &Parent,
 ) -> Result<(Response<Body>, Outcome), ProxyError> {
     let tenant = app.tenants.key_for(request.headers());
-    let (response, note) = forward(app, request).await?;
+    let (response, note) = forward(app, request, parent).await?;
     if !response.status().is_success() {
         return Ok((response, note));
     }
     Ok((
-        learn::captured(app, tenant, None, false, Default::default(), response),
+        learn::captured(app, tenant, learn::Learning::default(), response),
         note,
     ))
 }
@@ -171,6 +196,7 @@ async fn retrieve(
 async fn upgrade(
     app: &Arc<App>,
     mut request: Request<Body>,
+    parent: &Parent,
 ) -> Result<(Response<Body>, Outcome), ProxyError> {
     let class = RouteClass::of(request.method(), request.uri().path(), true);
     let tenant = app.tenants.key_for(request.headers());
@@ -182,11 +208,14 @@ async fn upgrade(
         // Frames must stay readable: no per-message compression on an inspected socket.
         parts.headers.remove(http::header::SEC_WEBSOCKET_EXTENSIONS);
     }
+    let span = parent.forward(&parts.method, &app.settings.upstream.url);
+    span.inject(&mut parts.headers);
     let sent = Instant::now();
     let mut response = app
         .upstream
         .send_raw(Request::from_parts(parts, body))
         .await?;
+    span.status(response.status().as_u16(), None);
     let note = Outcome {
         inserted: 0,
         upstream: sent.elapsed(),
@@ -194,10 +223,13 @@ async fn upgrade(
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_side = hyper::upgrade::on(&mut response);
         let app = app.clone();
+        // Each `response.create` of the socket gets a CLIENT span of its own under the
+        // upgrade's SERVER span.
+        let parent = parent.clone();
         tokio::spawn(async move {
             match tokio::try_join!(client_side, upstream_side) {
                 Ok((client, upstream)) if inspect => {
-                    socket::relay(app, tenant, client, upstream).await;
+                    socket::relay(app, tenant, parent, client, upstream).await;
                 }
                 Ok((client, upstream)) => {
                     let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));

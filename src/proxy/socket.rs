@@ -28,9 +28,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::attempt::{Attempt, Outgoing, Transport};
-use super::learn::{remember, Origin};
+use super::learn::{remember, Learning};
 use crate::app::App;
 use crate::capture::TurnBuilder;
+use crate::otel::Parent;
 use crate::repair::upstream_error;
 use crate::tenant::TenantKey;
 
@@ -54,6 +55,8 @@ fn frame_type(text: &str) -> Option<String> {
 struct Socket {
     app: Arc<App>,
     tenant: TenantKey,
+    /// The upgrade's SERVER span: each `response.create`'s CLIENT spans hang there.
+    parent: Parent,
     /// `response.create` frames sent upstream whose responses have not started yet, oldest first.
     pending: Mutex<VecDeque<Attempt>>,
     /// Told whenever a `response.create` leaves the queue (its response started, or its
@@ -88,7 +91,13 @@ const PIPELINE_WAIT: Duration = Duration::from_secs(10);
 
 /// Relays messages between the upgraded client and upstream connections until both close (or
 /// one has closed and the other has had `CLOSE_GRACE` to follow).
-pub(super) async fn relay(app: Arc<App>, tenant: TenantKey, client: Upgraded, upstream: Upgraded) {
+pub(super) async fn relay(
+    app: Arc<App>,
+    tenant: TenantKey,
+    parent: Parent,
+    client: Upgraded,
+    upstream: Upgraded,
+) {
     let client = WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, None).await;
     let upstream =
         WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, None).await;
@@ -97,6 +106,7 @@ pub(super) async fn relay(app: Arc<App>, tenant: TenantKey, client: Upgraded, up
     let socket = Arc::new(Socket {
         app,
         tenant,
+        parent,
         pending: Mutex::new(VecDeque::new()),
         left: tokio::sync::Notify::new(),
     });
@@ -168,8 +178,15 @@ async fn outgoing(socket: &Socket, text: &str) -> String {
     }
     socket.one_at_a_time().await;
     let bytes = Bytes::copy_from_slice(text.as_bytes());
-    let (attempt, outgoing) =
-        Attempt::begin(&socket.app, socket.tenant, bytes, Transport::WebSocket).await;
+    let parent = socket.parent.clone();
+    let (attempt, outgoing) = Attempt::begin(
+        &socket.app,
+        socket.tenant,
+        bytes,
+        Transport::WebSocket,
+        parent,
+    )
+    .await;
     let frame = framed(outgoing).unwrap_or_else(|| text.to_owned());
     socket.queue().push_back(attempt);
     frame
@@ -192,8 +209,7 @@ enum Incoming {
 /// The response being streamed: its request's model and origin, for the turn it teaches.
 #[derive(Default)]
 struct Started {
-    model: Option<Box<str>>,
-    origin: Option<Origin>,
+    learning: Option<Learning>,
 }
 
 /// What to do with a server event, given the `response.create` frames waiting for theirs.
@@ -204,9 +220,7 @@ fn incoming(socket: &Socket, text: &str, current: &mut Started) -> Incoming {
         Some("response.created") => {
             if let Some(started) = queue.pop_front() {
                 socket.left.notify_waiters();
-                let finished = started.finish(true);
-                current.origin = Some(finished.origin);
-                current.model = finished.model;
+                current.learning = Some(started.finish(true).learning);
             }
             Incoming::Relay
         }
@@ -249,14 +263,15 @@ fn learn(socket: &Socket, builder: &mut TurnBuilder, current: &mut Started, text
     }
     let keep = socket.app.capture_limits(false).keep;
     let done = std::mem::replace(builder, TurnBuilder::new(keep));
+    let Learning {
+        model,
+        origin,
+        span,
+        ..
+    } = current.learning.take().unwrap_or_default();
+    span.answered(done.facts());
+    drop(span);
     if let Some(turn) = done.finish() {
-        let origin = current.origin.take().unwrap_or_default();
-        remember(
-            &socket.app,
-            socket.tenant,
-            current.model.as_deref(),
-            origin,
-            turn,
-        );
+        remember(&socket.app, socket.tenant, model.as_deref(), origin, turn);
     }
 }

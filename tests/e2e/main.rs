@@ -14,6 +14,7 @@ mod isolation;
 mod never_worse;
 mod nginx;
 mod operations;
+mod otel;
 mod own_include;
 mod packaging;
 mod properties;

@@ -14,9 +14,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::learn::Origin;
+use super::learn::{Learning, Origin};
 use crate::app::App;
 use crate::config::Mode;
+use crate::otel::{ClientSpan, Parent, Repaired};
 use crate::repair::change::{Change, Rules};
 use crate::repair::items::Turn;
 use crate::repair::request::{self, RequestView};
@@ -59,12 +60,26 @@ pub(crate) struct Finished {
     pub(crate) repairs: Option<String>,
     /// Why the client's own request was sent instead of a changed one (`x-rethread-reverted`).
     pub(crate) reverted: Option<&'static str>,
-    /// The request's model: a turn with reasoning teaches that it reasons.
-    pub(crate) model: Option<Box<str>>,
-    /// The request was `store: false` (or the upstream drops what it stores for this tenant):
-    /// its image results are kept.
-    pub(crate) stateless: bool,
-    pub(crate) origin: Origin,
+    /// What capture needs, the CLIENT span of what was finally sent included (it ends with
+    /// the answer's last event).
+    pub(crate) learning: Learning,
+    /// Whether memory answered (`otel::Repaired::memory`).
+    memory: &'static str,
+    /// Why a request naming remembered items was left unchanged.
+    unchanged: Option<&'static str>,
+}
+
+impl Finished {
+    /// What the attempt did, for a span.
+    pub(crate) fn repaired(&self) -> Repaired<'_> {
+        Repaired {
+            memory: self.memory,
+            rules: self.repairs.as_deref(),
+            inserted: self.inserted,
+            reverted: self.reverted,
+            unchanged: self.unchanged,
+        }
+    }
 }
 
 /// One request from its first byte to the upstream's accepted (or relayed) answer.
@@ -85,6 +100,11 @@ pub(crate) struct Attempt {
     reverted: Option<&'static str>,
     /// What memory holds for the request, and the decisions taken from it so far.
     grounds: Grounds,
+    /// Where the attempts' CLIENT spans hang, and the span of what is being sent.
+    parent: Parent,
+    span: ClientSpan,
+    /// Times a request was sent upstream so far.
+    sends: u32,
 }
 
 /// The few fields of a request the steps after `begin` need without parsing it again.
@@ -111,6 +131,10 @@ struct Grounds {
     directives: Directives,
     /// Retries a refusal has asked for so far (bounded by `fallback_retries`).
     retries: u32,
+    /// Whether memory answered: `hit`, `none`, `unavailable` or `not_asked`.
+    memory: &'static str,
+    /// Why the request was left unchanged though it names remembered items.
+    unchanged: Option<&'static str>,
 }
 
 impl Attempt {
@@ -121,6 +145,7 @@ impl Attempt {
         tenant: TenantKey,
         body: Bytes,
         transport: Transport,
+        parent: Parent,
     ) -> (Attempt, Outgoing) {
         // The view borrows a handle to the same bytes, so the attempt can own the body.
         let read = body.clone();
@@ -156,6 +181,9 @@ impl Attempt {
             origin: Origin::default(),
             reverted: None,
             grounds,
+            parent,
+            span: ClientSpan::default(),
+            sends: 0,
         };
         let outgoing = attempt.send(change, view.as_ref());
         (attempt, outgoing)
@@ -170,6 +198,7 @@ impl Attempt {
     /// After the upstream refused what was sent: what to send instead, or `None` to relay the
     /// refusal to the client.
     pub(crate) async fn refused(&mut self, error: &UpstreamError) -> Option<Outgoing> {
+        self.span.refused(error.refusal.label());
         let body = self.body.clone();
         let view = request::parse(&body).ok();
         match self.next_after(view.as_ref(), error).await {
@@ -186,7 +215,7 @@ impl Attempt {
     /// response started): the change is counted and logged, and an accepted `reasoning`
     /// parameter teaches that the model reasons (unless rethread took encrypted reasoning out
     /// of the request, which says nothing of it).
-    pub(crate) fn finish(self, accepted: bool) -> Finished {
+    pub(crate) fn finish(mut self, accepted: bool) -> Finished {
         let change = &self.change;
         if !change.is_empty() {
             record_repair(change);
@@ -204,18 +233,34 @@ impl Attempt {
                 self.app.models.learn(self.tenant, model, true);
             }
         }
-        Finished {
+        let finished = Finished {
             inserted: change.items(),
             repairs: (!change.is_empty()).then(|| change.rules_text()),
             reverted: self.reverted,
-            stateless,
-            model,
-            origin: self.origin,
-        }
+            learning: Learning {
+                model,
+                stateless,
+                origin: self.origin,
+                span: std::mem::take(&mut self.span),
+            },
+            memory: self.grounds.memory,
+            unchanged: self.grounds.unchanged,
+        };
+        finished.learning.span.repaired(&finished.repaired());
+        finished
     }
 
-    /// Makes `change` the one being sent, and returns its bytes.
+    /// The CLIENT span of what is being sent (its `traceparent` goes upstream with it).
+    pub(crate) fn span(&self) -> &ClientSpan {
+        &self.span
+    }
+
+    /// Makes `change` the one being sent, under a CLIENT span of its own, and returns its bytes.
     fn send(&mut self, change: Change, view: Option<&RequestView<'_>>) -> Outgoing {
+        let model = self.facts.as_ref().and_then(|f| f.model.as_deref());
+        let upstream = &self.app.settings.upstream.url;
+        self.span = self.parent.responses(upstream, model, self.sends);
+        self.sends += 1;
         let websocket = self.transport == Transport::WebSocket;
         self.origin = Origin::of(&self.app, self.tenant, view, &self.body, &change, websocket);
         let outgoing = match view {

@@ -35,7 +35,13 @@ pub(super) async fn planned(
         Some(previous) => chain_for(app, tenant, view, &turns, rules, previous).await,
         None => Vec::new(),
     };
-    let grounds = Grounds {
+    let memory = match (&turns[..], missed) {
+        (_, true) => "unavailable",
+        ([], false) if lookup_keys(view).is_empty() => "not_asked",
+        ([], false) => "none",
+        (_, false) => "hit",
+    };
+    let mut grounds = Grounds {
         turns,
         chain,
         history: None,
@@ -43,9 +49,12 @@ pub(super) async fn planned(
         rules,
         directives: Directives::default(),
         retries: 0,
+        memory,
+        unchanged: None,
     };
     let (change, unrepairable) = grounds.decide(body, view, rules, &Directives::default());
     if let Some(why) = unrepairable {
+        grounds.unchanged = Some(why.reason());
         tracing::info!(reason = why.reason(), detail = ?why, "request names remembered items that cannot be made whole; inserting none");
         metrics::counter!(crate::metrics::UNREPAIRABLE, "reason" => why.reason()).increment(1);
     }
@@ -101,6 +110,8 @@ impl Grounds {
             },
             directives: Directives::default(),
             retries: 0,
+            memory: "not_asked",
+            unchanged: None,
         }
     }
 
