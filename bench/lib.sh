@@ -10,7 +10,7 @@ set -o pipefail
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH_DIR/.." && pwd)"
 OUT_DIR="${OUT_DIR:-$BENCH_DIR/out}"
-RETHREAD_BIN="$ROOT/target/release/rethread"
+RETHREAD_BIN="${RETHREAD_BIN:-$ROOT/target/release/rethread}"  # another build for an A/B run
 FAKE_BIN="$ROOT/target/release/rethread-fake"
 CLK_TCK="$(getconf CLK_TCK)"
 
