@@ -92,6 +92,16 @@ fn attr(span: &SpanData, key: &str) -> Option<String> {
     attrs(span).get(key).map(|v| v.to_string())
 }
 
+/// Asserts that `span` has attribute `key` with this value.
+fn has(span: &SpanData, key: &str, value: &str) {
+    assert_eq!(
+        attr(span, key).as_deref(),
+        Some(value),
+        "{key} of {}",
+        span.name
+    );
+}
+
 fn one(spans: &[SpanData], kind: SpanKind) -> &SpanData {
     let found: Vec<&SpanData> = spans.iter().filter(|s| s.span_kind == kind).collect();
     assert_eq!(found.len(), 1, "{:#?}", names(spans));
@@ -172,12 +182,9 @@ async fn a_repaired_request_is_a_server_span_over_a_chat_client_span_the_upstrea
         server.parent_span_id,
         SpanId::from_hex(CLIENT_SPAN).unwrap()
     );
-    assert_eq!(attr(server, "http.request.method").as_deref(), Some("POST"));
-    assert_eq!(attr(server, "http.route").as_deref(), Some("…/responses"));
-    assert_eq!(
-        attr(server, "http.response.status_code").as_deref(),
-        Some("200")
-    );
+    has(server, "http.request.method", "POST");
+    has(server, "http.route", "…/responses");
+    has(server, "http.response.status_code", "200");
     // The span says what the headers say.
     let header = |name: &str| {
         answer
@@ -194,7 +201,7 @@ async fn a_repaired_request_is_a_server_span_over_a_chat_client_span_the_upstrea
         header("x-rethread-inserted")
     );
     assert!(header("x-rethread-repairs").is_some());
-    assert_eq!(attr(server, "rethread.memory").as_deref(), Some("hit"));
+    has(server, "rethread.memory", "hit");
 
     assert_eq!(client.name, "chat gpt-5");
     assert_eq!(client.parent_span_id, server.span_context.span_id());
@@ -297,28 +304,13 @@ async fn a_cold_fallback_is_two_client_spans_the_second_a_resend() {
         assert_eq!(attempt.name, "chat gpt-5");
         assert_eq!(attempt.parent_span_id, server.span_context.span_id());
     }
-    assert_eq!(
-        attr(attempts[0], "http.response.status_code").as_deref(),
-        Some("400")
-    );
-    assert_eq!(
-        attr(attempts[0], "error.type").as_deref(),
-        Some("missing_reasoning")
-    );
+    has(attempts[0], "http.response.status_code", "400");
+    has(attempts[0], "error.type", "missing_reasoning");
     assert!(matches!(attempts[0].status, Status::Error { .. }));
     assert!(attr(attempts[0], "http.request.resend_count").is_none());
-    assert_eq!(
-        attr(attempts[1], "http.request.resend_count").as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        attr(attempts[1], "http.response.status_code").as_deref(),
-        Some("200")
-    );
-    assert_eq!(
-        attr(server, "rethread.repairs").as_deref(),
-        Some("insert=1")
-    );
+    has(attempts[1], "http.request.resend_count", "1");
+    has(attempts[1], "http.response.status_code", "200");
+    has(server, "rethread.repairs", "insert=1");
     // Each attempt went upstream under its own span.
     let sent = fake.traceparents();
     assert_eq!(
@@ -340,23 +332,11 @@ async fn a_revert_is_a_resend_and_the_server_span_names_its_reason() {
     let spans = proxy.spans(3).await;
     let server = one(&spans, SpanKind::Server);
     let attempts = clients(&spans);
-    assert_eq!(
-        attr(server, "rethread.reverted").as_deref(),
-        Some("encrypted_unsupported")
-    );
+    has(server, "rethread.reverted", "encrypted_unsupported");
     assert!(attr(server, "rethread.repairs").is_none());
-    assert_eq!(
-        attr(attempts[0], "error.type").as_deref(),
-        Some("encrypted_unsupported")
-    );
-    assert_eq!(
-        attr(attempts[1], "http.request.resend_count").as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        attr(attempts[1], "rethread.reverted").as_deref(),
-        Some("encrypted_unsupported")
-    );
+    has(attempts[0], "error.type", "encrypted_unsupported");
+    has(attempts[1], "http.request.resend_count", "1");
+    has(attempts[1], "rethread.reverted", "encrypted_unsupported");
     assert_eq!(attempts[1].name, format!("chat {DEPLOYMENT}"));
 }
 
@@ -384,10 +364,7 @@ async fn each_websocket_turn_is_a_client_span_under_the_upgrade() {
     let spans = proxy.spans(5).await;
     let server = one(&spans, SpanKind::Server);
     assert_eq!(server.name, "GET …/responses");
-    assert_eq!(
-        attr(server, "http.response.status_code").as_deref(),
-        Some("101")
-    );
+    has(server, "http.response.status_code", "101");
     let chats: Vec<&SpanData> = clients(&spans)
         .into_iter()
         .filter(|s| s.name.starts_with("chat"))
@@ -397,18 +374,9 @@ async fn each_websocket_turn_is_a_client_span_under_the_upgrade() {
         assert_eq!(chat.parent_span_id, server.span_context.span_id());
         assert_eq!(chat.name, "chat gpt-5");
     }
-    assert_eq!(
-        attr(chats[0], "error.type").as_deref(),
-        Some("missing_reasoning")
-    );
-    assert_eq!(
-        attr(chats[1], "http.request.resend_count").as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        attr(chats[1], "rethread.repairs").as_deref(),
-        Some("insert=1")
-    );
+    has(chats[0], "error.type", "missing_reasoning");
+    has(chats[1], "http.request.resend_count", "1");
+    has(chats[1], "rethread.repairs", "insert=1");
     assert!(attr(chats[1], "gen_ai.usage.output_tokens").is_some());
     assert!(attr(chats[2], "gen_ai.response.id").is_some());
 }
