@@ -136,6 +136,12 @@ impl ServerSpan {
         Parent(self.0.clone())
     }
 
+    /// The trace's id, for the request's log line (when traces are on).
+    pub(crate) fn trace_id(&self) -> Option<String> {
+        let open = self.0.as_ref()?;
+        Some(open.cx.span().span_context().trace_id().to_string())
+    }
+
     /// The response's status; a 5xx (or rethread's own error `code`) is an error.
     pub(crate) fn respond(&self, status: u16, error_code: Option<&'static str>) {
         let Some(open) = &self.0 else { return };

@@ -114,6 +114,7 @@ pub(crate) async fn handle(State(app): State<Arc<App>>, request: Request<Body>) 
         response.status().as_u16(),
         error.as_ref().map(|(code, _)| *code),
     );
+    let trace_id = span.trace_id();
     let response = span.hold(response);
 
     let elapsed = started.elapsed();
@@ -138,6 +139,7 @@ pub(crate) async fn handle(State(app): State<Arc<App>>, request: Request<Body>) 
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             inserted = note.inserted,
             upstream_request_id = request_id,
+            trace_id = trace_id.as_deref(),
             "request"
         ),
         Some((code, message)) => tracing::warn!(
@@ -147,6 +149,7 @@ pub(crate) async fn handle(State(app): State<Arc<App>>, request: Request<Body>) 
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             code,
             error = %message,
+            trace_id = trace_id.as_deref(),
             "request failed"
         ),
     }

@@ -462,7 +462,9 @@ async fn traces_reach_an_otlp_http_receiver_as_protobuf() {
                     .map(|v| format!("{:?}", v.value));
                 for scope in resource.scope_spans {
                     for span in scope.spans {
-                        spans.push((service.clone(), span.name, span.kind));
+                        let trace: String =
+                            span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+                        spans.push((service.clone(), span.name, trace));
                     }
                 }
             }
@@ -482,4 +484,7 @@ async fn traces_reach_an_otlp_http_receiver_as_protobuf() {
     assert!(spans.iter().all(|(service, _, _)| service
         .as_deref()
         .is_some_and(|s| s.contains("rethread-under-test"))));
+    // The request's log line names its trace.
+    let (_, _, trace) = &spans[0];
+    proxy.wait_for_log(trace);
 }
