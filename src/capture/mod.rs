@@ -263,6 +263,17 @@ fn link(id: Option<&str>, parent: Option<&str>, complete: bool) -> Option<Box<Li
     }))
 }
 
+#[derive(Deserialize)]
+struct IdField<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+}
+
+/// An item's `id`, read alone.
+fn id_of(raw: &RawValue) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<IdField<'_>>(raw.get()).ok()?.id
+}
+
 /// A string field of a response read leniently: a compatible server's odd value is no id.
 fn text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
     raw.and_then(|r| serde_json::from_str(r.get()).ok())
@@ -320,14 +331,41 @@ impl TurnBuilder {
             }
             Some("response.completed" | "response.incomplete" | "response.failed") => {
                 if let Some(response) = event.response {
-                    self.terminal =
-                        read_response(response.get().as_bytes(), self.keep, &mut self.facts)?;
+                    self.terminal = self.terminal_turn(response)?;
                 }
                 return Ok(true);
             }
             _ => {}
         }
         Ok(false)
+    }
+
+    /// The turn a terminal event's response holds. When every item of its `output` was read
+    /// already, from its own `output_item.done`, the repeat is not read again: only the
+    /// response's own fields are.
+    fn terminal_turn(&mut self, response: &RawValue) -> Result<Option<Turn>, CaptureError> {
+        let fields: ResponseFields<'_> = serde_json::from_str(response.get())?;
+        let stored = fields.store != Some(false);
+        let output = fields.output.as_deref().unwrap_or_default();
+        let count = output.len();
+        let all_read = count > 0
+            && stored == self.stored
+            && self.done.len() == count
+            && self.done.keys().copied().eq(0..count as u64)
+            && output
+                .iter()
+                .zip(self.done.values())
+                .all(|(raw, item)| id_of(raw).is_some_and(|id| *id == *item.id));
+        if !all_read {
+            return read_response(response.get().as_bytes(), self.keep, &mut self.facts);
+        }
+        self.facts.read(&fields);
+        let (id, parent) = (text(fields.id), text(fields.previous_response_id));
+        Ok(Some(Turn {
+            stored,
+            items: std::mem::take(&mut self.done).into_values().collect(),
+            link: link(id.as_deref(), parent.as_deref(), true),
+        }))
     }
 
     /// What the response's events said of it so far.

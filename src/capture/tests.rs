@@ -80,6 +80,42 @@ fn rotating_ids_are_settled_by_output_index() {
 }
 
 #[test]
+fn a_terminal_event_that_repeats_the_items_read_gives_the_same_turn_as_reading_it_whole() {
+    let completed = r#"{"id":"resp_A","store":true,"output":[{"id":"rs_A","type":"reasoning","summary":[]},{"id":"ig_A","type":"image_generation_call","status":"completed","result":"QUFB"},{"id":"msg_A","type":"message","role":"assistant","content":[{"type":"output_text","text":"hi"}]}]}"#;
+    let body = format!(
+        "{}{}",
+        image_stream(false),
+        event(
+            "response.completed",
+            &format!(r#"{{"type":"response.completed","response":{completed}}}"#)
+        )
+    );
+    let streamed = capture("text/event-stream", None, body.as_bytes(), 100).unwrap();
+    let whole = turn_from_response(completed.as_bytes(), LIMITS.keep)
+        .unwrap()
+        .unwrap();
+    assert_eq!(shape(&streamed), shape(&whole));
+    assert_eq!(streamed.link, whole.link);
+    assert_eq!(streamed.stored, whole.stored);
+}
+
+#[test]
+fn a_terminal_event_whose_items_differ_from_those_read_is_read_whole() {
+    // As many items as were read, but not the same ones: the terminal event wins.
+    let completed = r#"{"id":"resp_A","store":true,"output":[{"id":"rs_A","type":"reasoning","summary":[]},{"id":"ig_A","type":"image_generation_call","status":"completed","result":"QUFB"},{"id":"msg_Z","type":"message","role":"assistant","content":[]}]}"#;
+    let body = format!(
+        "{}{}",
+        image_stream(false),
+        event(
+            "response.completed",
+            &format!(r#"{{"type":"response.completed","response":{completed}}}"#)
+        )
+    );
+    let streamed = capture("text/event-stream", None, body.as_bytes(), 100).unwrap();
+    assert_eq!(streamed.items[2].id.as_ref(), "msg_Z");
+}
+
+#[test]
 fn the_terminal_event_is_authoritative() {
     let body = format!(
         "{}{}",

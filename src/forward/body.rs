@@ -19,9 +19,12 @@ pin_project_lite::pin_project! {
     pub struct IdleTimeout<B> {
         #[pin]
         inner: B,
+        // Armed lazily: a frame only notes when it came; the timer is moved only when it fires
+        // early (once per `timeout` at most), not on every frame of a busy stream.
         #[pin]
         sleep: tokio::time::Sleep,
         timeout: Duration,
+        last_frame: tokio::time::Instant,
     }
 }
 
@@ -31,6 +34,7 @@ impl<B> IdleTimeout<B> {
             inner,
             sleep: tokio::time::sleep(timeout),
             timeout,
+            last_frame: tokio::time::Instant::now(),
         }
     }
 }
@@ -52,16 +56,22 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
+        let mut this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => {
-                let deadline = tokio::time::Instant::now() + *this.timeout;
-                this.sleep.reset(deadline);
+                *this.last_frame = tokio::time::Instant::now();
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => match this.sleep.poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(IdleTimedOut(*this.timeout))))),
-                Poll::Pending => Poll::Pending,
+            Poll::Pending => loop {
+                if this.sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // The timer fired: a frame since it was set moves the deadline on.
+                let deadline = *this.last_frame + *this.timeout;
+                if deadline <= tokio::time::Instant::now() {
+                    return Poll::Ready(Some(Err(Box::new(IdleTimedOut(*this.timeout)))));
+                }
+                this.sleep.as_mut().reset(deadline);
             },
         }
     }
@@ -239,5 +249,52 @@ pub(super) async fn within_idle<F: Future>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// A body whose frames come from `frames`, each after its delay.
+    fn paced(frames: Vec<Duration>) -> impl HttpBody<Data = Bytes, Error = BoxError> {
+        let stream = futures_util::stream::unfold(frames.into_iter(), |mut left| async move {
+            let delay = left.next()?;
+            tokio::time::sleep(delay).await;
+            Some((
+                Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"x"))),
+                left,
+            ))
+        });
+        http_body_util::StreamBody::new(stream)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_keeps_moving_outlives_its_idle_timeout() {
+        // Five frames 600 ms apart: 3 s in all against a 1 s timeout that the deadline, moved
+        // on lazily, never reaches.
+        let body = IdleTimeout::new(
+            paced(vec![Duration::from_millis(600); 5]),
+            Duration::from_secs(1),
+        );
+        let collected = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&collected[..], b"xxxxx");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_longer_than_the_idle_timeout_ends_the_body_at_the_timeout() {
+        let started = tokio::time::Instant::now();
+        let delays = vec![
+            Duration::from_millis(600),
+            Duration::from_millis(600),
+            Duration::from_secs(5),
+        ];
+        let body = IdleTimeout::new(paced(delays), Duration::from_secs(1));
+        let error = body.collect().await.unwrap_err();
+        assert!(error.is::<IdleTimedOut>(), "{error}");
+        // Two frames, then one second of silence.
+        assert_eq!(started.elapsed(), Duration::from_millis(2200));
     }
 }
