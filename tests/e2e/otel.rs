@@ -488,3 +488,25 @@ async fn traces_reach_an_otlp_http_receiver_as_protobuf() {
     let (_, _, trace) = &spans[0];
     proxy.wait_for_log(trace);
 }
+
+#[tokio::test]
+async fn a_collector_that_is_down_is_logged_and_costs_no_request() {
+    // Nothing listens there: every export fails, and requests go on as if traces were off.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let fake = fake().await;
+    let proxy = Rethread::start_env(
+        &fake.url(),
+        &["--otel", "true"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ],
+    );
+    for _ in 0..3 {
+        let answer = post(&proxy.url("/v1/responses"), KEY, &image_request(), &[]).await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+    }
+    proxy.wait_for_log("BatchSpanProcessor.ExportError");
+}
