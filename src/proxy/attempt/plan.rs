@@ -30,16 +30,11 @@ pub(super) async fn planned(
     view: &RequestView<'_>,
 ) -> (Grounds, Change) {
     let rules = rules_for(app, tenant, view);
-    let (turns, missed) = look_up(app, tenant, view).await;
+    let (turns, memory) = look_up(app, tenant, view).await;
+    let missed = memory == "unavailable";
     let chain = match &view.previous_response_id {
         Some(previous) => chain_for(app, tenant, view, &turns, rules, previous).await,
         None => Vec::new(),
-    };
-    let memory = match (&turns[..], missed) {
-        (_, true) => "unavailable",
-        ([], false) if lookup_keys(view).is_empty() => "not_asked",
-        ([], false) => "none",
-        (_, false) => "hit",
     };
     let mut grounds = Grounds {
         turns,
@@ -75,18 +70,24 @@ fn rules_for(app: &App, tenant: TenantKey, view: &RequestView<'_>) -> Rules {
     }
 }
 
-/// The remembered turns holding the request's ids, and whether memory failed to answer.
-async fn look_up(app: &App, tenant: TenantKey, view: &RequestView<'_>) -> (Vec<Arc<Turn>>, bool) {
+/// The remembered turns holding the request's ids, and whether memory answered: `hit`, `none`
+/// (it holds none of them), `unavailable` (the store failed) or `not_asked` (no id to ask for).
+async fn look_up(
+    app: &App,
+    tenant: TenantKey,
+    view: &RequestView<'_>,
+) -> (Vec<Arc<Turn>>, &'static str) {
     let keys = lookup_keys(view);
     if keys.is_empty() {
-        return (Vec::new(), false);
+        return (Vec::new(), "not_asked");
     }
     match app.ledger.lookup(tenant, &keys, ledger::ITEM_KEYS).await {
-        Ok(turns) => (turns, false),
+        Ok(turns) if turns.is_empty() => (turns, "none"),
+        Ok(turns) => (turns, "hit"),
         Err(e) => {
             tracing::warn!(error = %e, "ledger lookup failed; forwarding without memory");
             metrics::counter!(crate::metrics::STORE_ERRORS, "op" => "lookup").increment(1);
-            (Vec::new(), true)
+            (Vec::new(), "unavailable")
         }
     }
 }
