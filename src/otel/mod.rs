@@ -13,6 +13,7 @@
 mod export;
 mod names;
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
@@ -150,13 +151,11 @@ impl ServerSpan {
             n::HTTP_RESPONSE_STATUS_CODE,
             i64::from(status),
         ));
-        let error = error_code.or((status >= 500).then_some("")).map(|code| {
-            if code.is_empty() {
-                status.to_string()
-            } else {
-                code.to_owned()
-            }
-        });
+        let error = match error_code {
+            Some(code) => Some(code.to_owned()),
+            None if status >= 500 => Some(status.to_string()),
+            None => None,
+        };
         if let Some(error) = error {
             span.set_attribute(KeyValue::new(n::ERROR_TYPE, error));
             span.set_status(Status::error(""));
@@ -263,7 +262,10 @@ impl Open {
             .with_kind(SpanKind::Client)
             .with_attributes(attributes)
             .start_with_context(&self.tracer, &self.cx);
-        ClientSpan(Some(self.cx.with_span(span)))
+        ClientSpan(Some(Client {
+            cx: self.cx.with_span(span),
+            error: None,
+        }))
     }
 }
 
@@ -287,52 +289,56 @@ fn http_client(method: &http::Method, upstream: &http::Uri) -> Vec<KeyValue> {
 /// One upstream attempt's CLIENT span (empty when traces are off). It ends when dropped: with
 /// the response's last event when capture holds it.
 #[derive(Default)]
-pub(crate) struct ClientSpan(Option<Context>);
+pub(crate) struct ClientSpan(Option<Client>);
+
+struct Client {
+    cx: Context,
+    /// `error.type`, written once as the span ends: the status, unless a refusal's kind was
+    /// read from the body (or a WebSocket `error` event) after it.
+    error: Option<Cow<'static, str>>,
+}
 
 impl ClientSpan {
     /// Puts this span in the upstream request's `traceparent` (and `tracestate`), in place of
     /// the client's: the upstream's span is then rethread's child, not its sibling.
     pub(crate) fn inject(&self, headers: &mut HeaderMap) {
-        if let Some(cx) = &self.0 {
-            TraceContextPropagator::new().inject_context(cx, &mut HeadersMut(headers));
+        if let Some(client) = &self.0 {
+            TraceContextPropagator::new().inject_context(&client.cx, &mut HeadersMut(headers));
         }
     }
 
-    /// The upstream's status; 4xx and 5xx are errors (`error.type`: the status, or the
-    /// refusal's kind when rethread read it).
-    pub(crate) fn status(&self, status: u16, refusal: Option<&'static str>) {
-        let Some(cx) = &self.0 else { return };
-        let span = cx.span();
+    /// The upstream's status; 4xx and 5xx are errors.
+    pub(crate) fn status(&mut self, status: u16) {
+        let Some(client) = &mut self.0 else { return };
+        let span = client.cx.span();
         span.set_attribute(KeyValue::new(
             n::HTTP_RESPONSE_STATUS_CODE,
             i64::from(status),
         ));
         if status >= 400 {
-            let error = refusal.map_or_else(|| status.to_string(), str::to_owned);
-            span.set_attribute(KeyValue::new(n::ERROR_TYPE, error));
             span.set_status(Status::error(""));
+            client.error = Some(status.to_string().into());
         }
     }
 
     /// What rethread did to the request (`rethread.*`), on the attempt that went through.
     pub(crate) fn repaired(&self, done: &Repaired<'_>) {
-        if let Some(cx) = &self.0 {
-            done.record(cx);
+        if let Some(client) = &self.0 {
+            done.record(&client.cx);
         }
     }
 
     /// The upstream refused what this attempt sent (the refusal's kind as `error.type`).
-    pub(crate) fn refused(&self, refusal: &'static str) {
-        let Some(cx) = &self.0 else { return };
-        let span = cx.span();
-        span.set_attribute(KeyValue::new(n::ERROR_TYPE, refusal));
-        span.set_status(Status::error(""));
+    pub(crate) fn refused(&mut self, refusal: &'static str) {
+        let Some(client) = &mut self.0 else { return };
+        client.cx.span().set_status(Status::error(""));
+        client.error = Some(refusal.into());
     }
 
     /// What the answer said of itself: its id, model and token usage.
     pub(crate) fn answered(&self, facts: &ResponseFacts) {
-        let Some(cx) = &self.0 else { return };
-        let span = cx.span();
+        let Some(client) = &self.0 else { return };
+        let span = client.cx.span();
         if let Some(id) = &facts.id {
             span.set_attribute(KeyValue::new(n::GEN_AI_RESPONSE_ID, id.to_string()));
         }
@@ -362,8 +368,12 @@ impl ClientSpan {
 
 impl Drop for ClientSpan {
     fn drop(&mut self) {
-        if let Some(cx) = &self.0 {
-            cx.span().end();
+        if let Some(client) = &mut self.0 {
+            let span = client.cx.span();
+            if let Some(error) = client.error.take() {
+                span.set_attribute(KeyValue::new(n::ERROR_TYPE, error));
+            }
+            span.end();
         }
     }
 }
@@ -399,21 +409,29 @@ impl ServerSpan {
     /// `response` with a body that holds this span until its last byte (or until the client
     /// leaves): the span then ends.
     pub(crate) fn hold(self, response: Response<Body>) -> Response<Body> {
-        if self.0.is_none() {
-            return response;
-        }
-        response.map(|body| Body::new(Holding { body, _span: self }))
+        let open = self.0.is_some();
+        held(response, self, open)
     }
 }
 
 impl ClientSpan {
     /// `response` with a body that holds this span until its last byte.
     pub(crate) fn hold(self, response: Response<Body>) -> Response<Body> {
-        if self.0.is_none() {
-            return response;
-        }
-        response.map(|body| Body::new(Holding { body, _span: self }))
+        let open = self.0.is_some();
+        held(response, self, open)
     }
+}
+
+/// `response` with its body holding `span` (unchanged when the span is empty: traces off).
+fn held<S: Unpin + Send + 'static>(
+    response: Response<Body>,
+    span: S,
+    open: bool,
+) -> Response<Body> {
+    if !open {
+        return response;
+    }
+    response.map(|body| Body::new(Holding { body, _span: span }))
 }
 
 /// A body and a span that ends when the body is done with.

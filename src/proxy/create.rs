@@ -45,7 +45,7 @@ pub(super) async fn handle(
         let sent = Instant::now();
         let response = app.upstream.send_held(request).await?;
         outcome.upstream += sent.elapsed();
-        attempt.span().status(response.status().as_u16(), None);
+        attempt.span().status(response.status().as_u16());
         // Only a refusal of the request's content is worth reading, and only while the
         // attempt may still answer it with another change or the client's own bytes.
         if !upstream_error::is_content_refusal(response.status().as_u16())

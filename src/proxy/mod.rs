@@ -163,11 +163,11 @@ async fn forward(
 ) -> Result<(Response<Body>, Outcome), ProxyError> {
     let (mut parts, body) = request.into_parts();
     app.upstream.prepare(&mut parts)?;
-    let span = parent.forward(&parts.method, &app.settings.upstream.url);
+    let mut span = parent.forward(&parts.method, &app.settings.upstream.url);
     span.inject(&mut parts.headers);
     let sent = Instant::now();
     let response = app.upstream.send(Request::from_parts(parts, body)).await?;
-    span.status(response.status().as_u16(), None);
+    span.status(response.status().as_u16());
     Ok((
         span.hold(response),
         Outcome {
@@ -211,14 +211,14 @@ async fn upgrade(
         // Frames must stay readable: no per-message compression on an inspected socket.
         parts.headers.remove(http::header::SEC_WEBSOCKET_EXTENSIONS);
     }
-    let span = parent.forward(&parts.method, &app.settings.upstream.url);
+    let mut span = parent.forward(&parts.method, &app.settings.upstream.url);
     span.inject(&mut parts.headers);
     let sent = Instant::now();
     let mut response = app
         .upstream
         .send_raw(Request::from_parts(parts, body))
         .await?;
-    span.status(response.status().as_u16(), None);
+    span.status(response.status().as_u16());
     let note = Outcome {
         inserted: 0,
         upstream: sent.elapsed(),

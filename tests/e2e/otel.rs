@@ -69,6 +69,20 @@ impl Traced {
             let spans = self.spans.get_finished_spans().unwrap();
             if spans.len() >= n || Instant::now() > deadline {
                 assert_eq!(spans.len(), n, "{:#?}", names(&spans));
+                for span in &spans {
+                    let mut keys: Vec<&str> =
+                        span.attributes.iter().map(|kv| kv.key.as_str()).collect();
+                    keys.sort_unstable();
+                    let before = keys.len();
+                    keys.dedup();
+                    assert_eq!(
+                        keys.len(),
+                        before,
+                        "an attribute set twice on {}: {:?}",
+                        span.name,
+                        span.attributes
+                    );
+                }
                 return spans;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

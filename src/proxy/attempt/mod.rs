@@ -250,9 +250,10 @@ impl Attempt {
         finished
     }
 
-    /// The CLIENT span of what is being sent (its `traceparent` goes upstream with it).
-    pub(crate) fn span(&self) -> &ClientSpan {
-        &self.span
+    /// The CLIENT span of what is being sent (its `traceparent` goes upstream with it; the
+    /// upstream's status is noted on it).
+    pub(crate) fn span(&mut self) -> &mut ClientSpan {
+        &mut self.span
     }
 
     /// Makes `change` the one being sent, under a CLIENT span of its own, and returns its bytes.
