@@ -223,17 +223,20 @@ impl Usage {
 
 /// The turn in a Response object (a JSON body, or the `response` of a terminal event).
 pub fn turn_from_response(body: &[u8], keep: KeepPolicy) -> Result<Option<Turn>, CaptureError> {
-    read_response(body, keep, &mut ResponseFacts::default())
+    read_response(body, keep, None)
 }
 
-/// The turn in a Response object, and what it says of itself into `facts`.
+/// The turn in a Response object, and what it says of itself into `facts` when they are asked
+/// for (a trace wants them).
 fn read_response(
     body: &[u8],
     keep: KeepPolicy,
-    facts: &mut ResponseFacts,
+    facts: Option<&mut ResponseFacts>,
 ) -> Result<Option<Turn>, CaptureError> {
     let fields: ResponseFields<'_> = serde_json::from_slice(body)?;
-    facts.read(&fields);
+    if let Some(facts) = facts {
+        facts.read(&fields);
+    }
     let stored = fields.store != Some(false);
     let output = fields.output.unwrap_or_default();
     let mut items = Vec::new();
@@ -292,7 +295,8 @@ pub struct TurnBuilder {
     parent: Option<Box<str>>,
     done: BTreeMap<u64, TurnItem>,
     terminal: Option<Turn>,
-    facts: ResponseFacts,
+    /// What the response says of itself, read only when asked for (`with_facts`).
+    facts: Option<ResponseFacts>,
 }
 
 impl TurnBuilder {
@@ -304,8 +308,14 @@ impl TurnBuilder {
             parent: None,
             done: BTreeMap::new(),
             terminal: None,
-            facts: ResponseFacts::default(),
+            facts: None,
         }
+    }
+
+    /// Also reads what the response says of itself (`facts`): for a trace, and only then.
+    pub fn with_facts(mut self) -> Self {
+        self.facts = Some(ResponseFacts::default());
+        self
     }
 
     /// Reads one event's data; says whether it was a terminal event (the response is over).
@@ -316,7 +326,9 @@ impl TurnBuilder {
             Some("response.created" | "response.in_progress" | "response.queued") => {
                 if let Some(response) = event.response {
                     let fields: ResponseFields<'_> = serde_json::from_str(response.get())?;
-                    self.facts.read(&fields);
+                    if let Some(facts) = &mut self.facts {
+                        facts.read(&fields);
+                    }
                     self.stored = fields.store != Some(false);
                     self.id = text(fields.id).map(Into::into);
                     self.parent = text(fields.previous_response_id).map(Into::into);
@@ -357,9 +369,11 @@ impl TurnBuilder {
                 .zip(self.done.values())
                 .all(|(raw, item)| id_of(raw).is_some_and(|id| *id == *item.id));
         if !all_read {
-            return read_response(response.get().as_bytes(), self.keep, &mut self.facts);
+            return read_response(response.get().as_bytes(), self.keep, self.facts.as_mut());
         }
-        self.facts.read(&fields);
+        if let Some(facts) = &mut self.facts {
+            facts.read(&fields);
+        }
         let (id, parent) = (text(fields.id), text(fields.previous_response_id));
         Ok(Some(Turn {
             stored,
@@ -369,8 +383,8 @@ impl TurnBuilder {
     }
 
     /// What the response's events said of it so far.
-    pub fn facts(&self) -> &ResponseFacts {
-        &self.facts
+    pub fn facts(&self) -> Option<&ResponseFacts> {
+        self.facts.as_ref()
     }
 
     /// The turn: the terminal event's output, or else the items completed before the stream
@@ -438,6 +452,8 @@ pub struct Capture {
     decoder: Decoder,
     format: Format,
     limits: CaptureLimits,
+    /// What the response says of itself is read too (`with_facts`).
+    facts: bool,
 }
 
 impl Capture {
@@ -474,7 +490,18 @@ impl Capture {
             decoder,
             format,
             limits,
+            facts: false,
         })
+    }
+
+    /// Also reads what the response says of itself (`finish_with_facts`): for a trace, and only
+    /// then.
+    pub fn with_facts(mut self) -> Self {
+        self.facts = true;
+        if let Format::Sse(_, builder, _) = &mut self.format {
+            builder.facts = Some(ResponseFacts::default());
+        }
+        self
     }
 
     /// Reads one chunk of the body as the client receives it.
@@ -488,6 +515,7 @@ impl Capture {
             decoder,
             format,
             limits,
+            ..
         } = self;
         let mut failure = None;
         {
@@ -538,23 +566,29 @@ impl Capture {
         self.finish_with_facts().0
     }
 
-    /// The turn the body held, and what the response said of itself (as far as it was read).
-    pub fn finish_with_facts(mut self) -> (Result<Option<Turn>, CaptureError>, ResponseFacts) {
+    /// The turn the body held, and what the response said of itself (as far as it was read;
+    /// `None` unless `with_facts` asked for it).
+    pub fn finish_with_facts(
+        mut self,
+    ) -> (Result<Option<Turn>, CaptureError>, Option<ResponseFacts>) {
         if let Err(e) = self.pump(None) {
-            return (Err(e), ResponseFacts::default());
+            return (Err(e), None);
         }
-        let mut facts = ResponseFacts::default();
-        let turn = match self.format {
-            Format::Json(kept) => read_response(kept.bytes(), self.limits.keep, &mut facts),
-            Format::Sse(_, builder, unreadable) => {
-                facts = builder.facts.clone();
-                match (builder.finish(), unreadable) {
+        match self.format {
+            Format::Json(kept) => {
+                let mut facts = self.facts.then(ResponseFacts::default);
+                let turn = read_response(kept.bytes(), self.limits.keep, facts.as_mut());
+                (turn, facts)
+            }
+            Format::Sse(_, mut builder, unreadable) => {
+                let facts = builder.facts.take();
+                let turn = match (builder.finish(), unreadable) {
                     (None, Some(e)) => Err(e),
                     (turn, _) => Ok(turn),
-                }
+                };
+                (turn, facts)
             }
-        };
-        (turn, facts)
+        }
     }
 }
 

@@ -46,6 +46,16 @@ fn image_stream(rotate: bool) -> String {
     .concat()
 }
 
+/// `image_stream` closed by a `response.completed` carrying `completed`.
+fn image_stream_ending_with(completed: &str) -> String {
+    let terminal = format!(r#"{{"type":"response.completed","response":{completed}}}"#);
+    format!(
+        "{}{}",
+        image_stream(false),
+        event("response.completed", &terminal)
+    )
+}
+
 #[test]
 fn a_streamed_image_turn_is_learned_at_any_chunk_boundary() {
     let body = image_stream(false);
@@ -82,14 +92,7 @@ fn rotating_ids_are_settled_by_output_index() {
 #[test]
 fn a_terminal_event_that_repeats_the_items_read_gives_the_same_turn_as_reading_it_whole() {
     let completed = r#"{"id":"resp_A","store":true,"output":[{"id":"rs_A","type":"reasoning","summary":[]},{"id":"ig_A","type":"image_generation_call","status":"completed","result":"QUFB"},{"id":"msg_A","type":"message","role":"assistant","content":[{"type":"output_text","text":"hi"}]}]}"#;
-    let body = format!(
-        "{}{}",
-        image_stream(false),
-        event(
-            "response.completed",
-            &format!(r#"{{"type":"response.completed","response":{completed}}}"#)
-        )
-    );
+    let body = image_stream_ending_with(completed);
     let streamed = capture("text/event-stream", None, body.as_bytes(), 100).unwrap();
     let whole = turn_from_response(completed.as_bytes(), LIMITS.keep)
         .unwrap()
@@ -103,16 +106,39 @@ fn a_terminal_event_that_repeats_the_items_read_gives_the_same_turn_as_reading_i
 fn a_terminal_event_whose_items_differ_from_those_read_is_read_whole() {
     // As many items as were read, but not the same ones: the terminal event wins.
     let completed = r#"{"id":"resp_A","store":true,"output":[{"id":"rs_A","type":"reasoning","summary":[]},{"id":"ig_A","type":"image_generation_call","status":"completed","result":"QUFB"},{"id":"msg_Z","type":"message","role":"assistant","content":[]}]}"#;
-    let body = format!(
-        "{}{}",
-        image_stream(false),
-        event(
-            "response.completed",
-            &format!(r#"{{"type":"response.completed","response":{completed}}}"#)
-        )
-    );
+    let body = image_stream_ending_with(completed);
     let streamed = capture("text/event-stream", None, body.as_bytes(), 100).unwrap();
     assert_eq!(streamed.items[2].id.as_ref(), "msg_Z");
+}
+
+#[test]
+fn what_a_response_says_of_itself_is_read_only_when_a_trace_asks() {
+    let completed = r#"{"id":"resp_A","model":"gpt-5","store":true,"usage":{"input_tokens":3,"output_tokens":5},"output":[]}"#;
+    let body = image_stream_ending_with(completed);
+    let read = |asked: bool| {
+        let mut c = Capture::new(Some("text/event-stream"), None, LIMITS).unwrap();
+        if asked {
+            c = c.with_facts();
+        }
+        c.feed(body.as_bytes()).unwrap();
+        c.finish_with_facts().1
+    };
+    assert!(read(false).is_none());
+    let facts = read(true).unwrap();
+    assert_eq!(facts.id.as_deref(), Some("resp_A"));
+    assert_eq!(facts.model.as_deref(), Some("gpt-5"));
+    assert!(facts.usage.is_some());
+
+    let json = |asked: bool| {
+        let mut c = Capture::new(Some("application/json"), None, LIMITS).unwrap();
+        if asked {
+            c = c.with_facts();
+        }
+        c.feed(completed.as_bytes()).unwrap();
+        c.finish_with_facts().1
+    };
+    assert!(json(false).is_none());
+    assert_eq!(json(true).unwrap().model.as_deref(), Some("gpt-5"));
 }
 
 #[test]

@@ -212,6 +212,11 @@ pub(crate) struct Repaired<'a> {
 pub(crate) struct Parent(Option<Open>);
 
 impl Parent {
+    /// Whether spans hang here (traces are on).
+    pub(crate) fn is_open(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// The CLIENT span of one Responses call, `chat {model}` with the GenAI attributes.
     /// `resend`: attempts of the same request before this one (a cold fallback, a rewrite a
     /// refusal asked for, the client's own request after a refusal).
@@ -335,9 +340,17 @@ impl ClientSpan {
         client.error = Some(refusal.into());
     }
 
+    /// Whether this span records anything (traces are on): capture then reads what the answer
+    /// says of itself for it.
+    pub(crate) fn is_open(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// What the answer said of itself: its id, model and token usage.
-    pub(crate) fn answered(&self, facts: &ResponseFacts) {
-        let Some(client) = &self.0 else { return };
+    pub(crate) fn answered(&self, facts: Option<&ResponseFacts>) {
+        let (Some(client), Some(facts)) = (&self.0, facts) else {
+            return;
+        };
         let span = client.cx.span();
         if let Some(id) = &facts.id {
             span.set_attribute(KeyValue::new(n::GEN_AI_RESPONSE_ID, id.to_string()));

@@ -112,7 +112,11 @@ pub(super) fn captured(
         header(header::CONTENT_TYPE),
         header(header::CONTENT_ENCODING),
         app.capture_limits(learning.stateless),
-    );
+    )
+    .map(|capture| match learning.span.is_open() {
+        true => capture.with_facts(),
+        false => capture,
+    });
     let app = app.clone();
     response.map(move |body| {
         Body::new(Tee::new(
@@ -140,7 +144,7 @@ fn learn(
     } = learning;
     let turn = match capture.map(Capture::finish_with_facts) {
         Ok((turn, facts)) => {
-            span.answered(&facts);
+            span.answered(facts.as_ref());
             turn
         }
         Err(e) => Err(e),

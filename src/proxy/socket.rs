@@ -65,6 +65,16 @@ struct Socket {
 }
 
 impl Socket {
+    /// A builder for the next response's turn; it reads the response's own facts (id, model,
+    /// usage) only for a trace.
+    fn turn_builder(&self) -> TurnBuilder {
+        let builder = TurnBuilder::new(self.app.capture_limits(false).keep);
+        match self.parent.is_open() {
+            true => builder.with_facts(),
+            false => builder,
+        }
+    }
+
     fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Attempt>> {
         crate::sync::lock(&self.pending)
     }
@@ -138,7 +148,7 @@ pub(super) async fn relay(
     let inbound = {
         let socket = socket.clone();
         async move {
-            let mut builder = TurnBuilder::new(socket.app.capture_limits(false).keep);
+            let mut builder = socket.turn_builder();
             let mut started = Started::default();
             while let Some(Ok(message)) = upstream_rx.next().await {
                 if let Message::Text(text) = &message {
@@ -261,8 +271,7 @@ fn learn(socket: &Socket, builder: &mut TurnBuilder, current: &mut Started, text
             return;
         }
     }
-    let keep = socket.app.capture_limits(false).keep;
-    let done = std::mem::replace(builder, TurnBuilder::new(keep));
+    let done = std::mem::replace(builder, socket.turn_builder());
     let Learning {
         model,
         origin,
