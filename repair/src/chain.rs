@@ -20,7 +20,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::items::{is_output_of_call, Turn};
+use super::items::{is_output_of_call, ItemType, Turn};
 use super::plan::Insertion;
 use super::request::InputItem;
 
@@ -146,7 +146,8 @@ pub fn duplicates(body: &[u8], items: &[InputItem<'_>], chain: &[Arc<Turn>]) -> 
         .collect()
 }
 
-/// The whole history of the chain, oldest first, each turn's input then its output, in full;
+/// The whole history of the chain, oldest first, each turn's input then its output (less the
+/// reasoning items the API refuses to see replayed), in full;
 /// `None` unless memory holds all of it: every turn back to the one that started the chain,
 /// each with its input kept and every output item kept in full.
 pub fn history(chain: &[Arc<Turn>]) -> Option<Vec<Bytes>> {
@@ -161,8 +162,14 @@ pub fn history(chain: &[Arc<Turn>]) -> Option<Vec<Bytes>> {
         for raw in serde_json::from_slice::<Vec<&RawValue>>(input).ok()? {
             out.push(input.slice_ref(raw.get().as_bytes()));
         }
-        for item in turn.items.iter() {
-            out.push(item.full.clone()?);
+        for (pos, item) in turn.items.iter().enumerate() {
+            let full = item.full.clone()?;
+            // A reasoning item with nothing of its own after it (back to back, or the turn's
+            // last) is refused when replayed (E12, E13): it stays out, as `drop` leaves it out.
+            if turn.group(pos).members().is_empty() && item.ty == ItemType::Reasoning {
+                continue;
+            }
+            out.push(full);
         }
     }
     Some(out)
@@ -403,6 +410,19 @@ mod tests {
         assert_eq!(h[3], "1");
         assert_eq!(h[4], "2");
         assert!(h[5].contains(r#""type":"function_call""#), "{h:?}");
+    }
+
+    #[test]
+    fn the_history_leaves_out_reasoning_with_nothing_of_its_own_after_it() {
+        let c = chain(&[("rs rs msg rs", "[]")]);
+        let h: Vec<String> = history(&c)
+            .unwrap()
+            .iter()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect();
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert!(h[0].contains(r#""id":"rs_10""#), "{h:?}");
+        assert!(h[1].contains(r#""type":"message""#), "{h:?}");
     }
 
     #[test]

@@ -5,6 +5,14 @@
 //! content; an assistant message replayed as id-less text). A digest recorded with the turn tells
 //! whether such an item *is* a remembered one (its id can be adopted in place) or an edit of it
 //! (the client's version wins). Only the digest is kept, never the content.
+//!
+//! Other items (a hosted tool's call, a call the server stored) are digested whole, in a
+//! canonical form: keys sorted, `id` and `status` (the server's) left out, and `null` members
+//! dropped (`model_dump()` writes them, N4), so a client's re-serialised copy of an item
+//! digests as the item did. A chain's items sent again are then known to be copies even when
+//! memory holds no more of them than the digest (N7). An image call's `result` is left out
+//! too: capture never reads a stored image's base64 (it is elided as it streams by), and the
+//! image's id, prompt and settings still tell an edit from a copy.
 
 use std::borrow::Cow;
 
@@ -40,8 +48,8 @@ pub struct ItemFields<'a> {
 }
 
 impl ItemFields<'_> {
-    /// The digest of the item's content: see `digest`.
-    pub fn digest(&self) -> Option<Digest> {
+    /// The digest of the item's content, `raw` being the item itself: see `digest`.
+    pub fn digest(&self, raw: &str) -> Option<Digest> {
         match self.ty.as_deref() {
             Some("reasoning") => text(self.encrypted_content).map(|e| digest_of(e.0.as_bytes())),
             Some("message") | None if text(self.role).is_some_and(|r| r.0 == "assistant") => {
@@ -52,9 +60,68 @@ impl ItemFields<'_> {
                 };
                 Some(digest_of(text.as_bytes()))
             }
-            _ => None,
+            Some("message" | "item_reference") | None => None,
+            Some(_) => canonical_digest(raw),
         }
     }
+}
+
+/// What capture writes in place of a string it did not keep (its JSON text escapes the NUL).
+pub const ELIDED: &str = "\u{0}rethread-elided";
+
+/// The digest of an item in its canonical form (see the module's doc); `None` when a string
+/// that counts was elided.
+fn canonical_digest(raw: &str) -> Option<Digest> {
+    let serde_json::Value::Object(mut item) = serde_json::from_str(raw).ok()? else {
+        return None;
+    };
+    item.remove("id");
+    item.remove("status");
+    if item.get("type").and_then(serde_json::Value::as_str) == Some("image_generation_call") {
+        item.remove("result");
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    canonical(&serde_json::Value::Object(item), &mut out)?;
+    Some(digest_of(&out))
+}
+
+/// `value` written with sorted keys and without `null` members; `None` if it holds an elided
+/// string.
+fn canonical(value: &serde_json::Value, out: &mut Vec<u8>) -> Option<()> {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, _)| k)
+                .collect();
+            keys.sort_unstable();
+            out.push(b'{');
+            for (n, key) in keys.into_iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(Value::String(key.clone()).to_string().as_bytes());
+                out.push(b':');
+                canonical(&map[key], out)?;
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (n, item) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                canonical(item, out)?;
+            }
+            out.push(b']');
+        }
+        Value::String(text) if text == ELIDED => return None,
+        other => out.extend_from_slice(other.to_string().as_bytes()),
+    }
+    Some(())
 }
 
 /// A string field, borrowed where it has no escapes.
@@ -80,12 +147,13 @@ struct Part<'a> {
 }
 
 /// The digest of an item's content: the encrypted content of a reasoning item, the text of an
-/// assistant message (its text parts joined). `None` for other items, or when there is nothing
-/// to digest.
+/// assistant message (its text parts joined), any other typed item whole in canonical form.
+/// `None` for a user's message, a reference, or a reasoning item with nothing to digest.
 pub fn digest(item_json: &[u8]) -> Option<Digest> {
-    serde_json::from_slice::<ItemFields<'_>>(item_json)
+    let raw = std::str::from_utf8(item_json).ok()?;
+    serde_json::from_str::<ItemFields<'_>>(raw)
         .ok()?
-        .digest()
+        .digest(raw)
 }
 
 /// The digest the test turns give an item: that of its id as text, so a test can build a
@@ -99,6 +167,29 @@ pub fn test_digest(id: &str) -> Digest {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_re_serialised_copy_of_a_hosted_call_has_its_digest_and_an_edit_does_not() {
+        let recorded = br#"{"id":"ws_1","type":"web_search_call","status":"completed","action":{"type":"search","query":"q"}}"#;
+        // Another key order, `status` and `id` gone, a `model_dump()` null added.
+        let copy =
+            br#"{"action":{"query":"q","type":"search","sources":null},"type":"web_search_call"}"#;
+        let edited =
+            br#"{"id":"ws_1","type":"web_search_call","action":{"type":"search","query":"r"}}"#;
+        let d = digest(recorded).unwrap();
+        assert_eq!(digest(copy), Some(d));
+        assert_ne!(digest(edited), Some(d));
+        // The same fields under another type are another item.
+        let other = br#"{"type":"file_search_call","action":{"type":"search","query":"q"}}"#;
+        assert_ne!(digest(other), Some(d));
+        // A string capture did not keep: no digest, unless it is an image's result.
+        let elided = br#"{"type":"web_search_call","action":{"type":"search","query":"\u0000rethread-elided"}}"#;
+        assert_eq!(digest(elided), None);
+        let stored_image = br#"{"id":"ig_1","type":"image_generation_call","status":"completed","result":"\u0000rethread-elided","size":"1024x1024"}"#;
+        let image_copy = br#"{"type":"image_generation_call","id":"ig_1","result":"iVBORw0KGgo","size":"1024x1024"}"#;
+        assert_eq!(digest(image_copy), digest(stored_image));
+        assert!(digest(stored_image).is_some());
+    }
 
     #[test]
     fn an_id_less_copy_has_the_digest_of_the_item_it_copies() {
@@ -118,7 +209,7 @@ mod tests {
         for none in [
             &br#"{"role":"user","content":"Hello there"}"#[..],
             br#"{"type":"reasoning","summary":[]}"#,
-            br#"{"type":"function_call","call_id":"c","arguments":"{}"}"#,
+            br#"{"type":"item_reference","id":"ws_1"}"#,
             b"not json",
         ] {
             assert_eq!(digest(none), None);

@@ -171,6 +171,12 @@ mod tests {
     }
 
     #[test]
+    fn the_marker_reads_as_the_string_repair_knows_as_elided() {
+        let text: String = serde_json::from_slice(MARKER).unwrap();
+        assert_eq!(text, crate::repair::content::ELIDED);
+    }
+
+    #[test]
     fn long_strings_are_dropped_at_any_chunk_boundary() {
         let text = r#"{"id":"ig_1","result":"QUFBQUFBQUFBQUFBQUFB","esc":"a\"b\\","n":[1,2]}"#;
         for split in 1..text.len() {

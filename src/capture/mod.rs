@@ -140,8 +140,12 @@ fn read_item(
             ty == ItemType::Reasoning,
         ))
     .then(|| Bytes::copy_from_slice(raw.get().as_bytes()));
-    let digest = (!elided && matches!(ty, ItemType::Reasoning | ItemType::Message))
-        .then(|| fields.digest())
+    // What the item says: a reasoning item's encrypted content, a message's text, and any
+    // other item whole when memory keeps no copy to compare a client's with (the canonical
+    // form leaves out an image's elided result, and gives none when anything else was elided).
+    let typed = matches!(ty, ItemType::Reasoning | ItemType::Message);
+    let digest = (if typed { !elided } else { full.is_none() })
+        .then(|| fields.digest(raw.get()))
         .flatten();
     Ok(Some(TurnItem {
         id: id.into(),

@@ -113,6 +113,61 @@ async fn n7_a_chained_request_that_sends_its_chains_call_again_is_repaired_over_
 }
 
 #[tokio::test]
+async fn n7_a_stored_chains_hosted_calls_sent_again_re_serialised_are_repaired() {
+    // Memory keeps no copy of a stored turn's web search or image call, only its digest; the
+    // client's copy comes back re-serialised (keys in another order, `status` gone, a null).
+    let fake = fake().await;
+    let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
+    for (shape, ty) in [
+        ("rs,ws,msg", "web_search_call"),
+        ("rs,ig,msg", "image_generation_call"),
+    ] {
+        for (base, through) in direct_then_through(&fake, &proxy) {
+            let url = format!("{base}/v1/responses");
+            let first = json!({"model": "gpt-5", "store": true, "input": "find it",
+                "tools": [{"type": "web_search"}, {"type": "image_generation"}]});
+            let first = post(&url, KEY, &first, &[("x-fake-shape", shape)]).await;
+            assert_eq!(first.status, 200, "{}", first.text);
+            let mut copy: serde_json::Map<String, Value> =
+                item(&first.body, ty).as_object().unwrap().clone();
+            copy.remove("status");
+            let mut copy: Value = copy
+                .into_iter()
+                .rev()
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+            copy["background_note"] = Value::Null;
+            let id = first.body["id"].as_str().unwrap();
+            let followup = request(true, Some(id), json!([copy, user("and then?")]));
+            let answer = post(&url, KEY, &followup, &[]).await;
+            if !through {
+                assert_refused(&answer, 400, "Duplicate item found with id");
+                continue;
+            }
+            assert_eq!(answer.status, 200, "{ty}: {}", answer.text);
+            assert_eq!(repairs(&answer), "dedupe=1", "{ty}");
+            assert_eq!(
+                sent_body(&fake)["input"],
+                json!([user("and then?")]),
+                "{ty}"
+            );
+        }
+    }
+    // An edit under the same id is the client's: it goes as sent, and the upstream's refusal
+    // comes back.
+    let url = proxy.url("/v1/responses");
+    let first = json!({"model": "gpt-5", "store": true, "input": "find it",
+        "tools": [{"type": "web_search"}]});
+    let first = post(&url, KEY, &first, &[("x-fake-shape", "rs,ws,msg")]).await;
+    let mut edited = item(&first.body, "web_search_call").clone();
+    edited["action"]["query"] = json!("something else");
+    let id = first.body["id"].as_str().unwrap();
+    let followup = request(true, Some(id), json!([edited, user("and then?")]));
+    let answer = post(&url, KEY, &followup, &[]).await;
+    assert_refused(&answer, 400, "Duplicate item found with id");
+}
+
+#[tokio::test]
 async fn n7_a_websocket_incremental_turn_that_resends_its_chains_call_is_repaired() {
     let fake = fake().await;
     let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
@@ -246,6 +301,43 @@ async fn n6_a_websocket_session_continues_over_http() {
         assert_eq!(repairs(&answer), "include=1, expand=1");
         assert_whole_history(&fake, &ids);
     }
+}
+
+#[tokio::test]
+async fn n6_a_lost_chains_back_to_back_reasoning_is_left_out_of_its_history() {
+    // The model answered two reasoning items in a row: the first has nothing of its own after
+    // it, and the API refuses it replayed (E12), so the history sent in the chain's place
+    // leaves it out.
+    let fake = fake().await;
+    let proxy = Rethread::start(&fake.url(), &["--fallback-retries", "0"]);
+    let base = format!("http://{}", proxy.addr);
+    let mut socket = ws_connect_with(&ws_url(&base), KEY, &[("x-fake-shape", "rs,rs,msg")]).await;
+    let first = ws_create(&mut socket, request(false, None, json!("think twice"))).await;
+    let first = completed(&first).clone();
+    drop(socket);
+    let output = first["output"].as_array().unwrap();
+    let id = first["id"].as_str().unwrap();
+    let answer = post(
+        &proxy.url("/v1/responses"),
+        KEY,
+        &request(false, Some(id), json!("and then?")),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(repairs(&answer), "include=1, expand=1");
+    let sent = sent_body(&fake);
+    let ids: Vec<&Value> = sent["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["id"])
+        .collect();
+    assert!(!ids.contains(&&output[0]["id"]), "{sent}");
+    assert!(
+        ids.contains(&&output[1]["id"]) && ids.contains(&&output[2]["id"]),
+        "{sent}"
+    );
 }
 
 #[tokio::test]

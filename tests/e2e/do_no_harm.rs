@@ -26,8 +26,9 @@
     clippy::print_stdout
 )]
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::common::*;
@@ -85,28 +86,43 @@ fn whole(output: &[Value]) -> Vec<Value> {
     items
 }
 
-/// One way clients break a follow-up, applied in place.
-fn break_once(rng: &mut Rng, items: &mut Vec<Value>, body: &mut Value, output: &[Value]) {
+/// One way clients break a follow-up, applied in place; its name, for the tally of what stays
+/// refused.
+fn break_once(
+    rng: &mut Rng,
+    items: &mut Vec<Value>,
+    body: &mut Value,
+    output: &[Value],
+) -> &'static str {
     if items.is_empty() {
-        return;
+        return "none";
     }
     let k = rng.below(items.len());
-    match rng.below(19) {
+    let name = match rng.below(19) {
         0 | 1 => {
-            items.remove(k);
+            let gone = items.remove(k);
+            match gone["type"].as_str() {
+                Some(ty) if ty.ends_with("_output") => "drop an output (N1)",
+                Some("reasoning") => "drop a reasoning item",
+                None | Some("message") if gone["role"] == "user" => "drop a user message",
+                _ => "drop one of the model's items",
+            }
         }
         2 => {
             let copy = items[k].clone();
             items.insert(k, copy);
+            "duplicate an item"
         }
         3 if items.len() > 1 => {
             let j = (k + 1) % items.len();
             items.swap(k, j);
+            "swap two items"
         }
         4 => {
             if let Some(o) = items[k].as_object_mut() {
                 o.remove("id");
             }
+            "strip an id"
         }
         5 => {
             if items[k]["type"] == "reasoning" {
@@ -114,11 +130,13 @@ fn break_once(rng: &mut Rng, items: &mut Vec<Value>, body: &mut Value, output: &
                     o.remove("summary");
                 }
             }
+            "strip summary"
         }
         6 => {
             if let Some(id) = items[k].get("id").cloned() {
                 items[k] = json!({"type": "item_reference", "id": id});
             }
+            "reference an item"
         }
         7 => {
             if let (Some(id), Some(ty)) =
@@ -126,6 +144,7 @@ fn break_once(rng: &mut Rng, items: &mut Vec<Value>, body: &mut Value, output: &
             {
                 items[k] = json!({"type": ty, "id": id});
             }
+            "bare id"
         }
         8 => {
             // Each call answered right after it (row 3).
@@ -137,13 +156,19 @@ fn break_once(rng: &mut Rng, items: &mut Vec<Value>, body: &mut Value, output: &
                 }
             }
             *items = answered;
+            "answer each call after it"
         }
         9 => {
             body["model"] = json!(*rng.pick(&["gpt-4.1", DEPLOYMENT, "gpt-5-chat-latest"]));
+            "switch the model"
         }
         10 => {
             let store = body["store"].as_bool().unwrap_or(true);
             body["store"] = json!(!store);
+            match store {
+                true => "flip store to false",
+                false => "flip store to true",
+            }
         }
         11 => {
             // A client that asks every request for encrypted reasoning, to a model that does not
@@ -153,6 +178,7 @@ fn break_once(rng: &mut Rng, items: &mut Vec<Value>, body: &mut Value, output: &
                 "reasoning.encrypted_content",
                 "message.output_text.logprobs"
             ]);
+            "encrypted include, non-reasoning model"
         }
         13 => {
             // model_dump(): output-only keys as null (N4).
@@ -161,18 +187,21 @@ fn break_once(rng: &mut Rng, items: &mut Vec<Value>, body: &mut Value, output: &
                     o.insert("status".into(), Value::Null);
                 }
             }
+            "null status (N4)"
         }
         14 => {
             // Reasoning text in `content`, from a compatible provider (N3).
             if items[k]["type"] == "reasoning" {
                 items[k]["content"] = json!([{"type": "reasoning_text", "text": "thinking"}]);
             }
+            "reasoning content (N3)"
         }
         15 => {
             // A call dropped, its output kept (N2: a gateway's compression).
             if let Some(at) = items.iter().position(is_call) {
                 items.remove(at);
             }
+            "drop a call (N2)"
         }
         16 => {
             // A call id over 64 characters on a call and its output (N5).
@@ -192,6 +221,7 @@ fn break_once(rng: &mut Rng, items: &mut Vec<Value>, body: &mut Value, output: &
                     }
                 }
             }
+            "long call id (N5)"
         }
         17 => {
             // A custom tool call in place of the function call it was (N2's clients).
@@ -206,6 +236,7 @@ fn break_once(rng: &mut Rng, items: &mut Vec<Value>, body: &mut Value, output: &
                     }
                 }
             }
+            "custom call in place (N2)"
         }
         12 => {
             // The seed's follow-up: the image call by id alone, after the user's words (issue 27
@@ -216,6 +247,7 @@ fn break_once(rng: &mut Rng, items: &mut Vec<Value>, body: &mut Value, output: &
                     json!({"type": "image_generation_call", "id": ig["id"]}),
                 ];
             }
+            "image by id (seed)"
         }
         _ => {
             body["include"] = match rng.below(3) {
@@ -223,8 +255,10 @@ fn break_once(rng: &mut Rng, items: &mut Vec<Value>, body: &mut Value, output: &
                 1 => json!([]),
                 _ => json!(["reasoning.encrypted_content"]),
             };
+            "include"
         }
-    }
+    };
+    name
 }
 
 /// The `input` value, sometimes with a run of items nested in an array (the seed report's form).
@@ -305,6 +339,67 @@ struct Tally {
     chained: AtomicU64,
     chained_repaired: AtomicU64,
     chained_refused: AtomicU64,
+    /// Per break: follow-ups refused direct that carried it, and how many of those stayed
+    /// refused through rethread.
+    breaks: Mutex<BTreeMap<&'static str, (u64, u64)>>,
+    /// Follow-ups refused direct that carry no break of `UNREPAIRED`, and how many of those
+    /// passed through rethread.
+    repairable: AtomicU64,
+    repairable_repaired: AtomicU64,
+}
+
+/// Breaks no rewrite repairs, and why: a call left without its output has nothing in memory
+/// to answer it (N1; `--unanswered-calls answer` writes one, opt-in); a `store: false` response
+/// made over HTTP was never held by the server, and rethread keeps no stateless request's
+/// input (each carries its whole history: keeping them would cost the square of a
+/// conversation), so its chain cannot be sent in its place.
+const UNREPAIRED: &[&str] = &[
+    "drop an output (N1)",
+    "chain: a call left unanswered (N1)",
+    "chain: store:false over HTTP",
+];
+
+/// Extra arguments for the rethread under test (`RETHREAD_HARM_ARGS`, split on spaces), e.g.
+/// `--unanswered-calls answer`.
+fn extra_args() -> Vec<String> {
+    std::env::var("RETHREAD_HARM_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+impl Tally {
+    fn by_break(&self, breaks: &[&'static str], repaired: bool) {
+        let answering = extra_args().iter().any(|a| a == "answer");
+        let unrepaired = |b: &&str| UNREPAIRED.contains(b) && !(answering && b.contains("(N1)"));
+        if !breaks.iter().any(unrepaired) {
+            self.repairable.fetch_add(1, Ordering::Relaxed);
+            self.repairable_repaired
+                .fetch_add(u64::from(repaired), Ordering::Relaxed);
+        }
+        let mut seen: Vec<&'static str> = breaks.to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        let mut table = self.breaks.lock().unwrap();
+        for name in seen {
+            let (refused, stayed) = table.entry(name).or_default();
+            *refused += 1;
+            *stayed += u64::from(!repaired);
+        }
+    }
+
+    /// The breaks of follow-ups refused direct, most often left refused first.
+    fn breaks_table(&self) -> String {
+        let table = self.breaks.lock().unwrap();
+        let mut rows: Vec<_> = table.iter().collect();
+        rows.sort_by_key(|(_, (_, stayed))| std::cmp::Reverse(*stayed));
+        rows.iter()
+            .map(|(name, (refused, stayed))| {
+                format!("  {name:<40} refused direct {refused:>6}, still refused {stayed:>6}\n")
+            })
+            .collect()
+    }
 }
 
 async fn one_case(seed: u64, fake: &FakeHandle, proxy: &Rethread, tally: &Tally) -> Option<String> {
@@ -337,15 +432,16 @@ async fn one_case(seed: u64, fake: &FakeHandle, proxy: &Rethread, tally: &Tally)
     }
     let mut body = json!({"model": model, "store": stored, "tools": tools});
     let all: Vec<Value> = turns.concat();
+    let mut breaks = Vec::new();
     for _ in 0..1 + rng.below(3) {
-        break_once(&mut rng, &mut items, &mut body, &all);
+        breaks.push(break_once(&mut rng, &mut items, &mut body, &all));
     }
     items.push(user("and then?"));
     body["input"] = input_value(&mut rng, items);
     if rng.chance(15) {
         body["stream"] = json!(true);
     }
-    compare(seed, &body, fake, proxy, tally, None).await
+    compare(seed, &body, fake, proxy, tally, None, &breaks).await
 }
 
 /// A follow-up that continues a chain made through rethread (see the module's doc).
@@ -410,16 +506,28 @@ async fn chained_case(
     if rng.chance(10) {
         items.extend(chain.first().cloned());
     }
-    items.extend(
-        last.iter()
-            .filter(|i| is_call(i) && !rng.chance(15))
-            .map(output_of),
-    );
+    let calls: Vec<&Value> = last.iter().filter(|i| is_call(i)).collect();
+    let answered: Vec<Value> = calls
+        .iter()
+        .filter(|_| !rng.chance(15))
+        .map(|c| output_of(c))
+        .collect();
+    let unanswered = answered.len() < calls.len();
+    items.extend(answered);
     items.push(user("and then?"));
     let mut body = json!({"model": "gpt-5", "store": stored, "tools": tools,
         "previous_response_id": previous, "input": items});
+    let mut breaks = vec![match (stored, over_socket) {
+        (true, _) => "chain: stored",
+        (false, true) => "chain: store:false over WebSocket",
+        (false, false) => "chain: store:false over HTTP",
+    }];
     if rng.chance(15) {
         body["store"] = json!(!stored);
+        breaks.push("chain: store flipped");
+    }
+    if unanswered {
+        breaks.push("chain: a call left unanswered (N1)");
     }
     if rng.chance(15) {
         body["stream"] = json!(true);
@@ -429,11 +537,12 @@ async fn chained_case(
         .filter_map(|i| i["id"].as_str().map(str::to_owned))
         .collect();
     tally.chained.fetch_add(1, Ordering::Relaxed);
-    compare(seed, &body, fake, proxy, tally, Some(&held)).await
+    compare(seed, &body, fake, proxy, tally, Some(&held), &breaks).await
 }
 
 /// Sends `body` direct and through rethread and checks both properties; `held`, for a chained
-/// case: ids of items the request's chain holds, which may go.
+/// case: ids of items the request's chain holds, which may go; `breaks`: what the case did to
+/// its follow-up, for the tally of what stays refused.
 async fn compare(
     seed: u64,
     body: &Value,
@@ -441,6 +550,7 @@ async fn compare(
     proxy: &Rethread,
     tally: &Tally,
     held: Option<&[String]>,
+    breaks: &[&'static str],
 ) -> Option<String> {
     let proxy_url = &proxy.url("/v1/responses");
     let fake_url = &direct_url(fake);
@@ -448,6 +558,9 @@ async fn compare(
     let through = post(proxy_url, KEY, body, &[]).await;
     tally.cases.fetch_add(1, Ordering::Relaxed);
     let ok = |s: u16| (200..300).contains(&s);
+    if !ok(direct.status) {
+        tally.by_break(breaks, ok(through.status));
+    }
     match (ok(direct.status), ok(through.status)) {
         (true, false) => {
             return Some(format!(
@@ -470,7 +583,7 @@ async fn compare(
             if std::env::var_os("RETHREAD_HARM_SHOW_REFUSED").is_some() {
                 let logs = proxy.logs();
                 let tail: Vec<&str> = logs.lines().rev().take(6).collect();
-                println!("refused both ways: {}\n  {body}\n  {tail:?}", through.text);
+                println!("refused both ways: {}\n  {body}\n  {tail:?}\n  breaks: {breaks:?}", through.text);
             }
             return None;
         }
@@ -508,10 +621,16 @@ async fn an_answer_the_api_accepts_is_never_refused_through_rethread() {
         tasks.push(tokio::spawn(async move {
             // A fake and a rethread of its own: the fake's last request is this worker's.
             let fake = strict_fake().await;
+            let args = extra_args();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let proxy = Rethread::start_env(
                 &fake.url(),
-                &[],
-                &[("RETHREAD_LOG", "warn,rethread=info,rethread::proxy=warn")],
+                &args,
+                &[(
+                    "RETHREAD_LOG",
+                    &std::env::var("RETHREAD_HARM_LOG")
+                        .unwrap_or("warn,rethread=info,rethread::proxy=warn".into()),
+                )],
             );
             let mut failures = Vec::new();
             let mut n = w;
@@ -540,6 +659,18 @@ async fn an_answer_the_api_accepts_is_never_refused_through_rethread() {
         tally.repaired.load(Ordering::Relaxed),
         tally.both_refused.load(Ordering::Relaxed),
         failures.len()
+    );
+    let load = |n: &AtomicU64| n.load(Ordering::Relaxed) as f64;
+    let refused = load(&tally.repaired) + load(&tally.both_refused);
+    println!(
+        "{:.1}% of the follow-ups refused direct pass through rethread; {:.1}% of the {} whose breaks all have a repair",
+        100.0 * load(&tally.repaired) / refused.max(1.0),
+        100.0 * load(&tally.repairable_repaired) / load(&tally.repairable).max(1.0),
+        tally.repairable.load(Ordering::Relaxed),
+    );
+    print!(
+        "refused direct, by what the case broke (a case counts under each of its breaks):\n{}",
+        tally.breaks_table()
     );
     assert!(
         failures.is_empty(),
