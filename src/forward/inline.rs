@@ -38,6 +38,11 @@ type Connection = http1::Connection<Stream, Body>;
 const KEEP_IDLE: Duration = Duration::from_secs(90);
 /// Most unused connections kept; beyond this a finished connection is closed.
 const MAX_IDLE: usize = 1024;
+/// Largest read buffer of an upstream connection. hyper's default (~408 KiB) lets a buffer grow
+/// whenever the upstream writes faster than the client reads, and a pooled connection keeps what
+/// it grew to: 64 large responses held ~26 MiB that way. 64 KiB still reads a 100 KB body in
+/// two reads; a response head must fit in it (hyper answers a larger one as an error).
+const READ_BUF_MAX: usize = 64 << 10;
 
 /// How long a connection that chose HTTP/2 waits for the pooled client to take it.
 const HANDOFF_FRESH: Duration = Duration::from_secs(1);
@@ -130,7 +135,9 @@ impl InlinePool {
         connect_timeout: Duration,
     ) -> Self {
         let mut builder = http1::Builder::new();
-        builder.preserve_header_case(true);
+        builder
+            .preserve_header_case(true)
+            .max_buf_size(READ_BUF_MAX);
         InlinePool {
             connector,
             base,
