@@ -269,9 +269,9 @@ pub mod tests {
     pub fn api_image_turn(n: u64) -> Turn {
         let item = |prefix: &str, ty: ItemType, salt: u64| TurnItem {
             id: api_id(prefix, n, salt),
-            // Reasoning and messages carry a digest of their content, as captured turns do.
-            digest: matches!(ty, ItemType::Reasoning | ItemType::Message)
-                .then_some((n ^ salt) as u32),
+            // Each item carries a digest of its content, as a stored turn's captured items do
+            // (reasoning and messages of what they say, the image call whole).
+            digest: Some((n ^ salt) as u32),
             ty,
             call_id: None,
             full: None,

@@ -111,34 +111,29 @@ fn a_terminal_event_whose_items_differ_from_those_read_is_read_whole() {
     assert_eq!(streamed.items[2].id.as_ref(), "msg_Z");
 }
 
+/// What capture read of the response itself from `body` of `content_type`, facts `asked` or
+/// not.
+fn facts_of(content_type: &str, body: &str, asked: bool) -> Option<ResponseFacts> {
+    let mut c = Capture::new(Some(content_type), None, LIMITS).unwrap();
+    if asked {
+        c = c.with_facts();
+    }
+    c.feed(body.as_bytes()).unwrap();
+    c.finish_with_facts().1
+}
+
 #[test]
 fn what_a_response_says_of_itself_is_read_only_when_a_trace_asks() {
     let completed = r#"{"id":"resp_A","model":"gpt-5","store":true,"usage":{"input_tokens":3,"output_tokens":5},"output":[]}"#;
-    let body = image_stream_ending_with(completed);
-    let read = |asked: bool| {
-        let mut c = Capture::new(Some("text/event-stream"), None, LIMITS).unwrap();
-        if asked {
-            c = c.with_facts();
-        }
-        c.feed(body.as_bytes()).unwrap();
-        c.finish_with_facts().1
-    };
-    assert!(read(false).is_none());
-    let facts = read(true).unwrap();
+    let stream = image_stream_ending_with(completed);
+    assert!(facts_of("text/event-stream", &stream, false).is_none());
+    let facts = facts_of("text/event-stream", &stream, true).unwrap();
     assert_eq!(facts.id.as_deref(), Some("resp_A"));
     assert_eq!(facts.model.as_deref(), Some("gpt-5"));
     assert!(facts.usage.is_some());
-
-    let json = |asked: bool| {
-        let mut c = Capture::new(Some("application/json"), None, LIMITS).unwrap();
-        if asked {
-            c = c.with_facts();
-        }
-        c.feed(completed.as_bytes()).unwrap();
-        c.finish_with_facts().1
-    };
-    assert!(json(false).is_none());
-    assert_eq!(json(true).unwrap().model.as_deref(), Some("gpt-5"));
+    assert!(facts_of("application/json", completed, false).is_none());
+    let facts = facts_of("application/json", completed, true).unwrap();
+    assert_eq!(facts.model.as_deref(), Some("gpt-5"));
 }
 
 #[test]
