@@ -23,7 +23,7 @@ use crate::repair::content::ItemFields;
 use crate::repair::items::{ItemType, Link, Turn, TurnItem};
 use decode::Decoder;
 use elide::{Eliding, MARKER};
-use sse::SseFramer;
+use sse::{EventKind, SseFramer};
 
 /// Which items are remembered in full, beyond their id and type.
 #[derive(Clone, Copy, Debug)]
@@ -154,6 +154,15 @@ fn read_item(
         full,
         digest,
     }))
+}
+
+/// The `type` of an event whose JSON starts with it, as the API and the fake write every
+/// event (`{"type":"response.output_text.delta",…`); `None` otherwise (another key order,
+/// spaces, an escape in the name), and the event is then parsed whole.
+fn leading_type(data: &[u8]) -> Option<&[u8]> {
+    let rest = data.strip_prefix(br#"{"type":""#)?;
+    let end = memchr::memchr2(b'"', b'\\', rest)?;
+    (rest[end] == b'"').then(|| &rest[..end])
 }
 
 /// What a response says of itself, for its trace: id, model and token usage.
@@ -325,9 +334,18 @@ impl TurnBuilder {
     /// Reads one event's data; says whether it was a terminal event (the response is over).
     /// Unknown events are ignored.
     pub fn on_event(&mut self, data: &[u8]) -> Result<bool, CaptureError> {
+        // Most of a stream is deltas: an event whose leading `type` says capture does not read
+        // it is passed over unparsed.
+        if leading_type(data).is_some_and(|ty| EventKind::of(ty) == EventKind::Other) {
+            return Ok(false);
+        }
         let event: EventFields<'_> = serde_json::from_slice(data)?;
-        match event.ty.as_deref() {
-            Some("response.created" | "response.in_progress" | "response.queued") => {
+        let kind = event
+            .ty
+            .as_deref()
+            .map_or(EventKind::Other, |ty| EventKind::of(ty.as_bytes()));
+        match kind {
+            EventKind::Started => {
                 if let Some(response) = event.response {
                     let fields: ResponseFields<'_> = serde_json::from_str(response.get())?;
                     if let Some(facts) = &mut self.facts {
@@ -338,20 +356,20 @@ impl TurnBuilder {
                     self.parent = text(fields.previous_response_id).map(Into::into);
                 }
             }
-            Some("response.output_item.done") => {
+            EventKind::ItemDone => {
                 if let (Some(index), Some(item)) = (event.output_index, event.item) {
                     if let Some(item) = read_item(item, self.stored, self.keep)? {
                         self.done.insert(index, item);
                     }
                 }
             }
-            Some("response.completed" | "response.incomplete" | "response.failed") => {
+            EventKind::Terminal => {
                 if let Some(response) = event.response {
                     self.terminal = self.terminal_turn(response)?;
                 }
                 return Ok(true);
             }
-            _ => {}
+            EventKind::Other => {}
         }
         Ok(false)
     }

@@ -41,18 +41,33 @@ enum Line {
 /// Longest non-data line kept (event names, ids, comments).
 const MAX_FIELD_LINE: usize = 4096;
 
+/// The events capture reads, by `type` (an SSE event's name, a WebSocket frame's `type`);
+/// every other is skipped unread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum EventKind {
+    /// The response began: whether it is stored, its id and parent.
+    Started,
+    /// One output item, complete.
+    ItemDone,
+    /// The response ended, with its whole output.
+    Terminal,
+    Other,
+}
+
+impl EventKind {
+    pub(super) fn of(ty: &[u8]) -> Self {
+        match ty {
+            b"response.created" | b"response.in_progress" | b"response.queued" => Self::Started,
+            b"response.output_item.done" => Self::ItemDone,
+            b"response.completed" | b"response.incomplete" | b"response.failed" => Self::Terminal,
+            _ => Self::Other,
+        }
+    }
+}
+
 /// Events whose data capture reads; others are skipped when named by an `event:` line.
 pub(super) fn is_wanted(event: &str) -> bool {
-    matches!(
-        event,
-        "response.created"
-            | "response.in_progress"
-            | "response.queued"
-            | "response.output_item.done"
-            | "response.completed"
-            | "response.incomplete"
-            | "response.failed"
-    )
+    EventKind::of(event.as_bytes()) != EventKind::Other
 }
 
 impl SseFramer {

@@ -347,3 +347,37 @@ fn recorded_json_bodies_are_learned_when_the_shared_fixtures_exist() {
         assert_eq!(turn.items[0].ty.as_str(), first, "{name}");
     }
 }
+
+#[test]
+fn an_event_capture_does_not_read_is_passed_over_unparsed() {
+    // A WebSocket frame (or an unnamed SSE event) whose JSON breaks after its leading `type`:
+    // a delta is never parsed, so it spoils nothing; an event capture reads still is.
+    let mut builder = TurnBuilder::new(LIMITS.keep);
+    let delta = br#"{"type":"response.output_text.delta","delta":"a"#;
+    assert!(matches!(builder.on_event(delta), Ok(false)));
+    let done = br#"{"type":"response.output_item.done","item":{"#;
+    assert!(builder.on_event(done).is_err());
+    // An event capture reads is parsed whatever its key order.
+    let created = br#"{"sequence_number":0,"response":{"id":"resp_A","store":false,"output":[]},"type":"response.created"}"#;
+    let item = br#"{"output_index":0,"item":{"id":"msg_A","type":"message","role":"assistant","content":[]},"type":"response.output_item.done"}"#;
+    assert!(matches!(builder.on_event(created), Ok(false)));
+    assert!(matches!(builder.on_event(item), Ok(false)));
+    let turn = builder.finish().unwrap();
+    assert_eq!(shape(&turn), vec![("message", "msg_A")]);
+    assert!(!turn.stored);
+}
+
+#[test]
+fn an_events_leading_type_is_read_only_from_the_apis_own_form() {
+    assert_eq!(
+        leading_type(br#"{"type":"response.output_text.delta","delta":"x"}"#),
+        Some(&b"response.output_text.delta"[..])
+    );
+    assert_eq!(
+        leading_type(br#"{"delta":"x","type":"response.completed"}"#),
+        None
+    );
+    assert_eq!(leading_type(br#"{ "type":"response.completed"}"#), None);
+    assert_eq!(leading_type(br#"{"type":"response.\u0063ompleted"}"#), None);
+    assert_eq!(leading_type(br#"{"type":"response.completed"#), None);
+}
