@@ -102,7 +102,7 @@ fn canonical(value: &serde_json::Value, out: &mut Vec<u8>) -> Option<()> {
                 if n > 0 {
                     out.push(b',');
                 }
-                out.extend_from_slice(Value::String(key.clone()).to_string().as_bytes());
+                serde_json::to_writer(&mut *out, key).ok()?;
                 out.push(b':');
                 canonical(&map[key], out)?;
             }
@@ -119,7 +119,7 @@ fn canonical(value: &serde_json::Value, out: &mut Vec<u8>) -> Option<()> {
             out.push(b']');
         }
         Value::String(text) if text == ELIDED => return None,
-        other => out.extend_from_slice(other.to_string().as_bytes()),
+        other => serde_json::to_writer(&mut *out, other).ok()?,
     }
     Some(())
 }

@@ -246,7 +246,15 @@ fn read_response(
     keep: KeepPolicy,
     facts: Option<&mut ResponseFacts>,
 ) -> Result<Option<Turn>, CaptureError> {
-    let fields: ResponseFields<'_> = serde_json::from_slice(body)?;
+    turn_of(serde_json::from_slice(body)?, keep, facts)
+}
+
+/// The turn in a Response object's fields, already read.
+fn turn_of(
+    fields: ResponseFields<'_>,
+    keep: KeepPolicy,
+    facts: Option<&mut ResponseFacts>,
+) -> Result<Option<Turn>, CaptureError> {
     if let Some(facts) = facts {
         facts.read(&fields);
     }
@@ -391,7 +399,7 @@ impl TurnBuilder {
                 .zip(self.done.values())
                 .all(|(raw, item)| id_of(raw).is_some_and(|id| *id == *item.id));
         if !all_read {
-            return read_response(response.get().as_bytes(), self.keep, self.facts.as_mut());
+            return turn_of(fields, self.keep, self.facts.as_mut());
         }
         if let Some(facts) = &mut self.facts {
             facts.read(&fields);
