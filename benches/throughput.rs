@@ -1,9 +1,11 @@
 //! Micro-benchmarks of the hot pure paths: capture throughput (MB/s) on a 1.5 MB image response
-//! and on a long SSE stream, and repair planning + splicing, small and with a 5 MB image input.
+//! and on a long SSE stream, repair planning + splicing, small and with a 5 MB image input, and
+//! recording a turn in a memory ledger that already holds 100,000.
 //! Run: `cargo bench --bench throughput`.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -135,5 +137,37 @@ fn repair(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, capture, repair);
+/// What a response pays as it ends: its turn recorded in memory that already holds many (whose
+/// oldest is looked at for retention on every insert).
+fn ledger(c: &mut Criterion) {
+    use rethread::ledger::memory::{FullItemBudget, MemoryLedger};
+    use rethread::ledger::Ledger;
+    use rethread::repair::items::tests::api_image_turn;
+    use rethread::tenant::TenantKey;
+    let budget = FullItemBudget {
+        total: 1 << 30,
+        per_tenant: 1 << 30,
+    };
+    let memory = MemoryLedger::new(Duration::from_secs(86_400), 1 << 20, budget);
+    let tenant = |n: u64| TenantKey([(n % 251) as u8; 16]);
+    let mut n = 0u64;
+    for _ in 0..100_000 {
+        n += 1;
+        drop(memory.record(tenant(n), api_image_turn(n)));
+    }
+    let mut group = c.benchmark_group("ledger");
+    group.bench_function("record_image_turn", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                (tenant(n), api_image_turn(n))
+            },
+            |(tenant, turn)| drop(memory.record(tenant, turn)),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, capture, repair, ledger);
 criterion_main!(benches);

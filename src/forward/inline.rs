@@ -81,9 +81,8 @@ struct Link {
     sender: http1::SendRequest<Body>,
     /// `None` once the connection has ended.
     conn: Option<Connection>,
-    /// The thread whose event loop the socket is registered with: used from there, its reads
-    /// wake no other thread.
-    home: std::thread::ThreadId,
+    /// The event loop the socket is registered with (`event_loop`).
+    home: Option<std::thread::ThreadId>,
 }
 
 impl Link {
@@ -203,16 +202,15 @@ impl InlinePool {
         }
     }
 
-    /// The newest idle connection this thread opened, else the newest of any thread.
+    /// The newest idle connection opened on this event loop. One opened on another worker's is
+    /// left to that worker, as nginx's workers keep their own: its socket's readiness is reported
+    /// to the worker that opened it, which would then have to wake this one for every read.
     fn checkout(&self) -> Option<Link> {
-        let here = std::thread::current().id();
+        let here = event_loop();
         loop {
             let (mut link, since) = {
                 let mut idle = lock(&self.idle);
-                let at = idle
-                    .iter()
-                    .rposition(|(link, _)| link.home == here)
-                    .or_else(|| idle.len().checked_sub(1))?;
+                let at = idle.iter().rposition(|(link, _)| link.home == here)?;
                 idle.remove(at)?
             };
             if since.elapsed() <= KEEP_IDLE && link.settle_idle() {
@@ -262,8 +260,19 @@ impl InlinePool {
         Ok(Some(Link {
             sender,
             conn: Some(conn),
-            home: std::thread::current().id(),
+            home: event_loop(),
         }))
+    }
+}
+
+/// The event loop a socket opened here is registered with: this thread's on a current-thread
+/// runtime (a worker, `server::Workers`); `None` on a multi-thread runtime, whose one event loop
+/// serves all its threads.
+fn event_loop() -> Option<std::thread::ThreadId> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::CurrentThread) => Some(std::thread::current().id()),
+        _ => None,
     }
 }
 

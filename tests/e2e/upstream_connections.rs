@@ -1,6 +1,6 @@
-//! Upstream connections to a plain-HTTP upstream: kept alive and reused, never reused once a
-//! response was left unread, and a connection the upstream closed while idle costs the client
-//! nothing.
+//! Upstream connections to a plain-HTTP upstream: kept alive and reused by the worker that opened
+//! them, never reused once a response was left unread, and a connection the upstream closed while
+//! idle costs the client nothing.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -108,8 +108,9 @@ fn serve(stream: TcpStream, after: AfterAnswer) {
 async fn sequential_requests_reuse_one_upstream_connection() {
     let upstream = Upstream::start(AfterAnswer::KeepAlive);
     let proxy = Rethread::start(&upstream.url, &[]);
+    let client = client();
     for path in ["/v1/models", "/v1/responses", "/v1/files", "/v1/responses"] {
-        let resp = client()
+        let resp = client
             .post(proxy.url(path))
             .header("authorization", KEY)
             .body("{}")
@@ -120,12 +121,31 @@ async fn sequential_requests_reuse_one_upstream_connection() {
         let text = resp.text().await.unwrap();
         assert!(text.ends_with("data: {\"i\":19}\n\n"), "{text}");
     }
-    let head = client().head(proxy.url("/v1/models")).send().await.unwrap();
+    let head = client.head(proxy.url("/v1/models")).send().await.unwrap();
     assert_eq!(head.status(), 200);
-    let after_head = client().get(proxy.url("/v1/models")).send().await.unwrap();
+    let after_head = client.get(proxy.url("/v1/models")).send().await.unwrap();
     assert_eq!(after_head.status(), 200);
     after_head.text().await.unwrap();
     assert_eq!(upstream.connections(), 1);
+}
+
+/// Accepted connections are handed to the workers in turn, so two clients' connections are
+/// served by the two workers. Each worker keeps its own upstream connection: one opened by the
+/// other worker would report its reads to that worker, which would wake this one for each.
+#[tokio::test]
+async fn each_worker_reuses_the_upstream_connections_it_opened() {
+    let upstream = Upstream::start(AfterAnswer::KeepAlive);
+    let proxy = Rethread::start(&upstream.url, &["--workers", "2"]);
+    let clients = [client(), client()];
+    for _ in 0..3 {
+        for client in &clients {
+            let resp = client.get(proxy.url("/v1/models")).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let text = resp.text().await.unwrap();
+            assert!(text.ends_with("data: {\"i\":19}\n\n"), "{text}");
+        }
+    }
+    assert_eq!(upstream.connections(), 2);
 }
 
 #[tokio::test]

@@ -58,6 +58,12 @@ fn tenant8(tenant: &TenantKey) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// A record body's learned-at ticks, read from its header alone.
+fn record_ticks(body: &[u8]) -> Option<u32> {
+    let ticks = body.get(8..HEADER)?;
+    Some(u32::from_le_bytes(ticks.try_into().ok()?))
+}
+
 /// One megabyte of the log; absent until the tail reaches it, freed when the head leaves it.
 type Chunk = Box<[u8]>;
 
@@ -73,11 +79,13 @@ struct Writer {
 enum Oldest {
     /// The rest of a chunk no record fitted in.
     Padding,
+    /// A record that is not to go: its keys were not read.
+    Kept,
     /// A record whose keys cannot be read (never written so; it goes whatever is asked).
     Unreadable { len: u64 },
+    /// A record to go, with what its leaving frees.
     Record {
         len: u64,
-        ticks: u32,
         tenant: u64,
         hashes: Vec<u64>,
         full_bytes: usize,
@@ -152,14 +160,14 @@ impl MemoryLedger {
         read(reader.take(len)?)
     }
 
-    /// The key hashes of a record body, with its tenant and learned-at ticks.
-    fn record_keys(&self, body: &[u8]) -> Option<(u64, u32, Vec<u64>, usize)> {
+    /// The key hashes of a record body, with its tenant and the bytes of full items it holds.
+    fn record_keys(&self, body: &[u8]) -> Option<(u64, Vec<u64>, usize)> {
         let mut r = Reader::new(body);
         let head = r.take(8)?;
         let mut t = [0u8; 8];
         t.copy_from_slice(head);
         let tenant = u64::from_le_bytes(t);
-        let ticks = r.u32()?;
+        r.u32()?;
         let mut hashes = Vec::with_capacity(4);
         let mut full_bytes = 0;
         compact::walk_items(&mut r, |item| {
@@ -170,7 +178,7 @@ impl MemoryLedger {
             hashes.push(self.hash(tenant, KeyKind::ResponseId, response));
             full_bytes += input;
         }
-        Some((tenant, ticks, hashes, full_bytes))
+        Some((tenant, hashes, full_bytes))
     }
 
     /// The record of a turn: `varint(len)`, tenant, ticks, items.
@@ -237,7 +245,7 @@ impl MemoryLedger {
         record.extend_from_slice(body);
         record[at + 8..at + HEADER].copy_from_slice(&ticks.to_le_bytes());
         let body = &record[at..];
-        let Some((t8, _, hashes, full_bytes)) = self.record_keys(body) else {
+        let Some((t8, hashes, full_bytes)) = self.record_keys(body) else {
             return false;
         };
         if full_bytes > 0 && !self.full.reserve(t8, full_bytes) {
@@ -322,7 +330,9 @@ impl MemoryLedger {
         r
     }
 
-    fn oldest(&self, w: &Writer) -> Option<Oldest> {
+    /// The oldest record; its keys are read (every item decoded, every key hashed) only when it
+    /// is to go, `expired(its ticks)`: most calls find it fresh.
+    fn oldest(&self, w: &Writer, expired: impl Fn(u32) -> bool) -> Option<Oldest> {
         if w.head >= w.tail {
             return None;
         }
@@ -336,14 +346,16 @@ impl MemoryLedger {
             None | Some(0) => Some(Oldest::Padding),
             Some(len) => {
                 let body = reader.take(usize::try_from(len).ok()?)?;
-                let Some((tenant, ticks, hashes, full_bytes)) = self.record_keys(body) else {
+                if record_ticks(body).is_some_and(|ticks| !expired(ticks)) {
+                    return Some(Oldest::Kept);
+                }
+                let Some((tenant, hashes, full_bytes)) = self.record_keys(body) else {
                     return Some(Oldest::Unreadable {
                         len: reader.at as u64,
                     });
                 };
                 Some(Oldest::Record {
                     len: reader.at as u64,
-                    ticks,
                     tenant,
                     hashes,
                     full_bytes,
@@ -357,8 +369,8 @@ impl MemoryLedger {
     fn drop_oldest(&self, w: &mut Writer, expired: impl Fn(u32) -> bool, counted: bool) -> bool {
         loop {
             let before = w.head;
-            match self.oldest(w) {
-                None => return false,
+            match self.oldest(w, &expired) {
+                None | Some(Oldest::Kept) => return false,
                 Some(Oldest::Padding) => {
                     w.head = ((w.head >> CHUNK_BITS) + 1) << CHUNK_BITS;
                     self.free_passed(w, before);
@@ -371,14 +383,10 @@ impl MemoryLedger {
                 }
                 Some(Oldest::Record {
                     len,
-                    ticks,
                     tenant,
                     hashes,
                     full_bytes,
                 }) => {
-                    if !expired(ticks) {
-                        return false;
-                    }
                     let r = w.head as u32;
                     for hash in hashes {
                         lock(&self.shards[shard_of(hash)]).remove(hash, r);
@@ -427,7 +435,7 @@ impl MemoryLedger {
         live.dedup();
         let mut fresh = Table::with_slots(slots);
         for (r, fp) in live {
-            let hashes = self.with_record(r, |body| self.record_keys(body).map(|k| k.2));
+            let hashes = self.with_record(r, |body| self.record_keys(body).map(|k| k.1));
             for hash in hashes.unwrap_or_default() {
                 if shard_of(hash) == shard && fingerprint(hash) == fp {
                     fresh.insert(hash, r);
