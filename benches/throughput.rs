@@ -43,6 +43,53 @@ fn long_stream() -> Vec<u8> {
     out.into_bytes()
 }
 
+/// A stream shaped like the bench's W3 (`[rs, msg × 14]`, 201 events, ~55 KB): each message's
+/// text in deltas, then in its `output_item.done`, then all of them again in `response.completed`.
+fn messages_stream() -> Vec<u8> {
+    let words: Vec<String> = (0..9)
+        .map(|w| format!("word{w} of a long story, "))
+        .collect();
+    let text = words.concat();
+    let message = |m: usize| {
+        format!(
+            r#"{{"id":"msg_{m:048}","type":"message","status":"completed","role":"assistant","content":[{{"type":"output_text","annotations":[],"logprobs":[],"text":"{text}"}}]}}"#
+        )
+    };
+    let reasoning = format!(r#"{{"id":"rs_{:048}","type":"reasoning","summary":[]}}"#, 0);
+    let mut events = vec![
+        ("response.created", r#"{"type":"response.created","response":{"id":"resp_1","object":"response","status":"in_progress","store":true,"previous_response_id":null,"output":[]}}"#.to_string()),
+        ("response.in_progress", r#"{"type":"response.in_progress","response":{"id":"resp_1","object":"response","status":"in_progress","store":true,"previous_response_id":null,"output":[]}}"#.to_string()),
+        ("response.output_item.added", format!(r#"{{"type":"response.output_item.added","output_index":0,"item":{reasoning}}}"#)),
+        ("response.output_item.done", format!(r#"{{"type":"response.output_item.done","output_index":0,"item":{reasoning}}}"#)),
+    ];
+    for m in 1..=14 {
+        let id = format!("msg_{m:048}");
+        events.push(("response.output_item.added", format!(r#"{{"type":"response.output_item.added","output_index":{m},"item":{{"id":"{id}","type":"message","status":"in_progress","role":"assistant","content":[]}}}}"#)));
+        events.push(("response.content_part.added", format!(r#"{{"type":"response.content_part.added","item_id":"{id}","output_index":{m},"content_index":0,"part":{{"type":"output_text","annotations":[],"text":""}}}}"#)));
+        for word in &words {
+            events.push(("response.output_text.delta", format!(r#"{{"type":"response.output_text.delta","item_id":"{id}","output_index":{m},"content_index":0,"delta":"{word}","logprobs":[]}}"#)));
+        }
+        events.push(("response.output_text.done", format!(r#"{{"type":"response.output_text.done","item_id":"{id}","output_index":{m},"content_index":0,"text":"{text}"}}"#)));
+        events.push(("response.content_part.done", format!(r#"{{"type":"response.content_part.done","item_id":"{id}","output_index":{m},"content_index":0,"part":{{"type":"output_text","annotations":[],"text":"{text}"}}}}"#)));
+        events.push((
+            "response.output_item.done",
+            format!(
+                r#"{{"type":"response.output_item.done","output_index":{m},"item":{}}}"#,
+                message(m)
+            ),
+        ));
+    }
+    let output: Vec<String> = std::iter::once(reasoning.clone())
+        .chain((1..=14).map(message))
+        .collect();
+    events.push(("response.completed", format!(r#"{{"type":"response.completed","response":{{"id":"resp_1","object":"response","status":"completed","store":true,"previous_response_id":null,"output":[{}],"usage":{{"input_tokens":12,"output_tokens":400}}}}}}"#, output.join(","))));
+    let mut out = String::new();
+    for (name, data) in events {
+        out.push_str(&format!("event: {name}\ndata: {data}\n\n"));
+    }
+    out.into_bytes()
+}
+
 /// `stream` without its `event:` lines.
 fn unnamed(stream: Vec<u8>) -> Vec<u8> {
     let text = String::from_utf8(stream).unwrap();
@@ -58,6 +105,7 @@ fn capture(c: &mut Criterion) {
     for (name, content_type, body) in [
         ("json_image_1.5MB", "application/json", image_response()),
         ("sse_2000_events", "text/event-stream", long_stream()),
+        ("sse_w3_14_messages", "text/event-stream", messages_stream()),
         // The same events unnamed, as a server that writes no `event:` lines sends them (and as
         // WebSocket frames come): capture tells a delta from its leading `type`.
         (

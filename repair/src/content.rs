@@ -24,7 +24,10 @@ use serde_json::value::RawValue;
 pub type Digest = u32;
 
 fn digest_of(bytes: &[u8]) -> Digest {
-    let hash = blake3::hash(bytes);
+    short(&blake3::hash(bytes))
+}
+
+fn short(hash: &blake3::Hash) -> Digest {
     let b = hash.as_bytes();
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
@@ -53,12 +56,7 @@ impl ItemFields<'_> {
         match self.ty.as_deref() {
             Some("reasoning") => text(self.encrypted_content).map(|e| digest_of(e.0.as_bytes())),
             Some("message") | None if text(self.role).is_some_and(|r| r.0 == "assistant") => {
-                let content: Content<'_> = serde_json::from_str(self.content?.get()).ok()?;
-                let text = match content {
-                    Content::Text(text) => text.into_owned(),
-                    Content::Parts(parts) => parts.into_iter().filter_map(|p| p.text).collect(),
-                };
-                Some(digest_of(text.as_bytes()))
+                content_digest(self.content?.get())
             }
             Some("message" | "item_reference") | None => None,
             Some(_) => canonical_digest(raw),
@@ -130,14 +128,29 @@ struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// A field's value as a string; `None` when absent or not a string.
 fn text(raw: Option<&RawValue>) -> Option<Text<'_>> {
-    serde_json::from_str(raw?.get()).ok()
+    // Anything but a string is `None` without serde's error (which costs a format).
+    serde_json::from_str(raw.filter(|r| r.get().starts_with('"'))?.get()).ok()
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Content<'a> {
-    Text(#[serde(borrow)] Cow<'a, str>),
-    Parts(#[serde(borrow)] Vec<Part<'a>>),
+/// The digest of an assistant message's text: its `content` a string, or its parts' texts one
+/// after another. Told apart by the first character rather than as an untagged enum, which would
+/// first copy every part (annotations, logprobs) into serde's generic form.
+fn content_digest(raw: &str) -> Option<Digest> {
+    let mut hasher = blake3::Hasher::new();
+    match raw.trim_start().as_bytes().first()? {
+        b'"' => {
+            let text: Text<'_> = serde_json::from_str(raw).ok()?;
+            hasher.update(text.0.as_bytes());
+        }
+        b'[' => {
+            let parts: Vec<Part<'_>> = serde_json::from_str(raw).ok()?;
+            for text in parts.iter().filter_map(|p| p.text.as_deref()) {
+                hasher.update(text.as_bytes());
+            }
+        }
+        _ => return None,
+    }
+    Some(short(&hasher.finalize()))
 }
 
 #[derive(Deserialize)]
@@ -198,6 +211,8 @@ mod tests {
         let typed = br#"{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Hello there"}]}"#;
         let edited = br#"{"role":"assistant","content":"Hello, there"}"#;
         let d = digest(recorded).unwrap();
+        // Stores keep digests across restarts: the digest is that of the text, parts joined.
+        assert_eq!(d, digest_of(b"Hello there"));
         assert_eq!(digest(easy), Some(d));
         assert_eq!(digest(typed), Some(d));
         assert_ne!(digest(edited), Some(d));
@@ -210,6 +225,8 @@ mod tests {
             &br#"{"role":"user","content":"Hello there"}"#[..],
             br#"{"type":"reasoning","summary":[]}"#,
             br#"{"type":"item_reference","id":"ws_1"}"#,
+            br#"{"role":"assistant","content":7}"#,
+            br#"{"role":"assistant","content":[7]}"#,
             b"not json",
         ] {
             assert_eq!(digest(none), None);

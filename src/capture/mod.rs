@@ -112,8 +112,9 @@ struct EventFields<'a> {
     output_index: Option<u64>,
     #[serde(borrow, default)]
     item: Option<&'a RawValue>,
+    /// Read in the same pass as the event (a response's text is not scanned twice).
     #[serde(borrow, default)]
-    response: Option<&'a RawValue>,
+    response: Option<ResponseFields<'a>>,
 }
 
 fn read_item(
@@ -300,7 +301,9 @@ fn id_of(raw: &RawValue) -> Option<Cow<'_, str>> {
 
 /// A string field of a response read leniently: a compatible server's odd value is no id.
 fn text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
-    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+    // `null` (a response without a parent) is no string, and serde's error would cost a format.
+    raw.filter(|r| r.get().starts_with('"'))
+        .and_then(|r| serde_json::from_str(r.get()).ok())
 }
 
 /// Longer response ids are not the API's; such a response is not linked.
@@ -354,8 +357,7 @@ impl TurnBuilder {
             .map_or(EventKind::Other, |ty| EventKind::of(ty.as_bytes()));
         match kind {
             EventKind::Started => {
-                if let Some(response) = event.response {
-                    let fields: ResponseFields<'_> = serde_json::from_str(response.get())?;
+                if let Some(fields) = event.response {
                     if let Some(facts) = &mut self.facts {
                         facts.read(&fields);
                     }
@@ -385,8 +387,7 @@ impl TurnBuilder {
     /// The turn a terminal event's response holds. When every item of its `output` was read
     /// already, from its own `output_item.done`, the repeat is not read again: only the
     /// response's own fields are.
-    fn terminal_turn(&mut self, response: &RawValue) -> Result<Option<Turn>, CaptureError> {
-        let fields: ResponseFields<'_> = serde_json::from_str(response.get())?;
+    fn terminal_turn(&mut self, fields: ResponseFields<'_>) -> Result<Option<Turn>, CaptureError> {
         let stored = fields.store != Some(false);
         let output = fields.output.as_deref().unwrap_or_default();
         let count = output.len();

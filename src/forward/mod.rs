@@ -95,14 +95,14 @@ impl PerThread {
     }
 }
 
-/// A response body as the client gets it: bounded by the idle timeout, events of one read
-/// written together.
+/// A response body as the client gets it: events of one read written together, bounded by the
+/// idle timeout (which so looks at the clock once per write, not once per event).
 fn guarded<B>(body: B, idle: Duration) -> Body
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    B::Error: Into<BoxError> + Send,
 {
-    Body::new(Coalesce::new(IdleTimeout::new(body, idle)))
+    Body::new(IdleTimeout::new(Coalesce::new(body), idle))
 }
 
 /// The protocol an upstream connection speaks.
