@@ -44,6 +44,10 @@ const MAX_IDLE: usize = 1024;
 /// two reads; a response head must fit in it (hyper answers a larger one as an error).
 const READ_BUF_MAX: usize = 64 << 10;
 
+/// A connection that chose HTTP/2, waiting for the pooled client: since when, and on which event
+/// loop (`event_loop`) it was opened.
+type Parked = (Stream, Instant, Option<std::thread::ThreadId>);
+
 /// How long a connection that chose HTTP/2 waits for the pooled client to take it.
 const HANDOFF_FRESH: Duration = Duration::from_secs(1);
 
@@ -124,7 +128,7 @@ pub(super) struct InlinePool {
     /// Set once the upstream has chosen HTTP/2 by ALPN.
     speaks_h2: AtomicBool,
     /// Where the connection that chose HTTP/2 waits for the pooled client.
-    handoff: Arc<Mutex<Option<(Stream, Instant)>>>,
+    handoff: Arc<Mutex<Option<Parked>>>,
 }
 
 impl InlinePool {
@@ -248,7 +252,7 @@ impl InlinePool {
             // Requests that connected at the same time each learn it; one connection is kept.
             let mut parked = lock(&self.handoff);
             if parked.is_none() {
-                *parked = Some((stream, Instant::now()));
+                *parked = Some((stream, Instant::now(), event_loop()));
             }
             return Ok(None);
         }
@@ -280,7 +284,7 @@ fn event_loop() -> Option<std::thread::ThreadId> {
 #[derive(Clone)]
 pub(super) struct Handoff {
     inner: HttpsConnector<HttpConnector>,
-    parked: Arc<Mutex<Option<(Stream, Instant)>>>,
+    parked: Arc<Mutex<Option<Parked>>>,
 }
 
 impl Handoff {
@@ -303,14 +307,25 @@ impl tower::Service<Uri> for Handoff {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let parked = lock(&self.parked).take();
-        match parked {
+        let parked = {
+            let mut parked = lock(&self.parked);
             // Taken at once by the request that parked it; one left over from a crowd of first
             // requests is not trusted later (the upstream may have closed it meanwhile).
-            Some((stream, since)) if since.elapsed() < HANDOFF_FRESH => {
-                Box::pin(std::future::ready(Ok(stream)))
+            if parked
+                .as_ref()
+                .is_some_and(|(_, since, _)| since.elapsed() >= HANDOFF_FRESH)
+            {
+                *parked = None;
             }
-            _ => Box::pin(self.inner.call(uri)),
+            // Only by a client on the event loop the socket is registered with (`checkout`).
+            match parked.as_ref() {
+                Some((_, _, home)) if *home == event_loop() => parked.take(),
+                _ => None,
+            }
+        };
+        match parked {
+            Some((stream, ..)) => Box::pin(std::future::ready(Ok(stream))),
+            None => Box::pin(self.inner.call(uri)),
         }
     }
 }
