@@ -81,7 +81,8 @@ enum Oldest {
     Padding,
     /// A record that is not to go: its keys were not read.
     Kept,
-    /// A record whose keys cannot be read (never written so; it goes whatever is asked).
+    /// A record whose keys cannot be read (never written so): it goes when it is to go, as a
+    /// readable one would; with no ticks to read, whenever asked.
     Unreadable { len: u64 },
     /// A record to go, with what its leaving frees.
     Record {
