@@ -19,4 +19,6 @@ pub mod server;
 mod sync;
 pub mod tenant;
 pub mod tools;
+#[doc(hidden)]
+pub use forward::decode_chunked;
 mod upstream_store;

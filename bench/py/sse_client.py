@@ -129,7 +129,10 @@ class Response:
             elif self.state == "data":
                 take = min(self.remaining, n - pos)
                 end = pos + take
-                self._keep_tail(buf[pos:end])
+                # The chunk's closing CRLF is framing, not data: an event line split across two
+                # chunks must still read as one line.
+                data_left = max(self.remaining - 2, 0)
+                self._keep_tail(buf[pos:pos + min(take, data_left)])
                 self.remaining -= take
                 pos = end
                 if self.remaining == 0:

@@ -26,13 +26,13 @@ use http::{header, HeaderValue, Request, Response, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
-use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
-type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
-type Connection = http1::Connection<Stream, Body>;
+use super::tap::{says_close, Framing, Sending, Shared, Stream, Tap};
+use crate::error::BoxError;
+
+type Connection = http1::Connection<Tap, Sending>;
 
 /// How long an unused connection is kept for the next request.
 const KEEP_IDLE: Duration = Duration::from_secs(90);
@@ -82,11 +82,13 @@ impl From<SendError> for crate::error::ProxyError {
 
 /// One upstream connection: the handle that sends on it and the state machine that runs it.
 struct Link {
-    sender: http1::SendRequest<Body>,
+    sender: http1::SendRequest<Sending>,
     /// `None` once the connection has ended.
     conn: Option<Connection>,
     /// The event loop the socket is registered with (`event_loop`).
     home: Option<std::thread::ThreadId>,
+    /// What the connection's `Tap` and request bodies tell each other.
+    shared: Arc<Shared>,
 }
 
 impl Link {
@@ -181,8 +183,11 @@ impl InlinePool {
                 },
             };
             let (origin, absolute) = origin_form(request);
-            request = origin;
-            let mut response = pin!(link.sender.try_send_request(request));
+            let closes = says_close(origin.headers());
+            link.shared.start_request();
+            let shared = link.shared.clone();
+            let origin = origin.map(|body| Sending::new(body, shared));
+            let mut response = pin!(link.sender.try_send_request(origin));
             let result = poll_fn(|cx| {
                 link.poll_conn(cx);
                 response.as_mut().poll(cx)
@@ -190,13 +195,16 @@ impl InlinePool {
             .await;
             match result {
                 Ok(response) => {
-                    let pool = self.clone();
-                    return Ok(Sent::Response(
-                        response.map(|body| Driven::new(body, link, pool)),
-                    ));
+                    return Ok(Sent::Response(Driven::new(
+                        response,
+                        link,
+                        self.clone(),
+                        closes,
+                    )));
                 }
                 Err(mut e) => match e.take_message() {
-                    Some(mut unsent) if reused => {
+                    Some(unsent) if reused => {
+                        let mut unsent = unsent.map(Sending::into_inner);
                         *unsent.uri_mut() = absolute;
                         request = unsent;
                     }
@@ -256,16 +264,38 @@ impl InlinePool {
             }
             return Ok(None);
         }
+        let shared = Arc::new(Shared::default());
         let (sender, conn) = self
             .builder
-            .handshake(stream)
+            .handshake(Tap::new(stream, shared.clone()))
             .await
             .map_err(SendError::Request)?;
         Ok(Some(Link {
             sender,
             conn: Some(conn),
             home: event_loop(),
+            shared,
         }))
+    }
+
+    /// Gives a connection whose body was read by its `Tap` back to hyper for the next request
+    /// (a handshake does no I/O) and to the idle connections.
+    fn reattach(&self, tap: Tap, home: Option<std::thread::ThreadId>) {
+        let Some((tap, shared)) = tap.for_next_request() else {
+            return;
+        };
+        let mut handshake = pin!(self.builder.handshake(tap));
+        let done = handshake
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+        if let Poll::Ready(Ok((sender, conn))) = done {
+            self.checkin(Link {
+                sender,
+                conn: Some(conn),
+                home,
+                shared,
+            });
+        }
     }
 }
 
@@ -356,59 +386,148 @@ fn origin_form(request: Request<Body>) -> (Request<Body>, Uri) {
 /// A response body that drives its connection, and gives it back to the pool once the response
 /// has been read to its end. Dropped early (the client left), it closes the connection: the rest
 /// of the response would otherwise have to be read first.
-pub(super) struct Driven {
-    link: Option<Link>,
-    pool: Arc<InlinePool>,
-    body: Incoming,
+pub(super) struct Driven(Reading);
+
+/// Who reads a response's body.
+// One per response, boxed once with the rest of the body (`guarded`): boxing a variant would
+// only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Reading {
+    /// Read by hyper, which the body polls.
+    Hyper {
+        link: Option<Link>,
+        pool: Arc<InlinePool>,
+        body: Incoming,
+    },
+    /// Read from the connection's `Tap`, taken from hyper after the head (`tap.rs`).
+    Tapped {
+        /// `None` once the body has ended.
+        tap: Option<Tap>,
+        framing: Framing,
+        /// Whether the connection may carry another request after this one.
+        reuse: bool,
+        home: Option<std::thread::ThreadId>,
+        pool: Arc<InlinePool>,
+    },
 }
 
 impl Driven {
-    fn new(body: Incoming, link: Link, pool: Arc<InlinePool>) -> Self {
-        let mut driven = Driven {
-            link: Some(link),
-            pool,
-            body,
+    /// The response's body: read from the tap when the request was written whole and the body
+    /// is framed by length or chunks; by hyper otherwise. `closes`: the request said
+    /// `Connection: close`.
+    fn new(
+        response: Response<Incoming>,
+        mut link: Link,
+        pool: Arc<InlinePool>,
+        closes: bool,
+    ) -> Response<Driven> {
+        let (head, body) = response.into_parts();
+        let framing = Framing::of(
+            head.version,
+            head.status,
+            &head.headers,
+            body.is_end_stream(),
+            &body.size_hint(),
+        )
+        .filter(|_| link.shared.request_written());
+        let driven = match (framing, link.conn.take()) {
+            (Some(framing), Some(conn)) => {
+                let parts = conn.into_parts();
+                Driven(Reading::Tapped {
+                    tap: Some(parts.io.taken(parts.read_buf)),
+                    framing,
+                    reuse: !closes && !says_close(&head.headers),
+                    home: link.home,
+                    pool,
+                })
+            }
+            (_, conn) => {
+                link.conn = conn;
+                link.shared.leave_to_hyper(!body.is_end_stream());
+                let mut driven = Driven(Reading::Hyper {
+                    link: Some(link),
+                    pool,
+                    body,
+                });
+                // No body to read (HEAD, 204, 304): nobody would poll it to its end.
+                if driven.is_end_stream() {
+                    driven.release();
+                }
+                driven
+            }
         };
-        // No body to read (HEAD, 204, 304): nobody would poll it to its end.
-        if driven.body.is_end_stream() {
-            driven.release();
-        }
-        driven
+        Response::from_parts(head, driven)
     }
 
+    /// The response has been read to its end: the connection goes back to the pool.
     fn release(&mut self) {
-        if let Some(link) = self.link.take() {
-            self.pool.checkin(link);
+        match &mut self.0 {
+            Reading::Hyper { link, pool, .. } => {
+                if let Some(link) = link.take() {
+                    pool.checkin(link);
+                }
+            }
+            Reading::Tapped {
+                tap,
+                reuse,
+                home,
+                pool,
+                ..
+            } => {
+                if let Some(tap) = tap.take().filter(|_| *reuse) {
+                    pool.reattach(tap, *home);
+                }
+            }
         }
     }
 }
 
 impl HttpBody for Driven {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if let Some(link) = this.link.as_mut() {
-            link.poll_conn(cx);
-        }
-        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
+        let frame = match &mut this.0 {
+            Reading::Hyper { link, body, .. } => {
+                if let Some(link) = link.as_mut() {
+                    link.poll_conn(cx);
+                }
+                let frame = std::task::ready!(Pin::new(&mut *body).poll_frame(cx));
+                frame.map(|f| f.map_err(BoxError::from))
+            }
+            Reading::Tapped {
+                tap: Some(tap),
+                framing,
+                ..
+            } => std::task::ready!(tap.poll_body(framing, cx)).map(|f| f.map_err(BoxError::from)),
+            Reading::Tapped { tap: None, .. } => None,
+        };
         match &frame {
-            Some(Ok(_)) if !this.body.is_end_stream() => {}
+            Some(Ok(_)) if !this.is_end_stream() => {}
             Some(Ok(_)) | None => this.release(),
-            Some(Err(_)) => this.link = None,
+            Some(Err(_)) => match &mut this.0 {
+                Reading::Hyper { link, .. } => *link = None,
+                Reading::Tapped { tap, .. } => *tap = None,
+            },
         }
         Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.0 {
+            Reading::Hyper { body, .. } => body.is_end_stream(),
+            Reading::Tapped { tap, framing, .. } => tap.is_none() || framing.is_spent(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match &self.0 {
+            Reading::Hyper { body, .. } => body.size_hint(),
+            Reading::Tapped { framing, .. } => framing.size_hint(),
+        }
     }
 }

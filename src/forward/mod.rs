@@ -20,10 +20,12 @@ use hyper_util::rt::TokioExecutor;
 use crate::error::{ProxyError, Stage};
 
 mod body;
+mod chunked;
 mod coalesce;
 mod headers;
 mod inline;
 mod resend;
+mod tap;
 mod tls;
 
 use body::{within_idle, Progress, Watched};
@@ -93,6 +95,15 @@ impl PerThread {
             client
         })
     }
+}
+
+/// The chunked decoder of upstream bodies fed in pieces of `split` bytes: the data and how many
+/// bytes followed the body's end, or why it was refused. For the fuzz target only.
+#[doc(hidden)]
+pub fn decode_chunked(body: &[u8], split: usize) -> Result<(Vec<u8>, usize), String> {
+    chunked::decode_in_pieces(body, split)
+        .map(|(data, after, _)| (data, after))
+        .map_err(|e| e.to_string())
 }
 
 /// A response body as the client gets it: events of one read written together, bounded by the

@@ -27,5 +27,6 @@ mod stateless_azure;
 mod stateless_images;
 mod transparency;
 mod upstream_connections;
+mod upstream_framing;
 mod websocket;
 mod wild;
