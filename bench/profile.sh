@@ -10,7 +10,9 @@
 # faults and write/read syscalls, counted by `perf stat` on the proxy's processes while the load
 # runs — the figures that explain a latency gap on a machine where client, upstream and proxy
 # share two cores. Needs perf (Debian: linux-perf) and, like run.sh, wrk, nginx and python3.
-# Settings: WORKLOAD (W1|W3), UPSTREAM (plain|tls-h1|tls-h2), SECONDS_PER (default 8), RECORD.
+# Settings: WORKLOAD (W1|W3), UPSTREAM (plain|tls-h1|tls-h2), SECONDS_PER (default 8), RECORD,
+# PACE_MS (W3: the fake pauses this long before each event, as the API paces tokens; each event
+# then arrives on its own, so per-read costs count 201 times per stream; default 0).
 
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -19,6 +21,7 @@ WORKLOAD="${WORKLOAD:-W3}"
 UPSTREAM="${UPSTREAM:-plain}"
 SECONDS_PER="${SECONDS_PER:-8}"
 RECORD="${RECORD:-0}"
+PACE_MS="${PACE_MS:-0}"
 FAKE_TLS="$(fake_tls_of "$UPSTREAM")" || exit 2
 
 bench_init
@@ -52,14 +55,14 @@ load() {
             -s "$BENCH_LUA_DIR/post.lua" "http://127.0.0.1:$1/v1/responses" |
             sed -n 's/^BENCH_JSON //p' | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])' ;;
         W3) python3 "$BENCH_DIR/py/sse_client.py" --port "$1" --body "$BENCH_TMP/w3.json" \
-            --shape "$W3_SHAPE" -c 1 --duration "$2" |
+            --shape "$W3_SHAPE" --event-delay-ms "$PACE_MS" -c 1 --duration "$2" |
             sed -n 's/^BENCH_JSON //p' | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])' ;;
         *) die "WORKLOAD must be W1 or W3" ;;
     esac
 }
 
 EVENTS=task-clock,context-switches,cpu-migrations,page-faults,syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait
-printf '%s, %s upstream, c=1, %s s per proxy; per request:\n' "$WORKLOAD" "$UPSTREAM" "$SECONDS_PER"
+printf '%s%s, %s upstream, c=1, %s s per proxy; per request:\n' "$WORKLOAD" "$( [[ $PACE_MS != 0 ]] && echo " paced ${PACE_MS} ms per event" )" "$UPSTREAM" "$SECONDS_PER"
 printf '| proxy | requests | CPU µs | context switches | migrations | page faults | writes | reads | epoll_waits |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for proxy in nginx rethread; do
     port="$NGINX_PORT"

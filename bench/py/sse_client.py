@@ -250,6 +250,8 @@ async def run(args):
     ]
     if args.shape:
         headers.append(f"x-fake-shape: {args.shape}")
+    if args.event_delay_ms:
+        headers.append(f"x-fake-delay-ms: {args.event_delay_ms}")
     request = ("\r\n".join(headers) + "\r\n\r\n").encode() + body
     loop = asyncio.get_running_loop()
 
@@ -295,6 +297,8 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--body", required=True, help="request body file (must say \"stream\": true)")
     p.add_argument("--shape", default="", help="x-fake-shape header")
+    p.add_argument("--event-delay-ms", type=int, default=0,
+                   help="x-fake-delay-ms header: the fake's pause before each event (paced like the API's tokens)")
     p.add_argument("--tls-ca", default="",
                    help="connect with TLS (HTTP/1.1, no ALPN), trusting this CA file (PEM)")
     p.add_argument("-c", "--connections", type=int, default=1)
