@@ -412,8 +412,8 @@ enum Reading {
 }
 
 impl Driven {
-    /// The response's body: read from the tap when the request was written whole and the body
-    /// is framed by length or chunks; by hyper otherwise. `closes`: the request said
+    /// The response's body: read from the tap when the request was written whole, the tap holds
+    /// the body, and it is framed by length or chunks; by hyper otherwise. `closes`: the request said
     /// `Connection: close`.
     fn new(
         response: Response<Incoming>,
@@ -429,7 +429,7 @@ impl Driven {
             body.is_end_stream(),
             &body.size_hint(),
         )
-        .filter(|_| link.shared.request_written());
+        .filter(|_| link.shared.can_take());
         let driven = match (framing, link.conn.take()) {
             (Some(framing), Some(conn)) => {
                 let parts = conn.into_parts();

@@ -52,6 +52,8 @@ pub(super) struct Shared {
     write_blocked: AtomicBool,
     /// After a final head: hold the rest, go on to the next head, or let hyper read everything.
     after_head: AtomicU8,
+    /// hyper has been given a final head and nothing after it: the body is still in the tap.
+    held: AtomicBool,
 }
 
 impl Shared {
@@ -60,11 +62,16 @@ impl Shared {
         self.request_sent.store(false, Ordering::Relaxed);
         self.write_blocked.store(false, Ordering::Relaxed);
         self.after_head.store(HOLD, Ordering::Relaxed);
+        self.held.store(false, Ordering::Relaxed);
     }
 
-    /// Whether the request was handed to the socket whole, so the connection can be taken.
-    pub(super) fn request_written(&self) -> bool {
-        self.request_sent.load(Ordering::Relaxed) && !self.write_blocked.load(Ordering::Relaxed)
+    /// Whether the connection can be taken from hyper: the request was handed to the socket
+    /// whole, and hyper holds the response's head and nothing of its body (a connection whose
+    /// reading was once left to hyper never is again).
+    pub(super) fn can_take(&self) -> bool {
+        self.request_sent.load(Ordering::Relaxed)
+            && !self.write_blocked.load(Ordering::Relaxed)
+            && self.held.load(Ordering::Relaxed)
     }
 
     /// hyper reads this response's body (none, or one it frames itself) and the connection's
@@ -221,18 +228,22 @@ impl Read for Tap {
                     this.give(usize::MAX, &mut cursor);
                     return Poll::Ready(Ok(()));
                 }
-                Mode::Held => match this.shared.after_head.load(Ordering::Relaxed) {
-                    HOLD => return Poll::Pending,
-                    NEXT_HEAD => {
-                        this.shared.after_head.store(HOLD, Ordering::Relaxed);
-                        this.mode = Mode::Heads;
+                Mode::Held => {
+                    match this.shared.after_head.load(Ordering::Relaxed) {
+                        HOLD => return Poll::Pending,
+                        NEXT_HEAD => {
+                            this.shared.after_head.store(HOLD, Ordering::Relaxed);
+                            this.mode = Mode::Heads;
+                        }
+                        _ => this.mode = Mode::Through,
                     }
-                    _ => this.mode = Mode::Through,
-                },
+                    this.shared.held.store(false, Ordering::Relaxed);
+                }
                 Mode::Heads if this.head_left > 0 => {
                     this.head_left -= this.give(this.head_left, &mut cursor);
                     if this.head_left == 0 && this.head_final {
                         this.mode = Mode::Held;
+                        this.shared.held.store(true, Ordering::Relaxed);
                     }
                     return Poll::Ready(Ok(()));
                 }

@@ -8,7 +8,7 @@
     clippy::disallowed_methods
 )]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,25 +65,9 @@ fn serve(stream: TcpStream, answers: &Mutex<std::vec::IntoIter<Answer>>, early: 
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut out = stream;
     loop {
-        let mut length = None;
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        let Some((_, length)) = read_request_head(&mut reader) else {
             return;
-        }
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = Some(value.trim().parse::<usize>().unwrap());
-                }
-            }
-        }
+        };
         let Some(answer) = answers.lock().unwrap().next() else {
             return;
         };
@@ -178,7 +162,10 @@ async fn an_answer_that_comes_before_the_request_body_ends_is_relayed() {
     let upstream = Scripted::start(
         vec![
             answer(&[b"HTTP/1.1 400 Bad Request\r\nContent-Length: 5\r\n\r\nearly"]),
-            answer(&[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]),
+            answer(&[
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n",
+                b"3\r\n, 2\r\n0\r\n\r\n",
+            ]),
         ],
         true,
     );
@@ -201,7 +188,31 @@ async fn an_answer_that_comes_before_the_request_body_ends_is_relayed() {
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.bytes().await.unwrap(), "early");
     let (status, body) = get(&proxy, &client()).await;
-    assert_eq!((status, body.unwrap()), (200, b"ok".to_vec()));
+    assert_eq!((status, body.unwrap()), (200, b"ok, 2".to_vec()));
+}
+
+/// An HTTP/1.0 answer is read by hyper, not here; the answers after it are whole (hyper does not
+/// keep that connection: the next ones come on a new one).
+#[tokio::test]
+async fn an_http10_answer_is_read_by_hyper_and_the_next_ones_whole() {
+    let upstream = Scripted::start(
+        vec![
+            answer(&[
+                b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 5\r\n\r\nfirst",
+            ]),
+            answer(&[b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext"]),
+            answer(&[
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nlast\r\n0\r\n\r\n",
+            ]),
+        ],
+        false,
+    );
+    let proxy = Rethread::start(&upstream.url, &[]);
+    let client = client();
+    for expected in ["first", "next", "last"] {
+        let (status, body) = get(&proxy, &client).await;
+        assert_eq!((status, body.unwrap()), (200, expected.as_bytes().to_vec()));
+    }
 }
 
 #[tokio::test]

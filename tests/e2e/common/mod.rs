@@ -140,6 +140,30 @@ pub(crate) async fn fake() -> FakeHandle {
 }
 
 /// A client like the SDKs: asks for compressed bodies and decodes them.
+/// A scripted upstream's reading of one HTTP/1.1 request head: its request line and its
+/// `Content-Length`; `None` once the connection has ended.
+pub(crate) fn read_request_head<R: BufRead>(reader: &mut R) -> Option<(String, Option<usize>)> {
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut length = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            return Some((request_line, length));
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().ok();
+            }
+        }
+    }
+}
+
 pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
 }
