@@ -5,7 +5,8 @@
 //! the other core) and a write of its own to the client. Here the connection travels with the
 //! response body and is polled by whoever polls the body: reading the upstream and writing the
 //! client happen in one poll, and `Coalesce` turns the events of one upstream read into one
-//! write, as nginx does. TLS connections offer `h2` and `http/1.1` by ALPN, as the pooled client
+//! write, as nginx does. hyper's own body channel is skipped too where it can be: a body framed
+//! by length or chunks is read by the connection's `Tap` (`tap.rs`), one frame per read. TLS connections offer `h2` and `http/1.1` by ALPN, as the pooled client
 //! does; once an upstream picks `h2`, requests go to the pooled client (HTTP/2 multiplexes one
 //! shared connection, which cannot travel with one response), and the connection that learned it
 //! is handed to that client (`Handoff`) rather than wasted. Protocol upgrades stay pooled too.
