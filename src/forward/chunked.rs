@@ -350,7 +350,8 @@ mod tests {
             ),
         ) {
             let body = parts.concat();
-            prop_assert_eq!(we_read(&body), hyper_reads(&body), "{:?}", String::from_utf8_lossy(&body));
+            let shown = String::from_utf8_lossy(&body).into_owned();
+            prop_assert_eq!(we_read(&body), hyper_reads(&body), "{:?}", shown);
         }
     }
 
@@ -370,7 +371,10 @@ mod tests {
             let fields = fields.unwrap_or_default();
             prop_assert_eq!(fields.len(), trailers.len());
             for (name, value) in &trailers {
-                let kept = fields.get_all(name.as_str()).iter().any(|v| v.as_bytes() == value.trim().as_bytes());
+                let kept = fields
+                    .get_all(name.as_str())
+                    .iter()
+                    .any(|v| v.as_bytes() == value.trim().as_bytes());
                 prop_assert!(kept, "{} lost", name);
             }
         }
@@ -378,7 +382,10 @@ mod tests {
         #[test]
         fn any_bytes_decode_alike_however_they_are_split(
             body in proptest::collection::vec(
-                prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'0'), Just(b'5'), Just(b';'), Just(b' '), any::<u8>()],
+                prop_oneof![
+                    Just(b'\r'), Just(b'\n'), Just(b'0'), Just(b'5'), Just(b';'), Just(b' '),
+                    any::<u8>(),
+                ],
                 0..200,
             ),
             split in 1usize..32,
@@ -399,7 +406,8 @@ mod tests {
 
     #[test]
     fn a_body_decodes_the_same_at_any_split() {
-        let body = b"4;name=value\r\nWiki\r\n5 \r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nExpires: never\r\nX-Two: 2\r\n\r\n";
+        let body = b"4;name=value\r\nWiki\r\n5 \r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n\
+            0\r\nExpires: never\r\nX-Two: 2\r\n\r\n";
         let whole = decode(body, body.len()).unwrap();
         assert_eq!(whole.0, b"Wikipedia in\r\n\r\nchunks.");
         let trailers = whole.2.clone().unwrap();

@@ -1,15 +1,16 @@
 //! HTTP/1.1 upstream connections (plain or TLS) driven by the task that reads the response.
 //!
-//! hyper-util's pooled client runs each connection in a task of its own and hands the response
-//! body over a one-chunk channel, so every SSE event costs a wake-up of another task (often on
-//! the other core) and a write of its own to the client. Here the connection travels with the
-//! response body and is polled by whoever polls the body: reading the upstream and writing the
-//! client happen in one poll, and `Coalesce` turns the events of one upstream read into one
-//! write, as nginx does. hyper's own body channel is skipped too where it can be: a body framed
-//! by length or chunks is read by the connection's `Tap` (`tap.rs`), one frame per read. TLS connections offer `h2` and `http/1.1` by ALPN, as the pooled client
-//! does; once an upstream picks `h2`, requests go to the pooled client (HTTP/2 multiplexes one
-//! shared connection, which cannot travel with one response), and the connection that learned it
-//! is handed to that client (`Handoff`) rather than wasted. Protocol upgrades stay pooled too.
+//! hyper-util's pooled client runs each connection in a task of its own and hands the response body
+//! over a one-chunk channel, so every SSE event costs a wake-up of another task (often on the other
+//! core) and a write of its own to the client. Here the connection travels with the response body
+//! and is polled by whoever polls the body: reading the upstream and writing the client happen in
+//! one poll, and `Coalesce` turns the events of one upstream read into one write, as nginx does.
+//! hyper's own body channel is skipped too where it can be: a body framed by length or chunks is
+//! read by the connection's `Tap` (`tap.rs`), one frame per read. TLS connections offer `h2` and
+//! `http/1.1` by ALPN, as the pooled client does; once an upstream picks `h2`, requests go to the
+//! pooled client (HTTP/2 multiplexes one shared connection, which cannot travel with one response),
+//! and the connection that learned it is handed to that client (`Handoff`) rather than wasted.
+//! Protocol upgrades stay pooled too.
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -413,8 +414,8 @@ enum Reading {
 }
 
 impl Driven {
-    /// The response's body: read from the tap when the request was written whole, the tap holds
-    /// the body, and it is framed by length or chunks; by hyper otherwise. `closes`: the request said
+    /// The response's body: read from the tap when the request was written whole, the tap holds the
+    /// body, and it is framed by length or chunks; by hyper otherwise. `closes`: the request said
     /// `Connection: close`.
     fn new(
         response: Response<Incoming>,

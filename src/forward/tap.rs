@@ -1,15 +1,16 @@
 //! An upstream connection's reads: response heads go to hyper, bodies are read here.
 //!
-//! hyper's HTTP/1.1 client hands a response body to its reader one chunk at a time, over a
-//! channel, with a waker clone and a wake each: 16 % of an SSE stream's CPU in rethread
-//! (bench/RESULTS.md, issue 25). hyper still writes the requests and reads the heads: it alone keeps header names'
+//! hyper's HTTP/1.1 client hands a response body to its reader one chunk at a time, over a channel,
+//! with a waker clone and a wake each: 16 % of an SSE stream's CPU in rethread (bench/RESULTS.md,
+//! issue 25). hyper still writes the requests and reads the heads: it alone keeps header names'
 //! case and order both ways (`preserve_header_case`), which transparency promises. So the socket
 //! sits behind a `Tap` that gives hyper one response head at a time and holds back what follows.
 //! Once hyper has a final head (and nothing after it) and the request was written whole, the
-//! connection is taken from hyper and its body read here (`poll_body`): by length, or chunked (`chunked.rs`) with every
-//! chunk of one read in one frame. Whatever is not that plain (a close-delimited body, HTTP/1.0,
-//! a head `httparse` cannot read, an answer that came before the request was written) is released
-//! to hyper, which reads the rest of the connection as it always did.
+//! connection is taken from hyper and its body read here (`poll_body`): by length, or chunked
+//! (`chunked.rs`) with every chunk of one read in one frame. Whatever is not that plain (a
+//! close-delimited body, HTTP/1.0, a head `httparse` cannot read, an answer that came before the
+//! request was written) is released to hyper, which reads the rest of the connection as it always
+//! did.
 
 use std::future::Future;
 use std::io;
