@@ -185,7 +185,6 @@ impl InlinePool {
                 },
             };
             let (origin, absolute) = origin_form(request);
-            let closes = says_close(origin.headers());
             link.shared.start_request();
             let shared = link.shared.clone();
             let origin = origin.map(|body| Sending::new(body, shared));
@@ -197,12 +196,7 @@ impl InlinePool {
             .await;
             match result {
                 Ok(response) => {
-                    return Ok(Sent::Response(Driven::new(
-                        response,
-                        link,
-                        self.clone(),
-                        closes,
-                    )));
+                    return Ok(Sent::Response(Driven::new(response, link, self.clone())));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => {
@@ -414,14 +408,12 @@ enum Reading {
 }
 
 impl Driven {
-    /// The response's body: read from the tap when the request was written whole, the tap holds the
-    /// body, and it is framed by length or chunks; by hyper otherwise. `closes`: the request said
-    /// `Connection: close`.
+    /// The response's body: read from the tap when the request was written whole, the tap
+    /// holds the body, and it is framed by length or chunks; by hyper otherwise.
     fn new(
         response: Response<Incoming>,
         mut link: Link,
         pool: Arc<InlinePool>,
-        closes: bool,
     ) -> Response<Driven> {
         let (head, body) = response.into_parts();
         let framing = Framing::of(
@@ -438,7 +430,8 @@ impl Driven {
                 Driven(Reading::Tapped {
                     tap: Some(parts.io.taken(parts.read_buf)),
                     framing,
-                    reuse: !closes && !says_close(&head.headers),
+                    // The request carries no `Connection` (`Upstream::prepare`): the response decides.
+                    reuse: !says_close(&head.headers),
                     home: link.home,
                     pool,
                 })

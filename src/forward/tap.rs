@@ -138,7 +138,6 @@ impl Tap {
         self.head_left = 0;
         self.head_final = false;
         self.mode = Mode::Heads;
-        self.shared.start_request();
         let shared = self.shared.clone();
         Some((self, shared))
     }

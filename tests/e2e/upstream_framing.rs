@@ -170,14 +170,17 @@ async fn an_answer_that_comes_before_the_request_body_ends_is_relayed() {
         true,
     );
     let proxy = Rethread::start(&upstream.url, &[]);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-    tokio::spawn(async move {
-        tx.send(Ok(b"{\"a\":".to_vec())).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let _ = tx.send(Ok(b"1}".to_vec())).await;
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+    // The body's second half comes 300 ms after its first: the answer comes in between.
+    let stream = futures_util::stream::unfold(0u32, |n| async move {
+        let part: &[u8] = match n {
+            0 => b"{\"a\":",
+            1 => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                b"1}"
+            }
+            _ => return None,
+        };
+        Some((Ok::<_, std::io::Error>(part.to_vec()), n + 1))
     });
     let resp = client()
         .post(proxy.url("/v1/files"))
