@@ -355,7 +355,7 @@ async fn n6_a_chain_rethread_does_not_hold_whole_is_left_to_the_client() {
     .await;
     assert_eq!(answer.status, 400, "{}", answer.text);
     assert_eq!(answer.body["error"]["code"], "previous_response_not_found");
-    assert!(proxy.logs().contains("memory does not hold all of it"));
+    proxy.wait_for_log("memory does not hold all of it");
 }
 
 #[tokio::test]

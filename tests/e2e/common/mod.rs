@@ -96,6 +96,9 @@ impl Rethread {
         format!("http://{}{path}", self.addr)
     }
 
+    /// What has been read from the proxy's stderr so far. A line logged just before a response
+    /// can still be in the pipe when the response arrives: assert a line that must come with
+    /// `wait_for_log`.
     pub(crate) fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
     }
