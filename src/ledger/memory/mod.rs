@@ -18,7 +18,9 @@
 //! the response has been delivered), then a chunk's, then shards' — never a chunk's while it
 //! waits for a shard, so readers and the writer cannot deadlock.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use foldhash::quality::RandomState;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -130,7 +132,7 @@ impl MemoryLedger {
             head: AtomicU64::new(0),
             turns: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             started: Instant::now(),
             tick_ms,
             retention_ticks: u32::try_from(retention_ms.div_ceil(tick_ms)).unwrap_or(u32::MAX),
