@@ -25,6 +25,9 @@ pub(super) struct SseFramer {
     pending_cr: bool,
     max_event: usize,
     overflowed: bool,
+    /// Whole lines are read without being collected where that changes nothing
+    /// (`whole_line`); off only to test that it changes nothing.
+    whole_lines: bool,
 }
 
 /// What the current line is, as far as it has been read.
@@ -85,6 +88,7 @@ impl SseFramer {
             pending_cr: false,
             max_event,
             overflowed: false,
+            whole_lines: true,
         }
     }
 
@@ -100,6 +104,13 @@ impl SseFramer {
     /// Feeds a chunk; `on_event` receives the data of each complete event worth reading.
     pub(super) fn push(&mut self, mut chunk: &[u8], on_event: &mut dyn FnMut(&[u8])) {
         while !chunk.is_empty() {
+            if self.whole_lines && self.mode == Line::Start && self.line.is_empty() {
+                let used = self.whole_line(chunk, on_event);
+                if used > 0 {
+                    chunk = &chunk[used..];
+                    continue;
+                }
+            }
             let newline = memchr::memchr(b'\n', chunk);
             let (part, rest) = match newline {
                 Some(i) => (&chunk[..i], Some(&chunk[i + 1..])),
@@ -135,6 +146,46 @@ impl SseFramer {
                 }
                 None => return,
             }
+        }
+    }
+
+    /// At a line's start, the lines most of a stream is made of, read in one step when the
+    /// chunk holds them whole: a blank line (the event ends), an `event:` line, and any line of
+    /// an event capture does not read but the two that can change that (a blank line, an
+    /// `event:` line). Returns the bytes used; 0 leaves the line to the general path, which
+    /// reads it with the same result byte by byte however it is split.
+    fn whole_line(&mut self, chunk: &[u8], on_event: &mut dyn FnMut(&[u8])) -> usize {
+        match chunk[0] {
+            b'\n' => {
+                self.end_line(on_event);
+                1
+            }
+            b'e' => {
+                let Some(rest) = chunk.strip_prefix(b"event:") else {
+                    return 0;
+                };
+                match memchr::memchr(b'\n', rest) {
+                    // Longer lines are dropped by the general path, name and all.
+                    Some(end) if b"event:".len() + end <= MAX_FIELD_LINE => {
+                        let name = &rest[..end];
+                        let name = name.strip_suffix(b"\r").unwrap_or(name);
+                        let name = name.strip_prefix(b" ").unwrap_or(name);
+                        self.named_wanted = Some(EventKind::of(name) != EventKind::Other);
+                        b"event:".len() + end + 1
+                    }
+                    _ => 0,
+                }
+            }
+            b'\r' => 0,
+            _ if self.named_wanted == Some(false) => match memchr::memchr(b'\n', chunk) {
+                Some(end) => end + 1,
+                None => {
+                    // The rest of the line, in later chunks, is dropped as it comes.
+                    self.mode = Line::Skip;
+                    chunk.len()
+                }
+            },
+            _ => 0,
         }
     }
 
@@ -281,6 +332,57 @@ mod tests {
                 framer.line.capacity() < 8192,
                 "the line was never buffered whole"
             );
+        }
+    }
+
+    /// The events a framer gives for `stream` fed in `cuts`, and whether it overflowed.
+    fn framed(stream: &[u8], cuts: &[usize], whole_lines: bool) -> (Vec<Vec<u8>>, bool) {
+        let mut framer = SseFramer::new(64, 1 << 20, 0);
+        framer.whole_lines = whole_lines;
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &cut in cuts.iter().chain([&stream.len()]) {
+            let cut = cut.clamp(at, stream.len());
+            framer.push(&stream[at..cut], &mut |d| out.push(d.to_vec()));
+            at = cut;
+        }
+        (out, framer.overflowed())
+    }
+
+    /// Lines of the kinds a stream holds, and the odd ones the general path must settle.
+    const LINES: [&str; 16] = [
+        "event: response.output_item.done",
+        "event: response.output_text.delta",
+        "event:response.completed",
+        "event: response.created\r",
+        "event",
+        "ev: x",
+        "data: {\"type\":\"response.output_text.delta\"}",
+        "data: {\"a\":1}\r",
+        "data:xyz",
+        "data",
+        "data: 0123456789012345678901234567890123456789012345678901234567890123456789",
+        ": comment",
+        "id: 7",
+        "\r",
+        "",
+        "",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn reading_whole_lines_gives_what_reading_byte_by_byte_gives(
+            lines in proptest::collection::vec(0..LINES.len(), 0..40),
+            cuts in proptest::collection::vec(0usize..2000, 0..12),
+        ) {
+            let stream: String = lines.iter().map(|&l| format!("{}\n", LINES[l])).collect();
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            let fast = framed(stream.as_bytes(), &cuts, true);
+            let slow = framed(stream.as_bytes(), &cuts, false);
+            proptest::prop_assert_eq!(fast, slow, "{:?}", stream);
         }
     }
 
