@@ -161,7 +161,13 @@ fn read_item(
 /// event (`{"type":"response.output_text.delta",…`); `None` otherwise (another key order,
 /// spaces, an escape in the name), and the event is then parsed whole.
 fn leading_type(data: &[u8]) -> Option<&[u8]> {
-    let rest = data.strip_prefix(br#"{"type":""#)?;
+    leading_string(data, br#"{"type":""#)
+}
+
+/// The value of the string member `opening` starts (`{"key":"`) when `json` starts with it
+/// and the value holds no escape; `None` otherwise.
+fn leading_string<'a>(json: &'a [u8], opening: &[u8]) -> Option<&'a [u8]> {
+    let rest = json.strip_prefix(opening)?;
     let end = memchr::memchr2(b'"', b'\\', rest)?;
     (rest[end] == b'"').then(|| &rest[..end])
 }
@@ -294,9 +300,16 @@ struct IdField<'a> {
     id: Option<Cow<'a, str>>,
 }
 
-/// An item's `id`, read alone.
-fn id_of(raw: &RawValue) -> Option<Cow<'_, str>> {
-    serde_json::from_str::<IdField<'_>>(raw.get()).ok()?.id
+/// Whether an item's `id` is `id`: read from the item's start when it opens with it (the
+/// API writes `id` first), else from the item parsed.
+fn has_id(raw: &RawValue, id: &str) -> bool {
+    if let Some(leading) = leading_string(raw.get().as_bytes(), br#"{"id":""#) {
+        return leading == id.as_bytes();
+    }
+    serde_json::from_str::<IdField<'_>>(raw.get())
+        .ok()
+        .and_then(|f| f.id)
+        .is_some_and(|own| own == id)
 }
 
 /// A string field of a response read leniently: a compatible server's odd value is no id.
@@ -398,7 +411,7 @@ impl TurnBuilder {
             && output
                 .iter()
                 .zip(self.done.values())
-                .all(|(raw, item)| id_of(raw).is_some_and(|id| *id == *item.id));
+                .all(|(raw, item)| has_id(raw, &item.id));
         if !all_read {
             return turn_of(fields, self.keep, self.facts.as_mut());
         }

@@ -111,6 +111,31 @@ fn a_terminal_event_whose_items_differ_from_those_read_is_read_whole() {
     assert_eq!(streamed.items[2].id.as_ref(), "msg_Z");
 }
 
+#[test]
+fn a_terminal_items_id_is_compared_whole_in_either_key_order() {
+    // The API writes `id` first, which is read without parsing the item; another order is
+    // parsed. Either way a longer id that starts with the one read is another item.
+    for msg in [
+        r#"{"id":"msg_AB","type":"message","role":"assistant","content":[]}"#,
+        r#"{"type":"message","id":"msg_AB","role":"assistant","content":[]}"#,
+        r#"{"type":"message","id":"msg_\u0041B","role":"assistant","content":[]}"#,
+    ] {
+        let completed = format!(
+            r#"{{"id":"resp_A","store":true,"output":[{{"id":"rs_A","type":"reasoning","summary":[]}},{{"id":"ig_A","type":"image_generation_call","status":"completed","result":"QUFB"}},{msg}]}}"#
+        );
+        let body = image_stream_ending_with(&completed);
+        let streamed = capture("text/event-stream", None, body.as_bytes(), 100).unwrap();
+        assert_eq!(streamed.items[2].id.as_ref(), "msg_AB", "{msg}");
+    }
+    let same = r#"{"type":"message","id":"msg_A","role":"assistant","content":[]}"#;
+    let completed = format!(
+        r#"{{"id":"resp_A","store":true,"output":[{{"id":"rs_A","type":"reasoning","summary":[]}},{{"id":"ig_A","type":"image_generation_call","status":"completed","result":"QUFB"}},{same}]}}"#
+    );
+    let body = image_stream_ending_with(&completed);
+    let streamed = capture("text/event-stream", None, body.as_bytes(), 100).unwrap();
+    assert_eq!(streamed.items[2].id.as_ref(), "msg_A");
+}
+
 /// What capture read of the response itself from `body` of `content_type`, facts `asked` or
 /// not.
 fn facts_of(content_type: &str, body: &str, asked: bool) -> Option<ResponseFacts> {
