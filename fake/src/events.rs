@@ -174,7 +174,8 @@ fn stored(e: Value) -> StoredEvent {
             .iter()
             .filter(|(k, _)| *k != "type" && *k != "sequence_number")
         {
-            data.push_str(&format!(",{}:{v}", Value::from(k.as_str())));
+            data.push_str(&format!(",{}:", Value::from(k.as_str())));
+            write_in_api_order(v, &mut data);
         }
     }
     data.push('}');
@@ -182,6 +183,39 @@ fn stored(e: Value) -> StoredEvent {
         sequence_number,
         event_type,
         data,
+    }
+}
+
+/// `value` as JSON with each object's `id` and `type` first, as the API writes a response and
+/// its items (`{"id":"msg_…","type":"message",…}`); the other members follow in the map's order.
+fn write_in_api_order(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            const FIRST: [&str; 2] = ["id", "type"];
+            let first = FIRST.iter().filter_map(|k| map.get_key_value(*k));
+            let rest = map.iter().filter(|(k, _)| !FIRST.contains(&k.as_str()));
+            out.push('{');
+            for (n, (k, v)) in first.chain(rest).enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::from(k.as_str()).to_string());
+                out.push(':');
+                write_in_api_order(v, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (n, item) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                write_in_api_order(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
     }
 }
 
@@ -217,6 +251,20 @@ mod tests {
         assert!(ev
             .iter()
             .all(|e| serde_json::from_str::<Value>(&e.data).is_ok()));
+        // Objects open with `id` and `type`, as the API writes them.
+        let completed = &ev.last().unwrap().data;
+        assert!(
+            completed.contains(r#""response":{"id":"resp_1","#),
+            "{completed}"
+        );
+        assert!(
+            completed.contains(r#"[{"id":"rs_1","type":"reasoning","#),
+            "{completed}"
+        );
+        assert!(
+            completed.contains(r#"{"type":"output_text","#),
+            "{completed}"
+        );
         assert_eq!(
             types
                 .iter()
