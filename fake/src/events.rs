@@ -252,7 +252,7 @@ mod tests {
             .iter()
             .all(|e| serde_json::from_str::<Value>(&e.data).is_ok()));
         // Objects open with `id` and `type`, as the API writes them.
-        let completed = &ev.last().unwrap().data;
+        let completed = &ev[ev.len() - 1].data;
         assert!(
             completed.contains(r#""response":{"id":"resp_1","#),
             "{completed}"
