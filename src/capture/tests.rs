@@ -391,18 +391,3 @@ fn an_event_capture_does_not_read_is_passed_over_unparsed() {
     assert_eq!(shape(&turn), vec![("message", "msg_A")]);
     assert!(!turn.stored);
 }
-
-#[test]
-fn an_events_leading_type_is_read_only_from_the_apis_own_form() {
-    assert_eq!(
-        leading_type(br#"{"type":"response.output_text.delta","delta":"x"}"#),
-        Some(&b"response.output_text.delta"[..])
-    );
-    assert_eq!(
-        leading_type(br#"{"delta":"x","type":"response.completed"}"#),
-        None
-    );
-    assert_eq!(leading_type(br#"{ "type":"response.completed"}"#), None);
-    assert_eq!(leading_type(br#"{"type":"response.\u0063ompleted"}"#), None);
-    assert_eq!(leading_type(br#"{"type":"response.completed"#), None);
-}
