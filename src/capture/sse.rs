@@ -349,8 +349,9 @@ mod tests {
         (out, framer.overflowed())
     }
 
-    /// Lines of the kinds a stream holds, and the odd ones the general path must settle.
-    const LINES: [&str; 16] = [
+    /// Lines of the kinds a stream holds, and the odd ones the general path must settle (the
+    /// last, an `event:` line longer than any field line kept, is made in `stream_of`).
+    const LINES: [&str; 17] = [
         "event: response.output_item.done",
         "event: response.output_text.delta",
         "event:response.completed",
@@ -367,7 +368,20 @@ mod tests {
         "\r",
         "",
         "",
+        "event: response.output_item.done and a name too long to keep",
     ];
+
+    /// `lines` (indices into `LINES`) as a stream, each line ended by `\n`.
+    fn stream_of(lines: &[usize]) -> String {
+        let long_name = "x".repeat(MAX_FIELD_LINE);
+        lines
+            .iter()
+            .map(|&l| match l {
+                16 => format!("event: response.output_item.done{long_name}\n"),
+                l => format!("{}\n", LINES[l]),
+            })
+            .collect()
+    }
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
@@ -375,9 +389,9 @@ mod tests {
         #[test]
         fn reading_whole_lines_gives_what_reading_byte_by_byte_gives(
             lines in proptest::collection::vec(0..LINES.len(), 0..40),
-            cuts in proptest::collection::vec(0usize..2000, 0..12),
+            cuts in proptest::collection::vec(0usize..6000, 0..12),
         ) {
-            let stream: String = lines.iter().map(|&l| format!("{}\n", LINES[l])).collect();
+            let stream = stream_of(&lines);
             let mut cuts = cuts;
             cuts.sort_unstable();
             let fast = framed(stream.as_bytes(), &cuts, true);
