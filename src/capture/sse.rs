@@ -68,9 +68,12 @@ impl EventKind {
     }
 }
 
-/// Events whose data capture reads; others are skipped when named by an `event:` line.
-pub(super) fn is_wanted(event: &str) -> bool {
-    EventKind::of(event.as_bytes()) != EventKind::Other
+/// Whether an `event:` line's value (after the colon, without its line end) names an event
+/// whose data capture reads; others are skipped. The wanted names are ASCII: a value that is not
+/// UTF-8 is none of them.
+fn names_wanted(value: &[u8]) -> bool {
+    let name = value.strip_prefix(b" ").unwrap_or(value);
+    EventKind::of(name) != EventKind::Other
 }
 
 impl SseFramer {
@@ -167,10 +170,9 @@ impl SseFramer {
                 match memchr::memchr(b'\n', rest) {
                     // Longer lines are dropped by the general path, name and all.
                     Some(end) if b"event:".len() + end <= MAX_FIELD_LINE => {
-                        let name = &rest[..end];
-                        let name = name.strip_suffix(b"\r").unwrap_or(name);
-                        let name = name.strip_prefix(b" ").unwrap_or(name);
-                        self.named_wanted = Some(EventKind::of(name) != EventKind::Other);
+                        let value = &rest[..end];
+                        let value = value.strip_suffix(b"\r").unwrap_or(value);
+                        self.named_wanted = Some(names_wanted(value));
                         b"event:".len() + end + 1
                     }
                     _ => 0,
@@ -263,10 +265,8 @@ impl SseFramer {
             self.named_wanted = None;
             self.data.clear();
             self.has_data = false;
-        } else if let Some(name) = text.strip_prefix(b"event:") {
-            let name = name.strip_prefix(b" ").unwrap_or(name);
-            // The wanted names are ASCII: a name that is not UTF-8 is not one of them.
-            self.named_wanted = Some(std::str::from_utf8(name).is_ok_and(is_wanted));
+        } else if let Some(value) = text.strip_prefix(b"event:") {
+            self.named_wanted = Some(names_wanted(value));
         } else if text == b"data" {
             // `data` with no colon: an empty data line.
             if self.wanted() {
