@@ -165,20 +165,11 @@ fn stored(e: Value) -> StoredEvent {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let mut data = format!(
-        "{{\"type\":{},\"sequence_number\":{sequence_number}",
-        Value::from(event_type.as_str())
-    );
-    if let Value::Object(map) = &e {
-        for (k, v) in map
-            .iter()
-            .filter(|(k, _)| *k != "type" && *k != "sequence_number")
-        {
-            data.push_str(&format!(",{}:", Value::from(k.as_str())));
-            write_in_api_order(v, &mut data);
-        }
+    let mut data = String::new();
+    match &e {
+        Value::Object(map) => write_object(map, &["type", "sequence_number"], &mut data),
+        other => write_in_api_order(other, &mut data),
     }
-    data.push('}');
     StoredEvent {
         sequence_number,
         event_type,
@@ -187,24 +178,10 @@ fn stored(e: Value) -> StoredEvent {
 }
 
 /// `value` as JSON with each object's `id` and `type` first, as the API writes a response and
-/// its items (`{"id":"msg_…","type":"message",…}`); the other members follow in the map's order.
+/// its items (`{"id":"msg_…","type":"message",…}`).
 fn write_in_api_order(value: &Value, out: &mut String) {
     match value {
-        Value::Object(map) => {
-            const FIRST: [&str; 2] = ["id", "type"];
-            let first = FIRST.iter().filter_map(|k| map.get_key_value(*k));
-            let rest = map.iter().filter(|(k, _)| !FIRST.contains(&k.as_str()));
-            out.push('{');
-            for (n, (k, v)) in first.chain(rest).enumerate() {
-                if n > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::from(k.as_str()).to_string());
-                out.push(':');
-                write_in_api_order(v, out);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => write_object(map, &["id", "type"], out),
         Value::Array(items) => {
             out.push('[');
             for (n, item) in items.iter().enumerate() {
@@ -217,6 +194,23 @@ fn write_in_api_order(value: &Value, out: &mut String) {
         }
         other => out.push_str(&other.to_string()),
     }
+}
+
+/// An object with the members `first` names first, in that order, then the others in the
+/// map's order; its values as `write_in_api_order` writes them.
+fn write_object(map: &serde_json::Map<String, Value>, first: &[&str], out: &mut String) {
+    let leading = first.iter().filter_map(|k| map.get_key_value(*k));
+    let rest = map.iter().filter(|(k, _)| !first.contains(&k.as_str()));
+    out.push('{');
+    for (n, (k, v)) in leading.chain(rest).enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::from(k.as_str()).to_string());
+        out.push(':');
+        write_in_api_order(v, out);
+    }
+    out.push('}');
 }
 
 /// SSE framing of one event.
