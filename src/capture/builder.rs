@@ -38,11 +38,50 @@ fn leading_type(data: &[u8]) -> Option<&[u8]> {
     leading_string(data, br#"{"type":""#)
 }
 
+/// An `output_item.done` event in the API's own form,
+/// `{"type":"response.output_item.done","sequence_number":7,"output_index":1,"item":{…}}`:
+/// its index and its item's text, found without reading the item, so that the item is read
+/// once (`read_item`) instead of skipped over and then read. `None` for any other form (another
+/// key order or key, spaces, a number that is not plain digits), which is parsed whole; the item
+/// is what the whole parse would give when it reads as one JSON object and nothing follows it.
+fn item_done_in_api_form(data: &[u8]) -> Option<(u64, &str)> {
+    let rest = data.strip_prefix(br#"{"type":"response.output_item.done","#)?;
+    let rest = match rest.strip_prefix(br#""sequence_number":"#) {
+        Some(after) => after.get(plain_number(after)?.1..)?.strip_prefix(b",")?,
+        None => rest,
+    };
+    let rest = rest.strip_prefix(br#""output_index":"#)?;
+    let (index, digits) = plain_number(rest)?;
+    let item = rest[digits..]
+        .strip_prefix(br#","item":"#)?
+        .strip_suffix(b"}")?;
+    if !(item.starts_with(b"{") && item.ends_with(b"}")) {
+        return None;
+    }
+    Some((index, std::str::from_utf8(item).ok()?))
+}
+
+/// The digits of a non-negative integer as JSON writes it (no leading zero) at `text`'s start:
+/// its value and its length. (The caller requires a `,` next: no fraction, no exponent.)
+fn plain_number(text: &[u8]) -> Option<(u64, usize)> {
+    let digits = text.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || (digits > 1 && text[0] == b'0') {
+        return None;
+    }
+    let value = text[..digits].iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })?;
+    Some((value, digits))
+}
+
 /// Builds a turn from stream events.
 #[derive(Debug)]
 pub struct TurnBuilder {
     keep: KeepPolicy,
     stored: bool,
+    /// A start event (`response.created`, `in_progress`, `queued`) was read: the later ones
+    /// repeat the same response and are not read again.
+    started: bool,
     /// The response's id and `previous_response_id`, from `response.created`.
     id: Option<Box<str>>,
     parent: Option<Box<str>>,
@@ -57,6 +96,7 @@ impl TurnBuilder {
         TurnBuilder {
             keep,
             stored: true,
+            started: false,
             id: None,
             parent: None,
             done: BTreeMap::new(),
@@ -75,9 +115,12 @@ impl TurnBuilder {
     /// Unknown events are ignored.
     pub fn on_event(&mut self, data: &[u8]) -> Result<bool, CaptureError> {
         // Most of a stream is deltas: an event whose leading `type` says capture does not read
-        // it is passed over unparsed.
-        if leading_type(data).is_some_and(|ty| EventKind::of(ty) == EventKind::Other) {
-            return Ok(false);
+        // it is passed over unparsed, and so is a start event after the first.
+        match leading_type(data).map(EventKind::of) {
+            Some(EventKind::Other) => return Ok(false),
+            Some(EventKind::Started) if self.started => return Ok(false),
+            Some(EventKind::ItemDone) if self.read_item_done_in_api_form(data) => return Ok(false),
+            _ => {}
         }
         let event: EventFields<'_> = serde_json::from_slice(data)?;
         let kind = event
@@ -85,8 +128,9 @@ impl TurnBuilder {
             .as_deref()
             .map_or(EventKind::Other, |ty| EventKind::of(ty.as_bytes()));
         match kind {
-            EventKind::Started => {
+            EventKind::Started if !self.started => {
                 if let Some(fields) = event.response {
+                    self.started = true;
                     if let Some(facts) = &mut self.facts {
                         facts.read(&fields);
                     }
@@ -97,7 +141,7 @@ impl TurnBuilder {
             }
             EventKind::ItemDone => {
                 if let (Some(index), Some(item)) = (event.output_index, event.item) {
-                    if let Some(item) = read_item(item, self.stored, self.keep)? {
+                    if let Some(item) = read_item(item.get(), self.stored, self.keep)? {
                         self.done.insert(index, item);
                     }
                 }
@@ -108,9 +152,26 @@ impl TurnBuilder {
                 }
                 return Ok(true);
             }
-            EventKind::Other => {}
+            EventKind::Started | EventKind::Other => {}
         }
         Ok(false)
+    }
+
+    /// Reads an `output_item.done` event in the API's form (`item_done_in_api_form`); false
+    /// when it is not in that form or its item does not read: the general path reads it then
+    /// (and gives the error, if any).
+    fn read_item_done_in_api_form(&mut self, data: &[u8]) -> bool {
+        let Some((index, item)) = item_done_in_api_form(data) else {
+            return false;
+        };
+        match read_item(item, self.stored, self.keep) {
+            Ok(Some(item)) => {
+                self.done.insert(index, item);
+                true
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        }
     }
 
     /// The turn a terminal event's response holds. When every item of its `output` was read
@@ -163,8 +224,128 @@ impl TurnBuilder {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::capture::tests::LIMITS;
+
+    /// The item of an `output_item.done` event as the whole parse reads it (`Err`: it does not
+    /// read).
+    fn item_done_parsed_whole(data: &[u8]) -> Result<Option<(u64, TurnItem)>, CaptureError> {
+        let event: EventFields<'_> = serde_json::from_slice(data)?;
+        let (Some(index), Some(item)) = (event.output_index, event.item) else {
+            return Ok(None);
+        };
+        // As an unstored turn's: its items are kept in full, so their bytes are compared too.
+        Ok(read_item(item.get(), false, LIMITS.keep)?.map(|item| (index, item)))
+    }
+
+    const MESSAGE: &str = r#"{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"output_text","text":"hi"}]}"#;
+
+    #[test]
+    fn an_item_done_event_in_the_apis_form_is_read_in_one_pass() {
+        let data = format!(
+            r#"{{"type":"response.output_item.done","sequence_number":12,"output_index":3,"item":{MESSAGE}}}"#
+        );
+        let (index, item) = item_done_in_api_form(data.as_bytes()).unwrap();
+        assert_eq!((index, item), (3, MESSAGE));
+        let mut builder = TurnBuilder::new(LIMITS.keep);
+        builder.stored = false;
+        assert!(builder.read_item_done_in_api_form(data.as_bytes()));
+        assert!(builder.done[&3].full.is_some());
+        let whole = item_done_parsed_whole(data.as_bytes()).unwrap().unwrap();
+        assert_eq!((3, &builder.done[&3]), (whole.0, &whole.1));
+    }
+
+    /// Pieces of `output_item.done` events: the API's form and its near misses.
+    const SEQUENCES: [&str; 7] = [
+        "",
+        r#""sequence_number":7,"#,
+        r#""sequence_number":0,"#,
+        r#""sequence_number":07,"#,
+        r#""sequence_number":1e3,"#,
+        r#""sequence_number":-1,"#,
+        r#""sequence_number":99999999999999999999999,"#,
+    ];
+    const INDEXES: [&str; 10] = [
+        "0",
+        "1",
+        "01",
+        "1.0",
+        "2e1",
+        "-1",
+        " 1",
+        "18446744073709551615",
+        "18446744073709551616",
+        "",
+    ];
+    const ITEMS: [&str; 12] = [
+        MESSAGE,
+        r#"{"id":"msg_1","type":"message","content":[]} "#,
+        r#" {"id":"msg_1","type":"message","content":[]}"#,
+        r#"{"id":"rs_1","type":"reasoning","summary":[],"encrypted_content":"gAAA"}"#,
+        r#"{"id":"msg_\u0031","type":"message","content":[{"type":"output_text","text":"\"}"}]}"#,
+        r#"{"type":"message"}"#,
+        "{}",
+        r#""msg_1""#,
+        r#"{"id":"msg_1","type":"message"},"extra":1"#,
+        r#"{"id":"msg_1","type":"message"},"item":{"id":"msg_2","type":"message"}"#,
+        r#"{"id":"msg_1","type":"message" "#,
+        r#"{"id":"msg_1","type":"message"} "#,
+    ];
+    const ENDS: [&str; 5] = ["}", " }", "}}", "}\n", ""];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// Whatever an `output_item.done` event looks like, the one-pass read takes it only
+        /// when it gives what the whole parse gives.
+        #[test]
+        fn the_one_pass_read_of_an_item_gives_what_the_whole_parse_gives(
+            sequence in 0..SEQUENCES.len(),
+            index in 0..INDEXES.len(),
+            item in 0..ITEMS.len(),
+            end in 0..ENDS.len(),
+            key_order in proptest::bool::ANY,
+        ) {
+            let (sequence, index, item, end) =
+                (SEQUENCES[sequence], INDEXES[index], ITEMS[item], ENDS[end]);
+            let data = if key_order {
+                format!(r#"{{"type":"response.output_item.done",{sequence}"output_index":{index},"item":{item}{end}"#)
+            } else {
+                format!(r#"{{"type":"response.output_item.done",{sequence}"item":{item},"output_index":{index}{end}"#)
+            };
+            let mut builder = TurnBuilder::new(LIMITS.keep);
+            builder.stored = false;
+            if builder.read_item_done_in_api_form(data.as_bytes()) {
+                let whole = item_done_parsed_whole(data.as_bytes());
+                proptest::prop_assert!(whole.is_ok(), "{}", data);
+                let read = builder.done.into_iter().next();
+                proptest::prop_assert_eq!(read, whole.ok().flatten(), "{}", data);
+            }
+        }
+    }
+
+    #[test]
+    fn a_start_event_after_the_first_is_not_read_again() {
+        let mut builder = TurnBuilder::new(LIMITS.keep);
+        let created = br#"{"type":"response.created","response":{"id":"resp_A","store":false}}"#;
+        let again = br#"{"type":"response.in_progress","response":{"id":"resp_B","store":true}}"#;
+        builder.on_event(created).unwrap();
+        builder.on_event(again).unwrap();
+        assert_eq!(
+            (builder.id.as_deref(), builder.stored),
+            (Some("resp_A"), false)
+        );
+        // Not even parsed: a broken repeat spoils nothing.
+        let broken = br#"{"type":"response.in_progress","response":{"id":"#;
+        assert!(matches!(builder.on_event(broken), Ok(false)));
+        // A start event that says nothing of the response does not count as the first.
+        let mut builder = TurnBuilder::new(LIMITS.keep);
+        builder.on_event(br#"{"type":"response.created"}"#).unwrap();
+        builder.on_event(again).unwrap();
+        assert_eq!(builder.id.as_deref(), Some("resp_B"));
+    }
 
     #[test]
     fn an_events_leading_type_is_read_only_from_the_apis_own_form() {

@@ -31,17 +31,18 @@ pub(super) struct ResponseFields<'a> {
     pub(super) output: Option<Vec<&'a RawValue>>,
 }
 
+/// One item, from its JSON text.
 pub(super) fn read_item(
-    raw: &RawValue,
+    raw: &str,
     stored: bool,
     keep: KeepPolicy,
 ) -> Result<Option<TurnItem>, CaptureError> {
-    let fields: ItemFields<'_> = serde_json::from_str(raw.get())?;
+    let fields: ItemFields<'_> = serde_json::from_str(raw)?;
     let (Some(ty), Some(id)) = (fields.ty.as_deref(), fields.id.as_deref()) else {
         return Ok(None);
     };
     let ty = ItemType::parse(ty);
-    let elided = memchr::memmem::find(raw.get().as_bytes(), MARKER).is_some();
+    let elided = memchr::memmem::find(raw.as_bytes(), MARKER).is_some();
     // A reasoning item is only ever inserted in full where nothing can be looked up, and there
     // it is refused without its encrypted content: such a copy is worth nothing.
     let replayable = ty != ItemType::Reasoning || fields.encrypted_content.is_some();
@@ -49,18 +50,15 @@ pub(super) fn read_item(
     // as `null`: a compatible upstream's answer) is never inserted, so it is not kept.
     let full = (!elided
         && replayable
-        && keep.keeps(&ty, stored, raw.get().len())
-        && !crate::repair::fields::needs_sanitising(
-            raw.get().as_bytes(),
-            ty == ItemType::Reasoning,
-        ))
-    .then(|| Bytes::copy_from_slice(raw.get().as_bytes()));
+        && keep.keeps(&ty, stored, raw.len())
+        && !crate::repair::fields::needs_sanitising(raw.as_bytes(), ty == ItemType::Reasoning))
+    .then(|| Bytes::copy_from_slice(raw.as_bytes()));
     // What the item says: a reasoning item's encrypted content, a message's text, and any
     // other item whole when memory keeps no copy to compare a client's with (the canonical
     // form leaves out an image's elided result, and gives none when anything else was elided).
     let typed = matches!(ty, ItemType::Reasoning | ItemType::Message);
     let digest = (if typed { !elided } else { full.is_none() })
-        .then(|| fields.digest(raw.get()))
+        .then(|| fields.digest(raw))
         .flatten();
     Ok(Some(TurnItem {
         id: id.into(),
@@ -176,7 +174,7 @@ pub(super) fn turn_of(
     let output = fields.output.unwrap_or_default();
     let mut items = Vec::new();
     for raw in &output {
-        items.extend(read_item(raw, stored, keep)?);
+        items.extend(read_item(raw.get(), stored, keep)?);
     }
     let (id, parent) = (text(fields.id), text(fields.previous_response_id));
     let complete = items.len() == output.len();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::*;
 
-const LIMITS: CaptureLimits = CaptureLimits {
+pub(super) const LIMITS: CaptureLimits = CaptureLimits {
     max_body: 1 << 24,
     keep: KeepPolicy {
         full_item_max: 1 << 16,
