@@ -150,17 +150,26 @@ free_port() {
 rss_kb() { awk '/^VmRSS:/ {print $2; f=1} END {if (!f) print 0}' "/proc/$1/status" 2>/dev/null || echo 0; }
 hwm_kb() { awk '/^VmHWM:/ {print $2; f=1} END {if (!f) print 0}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
-# cpu_ticks PID...: utime+stime (fields 14 and 15 of /proc/PID/stat) summed over the PIDs.
-# The command name (field 2) may contain spaces, so fields are counted after its closing ')'.
-cpu_ticks() {
-    local total=0 pid stat f
+# cpu_split PID...: user and kernel clock ticks so far (utime and stime, fields 14 and 15 of
+# /proc/PID/stat), each summed over the PIDs. The command name (field 2) may contain spaces, so
+# fields are counted after its closing ')'.
+cpu_split() {
+    local user=0 kernel=0 pid stat f
     for pid in "$@"; do
         stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
         # After ') ' comes field 3 (state): utime (14) and stime (15) are f[11] and f[12].
         read -ra f <<<"${stat##*) }"
-        total=$((total + f[11] + f[12]))
+        user=$((user + f[11]))
+        kernel=$((kernel + f[12]))
     done
-    echo "$total"
+    echo "$user $kernel"
+}
+
+# cpu_ticks PID...: utime+stime summed over the PIDs.
+cpu_ticks() {
+    local user kernel
+    read -r user kernel < <(cpu_split "$@")
+    echo $((user + kernel))
 }
 
 # write_calls PID...: write syscalls made so far (syscw of /proc/PID/io), summed. How many

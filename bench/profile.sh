@@ -9,7 +9,8 @@
 # Per request it prints the proxy's CPU (task-clock), context switches, CPU migrations, page
 # faults and write/read syscalls, counted by `perf stat` on the proxy's processes while the load
 # runs — the figures that explain a latency gap on a machine where client, upstream and proxy
-# share two cores. Needs perf (Debian: linux-perf) and, like run.sh, wrk, nginx and python3.
+# share two cores — and the CPU split into user and kernel time (/proc, `utime`/`stime`): the
+# kernel's share is the sockets' work, the same for any proxy making the same calls. Needs perf (Debian: linux-perf) and, like run.sh, wrk, nginx and python3.
 # Settings: WORKLOAD (W1|W3), UPSTREAM (plain|tls-h1|tls-h2), SECONDS_PER (default 8), RECORD,
 # PACE_MS (W3: the fake pauses this long before each event, as the API paces tokens; each event
 # then arrives on its own, so per-read costs count 201 times per stream; default 0).
@@ -63,7 +64,7 @@ load() {
 
 EVENTS=task-clock,context-switches,cpu-migrations,page-faults,syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait
 printf '%s%s, %s upstream, c=1, %s s per proxy; per request:\n' "$WORKLOAD" "$( [[ $PACE_MS != 0 ]] && echo " paced ${PACE_MS} ms per event" )" "$UPSTREAM" "$SECONDS_PER"
-printf '| proxy | requests | CPU µs | context switches | migrations | page faults | writes | reads | epoll_waits |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+printf '| proxy | requests | CPU µs | user µs | kernel µs | context switches | migrations | page faults | writes | reads | epoll_waits |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for proxy in nginx rethread; do
     port="$NGINX_PORT"
     pids="$(children "$NGINX_PID" | tr ' ' ',' | sed 's/,$//')"
@@ -79,18 +80,21 @@ for proxy in nginx rethread; do
     perf stat -x, -e "$EVENTS" -p "$pids" -o "$stat" -- sleep "$((SECONDS_PER + 1))" &
     perf_pid=$!
     sleep 0.5
+    read -r user0 kernel0 < <(cpu_split ${pids//,/ })
     requests="$(load "$port" "$SECONDS_PER")"
+    read -r user1 kernel1 < <(cpu_split ${pids//,/ })
     wait "$perf_pid" || true
-    python3 - "$stat" "$proxy" "$requests" <<'EOF'
+    python3 - "$stat" "$proxy" "$requests" "$((user1 - user0))" "$((kernel1 - kernel0))" "$(getconf CLK_TCK)" <<'EOF'
 import sys
 path, proxy, n = sys.argv[1], sys.argv[2], max(int(sys.argv[3]), 1)
+user, kernel = (int(t) * 1e6 / int(sys.argv[6]) / n for t in sys.argv[4:6])
 v = {}
 for line in open(path):
     f = line.strip().split(",")
     if len(f) > 2 and f[0] and f[0][0].isdigit():
         v[f[2]] = float(f[0])
 g = lambda *k: sum(v.get(x, 0) for x in k) / n
-print(f"| {proxy} | {n} | {g('task-clock') * 1000:.0f} | {g('context-switches'):.1f} | {g('cpu-migrations'):.2f} | "
+print(f"| {proxy} | {n} | {g('task-clock') * 1000:.0f} | {user:.0f} | {kernel:.0f} | {g('context-switches'):.1f} | {g('cpu-migrations'):.2f} | "
       f"{g('page-faults'):.2f} | {g('syscalls:sys_enter_write', 'syscalls:sys_enter_writev', 'syscalls:sys_enter_sendto'):.1f} | "
       f"{g('syscalls:sys_enter_read', 'syscalls:sys_enter_recvfrom'):.1f} | {g('syscalls:sys_enter_epoll_wait'):.1f} |")
 EOF
