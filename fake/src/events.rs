@@ -154,7 +154,22 @@ pub(crate) fn turn_events(response: &Value, opts: StreamOptions) -> Vec<StoredEv
     b.events.into_iter().map(stored).collect()
 }
 
-/// Serialize an event with `type` and `sequence_number` first, as the real API does.
+/// An event's leading keys in the order the API writes them (every recording in
+/// `../shared/fixtures`: `{"type":…,"sequence_number":…,"item_id":…,"output_index":…,
+/// "content_index":…,"delta":…}`, `{"type":…,"sequence_number":…,"output_index":…,"item":…}`);
+/// its payload follows.
+const EVENT_KEY_ORDER: [&str; 8] = [
+    "type",
+    "sequence_number",
+    "item_id",
+    "output_index",
+    "content_index",
+    "summary_index",
+    "annotation_index",
+    "partial_image_index",
+];
+
+/// Serialize an event in the API's key order (`EVENT_KEY_ORDER`).
 fn stored(e: Value) -> StoredEvent {
     let sequence_number = e
         .get("sequence_number")
@@ -167,7 +182,7 @@ fn stored(e: Value) -> StoredEvent {
         .to_string();
     let mut data = String::new();
     match &e {
-        Value::Object(map) => write_object(map, &["type", "sequence_number"], &mut data),
+        Value::Object(map) => write_object(map, &EVENT_KEY_ORDER, &mut data),
         other => write_in_api_order(other, &mut data),
     }
     StoredEvent {
@@ -245,6 +260,27 @@ mod tests {
         assert!(ev
             .iter()
             .all(|e| serde_json::from_str::<Value>(&e.data).is_ok()));
+        // An event's ids and indexes come before its payload, as the API writes them.
+        let done = ev
+            .iter()
+            .find(|e| e.event_type == "response.output_item.done")
+            .map(|e| e.data.as_str())
+            .unwrap_or_default();
+        assert!(
+            done.starts_with(
+                r#"{"type":"response.output_item.done","sequence_number":3,"output_index":0,"item":{"id":"rs_1","#
+            ),
+            "{done}"
+        );
+        let delta = ev
+            .iter()
+            .find(|e| e.event_type == "response.output_text.delta")
+            .map(|e| e.data.as_str())
+            .unwrap_or_default();
+        assert!(
+            delta.contains(r#","item_id":"msg_1","output_index":1,"content_index":0,"delta":"#),
+            "{delta}"
+        );
         // Objects open with `id` and `type`, as the API writes them.
         let completed = &ev[ev.len() - 1].data;
         assert!(
