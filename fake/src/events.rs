@@ -261,22 +261,20 @@ mod tests {
             .iter()
             .all(|e| serde_json::from_str::<Value>(&e.data).is_ok()));
         // An event's ids and indexes come before its payload, as the API writes them.
-        let done = ev
-            .iter()
-            .find(|e| e.event_type == "response.output_item.done")
-            .map(|e| e.data.as_str())
-            .unwrap_or_default();
+        let data_of = |ty: &str| {
+            ev.iter()
+                .find(|e| e.event_type == ty)
+                .map(|e| e.data.as_str())
+                .unwrap_or_default()
+        };
+        let done = data_of("response.output_item.done");
         assert!(
             done.starts_with(
                 r#"{"type":"response.output_item.done","sequence_number":3,"output_index":0,"item":{"id":"rs_1","#
             ),
             "{done}"
         );
-        let delta = ev
-            .iter()
-            .find(|e| e.event_type == "response.output_text.delta")
-            .map(|e| e.data.as_str())
-            .unwrap_or_default();
+        let delta = data_of("response.output_text.delta");
         assert!(
             delta.contains(r#","item_id":"msg_1","output_index":1,"content_index":0,"delta":"#),
             "{delta}"
