@@ -60,6 +60,12 @@ impl Eliding {
         self
     }
 
+    /// The length up to which a text passes unchanged: no string in it can be long enough to be
+    /// dropped (the smallest bound is a bulky key's).
+    pub(super) fn unchanged_up_to(&self) -> usize {
+        BULKY_MAX.min(self.max_string)
+    }
+
     /// The kept text so far.
     pub(super) fn bytes(&self) -> &[u8] {
         &self.out

@@ -2,10 +2,12 @@
 //!
 //! Chunks arrive split anywhere. Data lines of events capture does not need (partial images,
 //! text deltas) are skipped as they stream by, without being buffered; only the events that
-//! carry items are assembled. Lines end in `\n` or `\r\n`. A data line is streamed into the
+//! carry items are assembled. An event is known unneeded by its name (`event:`), or, when a
+//! server names none, by the `type` its first data line starts with. Lines end in `\n` or `\r\n`. A data line is streamed into the
 //! event's data as it arrives, with long JSON strings (image results) dropped without a copy.
 
 use super::elide::Eliding;
+use super::response::leading_string;
 
 /// Assembles events from chunks.
 #[derive(Debug)]
@@ -16,6 +18,10 @@ pub(super) struct SseFramer {
     /// Whether the current event's name (its `event:` line) is one capture reads; `None`
     /// until a name is given (an unnamed event is read).
     named_wanted: Option<bool>,
+    /// The current event, unnamed so far, has data that starts with a `type` capture does not
+    /// read: the rest of it is skipped whatever name comes later (the builder would pass over
+    /// the whole of it). Named events are told apart by their names alone.
+    typed_out: bool,
     /// The current event's data, with long strings dropped as they stream by.
     data: Eliding,
     has_data: bool,
@@ -58,6 +64,14 @@ pub(super) enum EventKind {
 }
 
 impl EventKind {
+    /// The kind an event's data names by its leading `type`, when the JSON starts with it, as
+    /// the API and the fake write every event (`{"type":"response.output_text.delta",…`);
+    /// `None` otherwise (another key order, spaces, an escape in the name): such an event is
+    /// parsed whole.
+    pub(super) fn leading(data: &[u8]) -> Option<Self> {
+        leading_string(data, br#"{"type":""#).map(Self::of)
+    }
+
     pub(super) fn of(ty: &[u8]) -> Self {
         match ty {
             b"response.created" | b"response.in_progress" | b"response.queued" => Self::Started,
@@ -66,6 +80,11 @@ impl EventKind {
             _ => Self::Other,
         }
     }
+}
+
+/// Whether an event's data starts with a `type` capture does not read (`EventKind::leading`).
+fn names_nothing_read(data: &[u8]) -> bool {
+    EventKind::leading(data) == Some(EventKind::Other)
 }
 
 /// Whether an `event:` line's value (after the colon, without its line end) names an event
@@ -85,6 +104,7 @@ impl SseFramer {
             line: Vec::new(),
             mode: Line::Start,
             named_wanted: None,
+            typed_out: false,
             data: Eliding::new(max_string).keeping_results(max_result),
             has_data: false,
             strip_space: false,
@@ -101,7 +121,7 @@ impl SseFramer {
     }
 
     fn wanted(&self) -> bool {
-        self.named_wanted.unwrap_or(true)
+        !self.typed_out && self.named_wanted.unwrap_or(true)
     }
 
     /// Feeds a chunk; `on_event` receives the data of each complete event worth reading.
@@ -179,7 +199,7 @@ impl SseFramer {
                 }
             }
             b'\r' => 0,
-            _ if self.named_wanted == Some(false) => match memchr::memchr(b'\n', chunk) {
+            _ if !self.wanted() => match memchr::memchr(b'\n', chunk) {
                 Some(end) => end + 1,
                 None => {
                     // The rest of the line, in later chunks, is dropped as it comes.
@@ -187,8 +207,41 @@ impl SseFramer {
                     chunk.len()
                 }
             },
+            b'd' if !self.has_data && self.named_wanted.is_none() => {
+                self.first_data_line_typed_out(chunk)
+            }
             _ => 0,
         }
+    }
+
+    /// At a line's start, the first data line of an event not named yet, when the chunk holds it
+    /// whole and its value passes through `data` unchanged and within bounds (so the general
+    /// path would keep exactly these bytes): when it starts with a `type` capture does not read,
+    /// the event is skipped from here (`typed_out`) and the line is used; else 0, and the
+    /// general path reads it, deciding the same at its end (`end_line`).
+    #[inline(never)] // only for unnamed events: kept out of the named stream's path
+    fn first_data_line_typed_out(&mut self, chunk: &[u8]) -> usize {
+        let Some(rest) = chunk.strip_prefix(b"data:") else {
+            return 0;
+        };
+        let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+        // The events capture reads (an item, the response) have long lines: told apart by their
+        // leading `type` before their end is looked for.
+        if !names_nothing_read(rest) {
+            return 0;
+        }
+        let Some(end) = memchr::memchr(b'\n', rest) else {
+            return 0;
+        };
+        let value = &rest[..end];
+        let value = value.strip_suffix(b"\r").unwrap_or(value);
+        if value.len() > self.max_event.min(self.data.unchanged_up_to())
+            || !names_nothing_read(value)
+        {
+            return 0;
+        }
+        self.typed_out = true;
+        chunk.len() - rest.len() + end + 1
     }
 
     /// Decides what the current line is once its field name is known.
@@ -254,6 +307,18 @@ impl SseFramer {
         self.strip_space = false;
         if mode != Line::Start {
             self.line.clear();
+            // (A named event is left to the builder: checking it here would cost every event
+            // capture reads and change nothing the builder learns.)
+            if mode == Line::Data
+                && self.named_wanted.is_none()
+                && names_nothing_read(self.data.bytes())
+            {
+                // At an event's first data line, the whole-line path decides the same at the
+                // line's start.
+                self.typed_out = true;
+                self.data.clear();
+                self.has_data = false;
+            }
             return;
         }
         let line = std::mem::take(&mut self.line);
@@ -263,6 +328,7 @@ impl SseFramer {
                 on_event(self.data.bytes());
             }
             self.named_wanted = None;
+            self.typed_out = false;
             self.data.clear();
             self.has_data = false;
         } else if let Some(value) = text.strip_prefix(b"event:") {
@@ -297,6 +363,26 @@ mod tests {
     }
 
     const STREAM: &[u8] = b"event: response.created\ndata: {\"a\":1}\n\n: comment\nevent: response.output_text.delta\ndata: {\"skip\":true}\n\nevent: response.output_item.done\r\ndata: {\"b\":\r\ndata: 2}\r\n\r\ndata: {\"unnamed\":3}\n\n";
+
+    #[test]
+    fn an_events_leading_type_is_read_only_from_the_apis_own_form() {
+        let leading = EventKind::leading;
+        assert_eq!(
+            leading(br#"{"type":"response.output_text.delta","delta":"x"}"#),
+            Some(EventKind::Other)
+        );
+        assert_eq!(
+            leading(br#"{"type":"response.output_item.done","item":{}}"#),
+            Some(EventKind::ItemDone)
+        );
+        assert_eq!(
+            leading(br#"{"delta":"x","type":"response.completed"}"#),
+            None
+        );
+        assert_eq!(leading(br#"{ "type":"response.completed"}"#), None);
+        assert_eq!(leading(br#"{"type":"response.\u0063ompleted"}"#), None);
+        assert_eq!(leading(br#"{"type":"response.completed"#), None);
+    }
 
     #[test]
     fn wanted_events_are_assembled_at_any_chunk_boundary() {
@@ -336,8 +422,13 @@ mod tests {
     }
 
     /// The events a framer gives for `stream` fed in `cuts`, and whether it overflowed.
-    fn framed(stream: &[u8], cuts: &[usize], whole_lines: bool) -> (Vec<Vec<u8>>, bool) {
-        let mut framer = SseFramer::new(64, 1 << 20, 0);
+    fn framed(
+        stream: &[u8],
+        cuts: &[usize],
+        whole_lines: bool,
+        max_string: usize,
+    ) -> (Vec<Vec<u8>>, bool) {
+        let mut framer = SseFramer::new(64, max_string, 0);
         framer.whole_lines = whole_lines;
         let mut out = Vec::new();
         let mut at = 0;
@@ -350,8 +441,8 @@ mod tests {
     }
 
     /// Lines of the kinds a stream holds, and the odd ones the general path must settle (the
-    /// last, an `event:` line longer than any field line kept, is made in `stream_of`).
-    const LINES: [&str; 17] = [
+    /// 17th, an `event:` line longer than any field line kept, is made in `stream_of`).
+    const LINES: [&str; 21] = [
         "event: response.output_item.done",
         "event: response.output_text.delta",
         "event:response.completed",
@@ -369,6 +460,11 @@ mod tests {
         "",
         "",
         "event: response.output_item.done and a name too long to keep",
+        // Unnamed events' first data lines, read by their leading `type`.
+        "data:{\"type\":\"response.output_text.delta\",\"delta\":\"a b\"}\r",
+        "data: {\"type\":\"response.output_item.done\",\"x\":1}",
+        "data: {\"type\":\"response.output_text.delta\",\"delta\":\"0123456789012345678901234567890123456789\"}",
+        "data: {\"type\":\"response.output_text.delta\"",
     ];
 
     /// `lines` (indices into `LINES`) as a stream, each line ended by `\n`.
@@ -394,9 +490,41 @@ mod tests {
             let stream = stream_of(&lines);
             let mut cuts = cuts;
             cuts.sort_unstable();
-            let fast = framed(stream.as_bytes(), &cuts, true);
-            let slow = framed(stream.as_bytes(), &cuts, false);
-            proptest::prop_assert_eq!(fast, slow, "{:?}", stream);
+            // Strings kept whole, and strings of more than 8 bytes dropped (a `type` among them).
+            for max_string in [1 << 20, 8] {
+                let fast = framed(stream.as_bytes(), &cuts, true, max_string);
+                let slow = framed(stream.as_bytes(), &cuts, false, max_string);
+                proptest::prop_assert_eq!(fast, slow, "{:?}", stream);
+            }
+        }
+    }
+
+    #[test]
+    fn an_unnamed_event_whose_first_line_names_a_type_not_read_is_skipped_whole() {
+        // A server that names no event: a delta runs over two data lines, past the bound on
+        // kept data, and names a wanted event after its first line; then an item. The delta is
+        // skipped from its first line on (not kept, not counted against the bound); the item is
+        // read, at any split.
+        let stream = concat!(
+            "data: {\"type\":\"response.output_text.delta\",\r\n",
+            "data: \"delta\":\"0123456789012345678901234567890123456789012345678901234567890123\"}\n",
+            "event: response.output_item.done\n",
+            "data: {}\n\n",
+            "data: {\"type\":\"response.output_item.done\"}\n\n",
+        );
+        for whole_lines in [true, false] {
+            for split in 1..stream.len() {
+                let cuts: Vec<usize> = (split..stream.len()).step_by(split).collect();
+                let (events, overflowed) = framed(stream.as_bytes(), &cuts, whole_lines, 1 << 20);
+                assert_eq!(
+                    (events, overflowed),
+                    (
+                        vec![br#"{"type":"response.output_item.done"}"#.to_vec()],
+                        false
+                    ),
+                    "split {split}, whole lines {whole_lines}"
+                );
+            }
         }
     }
 
