@@ -60,8 +60,8 @@ impl Eliding {
         self
     }
 
-    /// The length up to which a text passes unchanged: no string in it can be long enough to be
-    /// dropped (the smallest bound is a bulky key's).
+    /// The length up to which a text pushed after `clear` passes unchanged: no string in it can
+    /// be long enough to be dropped (the smallest bound is a bulky key's).
     pub(super) fn unchanged_up_to(&self) -> usize {
         BULKY_MAX.min(self.max_string)
     }

@@ -2,8 +2,8 @@
 //!
 //! Chunks arrive split anywhere. Data lines of events capture does not need (partial images,
 //! text deltas) are skipped as they stream by, without being buffered; only the events that
-//! carry items are assembled. An event is known unneeded by its name (`event:`), or, when a
-//! server names none, by the `type` its first data line starts with. Lines end in `\n` or `\r\n`. A data line is streamed into the
+//! carry items are assembled. An event is known unneeded by its name (`event:`), or, when no
+//! name comes before its data (some servers write none), by the `type` its data starts with. Lines end in `\n` or `\r\n`. A data line is streamed into the
 //! event's data as it arrives, with long JSON strings (image results) dropped without a copy.
 
 use super::elide::Eliding;
@@ -173,10 +173,11 @@ impl SseFramer {
     }
 
     /// At a line's start, the lines most of a stream is made of, read in one step when the
-    /// chunk holds them whole: a blank line (the event ends), an `event:` line, and any line of
-    /// an event capture does not read but the two that can change that (a blank line, an
-    /// `event:` line). Returns the bytes used; 0 leaves the line to the general path, which
-    /// reads it with the same result byte by byte however it is split.
+    /// chunk holds them whole: a blank line (the event ends), an `event:` line, any line of an
+    /// event capture does not read but the two that can change that (a blank line, an `event:`
+    /// line), and the first data line of an unnamed event that names a type capture does not
+    /// read (`first_data_line_typed_out`). Returns the bytes used; 0 leaves the line to the
+    /// general path, which reads it with the same result byte by byte however it is split.
     fn whole_line(&mut self, chunk: &[u8], on_event: &mut dyn FnMut(&[u8])) -> usize {
         match chunk[0] {
             b'\n' => {
@@ -442,7 +443,7 @@ mod tests {
 
     /// Lines of the kinds a stream holds, and the odd ones the general path must settle (the
     /// 17th, an `event:` line longer than any field line kept, is made in `stream_of`).
-    const LINES: [&str; 21] = [
+    const LINES: [&str; 23] = [
         "event: response.output_item.done",
         "event: response.output_text.delta",
         "event:response.completed",
@@ -465,6 +466,9 @@ mod tests {
         "data: {\"type\":\"response.output_item.done\",\"x\":1}",
         "data: {\"type\":\"response.output_text.delta\",\"delta\":\"0123456789012345678901234567890123456789\"}",
         "data: {\"type\":\"response.output_text.delta\"",
+        // Values of 64 and 65 bytes: at the bound on an event's data (`framed`) and past it.
+        "data: {\"type\":\"response.output_text.delta\",\"delta\":\"xxxxxxxxxxxxxxxx\"}",
+        "data: {\"type\":\"response.output_text.delta\",\"delta\":\"xxxxxxxxxxxxxxxxx\"}",
     ];
 
     /// `lines` (indices into `LINES`) as a stream, each line ended by `\n`.
