@@ -154,10 +154,10 @@ pub(crate) fn turn_events(response: &Value, opts: StreamOptions) -> Vec<StoredEv
     b.events.into_iter().map(stored).collect()
 }
 
-/// An event's leading keys in the order the API writes them (every recording in
+/// An event's leading keys in the order the API writes them (most recordings in
 /// `../shared/fixtures`: `{"type":…,"sequence_number":…,"item_id":…,"output_index":…,
-/// "content_index":…,"delta":…}`, `{"type":…,"sequence_number":…,"output_index":…,"item":…}`);
-/// its payload follows.
+/// "content_index":…,"delta":…}`, `{"type":…,"sequence_number":…,"output_index":…,"item":…}`;
+/// one recorded stream has `type` first and the rest in another order); its payload follows.
 const EVENT_KEY_ORDER: [&str; 8] = [
     "type",
     "sequence_number",
