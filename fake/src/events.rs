@@ -157,7 +157,8 @@ pub(crate) fn turn_events(response: &Value, opts: StreamOptions) -> Vec<StoredEv
 /// An event's leading keys in the order the API writes them (most recordings in
 /// `../shared/fixtures`: `{"type":…,"sequence_number":…,"item_id":…,"output_index":…,
 /// "content_index":…,"delta":…}`, `{"type":…,"sequence_number":…,"output_index":…,"item":…}`;
-/// one recorded stream has `type` first and the rest in another order); its payload follows.
+/// one recording, a background stream resumed with `starting_after`, has `type` first and the
+/// rest in another order); its payload follows.
 const EVENT_KEY_ORDER: [&str; 8] = [
     "type",
     "sequence_number",
