@@ -10,7 +10,8 @@
 # faults and write/read syscalls, counted by `perf stat` on the proxy's processes while the load
 # runs — the figures that explain a latency gap on a machine where client, upstream and proxy
 # share two cores — and the CPU split into user and kernel time (/proc, `utime`/`stime`): the
-# kernel's share is the sockets' work, the same for any proxy making the same calls. Needs perf (Debian: linux-perf) and, like run.sh, wrk, nginx and python3.
+# kernel's share is the sockets' work, the same for any proxy making the same calls. Needs perf
+# (Debian: linux-perf) and, like run.sh, wrk, nginx and python3.
 # Settings: WORKLOAD (W1|W3), UPSTREAM (plain|tls-h1|tls-h2), SECONDS_PER (default 8), RECORD,
 # PACE_MS (W3: the fake pauses this long before each event, as the API paces tokens; each event
 # then arrives on its own, so per-read costs count 201 times per stream; default 0).

@@ -126,20 +126,19 @@ impl TurnBuilder {
         match kind {
             EventKind::Started if !self.started => {
                 if let Some(fields) = event.response {
-                    self.started = text(fields.id).is_some() && fields.store.is_some();
+                    let id = text(fields.id);
+                    self.started = id.is_some() && fields.store.is_some();
                     if let Some(facts) = &mut self.facts {
                         facts.read(&fields);
                     }
                     self.stored = fields.store != Some(false);
-                    self.id = text(fields.id).map(Into::into);
+                    self.id = id.map(Into::into);
                     self.parent = text(fields.previous_response_id).map(Into::into);
                 }
             }
             EventKind::ItemDone => {
                 if let (Some(index), Some(item)) = (event.output_index, event.item) {
-                    if let Some(item) = read_item(item.get(), self.stored, self.keep)? {
-                        self.done.insert(index, item);
-                    }
+                    self.read_done_item(index, item.get())?;
                 }
             }
             EventKind::Terminal => {
@@ -157,17 +156,16 @@ impl TurnBuilder {
     /// when it is not in that form or its item does not read: the general path reads it then
     /// (and gives the error, if any).
     fn read_item_done_in_api_form(&mut self, data: &[u8]) -> bool {
-        let Some((index, item)) = item_done_in_api_form(data) else {
-            return false;
-        };
-        match read_item(item, self.stored, self.keep) {
-            Ok(Some(item)) => {
-                self.done.insert(index, item);
-                true
-            }
-            Ok(None) => true,
-            Err(_) => false,
+        item_done_in_api_form(data)
+            .is_some_and(|(index, item)| self.read_done_item(index, item).is_ok())
+    }
+
+    /// Keeps the item at `index` of the output, from its JSON text.
+    fn read_done_item(&mut self, index: u64, item: &str) -> Result<(), CaptureError> {
+        if let Some(item) = read_item(item, self.stored, self.keep)? {
+            self.done.insert(index, item);
         }
+        Ok(())
     }
 
     /// The turn a terminal event's response holds. When every item of its `output` was read

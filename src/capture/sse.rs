@@ -3,8 +3,9 @@
 //! Chunks arrive split anywhere. Data lines of events capture does not need (partial images,
 //! text deltas) are skipped as they stream by, without being buffered; only the events that
 //! carry items are assembled. An event is known unneeded by its name (`event:`), or, when no
-//! name comes before its data (some servers write none), by the `type` its data starts with. Lines end in `\n` or `\r\n`. A data line is streamed into the
-//! event's data as it arrives, with long JSON strings (image results) dropped without a copy.
+//! name comes before its data (some servers write none), by the `type` its data starts with.
+//! Lines end in `\n` or `\r\n`. A data line is streamed into the event's data as it arrives,
+//! with long JSON strings (image results) dropped without a copy.
 
 use super::elide::Eliding;
 use super::response::leading_string;
